@@ -1,0 +1,147 @@
+"""A small SQL layer shared by the store and the paper ledger: SQLite (a file) or PostgreSQL.
+
+Queries are written once with `?` placeholders and run on either engine. Each thread gets its own
+connection (sqlite3 and psycopg connections are not to be shared across threads). A write
+transaction is serialised per database on SQLite (`BEGIN IMMEDIATE`) and uses row locks on
+PostgreSQL (`for_update()`), which is what keeps concurrent requests from overdrawing an account.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+Row = dict[str, Any]
+_PLACEHOLDER = re.compile(r"\?")
+
+
+class Database:
+    """One logical database; `url` is `sqlite:///path` or `postgresql://...`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect = "postgres" if url.startswith(("postgres://", "postgresql://")) else "sqlite"
+        self._local = threading.local()
+        if self.dialect == "sqlite":
+            self._path = url.removeprefix("sqlite:///")
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def for_settings(cls, database_url: str | None, sqlite_path: Path) -> "Database":
+        return cls(database_url or f"sqlite:///{sqlite_path}")
+
+    # -- connections -------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        if self.dialect == "sqlite":
+            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            return conn
+        return psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
+
+    def _conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or (self.dialect == "postgres" and conn.closed):
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- statements --------------------------------------------------------------------------
+    def _sql(self, sql: str) -> str:
+        return _PLACEHOLDER.sub("%s", sql) if self.dialect == "postgres" else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; returns the number of rows it changed."""
+        cur = self._conn().execute(self._sql(sql), tuple(params))
+        return cur.rowcount
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        cur = self._conn().execute(self._sql(sql), tuple(params))
+        return [dict(r) for r in cur.fetchall()]
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        cur = self._conn().execute(self._sql(sql), tuple(params))
+        row = cur.fetchone()
+        return dict(row) if row is not None else None
+
+    def for_update(self) -> str:
+        """Suffix that row-locks a SELECT inside a transaction (SQLite locks the whole file instead)."""
+        return " FOR UPDATE" if self.dialect == "postgres" else ""
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator["Database"]:
+        """A write transaction: all or nothing. Nested use joins the outer transaction."""
+        if getattr(self._local, "depth", 0):
+            self._local.depth += 1
+            try:
+                yield self
+            finally:
+                self._local.depth -= 1
+            return
+        conn = self._conn()
+        begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN"
+        for attempt in range(50):
+            try:
+                conn.execute(begin)
+                break
+            except sqlite3.OperationalError:  # database is locked beyond busy_timeout
+                time.sleep(0.05 * (attempt + 1))
+        else:
+            conn.execute(begin)
+        self._local.depth = 1
+        try:
+            yield self
+        except BaseException:
+            self._local.depth = 0
+            conn.execute("ROLLBACK")
+            raise
+        self._local.depth = 0
+        conn.execute("COMMIT")
+
+    # -- migrations --------------------------------------------------------------------------
+    def migrate(self, component: str, steps: Sequence[str]) -> int:
+        """Apply `steps[i]` (one or more `;`-separated statements) for every version not yet applied.
+
+        Versions are per component, so the store and the ledger evolve independently in one
+        database. Returns the schema version reached.
+        """
+        self.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " component TEXT NOT NULL, version INTEGER NOT NULL, applied_at DOUBLE PRECISION NOT NULL,"
+            " PRIMARY KEY (component, version))"
+        )
+        with self.transaction():
+            if self.dialect == "postgres":  # serialise concurrent migrators across processes
+                self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (component,))
+            row = self.fetchone(
+                "SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations WHERE component = ?", (component,)
+            )
+            current = int(row["v"]) if row else 0
+            for version, step in enumerate(steps, start=1):
+                if version <= current:
+                    continue
+                for statement in (s.strip() for s in step.split(";")):
+                    if statement:
+                        self.execute(statement)
+                self.execute(
+                    "INSERT INTO schema_migrations (component, version, applied_at) VALUES (?, ?, ?)",
+                    (component, version, time.time()),
+                )
+        return len(steps)

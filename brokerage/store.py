@@ -1,0 +1,99 @@
+"""The `Store` port: users, who owns which brokerage account, onboarding/closure status, company profiles.
+
+Implementations: `brokerage.sql_store.SqlStore` (SQLite file or PostgreSQL via `DATABASE_URL`) and
+`brokerage.supabase_store.SupabaseStore` (Supabase's REST API through supabase-py). One contract
+test suite runs against all three back ends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal, Protocol
+
+import msgspec
+
+from engine.config import Settings
+
+OnboardingStatus = Literal["submitted", "approved", "active", "rejected", "pending_closure", "closed"]
+
+
+class User(msgspec.Struct, kw_only=True):
+    id: str
+    email: str | None = None
+    created_at: dt.datetime
+
+
+class AccountRecord(msgspec.Struct, kw_only=True):
+    """A brokerage account as the product knows it; the broker holds the money, this holds the ownership."""
+
+    account_id: str
+    user_id: str
+    status: OnboardingStatus = "submitted"
+    email: str | None = None
+    account_number: str | None = None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    closure_requested_at: dt.datetime | None = None
+    closed_at: dt.datetime | None = None
+    confirmation_code: str | None = None
+
+
+class CompanyProfile(msgspec.Struct, kw_only=True):
+    symbol: str
+    name: str
+    sector: str | None = None
+    industries: list[str] = []
+    description: str | None = None
+    isin: str | None = None
+    country: str | None = None
+    facts: dict[str, str] = {}
+    source: str = "pytickersymbols"
+    updated_at: dt.datetime | None = None
+
+
+class Store(Protocol):
+    def migrate(self) -> None:
+        """Create or upgrade the schema; safe to call on every start, from several processes."""
+        ...
+
+    # users and ownership
+    def ensure_user(self, user_id: str, email: str | None = None) -> User: ...
+    def get_user(self, user_id: str) -> User | None: ...
+    def add_account(
+        self,
+        user_id: str,
+        account_id: str,
+        *,
+        email: str | None = None,
+        account_number: str | None = None,
+        status: OnboardingStatus = "submitted",
+    ) -> AccountRecord: ...
+    def get_account(self, account_id: str) -> AccountRecord | None: ...
+    def accounts_of(self, user_id: str) -> list[AccountRecord]: ...
+    def owner_of(self, account_id: str) -> str | None: ...
+    def account_by_email(self, email: str) -> AccountRecord | None: ...
+    def set_account_status(
+        self, account_id: str, status: OnboardingStatus, *, confirmation_code: str | None = None
+    ) -> AccountRecord:
+        """Moves the onboarding status; entering `pending_closure`/`closed` stamps its timestamp."""
+        ...
+
+    # company profiles
+    def upsert_company_profiles(self, profiles: list[CompanyProfile]) -> int: ...
+    def get_company_profile(self, symbol: str) -> CompanyProfile | None: ...
+    def count_company_profiles(self) -> int: ...
+
+
+def store_from_settings(settings: Settings) -> Store:
+    """The configured store, migrated."""
+    if settings.store == "supabase":
+        from brokerage.supabase_store import SupabaseStore
+
+        store: Store = SupabaseStore(settings.supabase_url or "", settings.supabase_service_role_key or "")
+    else:
+        from brokerage.sql import Database
+        from brokerage.sql_store import SqlStore
+
+        store = SqlStore(Database.for_settings(settings.database_url, settings.sqlite_path))
+    store.migrate()
+    return store

@@ -1,0 +1,254 @@
+"""One settings table for the whole system, read from the environment and `.env`.
+
+Every variable has a default that works on a fresh machine (the embedded defaults of DESIGN.md).
+A bad value fails at start-up with the variable's name and the reason, never later in a hot path.
+The README's configuration table is generated from this module (`clera config --markdown`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from dotenv import dotenv_values
+
+Positive = msgspec.Meta(gt=0)
+AtLeastOne = msgspec.Meta(ge=1)
+
+
+class ConfigError(ValueError):
+    """A configuration variable has a value the system cannot run with."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Field name -> environment variable via `msgspec.field(name=...)`; see `DOCS` for meanings."""
+
+    # --- runtime and storage -------------------------------------------------------------
+    data_dir: str = msgspec.field(default=".clera", name="CLERA_DATA_DIR")
+    ray_address: str | None = msgspec.field(default=None, name="RAY_ADDRESS")
+    ray_namespace: str = msgspec.field(default="clera", name="CLERA_RAY_NAMESPACE")
+    redis_url: str | None = msgspec.field(default=None, name="REDIS_URL")
+    redis_host: str | None = msgspec.field(default=None, name="REDIS_HOST")
+    redis_port: Annotated[int, Positive] = msgspec.field(default=6379, name="REDIS_PORT")
+    database_url: str | None = msgspec.field(default=None, name="DATABASE_URL")
+    store: Literal["sql", "supabase"] = msgspec.field(default="sql", name="CLERA_STORE")
+
+    # --- market data and the clock ---------------------------------------------------------
+    feed: Literal["replay", "simulated", "alpaca"] = msgspec.field(default="replay", name="CLERA_FEED")
+    replay_start: dt.date = msgspec.field(default=dt.date(2012, 6, 1), name="CLERA_REPLAY_START")
+    replay_session_seconds: Annotated[float, Positive] = msgspec.field(
+        default=60.0, name="CLERA_REPLAY_SESSION_SECONDS"
+    )
+    replay_open_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] = msgspec.field(
+        default=0.8, name="CLERA_REPLAY_OPEN_FRACTION"
+    )
+    replay_epoch: float | None = msgspec.field(default=None, name="CLERA_REPLAY_EPOCH")
+    replay_symbols: str = msgspec.field(default="AAPL,MSFT,IBM,GOOG,FB", name="CLERA_REPLAY_SYMBOLS")
+    tick_hz: Annotated[float, Positive] = msgspec.field(default=4.0, name="CLERA_TICK_HZ")
+    sim_symbols: Annotated[int, AtLeastOne] = msgspec.field(default=500, name="CLERA_SIM_SYMBOLS")
+    sim_ticks_per_s: Annotated[float, Positive] = msgspec.field(default=1000.0, name="CLERA_SIM_TICKS_PER_S")
+    sim_seed: int = msgspec.field(default=7, name="CLERA_SIM_SEED")
+    alpaca_data_feed: Literal["iex", "sip"] = msgspec.field(default="iex", name="CLERA_ALPACA_DATA_FEED")
+    alpaca_stream_url: str | None = msgspec.field(default=None, name="CLERA_ALPACA_STREAM_URL")
+    alpaca_data_url: str | None = msgspec.field(default=None, name="CLERA_ALPACA_DATA_URL")
+    alpaca_data_timeout_s: Annotated[float, Positive] = msgspec.field(
+        default=30.0, name="CLERA_ALPACA_DATA_TIMEOUT_S"
+    )
+
+    # --- realtime engine -------------------------------------------------------------------
+    symbol_shards: Annotated[int, AtLeastOne] = msgspec.field(default=2, name="CLERA_SYMBOL_SHARDS")
+    portfolio_shards: Annotated[int, AtLeastOne] = msgspec.field(default=2, name="CLERA_PORTFOLIO_SHARDS")
+    flush_ms: Annotated[float, Positive] = msgspec.field(default=25.0, name="CLERA_FLUSH_MS")
+    batch_max: Annotated[int, AtLeastOne] = msgspec.field(default=5000, name="CLERA_BATCH_MAX")
+    publish_hz: Annotated[float, Positive] = msgspec.field(default=4.0, name="CLERA_PUBLISH_HZ")
+    idle_refresh_s: Annotated[float, Positive] = msgspec.field(default=10.0, name="CLERA_IDLE_REFRESH_S")
+    interest_ttl_s: Annotated[float, Positive] = msgspec.field(default=30.0, name="CLERA_INTEREST_TTL_S")
+    positions: Literal["file", "broker"] = msgspec.field(default="broker", name="CLERA_POSITIONS")
+    demo_accounts_file: str | None = msgspec.field(default=None, name="CLERA_DEMO_ACCOUNTS_FILE")
+
+    # --- gateway ---------------------------------------------------------------------------
+    host: str = msgspec.field(default="127.0.0.1", name="CLERA_HOST")
+    port: Annotated[int, Positive] = msgspec.field(default=8000, name="CLERA_PORT")
+    backend_api_key: str | None = msgspec.field(default=None, name="BACKEND_API_KEY")
+    jwt_secret: str | None = msgspec.field(default=None, name="SUPABASE_JWT_SECRET")
+    heartbeat_interval: Annotated[float, Positive] = msgspec.field(default=30.0, name="HEARTBEAT_INTERVAL")
+    connection_timeout: Annotated[float, Positive] = msgspec.field(default=90.0, name="CONNECTION_TIMEOUT")
+    serve_min_replicas: Annotated[int, AtLeastOne] = msgspec.field(default=1, name="CLERA_SERVE_MIN_REPLICAS")
+    serve_max_replicas: Annotated[int, AtLeastOne] = msgspec.field(default=4, name="CLERA_SERVE_MAX_REPLICAS")
+    serve_max_ongoing: Annotated[int, AtLeastOne] = msgspec.field(default=10000, name="CLERA_SERVE_MAX_ONGOING")
+    serve_target_ongoing: Annotated[int, AtLeastOne] = msgspec.field(
+        default=2000, name="CLERA_SERVE_TARGET_ONGOING"
+    )
+    fmp_api_key: str | None = msgspec.field(default=None, name="FINANCIAL_MODELING_PREP_API_KEY")
+
+    # --- brokerage -------------------------------------------------------------------------
+    broker: Literal["paper", "alpaca"] = msgspec.field(default="paper", name="CLERA_BROKER")
+    broker_api_key: str | None = msgspec.field(default=None, name="BROKER_API_KEY")
+    broker_secret_key: str | None = msgspec.field(default=None, name="BROKER_SECRET_KEY")
+    alpaca_environment: Literal["sandbox", "production"] = msgspec.field(
+        default="sandbox", name="ALPACA_ENVIRONMENT"
+    )
+    alpaca_broker_url: str | None = msgspec.field(default=None, name="CLERA_ALPACA_BROKER_URL")
+    alpaca_resync_s: Annotated[float, Positive] = msgspec.field(default=60.0, name="CLERA_ALPACA_RESYNC_S")
+    ach_daily_limit: Decimal = msgspec.field(
+        default=Decimal("50000"), name="CLERA_ACH_DAILY_LIMIT"
+    )
+    pdt_enabled: bool = msgspec.field(default=True, name="CLERA_PDT_ENABLED")
+    pdt_equity_threshold: Decimal = msgspec.field(default=Decimal("25000"), name="CLERA_PDT_EQUITY_THRESHOLD")
+    pdt_max_day_trades: Annotated[int, AtLeastOne] = msgspec.field(default=3, name="CLERA_PDT_MAX_DAY_TRADES")
+    plaid_client_id: str | None = msgspec.field(default=None, name="PLAID_CLIENT_ID")
+    plaid_secret: str | None = msgspec.field(default=None, name="PLAID_SECRET")
+    plaid_env: str = msgspec.field(default="sandbox", name="PLAID_ENV")
+    plaid_host: str | None = msgspec.field(default=None, name="CLERA_PLAID_HOST")
+    plaid_webhook_verify: bool = msgspec.field(default=True, name="CLERA_PLAID_WEBHOOK_VERIFY")
+    backend_public_url: str | None = msgspec.field(default=None, name="BACKEND_PUBLIC_URL")
+    supabase_url: str | None = msgspec.field(default=None, name="SUPABASE_URL")
+    supabase_service_role_key: str | None = msgspec.field(default=None, name="SUPABASE_SERVICE_ROLE_KEY")
+
+    def __post_init__(self) -> None:
+        if self.plaid_env not in ("sandbox", "production"):
+            hint = (
+                " (plaid-python has no 'development' environment; use 'sandbox' for testing)"
+                if self.plaid_env == "development"
+                else ""
+            )
+            raise ConfigError(f"PLAID_ENV={self.plaid_env!r}: must be 'sandbox' or 'production'{hint}")
+        if self.store == "supabase" and not (self.supabase_url and self.supabase_service_role_key):
+            raise ConfigError("CLERA_STORE='supabase' needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
+        if self.broker == "alpaca" and not (self.broker_api_key and self.broker_secret_key):
+            raise ConfigError("CLERA_BROKER='alpaca' needs BROKER_API_KEY and BROKER_SECRET_KEY")
+        if self.feed == "alpaca" and not (self.broker_api_key and self.broker_secret_key):
+            raise ConfigError("CLERA_FEED='alpaca' needs BROKER_API_KEY and BROKER_SECRET_KEY")
+        if self.ach_daily_limit <= 0 or self.pdt_equity_threshold < 0:
+            raise ConfigError("CLERA_ACH_DAILY_LIMIT must be > 0 and CLERA_PDT_EQUITY_THRESHOLD >= 0")
+        if self.serve_min_replicas > self.serve_max_replicas:
+            raise ConfigError("CLERA_SERVE_MIN_REPLICAS must not exceed CLERA_SERVE_MAX_REPLICAS")
+
+    # --- derived values (kept here so every process derives them the same way) ------------
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def redis_external_url(self) -> str | None:
+        """The external Redis to use, or None for the embedded server."""
+        if self.redis_url:
+            return self.redis_url
+        if self.redis_host:
+            return f"redis://{self.redis_host}:{self.redis_port}/0"
+        return None
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_path / "clera.db"
+
+    @property
+    def replay_symbol_list(self) -> list[str]:
+        return [s.strip().upper() for s in self.replay_symbols.split(",") if s.strip()]
+
+
+DOCS: dict[str, str] = {
+    "CLERA_DATA_DIR": "Folder for the SQLite store, the embedded Redis socket and local state.",
+    "RAY_ADDRESS": "Ray cluster to join (`auto` on a cluster node); unset starts a local Ray.",
+    "CLERA_RAY_NAMESPACE": "Ray namespace of the named engine actors and the Serve app.",
+    "REDIS_URL": "External Redis (required on a cluster); unset starts an embedded redis-server.",
+    "REDIS_HOST": "External Redis host, used when REDIS_URL is unset.",
+    "REDIS_PORT": "Port for REDIS_HOST.",
+    "DATABASE_URL": "PostgreSQL URL for the store and the paper ledger; unset uses SQLite in CLERA_DATA_DIR.",
+    "CLERA_STORE": "`sql` (SQLite or DATABASE_URL) or `supabase` (Supabase REST via supabase-py).",
+    "CLERA_FEED": "Market data: `replay` (real daily prices), `simulated` (seeded GBM) or `alpaca` (live).",
+    "CLERA_REPLAY_START": "First replayed trading day (data covers 2000-03-01..2013-03-01; FB from 2012-05-18).",
+    "CLERA_REPLAY_SESSION_SECONDS": "Wall-clock seconds per replayed trading day.",
+    "CLERA_REPLAY_OPEN_FRACTION": "Share of each replayed day during which the market is open.",
+    "CLERA_REPLAY_EPOCH": "Unix time at which the replay starts; unset: set once by `clera serve` for all processes.",
+    "CLERA_REPLAY_SYMBOLS": "Symbols replayed from the shipped price file.",
+    "CLERA_TICK_HZ": "Replay ticks per second per symbol.",
+    "CLERA_SIM_SYMBOLS": "Number of symbols of the simulated feed.",
+    "CLERA_SIM_TICKS_PER_S": "Total ticks per second offered by the simulated feed.",
+    "CLERA_SIM_SEED": "Seed of the simulated feed.",
+    "CLERA_ALPACA_DATA_FEED": "Alpaca stock feed: `iex` or `sip`.",
+    "CLERA_ALPACA_STREAM_URL": "Override of Alpaca's market-data WebSocket URL (a stand-in in tests).",
+    "CLERA_ALPACA_DATA_URL": "Override of Alpaca's historical-data REST URL (previous closes).",
+    "CLERA_ALPACA_DATA_TIMEOUT_S": "Seconds without data before the stream is considered silent and reconnected.",
+    "CLERA_SYMBOL_SHARDS": "Number of SymbolShard actors.",
+    "CLERA_PORTFOLIO_SHARDS": "Number of PortfolioShard actors.",
+    "CLERA_FLUSH_MS": "Batch flush interval on every hop of the realtime path.",
+    "CLERA_BATCH_MAX": "Size cap that flushes a batch before its timer.",
+    "CLERA_PUBLISH_HZ": "Most live snapshots per second per subscribed account.",
+    "CLERA_IDLE_REFRESH_S": "Refresh period of `portfolio:last:{account}` for accounts nobody watches.",
+    "CLERA_INTEREST_TTL_S": "Lifetime of a subscriber's interest key; subscribers refresh it.",
+    "CLERA_POSITIONS": "Position source: `broker` (the configured broker) or `file` (demo JSON).",
+    "CLERA_DEMO_ACCOUNTS_FILE": "Demo accounts JSON for CLERA_POSITIONS=file; unset uses the packaged one.",
+    "CLERA_HOST": "Address the HTTP/WebSocket gateway binds to.",
+    "CLERA_PORT": "Port of the HTTP/WebSocket gateway.",
+    "BACKEND_API_KEY": "Service API key (`X-API-Key`); unset: generated and printed by `clera serve`.",
+    "SUPABASE_JWT_SECRET": "HS256 secret of user JWTs; unset: generated and printed by `clera serve`.",
+    "HEARTBEAT_INTERVAL": "Seconds between server pings on a WebSocket.",
+    "CONNECTION_TIMEOUT": "Seconds of silence after which a WebSocket peer is dropped.",
+    "CLERA_SERVE_MIN_REPLICAS": "Fewest gateway replicas.",
+    "CLERA_SERVE_MAX_REPLICAS": "Most gateway replicas.",
+    "CLERA_SERVE_MAX_ONGOING": "max_ongoing_requests per replica (each open WebSocket counts as one).",
+    "CLERA_SERVE_TARGET_ONGOING": "Autoscaling target of ongoing requests (open sockets) per replica.",
+    "FINANCIAL_MODELING_PREP_API_KEY": "Financial Modeling Prep key for company profiles (optional).",
+    "CLERA_BROKER": "`paper` (embedded ledger) or `alpaca` (Alpaca Broker API).",
+    "BROKER_API_KEY": "Alpaca Broker API key (also used for market data).",
+    "BROKER_SECRET_KEY": "Alpaca Broker API secret.",
+    "ALPACA_ENVIRONMENT": "`sandbox` or `production`.",
+    "CLERA_ALPACA_BROKER_URL": "Override of the Broker API base URL (a stand-in in tests).",
+    "CLERA_ALPACA_RESYNC_S": "Period of the position re-sync from Alpaca.",
+    "CLERA_ACH_DAILY_LIMIT": "Most dollars withdrawn by ACH per account per day (paper broker).",
+    "CLERA_PDT_ENABLED": "Enforce the pattern-day-trader rule (paper broker).",
+    "CLERA_PDT_EQUITY_THRESHOLD": "Equity under which the PDT rule applies.",
+    "CLERA_PDT_MAX_DAY_TRADES": "Day trades allowed in 5 trading days under the threshold.",
+    "PLAID_CLIENT_ID": "Plaid client id; unset disables Plaid (503 on its routes).",
+    "PLAID_SECRET": "Plaid secret.",
+    "PLAID_ENV": "`sandbox` or `production` (plaid-python has no development environment).",
+    "CLERA_PLAID_HOST": "Override of Plaid's API host (a stand-in in tests).",
+    "CLERA_PLAID_WEBHOOK_VERIFY": "Verify the `Plaid-Verification` JWT of webhooks.",
+    "BACKEND_PUBLIC_URL": "Public URL of this backend, for Plaid webhooks and redirects.",
+    "SUPABASE_URL": "Supabase project URL for CLERA_STORE=supabase.",
+    "SUPABASE_SERVICE_ROLE_KEY": "Supabase service-role key for CLERA_STORE=supabase.",
+}
+
+_ENV_NAMES: tuple[str, ...] = tuple(f.encode_name for f in msgspec.structs.fields(Settings))
+_LOCATION = re.compile(r" - at `\$\.([A-Z0-9_]+)`")
+
+
+def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+    """Settings from `environ` (default: os.environ) over an optional `.env` file; empty strings mean unset."""
+    values: dict[str, Any] = {}
+    if env_file is not None and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    picked = {k: v for k, v in values.items() if k in _ENV_NAMES and v != ""}
+    try:
+        return msgspec.convert(picked, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        found = _LOCATION.search(message)
+        if found is None:
+            raise ConfigError(message) from None
+        name = found.group(1)
+        reason = _LOCATION.sub("", message)
+        raise ConfigError(f"{name}={picked.get(name)!r}: {reason}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for field in msgspec.structs.fields(Settings):
+        default = "" if field.default in (None, msgspec.NODEFAULT) else str(field.default)
+        rows.append(f"| `{field.encode_name}` | {f'`{default}`' if default else '(unset)'} | {DOCS[field.encode_name]} |")
+    return "\n".join(rows)

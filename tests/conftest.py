@@ -1,0 +1,65 @@
+"""Shared fixtures: the real Redis and PostgreSQL servers of the machine, one local Ray per session.
+
+No fixture here fakes a project component. Redis tests use database 13 of 127.0.0.1:6379 (flushed
+per test); PostgreSQL tests get a fresh schema of database `test` per test.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+REDIS_URL = os.environ.get("CLERA_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+PG_URL = os.environ.get("CLERA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The machine's Redis 7, emptied for this test (`make test` starts it)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()  # a missing server fails the test loudly: CI must not skip it
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh schema in the machine's PostgreSQL `test` database, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole session (starting Ray costs seconds)."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        namespace="clera-test",
+        logging_level="warning",
+        log_to_driver=True,
+    )
+    yield
+    ray.shutdown()
