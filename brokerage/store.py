@@ -8,13 +8,15 @@ test suite runs against all three back ends.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
+from brokerage.errors import Conflict, InvalidRequest
 from engine.config import Settings
 
 OnboardingStatus = Literal["submitted", "approved", "active", "rejected", "pending_closure", "closed"]
+ONBOARDING_STATUSES: frozenset[str] = frozenset(OnboardingStatus.__args__)  # type: ignore[attr-defined]
 
 
 class User(msgspec.Struct, kw_only=True):
@@ -82,6 +84,51 @@ class Store(Protocol):
     def upsert_company_profiles(self, profiles: list[CompanyProfile]) -> int: ...
     def get_company_profile(self, symbol: str) -> CompanyProfile | None: ...
     def count_company_profiles(self) -> int: ...
+
+
+def check_status(status: str) -> OnboardingStatus:
+    if status not in ONBOARDING_STATUSES:
+        raise InvalidRequest(
+            f"unknown onboarding status {status!r}; expected one of {sorted(ONBOARDING_STATUSES)}",
+            code="invalid_status",
+        )
+    return status  # type: ignore[return-value]
+
+
+def check_id(kind: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(f"{kind} must be a non-empty string", code=f"invalid_{kind}")
+    return value
+
+
+def normalize_email(email: str | None) -> str | None:
+    """Emails compare case-insensitively, so every store keeps them trimmed and lower-cased."""
+    if email is None:
+        return None
+    if not isinstance(email, str):
+        raise InvalidRequest("email must be a string", code="invalid_email")
+    return email.strip().lower() or None
+
+
+def status_changes(
+    current: AccountRecord, status: str, confirmation_code: str | None, now: dt.datetime
+) -> dict[str, Any]:
+    """The columns a status move writes, decided once here so that every store agrees.
+
+    Entering `pending_closure` or `closed` stamps its time (re-entering the same status keeps the
+    first stamp, so a resumed closure does not move it); `closed` is final.
+    """
+    check_status(status)
+    if current.status == "closed" and status != "closed":
+        raise Conflict(f"account {current.account_id} is closed", code="account_closed")
+    changes: dict[str, Any] = {"status": status, "updated_at": now}
+    if status != current.status and status == "pending_closure":
+        changes["closure_requested_at"] = now
+    if status != current.status and status == "closed":
+        changes["closed_at"] = now
+    if confirmation_code is not None:
+        changes["confirmation_code"] = confirmation_code
+    return changes
 
 
 def store_from_settings(settings: Settings) -> Store:

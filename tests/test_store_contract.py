@@ -1,0 +1,270 @@
+"""One contract for every `Store`: SQLite file, the machine's PostgreSQL, Supabase via a PostgREST stand-in."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from brokerage.errors import Conflict, InvalidRequest, NotFound
+from brokerage.sql import Database
+from brokerage.sql_store import SqlStore
+from brokerage.store import CompanyProfile, Store
+from engine.clock import ManualClock
+
+UTC = dt.timezone.utc
+START = dt.datetime(2026, 3, 2, 15, 30, 0, 123456, tzinfo=UTC)
+
+MakeStore = Callable[[], Store]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[MakeStore]:
+    """A factory of migrated stores over one back end: a second call is the same data after a restart."""
+    opened: list[Database] = []
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+
+    def make() -> Store:
+        db = Database(url)
+        opened.append(db)
+        store = SqlStore(db, clock=clock)
+        store.migrate()
+        return store
+
+    yield make
+    for db in opened:
+        db.close()
+
+
+@pytest.fixture
+def store(make_store: MakeStore) -> Store:
+    return make_store()
+
+
+def _aware_utc(moment: dt.datetime | None) -> bool:
+    return moment is not None and moment.utcoffset() == dt.timedelta(0)
+
+
+# -- users ----------------------------------------------------------------------------------------
+
+
+def test_ensure_user_creates_once_and_keeps_first_creation_time(store: Store, clock: ManualClock) -> None:
+    assert store.get_user("u1") is None
+    first = store.ensure_user("u1")
+    assert first.id == "u1" and first.email is None
+    assert first.created_at == START and _aware_utc(first.created_at)
+
+    clock.advance(dt.timedelta(hours=1))
+    again = store.ensure_user("u1", "Ada@Example.COM ")
+    assert again.created_at == START
+    assert again.email == "ada@example.com"
+    # no email given: the known one stays
+    assert store.ensure_user("u1").email == "ada@example.com"
+    assert store.get_user("u1") == again
+
+
+@pytest.mark.parametrize("bad", ["", "   ", None, 7])
+def test_blank_ids_are_invalid_requests(store: Store, bad: object) -> None:
+    with pytest.raises(InvalidRequest):
+        store.ensure_user(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest):
+        store.add_account("u1", bad)  # type: ignore[arg-type]
+
+
+# -- ownership ------------------------------------------------------------------------------------
+
+
+def test_ownership_is_per_user(store: Store, clock: ManualClock) -> None:
+    store.ensure_user("alice")
+    a1 = store.add_account("alice", "acc-a1", email="alice@example.com", account_number="100")
+    clock.advance(dt.timedelta(seconds=1))
+    a2 = store.add_account("alice", "acc-a2")
+    b1 = store.add_account("bob", "acc-b1")  # bob did not exist yet: created on the way
+
+    assert [r.account_id for r in store.accounts_of("alice")] == ["acc-a1", "acc-a2"]
+    assert [r.account_id for r in store.accounts_of("bob")] == ["acc-b1"]
+    assert store.accounts_of("carol") == []
+    assert store.get_user("bob") is not None
+
+    assert store.owner_of("acc-a2") == "alice"
+    assert store.owner_of("acc-b1") == "bob"
+    assert store.owner_of("acc-unknown") is None
+
+    assert store.get_account("acc-a1") == a1
+    assert store.get_account("acc-b1") == b1
+    assert store.get_account("acc-unknown") is None
+    assert a1.status == "submitted" and a1.account_number == "100" and a1.email == "alice@example.com"
+    assert a2.created_at == START + dt.timedelta(seconds=1) and _aware_utc(a2.updated_at)
+    assert a1.closure_requested_at is None and a1.closed_at is None and a1.confirmation_code is None
+
+
+def test_add_account_twice_is_idempotent_for_the_owner_and_a_conflict_for_another_user(
+    store: Store, clock: ManualClock
+) -> None:
+    first = store.add_account("alice", "acc-1", email="a@example.com", status="approved")
+    clock.advance(dt.timedelta(minutes=5))
+    again = store.add_account("alice", "acc-1", email="a@example.com", status="approved")
+    assert again == first
+    assert len(store.accounts_of("alice")) == 1
+
+    with pytest.raises(Conflict):
+        store.add_account("mallory", "acc-1")
+    assert store.owner_of("acc-1") == "alice"
+    assert store.accounts_of("mallory") == []
+
+
+def test_account_by_email_ignores_case_and_finds_nothing_for_strangers(store: Store) -> None:
+    store.add_account("alice", "acc-a", email="Alice@Example.com")
+    store.add_account("bob", "acc-b", email="bob@example.com")
+    found = store.account_by_email("ALICE@example.COM")
+    assert found is not None and found.account_id == "acc-a" and found.user_id == "alice"
+    assert store.account_by_email("nobody@example.com") is None
+
+
+# -- onboarding status ----------------------------------------------------------------------------
+
+
+def test_status_transitions_stamp_their_times(store: Store, clock: ManualClock) -> None:
+    store.add_account("alice", "acc-1")
+    clock.advance(dt.timedelta(minutes=1))
+    active = store.set_account_status("acc-1", "active")
+    assert active.status == "active" and active.updated_at == START + dt.timedelta(minutes=1)
+    assert active.closure_requested_at is None
+
+    clock.advance(dt.timedelta(minutes=1))
+    requested_at = clock.now()
+    pending = store.set_account_status("acc-1", "pending_closure", confirmation_code="CLS-0001")
+    assert pending.status == "pending_closure"
+    assert pending.closure_requested_at == requested_at and _aware_utc(pending.closure_requested_at)
+    assert pending.closed_at is None
+    assert pending.confirmation_code == "CLS-0001"
+
+    clock.advance(dt.timedelta(minutes=1))  # a resumed closure re-enters the state: the stamp stays
+    assert store.set_account_status("acc-1", "pending_closure").closure_requested_at == requested_at
+
+    clock.advance(dt.timedelta(days=1))
+    closed = store.set_account_status("acc-1", "closed")
+    assert closed.closed_at == clock.now() and _aware_utc(closed.closed_at)
+    assert closed.closure_requested_at == requested_at
+    assert closed.confirmation_code == "CLS-0001"  # kept when not given again
+    assert store.get_account("acc-1") == closed
+
+    with pytest.raises(Conflict):
+        store.set_account_status("acc-1", "active")
+    assert store.get_account("acc-1") == closed
+
+
+def test_invalid_status_and_unknown_account(store: Store) -> None:
+    store.add_account("alice", "acc-1")
+    with pytest.raises(InvalidRequest):
+        store.set_account_status("acc-1", "frozen")  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest):
+        store.add_account("alice", "acc-2", status="frozen")  # type: ignore[arg-type]
+    assert store.get_account("acc-2") is None
+    assert store.get_account("acc-1").status == "submitted"  # type: ignore[union-attr]
+    with pytest.raises(NotFound):
+        store.set_account_status("acc-unknown", "active")
+
+
+# -- lifecycle ------------------------------------------------------------------------------------
+
+
+def test_migrate_again_and_reopen_keep_the_data(make_store: MakeStore) -> None:
+    store = make_store()
+    store.add_account("alice", "acc-1", email="a@example.com")
+    store.upsert_company_profiles([CompanyProfile(symbol="AAPL", name="Apple Inc.")])
+    store.migrate()
+    store.migrate()
+    reopened = make_store()  # a restart: a new connection, migrate() on start
+    assert reopened.owner_of("acc-1") == "alice"
+    assert reopened.get_account("acc-1") == store.get_account("acc-1")
+    assert reopened.count_company_profiles() == 1
+
+
+def test_concurrent_ensure_user_and_add_account(make_store: MakeStore) -> None:
+    stores = [make_store() for _ in range(2)]  # two "processes" on one database
+    threads_n = 8
+    barrier = threading.Barrier(threads_n)
+    outcomes: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        store = stores[i % 2]
+        barrier.wait()
+        store.ensure_user("shared-user")
+        store.add_account("shared-user", "shared-acc")
+        store.add_account("shared-user", f"own-acc-{i}")
+        try:  # every thread races a different user for one contested account
+            store.add_account(f"racer-{i}", "contested")
+            result = ("won", f"racer-{i}")
+        except Conflict:
+            result = ("lost", f"racer-{i}")
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    store = make_store()
+    assert sorted(r.account_id for r in store.accounts_of("shared-user")) == sorted(
+        ["shared-acc", *(f"own-acc-{i}" for i in range(threads_n))]
+    )
+    winners = [who for result, who in outcomes if result == "won"]
+    assert len(outcomes) == threads_n and len(winners) == 1
+    assert store.owner_of("contested") == winners[0]
+
+
+# -- company profiles -----------------------------------------------------------------------------
+
+
+def test_company_profile_round_trip_and_update(store: Store, clock: ManualClock) -> None:
+    assert store.count_company_profiles() == 0
+    assert store.get_company_profile("AAPL") is None
+    apple = CompanyProfile(
+        symbol="aapl",
+        name="Apple Inc.",
+        industries=["Consumer Electronics", "Computer Hardware"],
+        isin="US0378331005",
+        country="United States",
+        facts={"founded": "1976", "wikipedia": "https://en.wikipedia.org/wiki/Apple_Inc."},
+    )
+    ibm = CompanyProfile(symbol="IBM", name="IBM", sector=None, description=None, source="test")
+    assert store.upsert_company_profiles([apple, ibm]) == 2
+    assert store.upsert_company_profiles([]) == 0
+    assert store.count_company_profiles() == 2
+
+    got = store.get_company_profile("AAPL")
+    assert got is not None
+    assert got.symbol == "AAPL"  # symbols are kept upper-case
+    assert (got.name, got.industries, got.isin, got.country, got.facts) == (
+        apple.name,
+        apple.industries,
+        apple.isin,
+        apple.country,
+        apple.facts,
+    )
+    assert got.updated_at == START and got.source == "pytickersymbols"
+    assert store.get_company_profile(" aapl ") == got
+
+    clock.advance(dt.timedelta(days=1))
+    store.upsert_company_profiles([CompanyProfile(symbol="IBM", name="International Business Machines", sector="IT")])
+    updated = store.get_company_profile("IBM")
+    assert updated is not None
+    assert (updated.name, updated.sector, updated.updated_at) == ("International Business Machines", "IT", clock.now())
+    assert store.count_company_profiles() == 2
+    assert store.get_company_profile("NOPE") is None
+    assert store.get_company_profile("") is None
