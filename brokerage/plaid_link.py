@@ -1,0 +1,339 @@
+"""Plaid bank linking through plaid-python: Link token -> public token -> access token -> processor token
+for Alpaca -> ACH relationship on the broker, plus verification of Plaid's signed webhooks.
+
+Every Plaid or transport failure leaves this module as a `brokerage.errors` type, so the gateway
+never sees a plaid-python exception. Webhook verification follows Plaid's published procedure: the
+`Plaid-Verification` header is an ES256 JWT whose key is fetched by `kid`, fresh for five minutes,
+carrying the SHA-256 of the exact body bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import jwt
+import msgspec
+import plaid
+import urllib3
+from jwt.algorithms import ECAlgorithm
+from plaid.api import plaid_api
+from plaid.model.auth_get_request import AuthGetRequest
+from plaid.model.country_code import CountryCode
+from plaid.model.item_public_token_exchange_request import ItemPublicTokenExchangeRequest
+from plaid.model.item_remove_request import ItemRemoveRequest
+from plaid.model.link_token_create_hosted_link import LinkTokenCreateHostedLink
+from plaid.model.link_token_create_request import LinkTokenCreateRequest
+from plaid.model.link_token_create_request_user import LinkTokenCreateRequestUser
+from plaid.model.processor_token_create_request import ProcessorTokenCreateRequest
+from plaid.model.products import Products
+from plaid.model.webhook_verification_key_get_request import WebhookVerificationKeyGetRequest
+
+from brokerage.broker import Broker
+from brokerage.errors import BrokerageError, InvalidRequest, Rejected, Unavailable
+from brokerage.models import AchRelationship
+from engine.config import Settings
+
+T = TypeVar("T")
+
+CLIENT_NAME = "Clera"
+WEBHOOK_PATH = "/plaid/webhook"
+LINK_CDN_URL = "https://cdn.plaid.com/link/v2/stable/link.html"
+WEBHOOK_MAX_AGE_S = 300
+# Plaid's clock and ours may disagree a little; a webhook "from the future" within this is accepted.
+CLOCK_SKEW_S = 30
+REQUEST_TIMEOUT_S = 15.0
+# Plaid error codes for which the user must go through Link again (update mode or a new link).
+RELINK_CODES = frozenset({"ITEM_LOGIN_REQUIRED", "PENDING_EXPIRATION", "PENDING_DISCONNECT",
+                          "USER_PERMISSION_REVOKED", "VERIFICATION_EXPIRED", "ACCESS_NOT_GRANTED"})
+
+
+class WebhookUnverified(BrokerageError):
+    """A webhook whose signature, age or body hash does not check out; the gateway answers 401."""
+
+    status = 401
+    code = "webhook_unverified"
+
+
+class BankAccount(msgspec.Struct, kw_only=True):
+    """One account of a linked Item that can carry ACH (from /auth/get)."""
+
+    plaid_account_id: str
+    name: str
+    mask: str | None
+    subtype: str | None
+    routing_number: str | None
+
+
+class PlaidWebhookEvent(msgspec.Struct, kw_only=True):
+    """The part of a Plaid webhook the backend acts on (or logs)."""
+
+    webhook_type: str
+    webhook_code: str
+    item_id: str | None = None
+    account_id: str | None = None
+    environment: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    needs_relink: bool = False
+
+
+class _CachedKey(msgspec.Struct):
+    key: Any
+    expired_at: int | None
+
+
+class PlaidLink:
+    """The Plaid side of bank linking; thread-safe (the gateway calls it from worker threads)."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not (settings.plaid_client_id and settings.plaid_secret):
+            raise Unavailable(
+                "Plaid is not configured: set PLAID_CLIENT_ID and PLAID_SECRET to link banks "
+                "(manual ACH relationships work without it)",
+                code="plaid_not_configured",
+            )
+        host = settings.plaid_host or (
+            plaid.Environment.Production if settings.plaid_env == "production" else plaid.Environment.Sandbox
+        )
+        configuration = plaid.Configuration(
+            host=host, api_key={"clientId": settings.plaid_client_id, "secret": settings.plaid_secret}
+        )
+        self._api_client = plaid.ApiClient(configuration)
+        self._api = plaid_api.PlaidApi(self._api_client)
+        self._webhook_url = (
+            settings.backend_public_url.rstrip("/") + WEBHOOK_PATH if settings.backend_public_url else None
+        )
+        self._verify_webhooks = settings.plaid_webhook_verify
+        self._keys: dict[str, _CachedKey] = {}
+        self._keys_lock = threading.Lock()
+
+    def close(self) -> None:
+        self._api_client.close()
+
+    # --- linking ------------------------------------------------------------------------------
+    def create_link_token(self, user_id: str, redirect_uri: str | None = None) -> tuple[str, str]:
+        """A Link token and the URL that opens Link for it (Plaid's hosted Link when it returns one)."""
+        _require(user_id=user_id)
+        fields: dict[str, Any] = {
+            "client_name": CLIENT_NAME,
+            "language": "en",
+            "country_codes": [CountryCode("US")],
+            "user": LinkTokenCreateRequestUser(client_user_id=user_id),
+            "products": [Products("auth")],
+            "hosted_link": LinkTokenCreateHostedLink(),
+        }
+        if self._webhook_url:
+            fields["webhook"] = self._webhook_url
+        if redirect_uri:
+            fields["redirect_uri"] = redirect_uri
+        response = self._call(self._api.link_token_create, LinkTokenCreateRequest(**fields))
+        link_token: str = response["link_token"]
+        url = response.get("hosted_link_url") or f"{LINK_CDN_URL}?{urlencode({'token': link_token})}"
+        return link_token, url
+
+    def exchange_public_token(self, public_token: str) -> str:
+        _require(public_token=public_token)
+        request = ItemPublicTokenExchangeRequest(public_token=public_token)
+        return self._call(self._api.item_public_token_exchange, request)["access_token"]
+
+    def bank_accounts(self, access_token: str) -> list[BankAccount]:
+        """The Item's accounts that have ACH numbers, for picking one when Link did not say which."""
+        _require(access_token=access_token)
+        response = self._call(self._api.auth_get, AuthGetRequest(access_token=access_token))
+        routing = {n["account_id"]: n["routing"] for n in response["numbers"]["ach"]}
+        return [
+            BankAccount(
+                plaid_account_id=a["account_id"],
+                name=a["name"],
+                mask=a.get("mask"),
+                subtype=str(a["subtype"]) if a.get("subtype") is not None else None,
+                routing_number=routing[a["account_id"]],
+            )
+            for a in response["accounts"]
+            if a["account_id"] in routing
+        ]
+
+    def processor_token(self, access_token: str, plaid_account_id: str) -> str:
+        _require(access_token=access_token, plaid_account_id=plaid_account_id)
+        request = ProcessorTokenCreateRequest(
+            access_token=access_token, account_id=plaid_account_id, processor="alpaca"
+        )
+        return self._call(self._api.processor_token_create, request)["processor_token"]
+
+    def remove_item(self, access_token: str) -> None:
+        self._call(self._api.item_remove, ItemRemoveRequest(access_token=access_token))
+
+    def link_bank(
+        self, broker: Broker, account_id: str, public_token: str, plaid_account_id: str
+    ) -> AchRelationship:
+        """The whole chain after Link; the account is checked first because a public token is single-use.
+
+        If the broker refuses the processor token (e.g. an active relationship already exists) the
+        Item is removed again so no orphaned, billed Item stays behind, and the broker's error is raised.
+        """
+        _require(account_id=account_id, public_token=public_token, plaid_account_id=plaid_account_id)
+        broker.get_account(account_id)
+        access_token = self.exchange_public_token(public_token)
+        try:
+            processor_token = self.processor_token(access_token, plaid_account_id)
+            return broker.create_ach_relationship_from_processor_token(account_id, processor_token)
+        except BrokerageError:
+            try:
+                self.remove_item(access_token)
+            except BrokerageError:
+                pass  # best effort: the original failure is what the caller needs to see
+            raise
+
+    # --- webhooks -----------------------------------------------------------------------------
+    def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+        """The webhook's JSON once its `Plaid-Verification` JWT proves it came from Plaid unaltered.
+
+        With CLERA_PLAID_WEBHOOK_VERIFY off the body is only parsed (local development).
+        """
+        if self._verify_webhooks:
+            self._check_signature(body, _header(headers, "plaid-verification"))
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise InvalidRequest(f"webhook body is not JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise InvalidRequest("webhook body must be a JSON object")
+        return payload
+
+    def _check_signature(self, body: bytes, token: str | None) -> None:
+        if not token:
+            raise WebhookUnverified("missing Plaid-Verification header")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise WebhookUnverified(f"Plaid-Verification is not a JWT: {exc}") from None
+        if header.get("alg") != "ES256":
+            raise WebhookUnverified(f"webhook JWT alg {header.get('alg')!r} is not ES256")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise WebhookUnverified("webhook JWT has no key id")
+        key = self._verification_key(kid)
+        try:
+            claims = jwt.decode(
+                token, key=key, algorithms=["ES256"], leeway=CLOCK_SKEW_S, options={"require": ["iat"]}
+            )
+        except jwt.PyJWTError as exc:
+            raise WebhookUnverified(f"webhook signature invalid: {exc}") from None
+        iat = claims["iat"]
+        if not isinstance(iat, int | float) or time.time() - iat > WEBHOOK_MAX_AGE_S:
+            raise WebhookUnverified(f"webhook is older than {WEBHOOK_MAX_AGE_S} s (replayed or delayed)")
+        claimed = claims.get("request_body_sha256")
+        actual = hashlib.sha256(body).hexdigest()
+        if not isinstance(claimed, str) or not hmac.compare_digest(claimed.encode(), actual.encode()):
+            raise WebhookUnverified("webhook body does not match its signed SHA-256")
+
+    def _verification_key(self, kid: str) -> Any:
+        """The public key for `kid`; current keys are cached, an expired key is refused."""
+        with self._keys_lock:
+            cached = self._keys.get(kid)
+        if cached is None:
+            try:
+                response = self._call(
+                    self._api.webhook_verification_key_get, WebhookVerificationKeyGetRequest(key_id=kid)
+                )
+            except (InvalidRequest, Rejected) as exc:
+                raise WebhookUnverified(f"unknown webhook key id {kid!r}: {exc.message}") from None
+            jwk = response["key"].to_dict()
+            try:
+                key = ECAlgorithm.from_jwk(json.dumps(jwk))
+            except jwt.PyJWTError as exc:
+                raise WebhookUnverified(f"webhook key {kid!r} is unusable: {exc}") from None
+            cached = _CachedKey(key=key, expired_at=jwk.get("expired_at"))
+            with self._keys_lock:
+                self._keys[kid] = cached
+        if cached.expired_at is not None and cached.expired_at <= time.time():
+            raise WebhookUnverified(f"webhook key {kid!r} has expired")
+        return cached.key
+
+    # --- error mapping ------------------------------------------------------------------------
+    def _call(self, method: Callable[..., T], request: Any) -> T:
+        try:
+            return method(request, _request_timeout=REQUEST_TIMEOUT_S)
+        except plaid.ApiException as exc:
+            raise _map_api_error(exc) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise Unavailable(f"Plaid is unreachable: {exc}", code="plaid_unreachable") from None
+        except plaid.OpenApiException as exc:  # client-side validation of our request or its answer
+            raise InvalidRequest(f"Plaid request rejected by the client library: {exc}") from None
+
+
+def parse_webhook(payload: Mapping[str, Any]) -> PlaidWebhookEvent:
+    """The event a verified webhook carries; `needs_relink` marks Items the user must fix in Link."""
+    webhook_type, webhook_code = payload.get("webhook_type"), payload.get("webhook_code")
+    if not isinstance(webhook_type, str) or not isinstance(webhook_code, str):
+        raise InvalidRequest("webhook needs string webhook_type and webhook_code")
+    error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
+    error_code = error.get("error_code")
+    relink = (
+        (webhook_type == "ITEM" and (webhook_code in RELINK_CODES or error_code in RELINK_CODES))
+        or (webhook_type == "AUTH" and webhook_code == "VERIFICATION_EXPIRED")
+    )
+    return PlaidWebhookEvent(
+        webhook_type=webhook_type,
+        webhook_code=webhook_code,
+        item_id=_str_or_none(payload.get("item_id")),
+        account_id=_str_or_none(payload.get("account_id")),
+        environment=_str_or_none(payload.get("environment")),
+        error_code=_str_or_none(error_code),
+        error_message=_str_or_none(error.get("error_message")),
+        needs_relink=relink,
+    )
+
+
+def _map_api_error(exc: plaid.ApiException) -> BrokerageError:
+    """Plaid's error object -> our typed error; `details` keeps Plaid's fields for the logs and the user."""
+    status = exc.status or 0
+    try:
+        body = json.loads(exc.body) if exc.body else {}
+    except (ValueError, TypeError):
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    error_type = str(body.get("error_type") or "")
+    error_code = str(body.get("error_code") or "")
+    message = body.get("display_message") or body.get("error_message") or exc.reason or "Plaid error"
+    details = {k: body.get(k) for k in ("error_type", "error_code", "error_message", "display_message",
+                                        "request_id")}
+    details["status"] = status
+    text = f"Plaid {error_code or status}: {message}"
+    code = f"plaid_{error_code.lower()}" if error_code else None
+    if status == 0 or status == 429 or status >= 500 or error_type in (
+        "RATE_LIMIT_EXCEEDED", "API_ERROR", "INSTITUTION_ERROR"
+    ):
+        return Unavailable(text, code=code or "plaid_unavailable", details=details)
+    if error_code == "INVALID_API_KEYS" or status in (401, 403):
+        # Our credentials, not the user's input: the feature is down until the operator fixes them.
+        return Unavailable(f"Plaid rejected this backend's credentials: {message}",
+                           code=code or "plaid_credentials", details=details)
+    if error_type == "ITEM_ERROR" or error_code in RELINK_CODES:
+        return Rejected(text, code=code, details=details)
+    return InvalidRequest(text, code=code, details=details)
+
+
+def _require(**values: str) -> None:
+    for name, value in values.items():
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidRequest(f"{name} must be a non-empty string")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    return value
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
