@@ -1,0 +1,454 @@
+"""The valuation book: many accounts valued at once, updated incrementally from price ticks.
+
+Holdings are kept as flat position arrays (one row per account x symbol) in two orders: by account
+(to build snapshots) and by symbol (so a price change touches only that symbol's holders). Ticks
+are conflated per symbol until `flush()` (latest wins); a flush gathers the holders of the changed
+symbols in one vectorised step and moves their values by `qty x delta`. The arrays are rebuilt
+lazily, and values recomputed exactly, only when holdings change or a symbol gets its first price.
+
+Day change of a position is `qty * last - start_qty * prev_close - net_cost_today` (see
+`engine.types.Position`), so shares bought today count from their cost; cash, and cash deposited
+today, never count as a gain. A tick of a later session rolls the day for holdings loaded for an
+earlier one: what is held becomes the day's starting quantity and nothing was bought today yet.
+
+No I/O here: the shard actors, the benchmark's single-process limit and the tests all drive it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from decimal import Decimal
+
+import msgspec
+import numpy as np
+
+from engine.types import AccountHoldings, PortfolioSnapshot, Position, PositionValue, Tick
+
+_GROW = 1.5
+
+
+def _grown(array: np.ndarray, size: int, fill: float) -> np.ndarray:
+    if size <= len(array):
+        return array
+    bigger = np.full(max(size, int(len(array) * _GROW) + 16), fill, dtype=array.dtype)
+    bigger[: len(array)] = array
+    return bigger
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenation of `arange(s, s + c)` for each (s, c), without a Python loop."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    ends = np.cumsum(counts)
+    offsets = np.repeat(starts - (ends - counts), counts)
+    return offsets + np.arange(total, dtype=np.int64)
+
+
+def valid_price(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+class BookStats(msgspec.Struct, kw_only=True):
+    ticks: int = 0
+    rejected: int = 0  # NaN/infinite/non-positive prices or previous closes
+    stale: int = 0  # ticks of a session older than the book's
+    flushes: int = 0
+    holder_updates: int = 0
+    rebuilds: int = 0
+    snapshots: int = 0
+
+
+class ValuationBook:
+    """Values every account it holds; `flush()` says which accounts changed since the last one."""
+
+    def __init__(self) -> None:
+        self.session = ""
+        self.source = ""
+        self.stats = BookStats()
+        # symbols
+        self._sym_index: dict[str, int] = {}
+        self._sym_names: list[str] = []
+        self._last = np.empty(0)
+        self._prev = np.empty(0)
+        self._sym_ts = np.empty(0)
+        self._sym_ingest = np.empty(0)
+        # accounts
+        self._acct_index: dict[str, int] = {}
+        self._acct_ids: list[str] = []
+        self._holdings: list[AccountHoldings | None] = []
+        self._cash = np.empty(0)
+        self._pv = np.empty(0)
+        self._base = np.empty(0)  # sum(start_qty * prev_close + net_cost_today) per account
+        self._as_of = np.empty(0)
+        self._ingest = np.empty(0)
+        self._seq = np.empty(0, dtype=np.int64)
+        self._changed = np.empty(0, dtype=bool)
+        # positions, rebuilt lazily
+        self._dirty = True
+        self._pending: dict[int, tuple[Tick, float]] = {}
+        self._pos_acct = np.empty(0, dtype=np.int64)
+        self._pos_sym = np.empty(0, dtype=np.int64)
+        self._pos_qty = np.empty(0)
+        self._pos_start = np.empty(0)
+        self._pos_cost = np.empty(0)
+        self._pos_entry = np.empty(0)
+        self._acct_ptr = np.zeros(1, dtype=np.int64)
+        self._by_sym = np.empty(0, dtype=np.int64)  # position rows ordered by symbol
+        self._sym_ptr = np.zeros(1, dtype=np.int64)
+
+    # --- accounts -------------------------------------------------------------------------
+    @property
+    def account_count(self) -> int:
+        return len(self._acct_index)
+
+    def account_ids(self) -> list[str]:
+        return list(self._acct_index)
+
+    def index_of(self, account_id: str) -> int | None:
+        return self._acct_index.get(account_id)
+
+    def ids_of(self, indices: Iterable[int]) -> list[str]:
+        return [self._acct_ids[i] for i in indices]
+
+    def holdings(self, account_id: str) -> AccountHoldings | None:
+        index = self._acct_index.get(account_id)
+        return None if index is None else self._holdings[index]
+
+    def held_symbols(self) -> set[str]:
+        return {p.symbol for h in self._holdings if h is not None for p in h.positions}
+
+    def set_holdings(self, accounts: Iterable[AccountHoldings]) -> None:
+        """Add or replace accounts; each is marked changed (its next snapshot reflects it)."""
+        for holdings in accounts:
+            index = self._acct_index.get(holdings.account_id)
+            if index is None:
+                index = len(self._acct_ids)
+                self._acct_index[holdings.account_id] = index
+                self._acct_ids.append(holdings.account_id)
+                self._holdings.append(None)
+                self._grow_accounts(index + 1)
+            if self.session and holdings.session < self.session:
+                holdings = _rolled(holdings, self.session)
+            self._holdings[index] = holdings
+            self._cash[index] = float(holdings.cash)
+            self._changed[index] = True
+            for position in holdings.positions:
+                self._symbol(position.symbol)
+        self._dirty = True
+
+    def remove_accounts(self, account_ids: Iterable[str]) -> None:
+        for account_id in account_ids:
+            index = self._acct_index.pop(account_id, None)
+            if index is not None:
+                self._holdings[index] = None
+                self._cash[index] = 0.0
+                self._changed[index] = False
+                self._dirty = True
+
+    def restore_seq(self, seqs: dict[str, int]) -> None:
+        """Continue each account's `seq` after what was already published (a restarted shard)."""
+        for account_id, seq in seqs.items():
+            index = self._acct_index.get(account_id)
+            if index is not None:
+                self._seq[index] = max(int(self._seq[index]), seq)
+
+    def _grow_accounts(self, size: int) -> None:
+        self._cash = _grown(self._cash, size, 0.0)
+        self._pv = _grown(self._pv, size, 0.0)
+        self._base = _grown(self._base, size, 0.0)
+        self._as_of = _grown(self._as_of, size, 0.0)
+        self._ingest = _grown(self._ingest, size, 0.0)
+        self._seq = _grown(self._seq, size, 0)
+        self._changed = _grown(self._changed, size, False)
+
+    def _symbol(self, symbol: str) -> int:
+        index = self._sym_index.get(symbol)
+        if index is None:
+            index = len(self._sym_names)
+            self._sym_index[symbol] = index
+            self._sym_names.append(symbol)
+            size = index + 1
+            self._last = _grown(self._last, size, np.nan)
+            self._prev = _grown(self._prev, size, np.nan)
+            self._sym_ts = _grown(self._sym_ts, size, 0.0)
+            self._sym_ingest = _grown(self._sym_ingest, size, 0.0)
+        return index
+
+    # --- prices ---------------------------------------------------------------------------
+    def apply(self, ticks: Iterable[Tick], ingest_ts: float) -> int:
+        """Queue ticks until the next flush (latest per symbol wins); returns how many were rejected."""
+        rejected = 0
+        for tick in ticks:
+            if not (valid_price(tick.price) and valid_price(tick.prev_close)):
+                rejected += 1
+                continue
+            if tick.session < self.session:
+                self.stats.stale += 1
+                continue
+            self._pending[self._symbol(tick.symbol)] = (tick, ingest_ts)
+            self.stats.ticks += 1
+        self.stats.rejected += rejected
+        return rejected
+
+    def last_price(self, symbol: str) -> tuple[float, float] | None:
+        index = self._sym_index.get(symbol)
+        if index is None or not math.isfinite(self._last[index]):
+            return None
+        return float(self._last[index]), float(self._prev[index])
+
+    def flush(self) -> np.ndarray:
+        """Apply queued ticks; returns the accounts whose value or holdings changed since the last flush."""
+        pending, self._pending = self._pending, {}
+        if pending:
+            newest = max(tick.session for tick, _ in pending.values())
+            if newest > self.session:
+                older = {s: v for s, v in pending.items() if v[0].session < newest}
+                if older:
+                    self._set_prices(np.fromiter(older, dtype=np.int64, count=len(older)), list(older.values()))
+                self._roll(newest)
+                pending = {s: v for s, v in pending.items() if v[0].session == newest}
+        self.stats.flushes += 1
+        if pending:
+            syms = np.fromiter(pending, dtype=np.int64, count=len(pending))
+            if not np.isfinite(self._last[syms]).all():
+                self._dirty = True  # a first price replaces a fallback value: recompute exactly
+            if self._dirty:
+                self._set_prices(syms, list(pending.values()))
+            else:
+                old_last, old_prev = self._last[syms], self._prev[syms]
+                self._set_prices(syms, list(pending.values()))
+                held, counts, rows = self._holders(syms)
+                accts = self._pos_acct[rows]
+                n = len(self._pv)
+                d_last = np.repeat((self._last[syms] - old_last)[held], counts)
+                self._pv += np.bincount(accts, self._pos_qty[rows] * d_last, minlength=n)
+                d_prev = (self._prev[syms] - old_prev)[held]
+                if d_prev.any():
+                    moved = np.repeat(d_prev, counts)
+                    self._base += np.bincount(accts, self._pos_start[rows] * moved, minlength=n)
+        if self._dirty:
+            self._rebuild()
+        if pending:
+            _, _, rows = self._holders(syms)
+            if len(rows):
+                accts = self._pos_acct[rows]
+                np.maximum.at(self._as_of, accts, self._sym_ts[self._pos_sym[rows]])
+                np.maximum.at(self._ingest, accts, self._sym_ingest[self._pos_sym[rows]])
+                self._changed[accts] = True
+                self.stats.holder_updates += len(rows)
+        changed = np.flatnonzero(self._changed[: len(self._acct_ids)])
+        self._changed[changed] = False
+        return changed
+
+    def _set_prices(self, syms: np.ndarray, entries: list[tuple[Tick, float]]) -> None:
+        n = len(entries)
+        self._last[syms] = np.fromiter((t.price for t, _ in entries), dtype=float, count=n)
+        self._prev[syms] = np.fromiter((t.prev_close for t, _ in entries), dtype=float, count=n)
+        self._sym_ts[syms] = np.fromiter((t.ts for t, _ in entries), dtype=float, count=n)
+        self._sym_ingest[syms] = np.fromiter((i for _, i in entries), dtype=float, count=n)
+        if entries:
+            self.source = entries[-1][0].source
+
+    def _holders(self, syms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(which of `syms` anybody holds, holder count of each held one, their position rows)."""
+        held = syms < len(self._sym_ptr) - 1
+        kept = syms[held]
+        starts = self._sym_ptr[kept]
+        counts = self._sym_ptr[kept + 1] - starts
+        return held, counts, self._by_sym[_ranges(starts, counts)]
+
+    def _roll(self, session: str) -> None:
+        """A new trading day: the last trade of each symbol is its previous close until the feed
+        says otherwise, and holdings loaded for an earlier day start this one with what they hold."""
+        self.session = session
+        known = np.isfinite(self._last)
+        self._prev[known] = self._last[known]
+        self._dirty = True
+        for index, holdings in enumerate(self._holdings):
+            if holdings is not None and holdings.session < session:
+                self._holdings[index] = _rolled(holdings, session)
+                self._changed[index] = True
+
+    def _rebuild(self) -> None:
+        accts, syms, qty, start, cost, entry = [], [], [], [], [], []
+        for index, holdings in enumerate(self._holdings):
+            if holdings is None:
+                continue
+            for p in holdings.positions:
+                accts.append(index)
+                syms.append(self._sym_index[p.symbol])
+                qty.append(float(p.qty))
+                start.append(float(p.start_qty))
+                cost.append(float(p.net_cost_today))
+                entry.append(float(p.avg_entry_price))
+        n_acct, n_sym = len(self._acct_ids), len(self._sym_names)
+        self._pos_acct = np.asarray(accts, dtype=np.int64)
+        self._pos_sym = np.asarray(syms, dtype=np.int64)
+        self._pos_qty = np.asarray(qty, dtype=float)
+        self._pos_start = np.asarray(start, dtype=float)
+        self._pos_cost = np.asarray(cost, dtype=float)
+        self._pos_entry = np.asarray(entry, dtype=float)
+        self._acct_ptr = np.concatenate(([0], np.cumsum(np.bincount(self._pos_acct, minlength=n_acct))))
+        self._by_sym = np.argsort(self._pos_sym, kind="stable")
+        self._sym_ptr = np.concatenate(([0], np.cumsum(np.bincount(self._pos_sym, minlength=n_sym))))
+        last, prev = self._effective_prices(np.arange(len(self._pos_acct)))
+        size = len(self._pv)
+        self._pv = np.bincount(self._pos_acct, self._pos_qty * last, minlength=size).astype(float)
+        self._base = np.bincount(
+            self._pos_acct, self._pos_start * prev + self._pos_cost, minlength=size
+        ).astype(float)
+        self._dirty = False
+        self.stats.rebuilds += 1
+
+    def _effective_prices(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Last and previous close per position row; before a symbol's first tick, its entry price.
+
+        A position without any price yet is shown at what it cost, with no day change, rather than
+        at zero or at an invented move.
+        """
+        last = self._last[self._pos_sym[rows]]
+        prev = self._prev[self._pos_sym[rows]]
+        unknown = ~np.isfinite(last)
+        if unknown.any():
+            last = np.where(unknown, self._pos_entry[rows], last)
+            prev = np.where(unknown, self._pos_entry[rows], prev)
+        return last, prev
+
+    # --- values ---------------------------------------------------------------------------
+    def totals(self) -> dict[str, tuple[float, float]]:
+        """(total value, day change) of every account, from the incremental arrays."""
+        if self._dirty:
+            self._rebuild()
+        return {
+            account_id: (float(self._cash[i] + self._pv[i]), float(self._pv[i] - self._base[i]))
+            for account_id, i in self._acct_index.items()
+        }
+
+    def snapshots(self, indices: np.ndarray, publish_ts: float) -> list[PortfolioSnapshot]:
+        """Snapshots of these accounts (each gets its next seq), values exact from the positions."""
+        if self._dirty:
+            self._rebuild()
+        indices = np.asarray(indices, dtype=np.int64)
+        indices = indices[[self._holdings[i] is not None for i in indices]] if len(indices) else indices
+        if not len(indices):
+            return []
+        starts = self._acct_ptr[indices]
+        counts = self._acct_ptr[indices + 1] - starts
+        rows = _ranges(starts, counts)
+        last, prev = self._effective_prices(rows)
+        qty = self._pos_qty[rows]
+        value = qty * last
+        change = value - self._pos_start[rows] * prev - self._pos_cost[rows]
+        base = value - change
+        pct = np.divide(change * 100.0, base, out=np.zeros_like(change), where=base != 0)
+        names = [self._sym_names[s] for s in self._pos_sym[rows].tolist()]
+        cols = zip(
+            names, qty.tolist(), last.tolist(), prev.tolist(),
+            np.round(value, 2).tolist(), np.round(change, 2).tolist(), np.round(pct, 4).tolist(),
+        )
+        per_position = [PositionValue(*c) for c in cols]
+        segment = np.repeat(np.arange(len(indices)), counts)
+        value_sums = np.bincount(segment, value, minlength=len(indices))
+        change_sums = np.bincount(segment, change, minlength=len(indices))
+        self._seq[indices] += 1
+        out: list[PortfolioSnapshot] = []
+        cursor = 0
+        for k, i in enumerate(indices.tolist()):
+            n = int(counts[k])
+            cash = float(self._cash[i])
+            pv, dc = float(value_sums[k]), float(change_sums[k])
+            total = cash + pv
+            day_base = total - dc
+            out.append(
+                PortfolioSnapshot(
+                    account_id=self._acct_ids[i],
+                    seq=int(self._seq[i]),
+                    as_of=float(self._as_of[i]),
+                    ingest_ts=float(self._ingest[i]),
+                    publish_ts=publish_ts,
+                    total_value=round(total, 2),
+                    cash=round(cash, 2),
+                    positions_value=round(pv, 2),
+                    day_change=round(dc, 2),
+                    day_change_pct=round(dc * 100.0 / day_base, 4) if day_base else 0.0,
+                    positions=per_position[cursor : cursor + n],
+                    session=self.session,
+                    source=self.source,
+                )
+            )
+            cursor += n
+        self.stats.snapshots += len(out)
+        return out
+
+
+def _rolled(holdings: AccountHoldings, session: str) -> AccountHoldings:
+    return msgspec.structs.replace(
+        holdings,
+        session=session,
+        deposits_today=Decimal(0),
+        positions=[
+            msgspec.structs.replace(p, start_qty=p.qty, net_cost_today=Decimal(0)) for p in holdings.positions
+        ],
+    )
+
+
+class Coalescer:
+    """Which changed accounts to snapshot now.
+
+    Accounts somebody watches get at most `publish_hz` snapshots a second (latest wins: a snapshot
+    is built from the state when it is due, so skipped intermediate states cost nothing). The
+    others only have `portfolio:last` refreshed every `idle_refresh_s`, staggered per account so
+    the refresh is a steady trickle rather than a burst that would delay the live ones.
+    """
+
+    def __init__(self, publish_hz: float, idle_refresh_s: float) -> None:
+        self.min_gap = 1.0 / publish_hz
+        self.idle_refresh_s = idle_refresh_s
+        self._dirty = np.empty(0, dtype=bool)
+        self._live = np.empty(0, dtype=bool)
+        self._next_live = np.empty(0)
+        self._next_idle = np.empty(0)
+
+    def _ensure(self, size: int, now: float) -> None:
+        old = len(self._dirty)
+        if size <= old:
+            return
+        self._dirty = _grown(self._dirty, size, True)
+        self._live = _grown(self._live, size, False)
+        self._next_live = _grown(self._next_live, size, 0.0)
+        new = len(self._next_idle)
+        self._next_idle = _grown(self._next_idle, size, 0.0)
+        # first write soon for everyone, spread over a fraction of the refresh period
+        spread = np.random.default_rng(new).random(len(self._next_idle) - new)
+        self._next_idle[new:] = now + spread * min(self.idle_refresh_s, 1.0)
+
+    def mark(self, changed: np.ndarray, size: int, now: float) -> None:
+        self._ensure(size, now)
+        self._dirty[changed] = True
+
+    def set_live(self, live: np.ndarray, size: int, now: float) -> None:
+        """Indices of accounts with a live subscriber (replaces the previous set)."""
+        self._ensure(size, now)
+        newly = np.zeros(len(self._live), dtype=bool)
+        newly[live] = True
+        self._live = newly
+
+    def due(self, now: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(live accounts to publish, idle accounts whose last value to refresh), both marked clean."""
+        self._ensure(size, now)
+        dirty, live = self._dirty[:size], self._live[:size]
+        publish = np.flatnonzero(dirty & live & (self._next_live[:size] <= now))
+        refresh = np.flatnonzero(dirty & ~live & (self._next_idle[:size] <= now))
+        self._dirty[publish] = False
+        self._dirty[refresh] = False
+        self._next_live[publish] = now + self.min_gap
+        self._next_idle[refresh] = now + self.idle_refresh_s
+        return publish, refresh
+
+    def pending(self, size: int) -> int:
+        return int(self._dirty[:size].sum())
+
+
+__all__ = ["BookStats", "Coalescer", "Position", "ValuationBook", "valid_price"]
