@@ -171,18 +171,23 @@ class PlaidLink:
         self._call(self._api.item_remove, ItemRemoveRequest(access_token=access_token))
 
     def link_bank(
-        self, broker: Broker, account_id: str, public_token: str, plaid_account_id: str
+        self, broker: Broker, account_id: str, public_token: str, plaid_account_id: str | None = None
     ) -> AchRelationship:
         """The whole chain after Link; the account is checked first because a public token is single-use.
 
-        If the broker refuses the processor token (e.g. an active relationship already exists) the
-        Item is removed again so no orphaned, billed Item stays behind, and the broker's error is raised.
+        Without `plaid_account_id` (Hosted Link gives the frontend no account metadata) the Item's
+        checking account is used, else its first account with ACH numbers. If anything after the
+        exchange fails (e.g. the broker already has an active relationship) the Item is removed again
+        so no orphaned, billed Item stays behind, and the original error is raised.
         """
-        _require(account_id=account_id, public_token=public_token, plaid_account_id=plaid_account_id)
+        _require(account_id=account_id, public_token=public_token)
+        if plaid_account_id is not None:
+            _require(plaid_account_id=plaid_account_id)
         broker.get_account(account_id)
         access_token = self.exchange_public_token(public_token)
         try:
-            processor_token = self.processor_token(access_token, plaid_account_id)
+            chosen = plaid_account_id or self._default_account(access_token)
+            processor_token = self.processor_token(access_token, chosen)
             return broker.create_ach_relationship_from_processor_token(account_id, processor_token)
         except BrokerageError:
             try:
@@ -190,6 +195,14 @@ class PlaidLink:
             except BrokerageError:
                 pass  # best effort: the original failure is what the caller needs to see
             raise
+
+    def _default_account(self, access_token: str) -> str:
+        accounts = self.bank_accounts(access_token)
+        if not accounts:
+            raise Rejected(
+                "the linked bank has no account that supports ACH transfers", code="plaid_no_ach_account"
+            )
+        return next((a for a in accounts if a.subtype == "checking"), accounts[0]).plaid_account_id
 
     # --- webhooks -----------------------------------------------------------------------------
     def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ SANDBOX_ACCOUNTS = (
     ("Plaid Saving", "1111", "depository", "savings"),
     ("Plaid Credit Card", "3333", "credit", "credit card"),
 )
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
 PROCESSORS = frozenset({"alpaca", "dwolla", "stripe", "apex_clearing", "drivewealth"})
 
 
@@ -108,7 +109,7 @@ class PlaidStandin:
 
     # --- HTTP ---------------------------------------------------------------------------------
     def _app(self) -> Starlette:
-        handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+        handlers: dict[str, Handler] = {
             "/link/token/create": self._link_token_create,
             "/sandbox/public_token/create": self._sandbox_public_token_create,
             "/sandbox/item/reset_login": self._sandbox_item_reset_login,
@@ -120,7 +121,7 @@ class PlaidStandin:
         }
         return Starlette(routes=[Route(path, self._endpoint(fn), methods=["POST"]) for path, fn in handlers.items()])
 
-    def _endpoint(self, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[Request], Awaitable[JSONResponse]]:
+    def _endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def endpoint(request: Request) -> JSONResponse:
             request_id = uuid.uuid4().hex[:15]
             self.calls[request.url.path] += 1
@@ -131,7 +132,7 @@ class PlaidStandin:
                 try:
                     body = json.loads(await request.body())
                 except ValueError:
-                    raise PlaidError(400, "INVALID_REQUEST", "INVALID_BODY", "body could not be parsed as JSON") from None
+                    raise PlaidError(400, "INVALID_REQUEST", "INVALID_BODY", "body is not JSON") from None
                 if not isinstance(body, dict):
                     raise PlaidError(400, "INVALID_REQUEST", "INVALID_BODY", "body must be a JSON object")
                 self._authenticate(request, body)
