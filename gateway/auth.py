@@ -1,0 +1,61 @@
+"""Starlette glue for engine.auth: who the caller is, and whether they own the account they name.
+
+Identity comes only from a verified credential (API key or JWT `sub`); headers such as `X-User-ID`
+are never read. Route handlers call these helpers first thing and let the raised errors become the
+documented 401/403/404 answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import HTTPConnection
+
+from engine.auth import AuthError, bearer_token, check_api_key, verify_jwt
+from gateway.errors import ApiError
+from gateway.services import Services
+
+SERVICE_CALLER = "service"
+
+
+def services_of(conn: HTTPConnection) -> Services:
+    return conn.app.state.services
+
+
+def require_api_key(conn: HTTPConnection) -> None:
+    """Service-to-service calls: `X-API-Key` must equal BACKEND_API_KEY (constant-time)."""
+    check_api_key(conn.headers.get("x-api-key"), services_of(conn).settings.backend_api_key)
+
+
+def require_user(conn: HTTPConnection) -> str:
+    """The user id of the `Authorization: Bearer` JWT (or `?token=` on a WebSocket)."""
+    token = bearer_token(conn.headers.get("authorization"))
+    if token is None and conn.scope["type"] == "websocket":
+        token = conn.query_params.get("token")
+    if token is None:
+        raise AuthError("bearer token missing")
+    return verify_jwt(token, services_of(conn).settings.jwt_secret)
+
+
+def require_caller(conn: HTTPConnection) -> str:
+    """A route open to services and to people: the API key wins when present, else a user JWT."""
+    if conn.headers.get("x-api-key") is not None:
+        require_api_key(conn)
+        return SERVICE_CALLER
+    return require_user(conn)
+
+
+async def check_owner(services: Services, user_id: str, account_id: str) -> None:
+    """404 for an unknown account, 403 for someone else's."""
+    owner = await asyncio.to_thread(services.store.owner_of, account_id)
+    if owner is None:
+        raise ApiError(404, "not_found", "account not found", {"account_id": account_id})
+    if owner != user_id:
+        raise ApiError(403, "forbidden", "this account belongs to another user")
+
+
+async def require_owner(conn: HTTPConnection, account_id: str) -> str:
+    """The user id of a caller who owns `account_id`."""
+    user_id = require_user(conn)
+    await check_owner(services_of(conn), user_id, account_id)
+    return user_id

@@ -1,0 +1,143 @@
+"""Health, portfolio reads and company profiles: the routes every deployment has."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from brokerage.store import CompanyProfile
+from engine.types import PortfolioSnapshot, PositionValue
+from gateway.auth import require_caller, require_owner, services_of
+from gateway.body import json_response
+from gateway.errors import ApiError, not_found
+from gateway.monitor import HealthMonitor
+from gateway.openapi import ApiRoute
+from gateway.services import EngineState
+
+_TICKER = re.compile(r"^[A-Za-z][A-Za-z0-9.\-]{0,11}$")
+
+
+class HealthResponse(msgspec.Struct):
+    status: str
+    version: str
+    uptime_s: float
+    redis_reachable: bool | None
+    engine: EngineState
+    websockets: int
+
+
+class PositionsResponse(msgspec.Struct):
+    account_id: str
+    as_of: float
+    source: str
+    positions: list[PositionValue]
+
+
+class PriceInfo(msgspec.Struct):
+    last: float
+    prev_close: float
+    change: float
+    change_pct: float
+    ts: float
+    session: str
+    source: str
+    live: bool
+
+
+class CompanyResponse(msgspec.Struct):
+    symbol: str
+    profile: CompanyProfile
+    price: PriceInfo | None
+
+
+async def health(request: Request) -> Response:
+    """Answered from memory (the monitor refreshes in the background): load balancers may poll freely."""
+    monitor: HealthMonitor = request.app.state.monitor
+    engine = monitor.engine
+    ok = monitor.redis_ok is not False and engine.state in ("ok", "unknown")
+    return json_response(
+        HealthResponse(
+            status="ok" if ok else "degraded",
+            version=request.app.state.version,
+            uptime_s=round(time.time() - monitor.started_at, 3),
+            redis_reachable=monitor.redis_ok,
+            engine=engine,
+            websockets=request.app.state.hub.sockets,
+        )
+    )
+
+
+async def _snapshot(request: Request) -> PortfolioSnapshot:
+    account_id = request.path_params["account_id"]
+    await require_owner(request, account_id)
+    snapshot = await services_of(request).portfolio.latest(account_id)
+    if snapshot is None:
+        raise not_found("no portfolio snapshot for this account yet", {"account_id": account_id})
+    return snapshot
+
+
+async def portfolio(request: Request) -> Response:
+    return json_response(await _snapshot(request))
+
+
+async def positions(request: Request) -> Response:
+    snapshot = await _snapshot(request)
+    return json_response(
+        PositionsResponse(
+            account_id=snapshot.account_id, as_of=snapshot.as_of, source=snapshot.source, positions=snapshot.positions
+        )
+    )
+
+
+async def company(request: Request) -> Response:
+    require_caller(request)
+    ticker = request.path_params["ticker"]
+    if not _TICKER.match(ticker):
+        raise ApiError(422, "invalid_request", "ticker must be 1-12 letters, digits, '.' or '-'", {"ticker": ticker})
+    symbol = ticker.upper()
+    services = services_of(request)
+    profile = await asyncio.to_thread(services.store.get_company_profile, symbol)
+    if profile is None:
+        raise not_found(f"no company profile for {symbol}", {"ticker": symbol})
+    last = await services.portfolio.last_price(symbol)
+    price = None
+    if last is not None:
+        change = last.last - last.prev_close
+        price = PriceInfo(
+            last=last.last,
+            prev_close=last.prev_close,
+            change=round(change, 4),
+            change_pct=round(change * 100 / last.prev_close, 4) if last.prev_close else 0.0,
+            ts=last.ts,
+            session=last.session,
+            source=last.source,
+            live=last.source == "alpaca",
+        )
+    return json_response(CompanyResponse(symbol=symbol, profile=profile, price=price))
+
+
+def routes(_: object) -> list[BaseRoute]:
+    health_doc = {"auth": "none", "response": HealthResponse, "tags": ["health"]}
+    return [
+        ApiRoute("/api/health", health, summary="Gateway health (cheap, no external calls)", **health_doc),
+        ApiRoute("/health", health, summary="Gateway health (alias)", **health_doc),
+        ApiRoute("/ws/health", health, summary="Gateway health (alias for WebSocket load balancers)", **health_doc),
+        ApiRoute(
+            "/api/portfolio/{account_id}", portfolio, summary="Latest portfolio snapshot",
+            auth="owner", response=PortfolioSnapshot, tags=["portfolio"],
+        ),
+        ApiRoute(
+            "/api/portfolio/{account_id}/positions", positions, summary="Positions of the latest snapshot",
+            auth="owner", response=PositionsResponse, tags=["portfolio"],
+        ),
+        ApiRoute(
+            "/api/company/{ticker}", company, summary="Company profile with the latest price and its source",
+            auth="caller", response=CompanyResponse, errors=(404, 422), tags=["company"],
+        ),
+    ]

@@ -1,0 +1,336 @@
+"""WebSocket `/ws/portfolio/{account_id}?token=<JWT>`: the last snapshot at once, then live updates.
+
+Fan-out: one Redis pub/sub connection per gateway replica (the `PortfolioHub`), subscribed to the
+channels of the accounts someone watches here. Each snapshot is decoded and encoded once and put
+into every watcher's latest-wins slot; a per-socket sender drains the slot, so a slow client only
+ever skips to the newest snapshot and never holds up the hub or other clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import logging
+import random
+import time
+
+import msgspec
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from engine.auth import AuthError
+from engine.types import PortfolioSnapshot, json_encoder, snapshot_json_decoder
+from gateway.auth import check_owner, require_user, services_of
+from gateway.errors import ApiError
+from gateway.services import Services
+
+log = logging.getLogger("clera.gateway.ws")
+
+POLICY_VIOLATION = 1008
+INTERNAL_ERROR = 1011
+GOING_AWAY = 1001
+CONTROL_CHANNEL = "gateway:hub"
+_CONTROL_BACKLOG = 16
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat()
+
+
+def money(value: float) -> str:
+    """`$1,234.56`, or `-$1,234.56` for a negative amount."""
+    return f"{'-' if value < 0 else ''}${abs(value):,.2f}"
+
+
+def signed_return(change: float, pct: float) -> str:
+    """The legacy `today_return` text: `+$12.30 (0.45%)`, `-$3.10 (-0.12%)`."""
+    sign = "-" if change < 0 else "+"
+    return f"{sign}${abs(change):,.2f} ({pct:.2f}%)"
+
+
+def snapshot_frame(snapshot: PortfolioSnapshot) -> str:
+    """The fields today's frontend reads, beside the full snapshot (additive: nothing it reads changed)."""
+    frame = {
+        "type": "portfolio_update",
+        "account_id": snapshot.account_id,
+        "seq": snapshot.seq,
+        "total_value": money(snapshot.total_value),
+        "today_return": signed_return(snapshot.day_change, snapshot.day_change_pct),
+        "raw_value": snapshot.total_value,
+        "raw_return": snapshot.day_change,
+        "raw_return_percent": snapshot.day_change_pct,
+        "timestamp": _iso(snapshot.publish_ts or snapshot.as_of),
+        "source": snapshot.source,
+        "snapshot": snapshot,
+    }
+    return json_encoder.encode(frame).decode()
+
+
+def _control(obj: dict[str, object]) -> str:
+    return json_encoder.encode(obj).decode()
+
+
+def error_frame(code: str, message: str) -> str:
+    return _control({"type": "error", "error": {"code": code, "message": message, "details": None}})
+
+
+class ClientFrame(msgspec.Struct, forbid_unknown_fields=False):
+    type: str
+
+
+_client_decoder = msgspec.json.Decoder(ClientFrame)
+
+
+class Watcher:
+    """One open socket: a latest-wins snapshot slot, a short control queue, and a single writer task."""
+
+    def __init__(self, websocket: WebSocket, account_id: str) -> None:
+        self.websocket = websocket
+        self.account_id = account_id
+        self.last_heard = time.monotonic()
+        self.last_ping = self.last_heard
+        self._latest: str | None = None
+        self._latest_seq = -1
+        self._sent_seq = -1
+        self._control: collections.deque[str] = collections.deque(maxlen=_CONTROL_BACKLOG)
+        self._close: tuple[int, str] | None = None
+        self._wake = asyncio.Event()
+
+    def offer(self, seq: int, frame: str) -> None:
+        """Replace whatever is waiting; snapshots older than what was offered/sent are dropped."""
+        if seq <= self._latest_seq or seq <= self._sent_seq:
+            return
+        self._latest, self._latest_seq = frame, seq
+        self._wake.set()
+
+    def say(self, frame: str) -> None:
+        self._control.append(frame)
+        self._wake.set()
+
+    def request_close(self, code: int, reason: str) -> None:
+        self._close = (code, reason)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The socket's only writer (ASGI sends must not interleave); ends when the peer is gone."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._control:
+                    await self.websocket.send_text(self._control.popleft())
+                if self._latest is not None:
+                    frame, seq = self._latest, self._latest_seq
+                    self._latest = None
+                    self._sent_seq = seq
+                    await self.websocket.send_text(frame)
+                if self._close is not None:
+                    await self.websocket.close(code=self._close[0], reason=self._close[1])
+                    return
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return  # the peer went away mid-send; the receive loop sees the disconnect and cleans up
+
+
+class PortfolioHub:
+    """The replica's single Redis subscription, its interest keys and its heartbeat clock."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        settings = services.settings
+        self._interest_ttl_ms = max(1, int(settings.interest_ttl_s * 1000))
+        self._heartbeat_s = settings.heartbeat_interval
+        self._timeout_s = settings.connection_timeout
+        self._tick_s = min(settings.heartbeat_interval, settings.interest_ttl_s / 3, settings.connection_timeout / 4)
+        self._watchers: dict[str, set[Watcher]] = {}
+        self._pubsub: object | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.delivered = 0
+        self.bad_messages = 0
+
+    @property
+    def watched_accounts(self) -> int:
+        return len(self._watchers)
+
+    @property
+    def sockets(self) -> int:
+        return sum(len(w) for w in self._watchers.values())
+
+    def _ensure_started(self) -> None:
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._read_forever(), name="hub-reader"),
+                loop.create_task(self._maintain_forever(), name="hub-maintenance"),
+            ]
+
+    async def join(self, watcher: Watcher) -> None:
+        """Subscribe (once per account), register interest, then hand the socket the last snapshot."""
+        self._ensure_started()
+        account = watcher.account_id
+        first = account not in self._watchers
+        self._watchers.setdefault(account, set()).add(watcher)
+        redis = self._services.redis.client()
+        if first:
+            await redis.set(f"interest:{account}", "1", px=self._interest_ttl_ms)
+            pubsub = self._pubsub
+            if pubsub is not None:
+                with contextlib.suppress(ConnectionError, OSError):  # the reader resubscribes on reconnect
+                    await pubsub.subscribe(f"portfolio:{account}")  # type: ignore[attr-defined]
+        last = await self._services.portfolio.latest(account)
+        if last is not None:
+            watcher.offer(last.seq, snapshot_frame(last))
+
+    async def leave(self, watcher: Watcher) -> None:
+        account = watcher.account_id
+        watchers = self._watchers.get(account)
+        if watchers is None:
+            return
+        watchers.discard(watcher)
+        if not watchers:
+            del self._watchers[account]
+            pubsub = self._pubsub
+            if pubsub is not None:
+                with contextlib.suppress(Exception):  # an unsubscribe lost with the connection is moot
+                    await pubsub.unsubscribe(f"portfolio:{account}")  # type: ignore[attr-defined]
+
+    def dispatch(self, channel: bytes | str, data: bytes | str) -> None:
+        account = (channel.decode() if isinstance(channel, bytes) else channel).removeprefix("portfolio:")
+        watchers = self._watchers.get(account)
+        if not watchers:
+            return
+        try:
+            snapshot = snapshot_json_decoder.decode(data)
+        except msgspec.DecodeError:
+            self.bad_messages += 1
+            return
+        frame = snapshot_frame(snapshot)
+        for watcher in watchers:
+            watcher.offer(snapshot.seq, frame)
+        self.delivered += len(watchers)
+
+    async def _read_forever(self) -> None:
+        """Listen on one pub/sub connection; on loss, reconnect with jittered backoff and catch up."""
+        backoff = 0.1
+        redis = self._services.redis.client()
+        while True:
+            pubsub = redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                self._pubsub = pubsub
+                await pubsub.subscribe(CONTROL_CHANNEL, *(f"portfolio:{a}" for a in list(self._watchers)))
+                await self._catch_up()
+                backoff = 0.1
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self.dispatch(message["channel"], message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis gone or restarting: keep the sockets, retry
+                log.warning("portfolio hub lost Redis (%s); retrying in %.1fs", exc, backoff)
+            finally:
+                self._pubsub = None
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 5.0)
+
+    async def _catch_up(self) -> None:
+        """After (re)subscribing, offer each watched account its stored snapshot (seq filters repeats)."""
+        for account in list(self._watchers):
+            last = await self._services.portfolio.latest(account)
+            if last is not None:
+                frame = snapshot_frame(last)
+                for watcher in self._watchers.get(account, ()):
+                    watcher.offer(last.seq, frame)
+
+    async def _maintain_forever(self) -> None:
+        refreshed = 0.0
+        while True:
+            await asyncio.sleep(self._tick_s)
+            now = time.monotonic()
+            for watchers in list(self._watchers.values()):
+                for watcher in watchers:
+                    if now - watcher.last_heard > self._timeout_s:
+                        watcher.request_close(GOING_AWAY, "connection timeout")
+                    elif now - watcher.last_ping >= self._heartbeat_s:
+                        watcher.last_ping = now
+                        watcher.say(_control({"type": "ping", "timestamp": _iso(time.time())}))
+            if now - refreshed >= self._interest_ttl_ms / 3000 and self._watchers:
+                try:
+                    async with self._services.redis.client().pipeline(transaction=False) as pipe:
+                        for account in self._watchers:
+                            pipe.set(f"interest:{account}", "1", px=self._interest_ttl_ms)
+                        await pipe.execute()
+                    refreshed = now
+                except Exception as exc:  # retried next tick; the reader handles reconnection
+                    log.warning("interest refresh failed: %s", exc)
+
+    async def close(self) -> None:
+        for watchers in self._watchers.values():
+            for watcher in watchers:
+                watcher.request_close(GOING_AWAY, "server shutting down")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+
+
+async def portfolio_socket(websocket: WebSocket) -> None:
+    """Accept first, then authenticate, so a refusal is a WebSocket close code (1008) the client can read."""
+    account_id = websocket.path_params["account_id"]
+    await websocket.accept()
+    services = services_of(websocket)
+    try:
+        user_id = require_user(websocket)
+        await check_owner(services, user_id, account_id)
+    except (AuthError, ApiError) as exc:
+        await websocket.close(code=POLICY_VIOLATION, reason=exc.message[:120])
+        return
+    except Exception:
+        log.exception("auth check failed on /ws/portfolio")
+        await websocket.close(code=INTERNAL_ERROR, reason="internal error")
+        return
+
+    hub: PortfolioHub = websocket.app.state.hub
+    watcher = Watcher(websocket, account_id)
+    writer = asyncio.create_task(watcher.run(), name=f"ws-writer-{account_id}")
+    try:
+        await hub.join(watcher)
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            watcher.last_heard = time.monotonic()
+            _answer(watcher, message.get("text"))
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("portfolio socket failed for %s", account_id)
+        watcher.request_close(INTERNAL_ERROR, "internal error")
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(writer), timeout=1.0)
+    finally:
+        await hub.leave(watcher)
+        writer.cancel()
+
+
+def _answer(watcher: Watcher, text: str | None) -> None:
+    if text is None:
+        watcher.say(error_frame("bad_request", "binary frames are not supported; send JSON text"))
+        return
+    try:
+        frame = _client_decoder.decode(text)
+    except msgspec.DecodeError:
+        watcher.say(error_frame("bad_request", 'expected a JSON object such as {"type":"heartbeat"}'))
+        return
+    if frame.type == "heartbeat":
+        watcher.say(_control({"type": "heartbeat_ack", "timestamp": _iso(time.time())}))
+    elif frame.type != "pong":
+        watcher.say(error_frame("bad_request", f"unknown message type {frame.type[:40]!r}"))
+
+
+def routes(_: Services) -> list[BaseRoute]:
+    return [WebSocketRoute("/ws/portfolio/{account_id}", portfolio_socket)]
