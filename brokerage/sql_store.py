@@ -64,11 +64,14 @@ CREATE TABLE IF NOT EXISTS company_profiles (
     source TEXT NOT NULL,
     updated_at {{ts}} NOT NULL{{now}}
 );
-"""
+{{rls}}"""
 
+# Supabase serves every public table over REST, to the browser's anon key too: row level security
+# with no policy keeps these tables to the service role (and to the owner SqlStore connects as).
+_RLS = "".join(f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n" for t in ("app_users", "user_accounts", "company_profiles"))
 _DIALECT_TYPES = {
-    "postgres": {"ts": "TIMESTAMPTZ", "now": " DEFAULT now()", "json": "JSONB"},
-    "sqlite": {"ts": "TEXT", "now": "", "json": "TEXT"},
+    "postgres": {"ts": "TIMESTAMPTZ", "now": " DEFAULT now()", "json": "JSONB", "rls": _RLS},
+    "sqlite": {"ts": "TEXT", "now": "", "json": "TEXT", "rls": ""},
 }
 
 
@@ -252,7 +255,7 @@ class SqlStore:
         now = self._now()
         rows = [
             (
-                check_id("symbol", p.symbol).upper(),
+                check_id("symbol", p.symbol).strip().upper(),
                 p.name,
                 p.sector,
                 self._json_in(list(p.industries)),

@@ -7,16 +7,21 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from standins.postgrest import PostgrestStandIn
 
-from brokerage.errors import Conflict, InvalidRequest, NotFound
+from brokerage.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from brokerage.sql import Database
-from brokerage.sql_store import SqlStore
+from brokerage.sql_store import SqlStore, schema_sql
 from brokerage.store import CompanyProfile, Store
+from brokerage.supabase_store import SupabaseStore
 from engine.clock import ManualClock
 
 UTC = dt.timezone.utc
 START = dt.datetime(2026, 3, 2, 15, 30, 0, 123456, tzinfo=UTC)
+SCHEMA_FILE = Path(__file__).resolve().parents[1] / "brokerage" / "supabase_schema.sql"
+SERVICE_KEY = "service-role-key-for-tests"
 
 MakeStore = Callable[[], Store]
 
@@ -26,10 +31,29 @@ def clock() -> ManualClock:
     return ManualClock(START)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture
+def postgrest(pg_url: str) -> Iterator[PostgrestStandIn]:
+    """The PostgREST stand-in over a fresh PostgreSQL schema holding brokerage/supabase_schema.sql."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(SCHEMA_FILE.read_text())
+    with PostgrestStandIn(pg_url, SERVICE_KEY) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres", "supabase"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[MakeStore]:
     """A factory of migrated stores over one back end: a second call is the same data after a restart."""
     opened: list[Database] = []
+    if request.param == "supabase":
+        server: PostgrestStandIn = request.getfixturevalue("postgrest")
+
+        def make_supabase() -> Store:
+            store = SupabaseStore(server.url, SERVICE_KEY, clock=clock)
+            store.migrate()
+            return store
+
+        yield make_supabase
+        return
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'store.db'}"
     else:
@@ -268,3 +292,33 @@ def test_company_profile_round_trip_and_update(store: Store, clock: ManualClock)
     assert store.count_company_profiles() == 2
     assert store.get_company_profile("NOPE") is None
     assert store.get_company_profile("") is None
+
+
+# -- Supabase specifics ---------------------------------------------------------------------------
+
+
+def test_supabase_schema_file_is_the_postgres_migration() -> None:
+    shipped = "".join(line for line in SCHEMA_FILE.read_text().splitlines(keepends=True) if not line.startswith("--"))
+    assert shipped == "".join(schema_sql("postgres"))
+
+
+def test_supabase_store_says_when_the_schema_was_not_applied(pg_url: str) -> None:
+    with PostgrestStandIn(pg_url, SERVICE_KEY) as server:  # an empty schema: nobody ran the SQL file
+        store = SupabaseStore(server.url, SERVICE_KEY)
+        with pytest.raises(Unavailable, match="supabase_schema.sql"):
+            store.migrate()
+
+
+def test_supabase_store_with_a_wrong_key_is_unavailable(postgrest: PostgrestStandIn) -> None:
+    with pytest.raises(Unavailable):
+        SupabaseStore(postgrest.url, "not-the-key").get_user("u1")
+    with pytest.raises(Unavailable):
+        SupabaseStore("", "")
+
+
+def test_supabase_store_speaks_postgrest(postgrest: PostgrestStandIn) -> None:
+    store = SupabaseStore(postgrest.url, SERVICE_KEY)
+    store.add_account("alice", "acc-1")
+    paths = [path for _, path in postgrest.requests]
+    assert any(p.startswith("/rest/v1/user_accounts?") and "on_conflict=account_id" in p for p in paths)
+    assert all(p.startswith("/rest/v1/") for p in paths)

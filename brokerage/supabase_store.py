@@ -1,0 +1,268 @@
+"""`SupabaseStore`: the `Store` port over Supabase's REST API (PostgREST) with supabase-py.
+
+For deployments that reach Supabase only over HTTPS. The REST API cannot create tables, so the
+schema ships as `brokerage/supabase_schema.sql` (the same DDL as `SqlStore`'s PostgreSQL migration)
+and `migrate()` only checks that it has been applied. Races are settled by the database: creating a
+user or an account is an `ON CONFLICT DO NOTHING` upsert, and a status move is a compare-and-set on
+the current status, retried when another writer got there first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from postgrest import APIError, CountMethod, ReturnMethod
+from supabase import Client, create_client
+from supabase.lib.client_options import SyncClientOptions
+
+from brokerage.errors import BrokerageError, Conflict, InvalidRequest, NotFound, Unavailable
+from brokerage.store import (
+    AccountRecord,
+    CompanyProfile,
+    OnboardingStatus,
+    User,
+    check_id,
+    check_status,
+    normalize_email,
+    status_changes,
+)
+from engine.clock import Clock, WallClock
+
+UTC = dt.timezone.utc
+TABLES = ("app_users", "user_accounts", "company_profiles")
+_MISSING_TABLE_CODES = {"PGRST205", "42P01"}
+_STATUS_RETRIES = 20
+_UPSERT_CHUNK = 500
+
+
+def _error(error: APIError) -> BrokerageError:
+    """PostgREST's error JSON -> the typed error the gateway maps to a status."""
+    code, message = error.code or "", error.message or "Supabase request failed"
+    if code == "23505":
+        return Conflict(message, code="duplicate", details=error.details)
+    if code == "23503":
+        return Conflict(message, code="missing_reference", details=error.details)
+    if code in _MISSING_TABLE_CODES:
+        return Unavailable(
+            f"Supabase has no table for the store ({message}); apply brokerage/supabase_schema.sql",
+            code="store_schema_missing",
+        )
+    if code.startswith(("22", "23", "42", "PGRST1")):
+        return InvalidRequest(message, code="invalid_request", details=error.details)
+    return Unavailable(f"Supabase answered {code or 'an error'}: {message}", code="store_unavailable")
+
+
+def _ts(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+    return moment.astimezone(UTC)
+
+
+def _wire(value: Any) -> Any:
+    return value.astimezone(UTC).isoformat(timespec="microseconds") if isinstance(value, dt.datetime) else value
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _account(row: dict[str, Any]) -> AccountRecord:
+    return AccountRecord(
+        account_id=row["account_id"],
+        user_id=row["user_id"],
+        status=row["status"],
+        email=row.get("email"),
+        account_number=row.get("account_number"),
+        created_at=_ts(row["created_at"]),  # type: ignore[arg-type]
+        updated_at=_ts(row["updated_at"]),  # type: ignore[arg-type]
+        closure_requested_at=_ts(row.get("closure_requested_at")),
+        closed_at=_ts(row.get("closed_at")),
+        confirmation_code=row.get("confirmation_code"),
+    )
+
+
+def _profile(row: dict[str, Any]) -> CompanyProfile:
+    return CompanyProfile(
+        symbol=row["symbol"],
+        name=row["name"],
+        sector=row.get("sector"),
+        industries=_json(row.get("industries")) or [],
+        description=row.get("description"),
+        isin=row.get("isin"),
+        country=row.get("country"),
+        facts=_json(row.get("facts")) or {},
+        source=row["source"],
+        updated_at=_ts(row.get("updated_at")),
+    )
+
+
+class SupabaseStore:
+    """The store on Supabase tables `app_users`, `user_accounts` and `company_profiles`."""
+
+    def __init__(self, url: str, key: str, *, clock: Clock | None = None, timeout_s: float = 10.0) -> None:
+        if not url or not key:
+            raise Unavailable(
+                "the Supabase store needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY", code="store_unconfigured"
+            )
+        try:
+            http = httpx.Client(timeout=timeout_s, follow_redirects=True)
+            self._client: Client = create_client(url, key, SyncClientOptions(httpx_client=http))
+        except Exception as error:  # supabase-py rejects a malformed URL or key here
+            raise Unavailable(f"cannot use SUPABASE_URL {url!r}: {error}", code="store_unconfigured") from error
+        self._clock = clock or WallClock()
+
+    def _now(self) -> dt.datetime:
+        return self._clock.now().astimezone(UTC)
+
+    def _run(self, build: Callable[[Client], Any]) -> Any:
+        """Executes one PostgREST request; every failure leaves as a typed brokerage error."""
+        try:
+            return build(self._client).execute()
+        except APIError as error:
+            raise _error(error) from error
+        except httpx.HTTPError as error:
+            raise Unavailable(f"Supabase is not reachable: {error}", code="store_unavailable") from error
+
+    def migrate(self) -> None:
+        """Checks that the schema is there: tables cannot be created over the REST API."""
+        for table in TABLES:
+            self._run(lambda c, t=table: c.table(t).select("*").limit(1))
+
+    # -- users and ownership -------------------------------------------------------------------
+    def ensure_user(self, user_id: str, email: str | None = None) -> User:
+        user_id = check_id("user_id", user_id)
+        email = normalize_email(email)
+        self._insert_user(user_id)
+        if email is not None:
+            self._run(lambda c: c.table("app_users").update({"email": email}).eq("id", user_id))
+        user = self.get_user(user_id)
+        assert user is not None  # just written; users are never deleted
+        return user
+
+    def _insert_user(self, user_id: str) -> None:
+        row = {"id": user_id, "created_at": _wire(self._now())}
+        self._run(lambda c: c.table("app_users").upsert(row, on_conflict="id", ignore_duplicates=True))
+
+    def get_user(self, user_id: str) -> User | None:
+        rows = self._run(lambda c: c.table("app_users").select("*").eq("id", user_id).limit(1)).data
+        if not rows:
+            return None
+        return User(id=rows[0]["id"], email=rows[0].get("email"), created_at=_ts(rows[0]["created_at"]))  # type: ignore[arg-type]
+
+    def add_account(
+        self,
+        user_id: str,
+        account_id: str,
+        *,
+        email: str | None = None,
+        account_number: str | None = None,
+        status: OnboardingStatus = "submitted",
+    ) -> AccountRecord:
+        user_id = check_id("user_id", user_id)
+        account_id = check_id("account_id", account_id)
+        check_status(status)
+        now = _wire(self._now())
+        self._insert_user(user_id)
+        row = {
+            "account_id": account_id,
+            "user_id": user_id,
+            "status": status,
+            "email": normalize_email(email),
+            "account_number": account_number,
+            "created_at": now,
+            "updated_at": now,
+        }
+        inserted = self._run(
+            lambda c: c.table("user_accounts").upsert(row, on_conflict="account_id", ignore_duplicates=True)
+        ).data
+        record = _account(inserted[0]) if inserted else self.get_account(account_id)
+        assert record is not None  # inserted now or before; accounts are never deleted
+        if record.user_id != user_id:
+            raise Conflict(f"account {account_id} belongs to another user", code="account_owned_elsewhere")
+        return record
+
+    def get_account(self, account_id: str) -> AccountRecord | None:
+        rows = self._run(lambda c: c.table("user_accounts").select("*").eq("account_id", account_id).limit(1)).data
+        return _account(rows[0]) if rows else None
+
+    def accounts_of(self, user_id: str) -> list[AccountRecord]:
+        rows = self._run(
+            lambda c: c.table("user_accounts").select("*").eq("user_id", user_id).order("created_at").order("account_id")
+        ).data
+        return [_account(r) for r in rows]
+
+    def owner_of(self, account_id: str) -> str | None:
+        rows = self._run(lambda c: c.table("user_accounts").select("user_id").eq("account_id", account_id).limit(1)).data
+        return rows[0]["user_id"] if rows else None
+
+    def account_by_email(self, email: str) -> AccountRecord | None:
+        wanted = normalize_email(email)
+        if wanted is None:
+            return None
+        rows = self._run(
+            lambda c: c.table("user_accounts")
+            .select("*")
+            .eq("email", wanted)
+            .order("created_at", desc=True)
+            .order("account_id", desc=True)
+            .limit(1)
+        ).data
+        return _account(rows[0]) if rows else None
+
+    def set_account_status(
+        self, account_id: str, status: OnboardingStatus, *, confirmation_code: str | None = None
+    ) -> AccountRecord:
+        check_status(status)
+        for _ in range(_STATUS_RETRIES):
+            current = self.get_account(account_id)
+            if current is None:
+                raise NotFound(f"account {account_id} is not known", code="account_not_found")
+            changes = {k: _wire(v) for k, v in status_changes(current, status, confirmation_code, self._now()).items()}
+            updated = self._run(
+                lambda c: c.table("user_accounts")
+                .update(changes)
+                .eq("account_id", account_id)
+                .eq("status", current.status)
+            ).data
+            if updated:
+                return _account(updated[0])
+        raise Unavailable(f"account {account_id} kept changing; status not set", code="store_contention")
+
+    # -- company profiles ------------------------------------------------------------------------
+    def upsert_company_profiles(self, profiles: list[CompanyProfile]) -> int:
+        now = _wire(self._now())
+        rows = [
+            {
+                "symbol": check_id("symbol", p.symbol).strip().upper(),
+                "name": p.name,
+                "sector": p.sector,
+                "industries": list(p.industries),
+                "description": p.description,
+                "isin": p.isin,
+                "country": p.country,
+                "facts": dict(p.facts),
+                "source": p.source,
+                "updated_at": _wire(p.updated_at) if p.updated_at else now,
+            }
+            for p in profiles
+        ]
+        for start in range(0, len(rows), _UPSERT_CHUNK):
+            chunk = rows[start : start + _UPSERT_CHUNK]
+            self._run(lambda c, chunk=chunk: c.table("company_profiles").upsert(chunk, on_conflict="symbol", returning=ReturnMethod.minimal))
+        return len(rows)
+
+    def get_company_profile(self, symbol: str) -> CompanyProfile | None:
+        if not isinstance(symbol, str) or not symbol.strip():
+            return None
+        wanted = symbol.strip().upper()
+        rows = self._run(lambda c: c.table("company_profiles").select("*").eq("symbol", wanted).limit(1)).data
+        return _profile(rows[0]) if rows else None
+
+    def count_company_profiles(self) -> int:
+        response = self._run(lambda c: c.table("company_profiles").select("symbol", count=CountMethod.exact).limit(1))
+        return int(response.count or 0)
