@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import jwt
 import plaid
@@ -18,8 +20,13 @@ from plaid.model.sandbox_item_reset_login_request import SandboxItemResetLoginRe
 from plaid.model.sandbox_public_token_create_request import SandboxPublicTokenCreateRequest
 from standins.plaid_api import PlaidStandin
 
-from brokerage.errors import InvalidRequest, Rejected, Unavailable
+from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected, Unavailable
+from brokerage.models import AccountApplication, Agreement, Contact, Disclosures, Identity
+from brokerage.paper import PaperBroker
 from brokerage.plaid_link import PlaidLink, PlaidWebhookEvent, WebhookUnverified, parse_webhook
+from brokerage.prices import RedisPriceReader
+from brokerage.sql import Database
+from engine.clock import ManualClock
 from engine.config import ConfigError, load_settings
 
 CLIENT_ID, SECRET = "clera-test-client", "clera-test-secret"
@@ -185,6 +192,87 @@ def test_unreachable_plaid_is_unavailable() -> None:
     with pytest.raises(Unavailable) as caught:
         PlaidLink(load_settings(environ, env_file=None)).exchange_public_token("public-sandbox-x")
     assert caught.value.code == "plaid_unreachable"
+
+
+# --- the whole chain onto a real broker ---------------------------------------------------------
+@pytest.fixture
+def broker(tmp_path: Path, redis_url: str) -> Iterator[PaperBroker]:
+    prices = RedisPriceReader(redis_url)
+    db = Database(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield PaperBroker(db, ManualClock(dt.datetime(2025, 3, 3, 15, 0, tzinfo=dt.UTC)), prices)
+    db.close()
+    prices.close()
+
+
+def open_account(broker: PaperBroker, email: str) -> str:
+    application = AccountApplication(
+        contact=Contact(email_address=email, phone_number="555-555-5555", street_address=["1 Main St"],
+                        city="San Francisco", postal_code="94105", state="CA"),
+        identity=Identity(given_name="Ada", family_name="Lovelace", date_of_birth=dt.date(1990, 1, 1),
+                          country_of_tax_residence="USA", funding_source=["employment_income"]),
+        disclosures=Disclosures(is_control_person=False, is_affiliated_exchange_or_finra=False,
+                                is_politically_exposed=False, immediate_family_exposed=False),
+        agreements=[Agreement(agreement="customer_agreement", signed_at=dt.datetime(2025, 3, 1, tzinfo=dt.UTC),
+                              ip_address="127.0.0.1")],
+    )
+    account_id = broker.create_account(application).id
+    assert broker.get_account(account_id).status == "ACTIVE"
+    return account_id
+
+
+def test_link_bank_creates_the_ach_relationship(
+    link: PlaidLink, standin: PlaidStandin, broker: PaperBroker
+) -> None:
+    account_id = open_account(broker, "ada@example.com")
+    issued_before = set(standin.processor_tokens)
+    relationship = link.link_bank(broker, account_id, sandbox_public_token(standin))
+    assert relationship.account_id == account_id and relationship.status == "APPROVED"
+    assert broker.list_ach_relationships(account_id) == [relationship]
+    (issued,) = set(standin.processor_tokens) - issued_before
+    item_id, plaid_account_id = standin.processor_tokens[issued]
+    item = next(i for i in standin.items.values() if i["item_id"] == item_id)
+    chosen = next(a for a in item["accounts"] if a["account_id"] == plaid_account_id)
+    assert chosen["subtype"] == "checking"  # Hosted Link gave no account: the checking account is used
+
+
+def test_link_bank_uses_the_account_link_chose(link: PlaidLink, standin: PlaidStandin, broker: PaperBroker) -> None:
+    account_id = open_account(broker, "grace@example.com")
+    public_token = sandbox_public_token(standin)
+    (item,) = [i for a, i in standin.items.items() if standin.public_tokens.get(public_token) == a]
+    savings = next(a["account_id"] for a in item["accounts"] if a["subtype"] == "savings")
+    link.link_bank(broker, account_id, public_token, savings)
+    assert any(v == (item["item_id"], savings) for v in standin.processor_tokens.values())
+
+
+def test_second_link_conflicts_and_its_item_is_removed(
+    link: PlaidLink, standin: PlaidStandin, broker: PaperBroker
+) -> None:
+    account_id = open_account(broker, "alan@example.com")
+    first = link.link_bank(broker, account_id, sandbox_public_token(standin))
+    public_token = sandbox_public_token(standin)
+    access_token = standin.public_tokens[public_token]
+    with pytest.raises(Conflict):
+        link.link_bank(broker, account_id, public_token)
+    assert access_token not in standin.items  # no orphaned Item left at Plaid
+    assert broker.list_ach_relationships(account_id) == [first]
+
+
+def test_unknown_account_leaves_the_public_token_unused(
+    link: PlaidLink, standin: PlaidStandin, broker: PaperBroker
+) -> None:
+    public_token = sandbox_public_token(standin)
+    with pytest.raises(NotFound):
+        link.link_bank(broker, "no-such-account", public_token)
+    assert link.exchange_public_token(public_token).startswith("access-")
+
+
+def test_link_bank_with_a_bad_public_token_changes_nothing(
+    link: PlaidLink, broker: PaperBroker
+) -> None:
+    account_id = open_account(broker, "edsger@example.com")
+    with pytest.raises(InvalidRequest):
+        link.link_bank(broker, account_id, "public-sandbox-forged")
+    assert broker.list_ach_relationships(account_id) == []
 
 
 # --- webhooks -----------------------------------------------------------------------------------
