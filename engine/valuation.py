@@ -103,6 +103,11 @@ class ValuationBook:
     def account_count(self) -> int:
         return len(self._acct_index)
 
+    @property
+    def slots(self) -> int:
+        """Account indices in use so far (removed accounts keep theirs)."""
+        return len(self._acct_ids)
+
     def account_ids(self) -> list[str]:
         return list(self._acct_index)
 

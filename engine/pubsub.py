@@ -1,0 +1,331 @@
+"""Redis names and I/O of the realtime path (asyncio redis-py).
+
+Writers (the shards) publish snapshots and prices in pipelined batches; readers (the gateway, the
+console, Ray-free code) read the last values and subscribe. One `PortfolioSubscriber` holds one
+Redis connection for any number of local listeners: each channel is subscribed once, while some
+listener wants it, and every listener keeps only the latest snapshot (a slow reader skips states,
+it never builds a backlog). Whoever listens keeps `interest:{account}` alive, which is how the
+shards know whose snapshots to publish live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Collection, Iterable
+
+import msgspec
+import redis.asyncio as aioredis
+
+from engine.types import LastPrice, PortfolioSnapshot, json_encoder, last_price_json_decoder, snapshot_json_decoder
+
+log = logging.getLogger(__name__)
+
+HOLDINGS_CHANNEL = "holdings:changed"
+PIPELINE_CHUNK = 2000
+_ids_decoder = msgspec.json.Decoder(list[str])
+
+
+def portfolio_channel(account_id: str) -> str:
+    return f"portfolio:{account_id}"
+
+
+def last_key(account_id: str) -> str:
+    return f"portfolio:last:{account_id}"
+
+
+def price_key(symbol: str) -> str:
+    return f"price:{symbol}"
+
+
+def interest_key(account_id: str) -> str:
+    return f"interest:{account_id}"
+
+
+def connect(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+
+
+async def _run_chunked(client: aioredis.Redis, commands: list[tuple]) -> list:
+    results: list = []
+    for start in range(0, len(commands), PIPELINE_CHUNK):
+        pipe = client.pipeline(transaction=False)
+        for name, *args in commands[start : start + PIPELINE_CHUNK]:
+            getattr(pipe, name)(*args)
+        results.extend(await pipe.execute())
+    return results
+
+
+# --- writers -------------------------------------------------------------------------------
+async def publish_snapshots(
+    client: aioredis.Redis, live: Iterable[PortfolioSnapshot], quiet: Iterable[PortfolioSnapshot] = ()
+) -> int:
+    """PUBLISH + SET last for `live`, SET last only for `quiet`; one pipeline; returns commands sent."""
+    commands: list[tuple] = []
+    for snap in live:
+        data = json_encoder.encode(snap)
+        commands.append(("publish", portfolio_channel(snap.account_id), data))
+        commands.append(("set", last_key(snap.account_id), data))
+    for snap in quiet:
+        commands.append(("set", last_key(snap.account_id), json_encoder.encode(snap)))
+    if commands:
+        await _run_chunked(client, commands)
+    return len(commands)
+
+
+async def write_prices(client: aioredis.Redis, prices: Collection[LastPrice]) -> None:
+    if prices:
+        await client.mset({price_key(p.symbol): json_encoder.encode(p) for p in prices})
+
+
+async def announce_holdings_changed(client: aioredis.Redis, account_ids: Collection[str]) -> None:
+    """What a position source does after cash or positions of these accounts changed."""
+    if account_ids:
+        await client.publish(HOLDINGS_CHANNEL, json_encoder.encode(list(account_ids)))
+
+
+async def register_interest(client: aioredis.Redis, account_ids: Collection[str], ttl_s: float) -> None:
+    """Ask the shards to publish these accounts live for the next `ttl_s` seconds."""
+    if account_ids:
+        ms = max(1, int(ttl_s * 1000))
+        await _run_chunked(client, [("set", interest_key(a), b"1", None, ms) for a in account_ids])
+
+
+# --- readers -------------------------------------------------------------------------------
+async def read_prices(client: aioredis.Redis, symbols: Collection[str]) -> dict[str, LastPrice]:
+    """Latest prices; a missing or unreadable entry is left out."""
+    symbols = list(symbols)
+    if not symbols:
+        return {}
+    out: dict[str, LastPrice] = {}
+    for symbol, raw in zip(symbols, await client.mget([price_key(s) for s in symbols])):
+        if raw is not None:
+            try:
+                out[symbol] = last_price_json_decoder.decode(raw)
+            except msgspec.DecodeError:
+                log.warning("unreadable %s", price_key(symbol))
+    return out
+
+
+async def read_last_snapshots(client: aioredis.Redis, account_ids: Collection[str]) -> dict[str, PortfolioSnapshot]:
+    ids = list(account_ids)
+    out: dict[str, PortfolioSnapshot] = {}
+    for start in range(0, len(ids), PIPELINE_CHUNK):
+        chunk = ids[start : start + PIPELINE_CHUNK]
+        for account_id, raw in zip(chunk, await client.mget([last_key(a) for a in chunk])):
+            if raw is not None:
+                try:
+                    out[account_id] = snapshot_json_decoder.decode(raw)
+                except msgspec.DecodeError:
+                    log.warning("unreadable %s", last_key(account_id))
+    return out
+
+
+async def interested(client: aioredis.Redis, account_ids: list[str]) -> list[bool]:
+    """Whether each account has a live subscriber (an unexpired interest key)."""
+    flags: list[bool] = []
+    for start in range(0, len(account_ids), PIPELINE_CHUNK):
+        chunk = account_ids[start : start + PIPELINE_CHUNK]
+        flags.extend(v is not None for v in await client.mget([interest_key(a) for a in chunk]))
+    return flags
+
+
+async def holdings_changes(client: aioredis.Redis) -> AsyncIterator[list[str]]:
+    """Account ids announced on `holdings:changed`, one list per message; malformed ones are skipped."""
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(HOLDINGS_CHANNEL)
+    try:
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            try:
+                ids = _ids_decoder.decode(message["data"])
+            except msgspec.DecodeError:
+                log.warning("ignored malformed %s message %r", HOLDINGS_CHANNEL, message["data"][:100])
+                continue
+            if ids:
+                yield ids
+    finally:
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()
+
+
+# --- the gateway's subscriber ---------------------------------------------------------------
+class Listener:
+    """One local consumer of one account's snapshots; keeps only the newest."""
+
+    def __init__(self, hub: PortfolioSubscriber, account_id: str) -> None:
+        self.account_id = account_id
+        self.skipped = 0  # snapshots replaced before this listener read them
+        self._hub = hub
+        self._latest: PortfolioSnapshot | None = None
+        self._current: PortfolioSnapshot | None = None
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    def offer(self, snap: PortfolioSnapshot) -> None:
+        newest = self._latest or self._current
+        if newest is not None and snap.seq <= newest.seq and snap.publish_ts <= newest.publish_ts:
+            return  # older than what this listener already has (e.g. the last value vs a live one)
+        if self._latest is not None:
+            self.skipped += 1
+        self._latest = snap
+        self._ready.set()
+
+    def latest(self) -> PortfolioSnapshot | None:
+        return self._latest or self._current
+
+    async def get(self, timeout: float | None = None) -> PortfolioSnapshot:
+        """The newest snapshot not yet taken; waits for one."""
+        await asyncio.wait_for(self._ready.wait(), timeout)
+        snap, self._latest = self._latest, None
+        self._ready.clear()
+        assert snap is not None
+        self._current = snap
+        return snap
+
+    def __aiter__(self) -> AsyncIterator[PortfolioSnapshot]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[PortfolioSnapshot]:
+        while not self._closed:
+            yield await self.get()
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._hub._release(self)
+
+    async def __aenter__(self) -> Listener:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class PortfolioSubscriber:
+    """One Redis pub/sub connection serving many local listeners.
+
+    `pattern=False` subscribes each watched account's channel explicitly (right for a replica that
+    watches a small part of many accounts); `pattern=True` takes `portfolio:*` once and dispatches
+    locally (right when one process watches most of them). Either way the interest keys of watched
+    accounts are refreshed every third of their TTL, and a lost connection is re-established with
+    every channel resubscribed.
+    """
+
+    def __init__(self, url: str, *, interest_ttl_s: float = 30.0, pattern: bool = False) -> None:
+        self.url = url
+        self.interest_ttl_s = interest_ttl_s
+        self.pattern = pattern
+        self.received = 0
+        self.malformed = 0
+        self.reconnects = 0
+        self._client = connect(url)
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._listeners: dict[str, set[Listener]] = {}
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task] = []
+        self._control = f"clera:subscriber:{uuid.uuid4().hex}"
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
+
+    def channels(self) -> set[str]:
+        return {portfolio_channel(a) for a in self._listeners}
+
+    async def start(self) -> None:
+        await self._connect()
+        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._keep_interest())]
+
+    async def _connect(self) -> None:
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self._control)  # a connection with something to read from the start
+        if self.pattern:
+            await pubsub.psubscribe("portfolio:*")
+        elif self._listeners:
+            await pubsub.subscribe(*self.channels())
+        self._pubsub = pubsub
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+        await self._client.aclose()
+
+    async def listen(self, account_id: str) -> Listener:
+        """A listener that first gets the account's last snapshot (if any), then live ones."""
+        listener = Listener(self, account_id)
+        async with self._lock:
+            first = account_id not in self._listeners
+            self._listeners.setdefault(account_id, set()).add(listener)
+            if first:
+                await register_interest(self._client, [account_id], self.interest_ttl_s)
+                if not self.pattern and self._pubsub is not None:
+                    await self._pubsub.subscribe(portfolio_channel(account_id))
+        last = (await read_last_snapshots(self._client, [account_id])).get(account_id)
+        if last is not None:
+            listener.offer(last)
+        return listener
+
+    async def _release(self, listener: Listener) -> None:
+        async with self._lock:
+            group = self._listeners.get(listener.account_id)
+            if group is None:
+                return
+            group.discard(listener)
+            if not group:
+                del self._listeners[listener.account_id]
+                if not self.pattern and self._pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await self._pubsub.unsubscribe(portfolio_channel(listener.account_id))
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        account_id = channel.decode()[len("portfolio:") :]
+        group = self._listeners.get(account_id)
+        if not group:
+            return
+        try:
+            snap = snapshot_json_decoder.decode(data)
+        except msgspec.DecodeError:
+            self.malformed += 1
+            return
+        self.received += 1
+        for listener in list(group):
+            listener.offer(snap)
+
+    async def _read(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                assert self._pubsub is not None
+                message = await self._pubsub.get_message(timeout=1.0)
+                delay = 0.1
+                if message is not None and message["type"] in ("message", "pmessage"):
+                    channel = message["channel"]
+                    if channel.startswith(b"portfolio:"):
+                        self._dispatch(channel, message["data"])
+            except asyncio.CancelledError:
+                raise
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                log.warning("portfolio subscriber lost Redis (%s); reconnecting", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                with contextlib.suppress(Exception):
+                    async with self._lock:
+                        await self._connect()
+                        self.reconnects += 1
+
+    async def _keep_interest(self) -> None:
+        while True:
+            await asyncio.sleep(self.interest_ttl_s / 3)
+            with contextlib.suppress(aioredis.RedisError, OSError):
+                await register_interest(self._client, list(self._listeners), self.interest_ttl_s)

@@ -1,0 +1,220 @@
+"""The Ray-free cores of the realtime shards: what a symbol shard and a portfolio shard do.
+
+The actors in `actors/` are thin shells around these (they add the Ray calls and timers); the
+benchmark's single-process "limit" drives the very same objects directly. Batches travel between
+hops as msgpack `PriceBatch` blobs; a blob that does not decode, or a tick with a bad price, is
+rejected and counted, never allowed to stop a shard.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Iterable
+
+import msgspec
+import numpy as np
+import redis.asyncio as aioredis
+
+from engine import pubsub
+from engine.subscriptions import SymbolRefcounts, shard_of
+from engine.types import AccountHoldings, LastPrice, PortfolioSnapshot, PriceBatch, Tick, msgpack_encoder, price_batch_decoder
+from engine.valuation import Coalescer, ValuationBook, valid_price
+
+
+def encode_batch(ticks: list[Tick], ingest_ts: float) -> bytes:
+    return msgpack_encoder.encode(PriceBatch(ticks, ingest_ts))
+
+
+def decode_batch(blob: object) -> PriceBatch | None:
+    """The batch in `blob`, or None when it is not a well-formed PriceBatch."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        return None
+    try:
+        return price_batch_decoder.decode(blob)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+class TickBatcher:
+    """Ticks collected per destination shard until a flush (by timer, or when one is full)."""
+
+    def __init__(self, destinations: int, batch_max: int) -> None:
+        self.destinations = destinations
+        self.batch_max = batch_max
+        self._buffers: list[list[Tick]] = [[] for _ in range(destinations)]
+        self._ingest: list[float] = [0.0] * destinations
+        self._route: dict[str, int] = {}
+
+    def add(self, ticks: Iterable[Tick], ingest_ts: float) -> bool:
+        """Route by symbol; returns True when some destination reached `batch_max`."""
+        route, buffers, n = self._route, self._buffers, self.destinations
+        for tick in ticks:
+            dest = route.get(tick.symbol)
+            if dest is None:
+                dest = route[tick.symbol] = shard_of(tick.symbol, n)
+            buffer = buffers[dest]
+            if not buffer:
+                self._ingest[dest] = ingest_ts
+            buffer.append(tick)
+        return any(len(b) >= self.batch_max for b in buffers)
+
+    def pending(self) -> int:
+        return sum(len(b) for b in self._buffers)
+
+    def take(self) -> dict[int, bytes]:
+        out = {d: encode_batch(b, self._ingest[d]) for d, b in enumerate(self._buffers) if b}
+        self._buffers = [[] for _ in range(self.destinations)]
+        return out
+
+
+class SymbolStats(msgspec.Struct, kw_only=True):
+    batches: int = 0
+    ticks: int = 0
+    bad_frames: int = 0
+    rejected: int = 0  # bad prices
+    unrouted: int = 0  # symbols no portfolio shard holds (unknown here)
+
+
+class SymbolCore:
+    """Per-symbol subscription state of one symbol shard: refcounts, last trade, previous close."""
+
+    def __init__(self) -> None:
+        self.refcounts = SymbolRefcounts()
+        self.prices: dict[str, LastPrice] = {}
+        self.stats = SymbolStats()
+        self._unwritten: dict[str, LastPrice] = {}
+
+    def set_holder(self, holder: int, symbols: Collection[str]) -> tuple[list[str], list[str]]:
+        return self.refcounts.set_holder(holder, symbols)
+
+    def route(self, blob: object) -> dict[int, bytes]:
+        """One incoming batch -> one outgoing batch per portfolio shard that holds any of its symbols.
+
+        Ticks are conflated per symbol within the batch (the latest wins), so a busy symbol costs
+        its holders one update per hop, however many trades it printed.
+        """
+        batch = decode_batch(blob)
+        if batch is None:
+            self.stats.bad_frames += 1
+            return {}
+        self.stats.batches += 1
+        latest: dict[str, Tick] = {}
+        for tick in batch.ticks:
+            if valid_price(tick.price) and valid_price(tick.prev_close):
+                latest[tick.symbol] = tick
+            else:
+                self.stats.rejected += 1
+        self.stats.ticks += len(latest)
+        out: dict[int, list[Tick]] = {}
+        for symbol, tick in latest.items():
+            holders = self.refcounts.holders(symbol)
+            if not holders:
+                self.stats.unrouted += 1
+                continue
+            price = LastPrice(symbol, tick.price, tick.prev_close, tick.ts, tick.session, tick.source)
+            self.prices[symbol] = price
+            self._unwritten[symbol] = price
+            for holder in holders:
+                out.setdefault(holder, []).append(tick)
+        return {holder: encode_batch(ticks, batch.ingest_ts) for holder, ticks in out.items()}
+
+    def take_prices(self) -> list[LastPrice]:
+        """Prices changed since the last call, for one batched write of `price:{SYMBOL}`."""
+        out = list(self._unwritten.values())
+        self._unwritten = {}
+        return out
+
+
+class PortfolioStats(msgspec.Struct, kw_only=True):
+    batches: int = 0
+    bad_frames: int = 0
+    published: int = 0  # live snapshots
+    refreshed: int = 0  # portfolio:last of unwatched accounts
+    live_accounts: int = 0
+    max_ingest_lag_s: float = 0.0  # oldest ingest_ts seen at a flush, relative to that flush
+
+
+class PortfolioCore:
+    """The accounts of one portfolio shard: their valuation book and publishing schedule."""
+
+    def __init__(self, index: int, shards: int, publish_hz: float, idle_refresh_s: float) -> None:
+        self.index = index
+        self.shards = shards
+        self.book = ValuationBook()
+        self.coalescer = Coalescer(publish_hz, idle_refresh_s)
+        self.stats = PortfolioStats()
+
+    def owns(self, account_id: str) -> bool:
+        return shard_of(account_id, self.shards) == self.index
+
+    def set_holdings(self, accounts: Iterable[AccountHoldings]) -> None:
+        self.book.set_holdings(a for a in accounts if self.owns(a.account_id))
+
+    def replace_accounts(self, requested: Collection[str], found: Iterable[AccountHoldings]) -> None:
+        """Reloaded accounts: the found ones replace what was held, the others are gone."""
+        found = [a for a in found if self.owns(a.account_id)]
+        present = {a.account_id for a in found}
+        self.book.remove_accounts(a for a in requested if a not in present and self.owns(a))
+        self.book.set_holdings(found)
+
+    def symbols(self) -> set[str]:
+        return self.book.held_symbols()
+
+    def on_batch(self, blob: object) -> int:
+        """Queue one batch of ticks; returns how many were accepted."""
+        batch = decode_batch(blob)
+        if batch is None:
+            self.stats.bad_frames += 1
+            return 0
+        self.stats.batches += 1
+        rejected = self.book.apply(batch.ticks, batch.ingest_ts)
+        return len(batch.ticks) - rejected
+
+    def seed_prices(self, prices: Iterable[LastPrice]) -> None:
+        """Last known prices (from Redis) for a shard that starts while a symbol is quiet."""
+        ticks = [Tick(p.symbol, p.last, p.prev_close, p.ts, p.session, p.source) for p in prices]
+        self.book.apply(ticks, time.time())
+
+    def set_live(self, flags: Collection[bool], now: float) -> None:
+        """Interest of every account, in `book.account_ids()` order."""
+        ids = self.book.account_ids()
+        live = np.array([self.book.index_of(a) for a, f in zip(ids, flags) if f], dtype=np.int64)
+        self.coalescer.set_live(live, self._size(), now)
+        self.stats.live_accounts = len(live)
+
+    def _size(self) -> int:
+        return self.book.slots
+
+    def step(self, now: float) -> tuple[list[PortfolioSnapshot], list[PortfolioSnapshot]]:
+        """Apply queued ticks; (snapshots to publish live, snapshots only to store as last)."""
+        size = self._size()
+        changed = self.book.flush()
+        self.coalescer.mark(changed, size, now)
+        live, quiet = self.coalescer.due(now, size)
+        return self.book.snapshots(live, now), self.book.snapshots(quiet, now)
+
+
+async def publish_step(core: PortfolioCore, client: aioredis.Redis) -> int:
+    """One flush of a portfolio shard: value, coalesce and write to Redis; returns snapshots written."""
+    now = time.time()
+    live, quiet = core.step(now)
+    if live or quiet:
+        stamped = time.time()
+        if stamped - now > 0.001:  # building took time: say when it really went out
+            live = [msgspec.structs.replace(s, publish_ts=stamped) for s in live]
+        await pubsub.publish_snapshots(client, live, quiet)
+        core.stats.published += len(live)
+        core.stats.refreshed += len(quiet)
+    return len(live) + len(quiet)
+
+
+async def refresh_interest(core: PortfolioCore, client: aioredis.Redis) -> None:
+    ids = core.book.account_ids()
+    core.set_live(await pubsub.interested(client, ids), time.time())
+
+
+async def restore_from_redis(core: PortfolioCore, client: aioredis.Redis) -> None:
+    """What a (re)started shard takes from Redis: last prices of its symbols and the seq reached."""
+    core.seed_prices((await pubsub.read_prices(client, core.symbols())).values())
+    last = await pubsub.read_last_snapshots(client, core.book.account_ids())
+    core.book.restore_seq({a: s.seq for a, s in last.items()})

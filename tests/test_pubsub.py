@@ -1,0 +1,192 @@
+"""Redis I/O of the realtime path against the machine's real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+import redis.asyncio as aioredis
+
+from engine import pubsub
+from engine.realtime import PortfolioCore, encode_batch, publish_step, refresh_interest, restore_from_redis
+from engine.types import AccountHoldings, LastPrice, PortfolioSnapshot, Position, Tick, snapshot_json_decoder
+
+
+def _snap(account: str, seq: int, total: float, ts: float = 1.0) -> PortfolioSnapshot:
+    return PortfolioSnapshot(
+        account_id=account, seq=seq, as_of=ts, ingest_ts=ts, publish_ts=ts + seq, total_value=total,
+        cash=total, positions_value=0.0, day_change=0.0, day_change_pct=0.0, positions=[],
+    )
+
+
+async def _numsub(client: aioredis.Redis, channel: str) -> int:
+    return dict(await client.pubsub_numsub(channel))[channel.encode()]
+
+
+async def _eventually(predicate, what: str, tries: int = 200) -> None:
+    for _ in range(tries):
+        if await predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_publish_snapshots_publishes_live_and_stores_last(redis_url) -> None:
+    client = pubsub.connect(redis_url)
+    watcher = client.pubsub(ignore_subscribe_messages=True)
+    await watcher.subscribe("portfolio:a", "portfolio:b")
+    sent = await pubsub.publish_snapshots(client, [_snap("a", 1, 10.0)], [_snap("b", 1, 20.0)])
+    assert sent == 3
+    message = None
+    while message is None:
+        message = await watcher.get_message(timeout=1.0)
+    assert message["channel"] == b"portfolio:a"
+    assert snapshot_json_decoder.decode(message["data"]).total_value == 10.0
+    assert await watcher.get_message(timeout=0.2) is None  # "b" is not watched live: stored only
+    last = await pubsub.read_last_snapshots(client, ["a", "b", "nobody"])
+    assert {k: v.total_value for k, v in last.items()} == {"a": 10.0, "b": 20.0}
+    await watcher.aclose()
+    await client.aclose()
+
+
+async def test_prices_and_interest_keys(redis_url) -> None:
+    client = pubsub.connect(redis_url)
+    await pubsub.write_prices(client, [LastPrice("IBM", 190.5, 189.0, 5.0, "2012-06-01", "replay")])
+    await client.set("price:BAD", b"{not json")
+    prices = await pubsub.read_prices(client, ["IBM", "BAD", "NONE"])
+    assert list(prices) == ["IBM"] and prices["IBM"].last == 190.5 and prices["IBM"].source == "replay"
+    await pubsub.register_interest(client, ["x", "y"], ttl_s=5)
+    assert await pubsub.interested(client, ["x", "z", "y"]) == [True, False, True]
+    assert 0 < await client.pttl("interest:x") <= 5000
+    await client.aclose()
+
+
+async def test_subscriber_shares_one_channel_and_keeps_latest(redis_url) -> None:
+    writer = pubsub.connect(redis_url)
+    await pubsub.publish_snapshots(writer, [], [_snap("acc", 3, 99.0)])
+    hub = pubsub.PortfolioSubscriber(redis_url, interest_ttl_s=20)
+    await hub.start()
+    first = await hub.listen("acc")
+    second = await hub.listen("acc")
+    other = await hub.listen("zzz")
+    assert (await first.get(timeout=2)).seq == 3  # the last snapshot comes first
+    assert await writer.exists("interest:acc") == 1
+    assert await _numsub(writer, "portfolio:acc") == 1  # one Redis subscription for both listeners
+    for seq in range(4, 9):
+        await pubsub.publish_snapshots(writer, [_snap("acc", seq, 100.0 + seq)], [])
+
+    async def second_has_latest() -> bool:
+        got = second.latest()
+        return got is not None and got.seq == 8
+    await _eventually(second_has_latest, "the last of five snapshots reached the listener")
+    got = await first.get(timeout=2)
+    assert (got.seq, got.total_value) == (8, 108.0)  # a slow reader gets the latest, not a backlog
+    assert first.skipped >= 1
+    # a stale snapshot (an older seq published earlier) never replaces a newer one
+    first.offer(_snap("acc", 2, 1.0, ts=-10))
+    assert first.latest().seq == 8
+    await writer.publish("portfolio:acc", b"garbage")
+    await _eventually(lambda: _async(hub.malformed == 1), "malformed message counted")
+    await first.close()
+    assert await _numsub(writer, "portfolio:acc") == 1
+    await second.close()
+    await _eventually(lambda: _numsub_is(writer, "portfolio:acc", 0), "unsubscribed after the last listener")
+    assert other.latest() is None
+    await other.close()
+    await hub.close()
+    await writer.aclose()
+
+
+async def _drain(watcher, quiet_s: float = 0.3) -> list[dict]:
+    """Messages until none arrives for `quiet_s` (subscribe confirmations are skipped)."""
+    out, loop = [], asyncio.get_running_loop()
+    deadline = loop.time() + quiet_s
+    while loop.time() < deadline:
+        m = await watcher.get_message(timeout=0.05)
+        if m is not None:
+            out.append(m)
+            deadline = loop.time() + quiet_s
+    return out
+
+
+async def _async(value):
+    return value
+
+
+async def _numsub_is(client, channel, n) -> bool:
+    return await _numsub(client, channel) == n
+
+
+async def test_pattern_subscriber(redis_url) -> None:
+    writer = pubsub.connect(redis_url)
+    hub = pubsub.PortfolioSubscriber(redis_url, pattern=True)
+    await hub.start()
+    async with await hub.listen("p1") as listener:
+        await asyncio.sleep(0.05)
+        await pubsub.publish_snapshots(writer, [_snap("p1", 1, 5.0), _snap("p2", 1, 6.0)], [])
+        got = await listener.get(timeout=2)
+        assert (got.account_id, got.total_value) == ("p1", 5.0)
+    assert hub.channels() == set()
+    await hub.close()
+    await writer.aclose()
+
+
+async def test_holdings_changes_skips_malformed(redis_url) -> None:
+    client = pubsub.connect(redis_url)
+    changes = pubsub.holdings_changes(client)
+    task = asyncio.ensure_future(changes.__anext__())
+    await _eventually(lambda: _numsub_is(client, pubsub.HOLDINGS_CHANNEL, 1), "subscribed")
+    await client.publish(pubsub.HOLDINGS_CHANNEL, b"not json")
+    await pubsub.announce_holdings_changed(client, ["a1", "a2"])
+    assert await asyncio.wait_for(task, 5) == ["a1", "a2"]
+    await changes.aclose()
+    await client.aclose()
+
+
+async def test_portfolio_core_publishes_watched_accounts_and_resumes_seq(redis_url) -> None:
+    client = pubsub.connect(redis_url)
+    holdings = [
+        AccountHoldings("w", Decimal("10.00"), [Position("IBM", Decimal(2), Decimal(2))], session="2012-06-01"),
+        AccountHoldings("q", Decimal("5.00"), [Position("IBM", Decimal(1), Decimal(1))], session="2012-06-01"),
+        AccountHoldings("cash-only", Decimal("7.25")),
+    ]
+    core = PortfolioCore(0, 1, publish_hz=100.0, idle_refresh_s=0.05)
+    core.set_holdings(holdings)
+    await pubsub.register_interest(client, ["w"], 10)
+    await refresh_interest(core, client)
+    watcher = client.pubsub(ignore_subscribe_messages=True)
+    await watcher.subscribe("portfolio:w", "portfolio:q", "portfolio:cash-only")
+    core.on_batch(encode_batch([Tick("IBM", 190.0, 188.0, 100.0, "2012-06-01", "replay")], 100.5))
+    for _ in range(30):
+        await publish_step(core, client)
+        await asyncio.sleep(0.05)
+    seen = [snapshot_json_decoder.decode(m["data"]) for m in await _drain(watcher)]
+    assert [(s.account_id, s.total_value, s.day_change) for s in seen] == [("w", 390.0, 4.0)]
+    assert seen[0].as_of == 100.0 and seen[0].ingest_ts == 100.5 and seen[0].publish_ts >= 100.5
+    last = await pubsub.read_last_snapshots(client, ["w", "q", "cash-only"])
+    assert {k: v.total_value for k, v in last.items()} == {"w": 390.0, "q": 195.0, "cash-only": 7.25}
+    # a new core for the same accounts (a restarted shard) continues seq and takes prices from Redis
+    await pubsub.write_prices(client, [LastPrice("IBM", 191.0, 188.0, 101.0, "2012-06-01", "replay")])
+    again = PortfolioCore(0, 1, publish_hz=100.0, idle_refresh_s=0.05)
+    again.set_holdings(holdings)
+    await restore_from_redis(again, client)
+    await refresh_interest(again, client)
+    await publish_step(again, client)
+    (snap,) = [snapshot_json_decoder.decode(m["data"]) for m in await _drain(watcher)]
+    assert (snap.account_id, snap.seq, snap.total_value) == ("w", seen[0].seq + 1, 392.0)
+    await watcher.aclose()
+    await client.aclose()
+
+
+def test_bad_frames_are_counted() -> None:
+    core = PortfolioCore(0, 1, 4.0, 10.0)
+    assert core.on_batch(b"\xc1\x00") == 0 and core.on_batch("text") == 0
+    assert core.stats.bad_frames == 2
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_accounts_are_split_across_shards(shards) -> None:
+    ids = [f"acct-{i}" for i in range(50)]
+    owners = [[i for i in range(shards) if PortfolioCore(i, shards, 4, 10).owns(a)] for a in ids]
+    assert all(len(o) == 1 for o in owners) and len({o[0] for o in owners}) == shards
