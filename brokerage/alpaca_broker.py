@@ -31,7 +31,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import requests
@@ -513,7 +513,7 @@ def _activity_from(a: TradeActivity | NonTradeActivity) -> Activity:
     d = _dump(a)
     if isinstance(a, TradeActivity):
         qty, price = _dec0(a.qty), _dec0(a.price)
-        gross = (qty * price).quantize(CENT)
+        gross = (qty * price).quantize(CENT, ROUND_HALF_UP)
         when = _time(a.transaction_time)
         assert when is not None
         return Activity(

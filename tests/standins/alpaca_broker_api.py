@@ -10,7 +10,7 @@ closable accounts) over in-memory state.
 
 The ledger is a toy (instant market fills at a price the test sets, no real settlement calendar), but
 the wire format is the one alpaca-py parses. Test hooks (`set_price`, `complete_transfer`,
-`end_of_day`, `halt`, `add_ach_relationship`) are plain Python methods, not HTTP routes.
+`end_of_day`, `halt`, `add_ach_relationship`, `fail_next`) are plain Python methods, not HTTP routes.
 """
 
 from __future__ import annotations
@@ -284,6 +284,7 @@ class AlpacaBrokerStandIn:
         self._auth = "Basic " + base64.b64encode(f"{api_key}:{secret_key}".encode()).decode()
         self.state = State()
         self._lock = threading.RLock()
+        self._fail_next: tuple[int, str] | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -357,6 +358,11 @@ class AlpacaBrokerStandIn:
             rel["status"] = status
             return rel["id"]
 
+    def fail_next(self, status: int, message: str = "internal server error") -> None:
+        """Answer the next authorised request with this error (an outage, as the SDK would see it)."""
+        with self._lock:
+            self._fail_next = (status, message)
+
     def requests_seen(self) -> list[tuple[str, str, int]]:
         with self._lock:
             return list(self.state.requests)
@@ -376,6 +382,10 @@ class AlpacaBrokerStandIn:
         try:
             if auth != self._auth:
                 raise ApiError(401, "request is not authorized")
+            with self._lock:
+                failure, self._fail_next = self._fail_next, None
+            if failure is not None:
+                raise ApiError(*failure)
             op, path_params = self.spec.match(method, path)
             self.spec.check_parameters(op, path_params, query)
             body: Any = None
