@@ -122,14 +122,14 @@ class Database:
         Versions are per component, so the store and the ledger evolve independently in one
         database. Returns the schema version reached.
         """
-        self.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " component TEXT NOT NULL, version INTEGER NOT NULL, applied_at DOUBLE PRECISION NOT NULL,"
-            " PRIMARY KEY (component, version))"
-        )
         with self.transaction():
-            if self.dialect == "postgres":  # serialise concurrent migrators across processes
-                self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (component,))
+            if self.dialect == "postgres":  # serialise concurrent migrators (of every component) across processes
+                self.execute("SELECT pg_advisory_xact_lock(hashtext('schema_migrations'))")
+            self.execute(  # inside the lock: two racing CREATE TABLE IF NOT EXISTS collide in PostgreSQL's catalog
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " component TEXT NOT NULL, version INTEGER NOT NULL, applied_at DOUBLE PRECISION NOT NULL,"
+                " PRIMARY KEY (component, version))"
+            )
             row = self.fetchone(
                 "SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations WHERE component = ?", (component,)
             )

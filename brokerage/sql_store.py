@@ -26,7 +26,7 @@ from brokerage.store import (
 )
 from engine.clock import Clock, WallClock
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 _STATUS_LIST = ", ".join(f"'{s}'" for s in sorted(ONBOARDING_STATUSES))
 
@@ -68,7 +68,9 @@ CREATE TABLE IF NOT EXISTS company_profiles (
 
 # Supabase serves every public table over REST, to the browser's anon key too: row level security
 # with no policy keeps these tables to the service role (and to the owner SqlStore connects as).
-_RLS = "".join(f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n" for t in ("app_users", "user_accounts", "company_profiles"))
+_RLS = "".join(
+    f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n" for t in ("app_users", "user_accounts", "company_profiles")
+)
 _DIALECT_TYPES = {
     "postgres": {"ts": "TIMESTAMPTZ", "now": " DEFAULT now()", "json": "JSONB", "rls": _RLS},
     "sqlite": {"ts": "TEXT", "now": "", "json": "TEXT", "rls": ""},

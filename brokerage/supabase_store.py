@@ -32,7 +32,7 @@ from brokerage.store import (
 )
 from engine.clock import Clock, WallClock
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 TABLES = ("app_users", "user_accounts", "company_profiles")
 _MISSING_TABLE_CODES = {"PGRST205", "42P01"}
 _STATUS_RETRIES = 20
@@ -192,12 +192,16 @@ class SupabaseStore:
 
     def accounts_of(self, user_id: str) -> list[AccountRecord]:
         rows = self._run(
-            lambda c: c.table("user_accounts").select("*").eq("user_id", user_id).order("created_at").order("account_id")
+            lambda c: (
+                c.table("user_accounts").select("*").eq("user_id", user_id).order("created_at").order("account_id")
+            )
         ).data
         return [_account(r) for r in rows]
 
     def owner_of(self, account_id: str) -> str | None:
-        rows = self._run(lambda c: c.table("user_accounts").select("user_id").eq("account_id", account_id).limit(1)).data
+        rows = self._run(
+            lambda c: c.table("user_accounts").select("user_id").eq("account_id", account_id).limit(1)
+        ).data
         return rows[0]["user_id"] if rows else None
 
     def account_by_email(self, email: str) -> AccountRecord | None:
@@ -205,12 +209,14 @@ class SupabaseStore:
         if wanted is None:
             return None
         rows = self._run(
-            lambda c: c.table("user_accounts")
-            .select("*")
-            .eq("email", wanted)
-            .order("created_at", desc=True)
-            .order("account_id", desc=True)
-            .limit(1)
+            lambda c: (
+                c.table("user_accounts")
+                .select("*")
+                .eq("email", wanted)
+                .order("created_at", desc=True)
+                .order("account_id", desc=True)
+                .limit(1)
+            )
         ).data
         return _account(rows[0]) if rows else None
 
@@ -224,10 +230,9 @@ class SupabaseStore:
                 raise NotFound(f"account {account_id} is not known", code="account_not_found")
             changes = {k: _wire(v) for k, v in status_changes(current, status, confirmation_code, self._now()).items()}
             updated = self._run(
-                lambda c: c.table("user_accounts")
-                .update(changes)
-                .eq("account_id", account_id)
-                .eq("status", current.status)
+                lambda c, changes=changes, seen=current.status: (
+                    c.table("user_accounts").update(changes).eq("account_id", account_id).eq("status", seen)
+                )
             ).data
             if updated:
                 return _account(updated[0])
@@ -253,7 +258,11 @@ class SupabaseStore:
         ]
         for start in range(0, len(rows), _UPSERT_CHUNK):
             chunk = rows[start : start + _UPSERT_CHUNK]
-            self._run(lambda c, chunk=chunk: c.table("company_profiles").upsert(chunk, on_conflict="symbol", returning=ReturnMethod.minimal))
+            self._run(
+                lambda c, chunk=chunk: c.table("company_profiles").upsert(
+                    chunk, on_conflict="symbol", returning=ReturnMethod.minimal
+                )
+            )
         return len(rows)
 
     def get_company_profile(self, symbol: str) -> CompanyProfile | None:

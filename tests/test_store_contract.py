@@ -18,7 +18,7 @@ from brokerage.store import CompanyProfile, Store
 from brokerage.supabase_store import SupabaseStore
 from engine.clock import ManualClock
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 START = dt.datetime(2026, 3, 2, 15, 30, 0, 123456, tzinfo=UTC)
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "brokerage" / "supabase_schema.sql"
 SERVICE_KEY = "service-role-key-for-tests"
@@ -214,6 +214,27 @@ def test_migrate_again_and_reopen_keep_the_data(make_store: MakeStore) -> None:
     assert reopened.owner_of("acc-1") == "alice"
     assert reopened.get_account("acc-1") == store.get_account("acc-1")
     assert reopened.count_company_profiles() == 1
+
+
+def test_migrate_from_several_processes_at_once(make_store: MakeStore) -> None:
+    """Every replica migrates on start; on a fresh database they race, and all of them must succeed."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            make_store().ensure_user("u1")
+        except BaseException as error:  # collected: a thread's exception would otherwise vanish
+            errors.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert make_store().get_user("u1") is not None
 
 
 def test_concurrent_ensure_user_and_add_account(make_store: MakeStore) -> None:

@@ -107,7 +107,7 @@ class PostgrestStandIn:
         self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 
-    def __enter__(self) -> "PostgrestStandIn":
+    def __enter__(self) -> PostgrestStandIn:
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -125,7 +125,10 @@ class PostgrestStandIn:
     async def _handle(self, request: Request) -> Response:
         self.requests.append((request.method, f"{request.url.path}?{request.url.query}"))
         if request.headers.get("apikey") != self.api_key:
-            return JSONResponse({"message": "Invalid API key", "hint": "Double check your Supabase `anon` or `service_role` API key."}, status_code=401)
+            return JSONResponse(
+                {"message": "Invalid API key", "hint": "Double check your Supabase `anon` or `service_role` API key."},
+                status_code=401,
+            )
         body: Any = None
         if request.method in ("POST", "PATCH"):
             try:
@@ -165,13 +168,17 @@ class PostgrestStandIn:
             except psycopg.Error as error:
                 diag = error.diag
                 code = error.sqlstate or "XX000"
-                raise PostgrestError(_status_of(code), code, diag.message_primary or str(error), diag.message_detail, diag.message_hint) from error
+                raise PostgrestError(
+                    _status_of(code), code, diag.message_primary or str(error), diag.message_detail, diag.message_hint
+                ) from error
 
     @staticmethod
     def _rows(rows: list[dict[str, Any]], status: int, headers: dict[str, str], *, body: bool) -> Response:
         if not body:
             return Response(status_code=status, headers=headers)
-        return Response(json.dumps(rows, default=_json_default), status_code=status, headers=headers, media_type="application/json")
+        return Response(
+            json.dumps(rows, default=_json_default), status_code=status, headers=headers, media_type="application/json"
+        )
 
     # -- SQL ---------------------------------------------------------------------------------------
     def _table(self, conn: psycopg.Connection[Any], name: str) -> _Table:
@@ -185,7 +192,8 @@ class PostgrestStandIn:
                 404, "PGRST205", f"Could not find the table 'public.{name}' in the schema cache", hint=None
             )
         pk = conn.execute(
-            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            "SELECT a.attname FROM pg_index i"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
             " WHERE i.indrelid = to_regclass(%s) AND i.indisprimary",
             (name,),
         ).fetchall()
@@ -200,7 +208,9 @@ class PostgrestStandIn:
             negate = raw.startswith("not.")
             operator, _, operand = raw.removeprefix("not.").partition(".")
             if operator in _OPERATORS:
-                clause: sql.Composable = sql.SQL("{} {} {}").format(column, sql.SQL(_OPERATORS[operator]), sql.Literal(operand))
+                clause: sql.Composable = sql.SQL("{} {} {}").format(
+                    column, sql.SQL(_OPERATORS[operator]), sql.Literal(operand)
+                )
             elif operator == "in" and operand.startswith("(") and operand.endswith(")"):
                 values = _split_list(operand[1:-1])
                 clause = sql.SQL("{} IN ({})").format(column, sql.SQL(", ").join(sql.Literal(v) for v in values))
@@ -230,7 +240,9 @@ class PostgrestStandIn:
             for term in options["order"].split(","):
                 name, *modifiers = term.split(".")
                 direction = sql.SQL(" DESC" if "desc" in modifiers else " ASC")
-                nulls = sql.SQL(" NULLS FIRST" if "nullsfirst" in modifiers else " NULLS LAST" if "nullslast" in modifiers else "")
+                nulls = sql.SQL(
+                    " NULLS FIRST" if "nullsfirst" in modifiers else " NULLS LAST" if "nullslast" in modifiers else ""
+                )
                 terms.append(table.column(name) + direction + nulls)
             query += sql.SQL(" ORDER BY ") + sql.SQL(", ").join(terms)
         for keyword in ("limit", "offset"):
@@ -241,7 +253,9 @@ class PostgrestStandIn:
         rows = conn.execute(query).fetchall()
         total = None
         if count:
-            total = conn.execute(sql.SQL("SELECT COUNT(*) AS n FROM {}{}").format(sql.Identifier(table.name), where)).fetchone()["n"]  # type: ignore[index]
+            total = conn.execute(
+                sql.SQL("SELECT COUNT(*) AS n FROM {}{}").format(sql.Identifier(table.name), where)
+            ).fetchone()["n"]  # type: ignore[index]
         return rows, total
 
     def _insert(
@@ -267,9 +281,7 @@ class PostgrestStandIn:
         if not payload:
             return returned
         for row in payload:
-            values = [
-                sql.Placeholder() if n in row else sql.SQL("DEFAULT" if use_default else "NULL") for n in names
-            ]
+            values = [sql.Placeholder() if n in row else sql.SQL("DEFAULT" if use_default else "NULL") for n in names]
             query = sql.SQL("INSERT INTO {} ({}) VALUES ({}){} RETURNING {}").format(
                 sql.Identifier(table.name),
                 sql.SQL(", ").join(columns),
@@ -293,7 +305,9 @@ class PostgrestStandIn:
         )
         return conn.execute(query, [table.value(k, v) for k, v in body.items()]).fetchall()
 
-    def _delete(self, conn: psycopg.Connection[Any], table: _Table, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    def _delete(
+        self, conn: psycopg.Connection[Any], table: _Table, params: list[tuple[str, str]]
+    ) -> list[dict[str, Any]]:
         query = sql.SQL("DELETE FROM {}{} RETURNING {}").format(
             sql.Identifier(table.name), self._filters(table, params), self._returning(table, params)
         )
