@@ -1,0 +1,501 @@
+"""PaperBroker on a real database (SQLite file and the real PostgreSQL), real Redis prices, a manual clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from decimal import Decimal
+
+import pytest
+import redis
+
+from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected
+from brokerage.factory import broker_from_settings
+from brokerage.models import ManualAchRequest, OrderRequest
+from brokerage.paper import PaperBroker
+from brokerage.positions import HOLDINGS_CHANNEL, BrokerPositionSource, HoldingsNotifier
+from brokerage.prices import RedisPriceReader
+from brokerage.sql import Database
+from engine.clock import ManualClock
+from engine.config import load_settings
+from paper_support import (
+    BANK,
+    MON_MORNING,
+    TUE_MORNING,
+    UTC,
+    application,
+    funded_account,
+    make_broker,
+    open_account,
+    set_price,
+    sqlite_url,
+)
+
+FRI_MORNING = dt.datetime(2025, 1, 17, 15, 0, tzinfo=UTC)
+SAT_NOON = dt.datetime(2025, 1, 18, 17, 0, tzinfo=UTC)
+MLK_NOON = dt.datetime(2025, 1, 20, 17, 0, tzinfo=UTC)
+TUE_EARLY = dt.datetime(2025, 1, 21, 10, 0, tzinfo=UTC)  # 05:00 New York: the settlement date, before the open
+TUE_OPEN = dt.datetime(2025, 1, 21, 14, 30, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path)
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(MON_MORNING)
+
+
+@pytest.fixture
+def broker(db_url: str, clock: ManualClock, redis_url: str) -> PaperBroker:
+    set_price(redis_url, "AAPL", 100.0, 98.0)
+    set_price(redis_url, "MSFT", 50.0, 51.0)
+    return make_broker(db_url, clock, redis_url)
+
+
+# --- onboarding ---------------------------------------------------------------------------------
+def test_onboarding_moves_submitted_to_active_and_rejects_a_reused_email(broker: PaperBroker) -> None:
+    created = broker.create_account(application("Ada@Example.com"))
+    assert created.status == "SUBMITTED"
+    assert created.owner_name == "Ada Lovelace" and created.email == "ada@example.com"
+    assert broker.get_account(created.id).status == "ACTIVE"
+    history = broker.db.fetchall(
+        "SELECT status FROM paper_account_events WHERE account_id = ? ORDER BY at, status", (created.id,)
+    )
+    assert {r["status"] for r in history} == {"SUBMITTED", "APPROVED", "ACTIVE"}
+    stored = broker.db.fetchone("SELECT application FROM paper_accounts WHERE id = ?", (created.id,))
+    assert "123-45-6789" not in stored["application"]  # the full tax id is never kept
+    with pytest.raises(Conflict) as exc:
+        broker.create_account(application("ADA@example.com"))
+    assert exc.value.status == 409
+    assert broker.list_account_ids() == [created.id]
+
+
+def test_an_invalid_application_is_refused_and_stores_nothing(broker: PaperBroker) -> None:
+    with pytest.raises(InvalidRequest, match="18 years"):
+        broker.create_account(application(date_of_birth=str(dt.date.today().replace(year=dt.date.today().year - 10))))
+    bad = application()
+    bad.agreements[0].agreement = "margin_agreement"
+    with pytest.raises(InvalidRequest, match="customer_agreement"):
+        broker.create_account(bad)
+    bad_email = application()
+    bad_email.contact.email_address = "not-an-email"
+    with pytest.raises(InvalidRequest):
+        broker.create_account(bad_email)
+    with pytest.raises(NotFound):
+        broker.get_account("no-such-account")
+    assert broker.list_account_ids(include_closed=True) == []
+
+
+# --- bank links ---------------------------------------------------------------------------------
+def test_one_active_ach_relationship_and_the_aba_checksum(broker: PaperBroker) -> None:
+    account_id = broker.create_account(application()).id
+    bad = ManualAchRequest(bank_account_type="CHECKING", bank_account_number="123456789", bank_routing_number="121000359")
+    with pytest.raises(InvalidRequest, match="checksum"):
+        broker.create_ach_relationship(account_id, bad)
+    rel = broker.create_ach_relationship(account_id, BANK)
+    assert rel.status == "APPROVED" and rel.account_owner_name == "Ada Lovelace"
+    with pytest.raises(Conflict) as exc:
+        broker.create_ach_relationship(account_id, BANK)
+    assert exc.value.status == 409
+    with pytest.raises(Conflict):
+        broker.create_ach_relationship_from_processor_token(account_id, "processor-sandbox-0f6a2e1c")
+    broker.delete_ach_relationship(account_id, rel.id)
+    assert [r.status for r in broker.list_ach_relationships(account_id)] == ["CANCELED"]
+    linked = broker.create_ach_relationship_from_processor_token(account_id, "processor-sandbox-0f6a2e1c")
+    assert linked.status == "APPROVED" and linked.bank_account_number.startswith("****")
+    with pytest.raises(NotFound):
+        broker.delete_ach_relationship(account_id, "nope")
+    with pytest.raises(InvalidRequest):
+        broker.create_ach_relationship_from_processor_token(account_id, "bad token")
+
+
+# --- transfers ----------------------------------------------------------------------------------
+def test_deposit_lifecycle_follows_the_market_clock(broker: PaperBroker, clock: ManualClock) -> None:
+    account_id, rel_id = open_account(broker)
+    transfer = broker.create_transfer(account_id, rel_id, Decimal("2500.00"), "INCOMING")
+    assert transfer.status == "QUEUED"
+    assert broker.get_account(account_id).cash == 0
+    clock.set(dt.datetime(2025, 1, 13, 21, 30, tzinfo=UTC))  # after Monday's close: the ACH cut-off
+    assert broker.get_transfer(account_id, transfer.id).status == "SENT_TO_CLEARING"
+    assert broker.get_account(account_id).cash == 0
+    with pytest.raises(Rejected):
+        broker.cancel_transfer(account_id, transfer.id)
+    clock.set(TUE_MORNING)
+    assert broker.get_transfer(account_id, transfer.id).status == "COMPLETE"
+    account = broker.get_account(account_id)
+    assert account.cash == Decimal("2500.00") == account.cash_withdrawable == account.buying_power
+    kinds = [(a.activity_type, a.net_amount) for a in broker.list_activities(account_id)]
+    assert kinds == [("CSD", Decimal("2500.00"))]
+
+
+@pytest.mark.parametrize("amount", [Decimal(0), Decimal("-5"), Decimal("1.001"), Decimal("NaN"), "abc", 1.5])
+def test_bad_amounts_are_refused_with_the_ledger_unchanged(broker: PaperBroker, amount: object) -> None:
+    account_id, rel_id = open_account(broker)
+    with pytest.raises(InvalidRequest):
+        broker.create_transfer(account_id, rel_id, amount, "INCOMING")  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest):
+        broker.create_transfer(account_id, rel_id, Decimal("10"), "SIDEWAYS")
+    assert broker.list_transfers(account_id) == []
+
+
+def test_withdrawals_are_limited_to_withdrawable_cash_and_the_daily_ach_limit(
+    db_url: str, clock: ManualClock, redis_url: str
+) -> None:
+    broker = make_broker(db_url, clock, redis_url, CLERA_ACH_DAILY_LIMIT="1000")
+    account_id, rel_id = funded_account(broker, clock, "3000")
+    with pytest.raises(Rejected, match="withdrawable"):
+        broker.create_transfer(account_id, rel_id, Decimal("3000.01"), "OUTGOING")
+    first = broker.create_transfer(account_id, rel_id, Decimal("600"), "OUTGOING")
+    assert broker.get_account(account_id).cash == Decimal("2400.00")  # the withdrawal leaves at once
+    with pytest.raises(Rejected, match="daily ACH") as exc:
+        broker.create_transfer(account_id, rel_id, Decimal("400.01"), "OUTGOING")
+    assert exc.value.code == "ach_daily_limit"
+    broker.cancel_transfer(account_id, first.id)  # a cancelled withdrawal frees cash and the day's limit
+    assert broker.get_account(account_id).cash == Decimal("3000.00")
+    broker.create_transfer(account_id, rel_id, Decimal("1000"), "OUTGOING")
+    with pytest.raises(Rejected, match="daily ACH"):
+        broker.create_transfer(account_id, rel_id, Decimal("0.01"), "OUTGOING")
+    clock.set(dt.datetime(2025, 1, 15, 15, 0, tzinfo=UTC))  # a new day, a new limit
+    broker.create_transfer(account_id, rel_id, Decimal("1000"), "OUTGOING")
+    account = broker.get_account(account_id)
+    assert account.cash == Decimal("1000.00")
+    withdrawals = [a.net_amount for a in broker.list_activities(account_id) if a.activity_type == "CSW"]
+    assert sorted(withdrawals) == [Decimal("-1000.00"), Decimal("-1000.00")]
+
+
+# --- orders -------------------------------------------------------------------------------------
+def test_market_orders_fill_at_the_redis_price(broker: PaperBroker, clock: ManualClock, redis_url: str) -> None:
+    account_id, _ = funded_account(broker, clock, "1000")
+    order = broker.submit_order(account_id, OrderRequest(symbol="aapl", side="buy", notional=Decimal("250")))
+    assert order.status == "filled" and order.symbol == "AAPL"
+    assert order.filled_qty == Decimal("2.5") and order.filled_avg_price == Decimal("100")
+    frac = broker.submit_order(account_id, OrderRequest(symbol="MSFT", side="buy", qty=Decimal("0.123456789")))
+    assert frac.filled_qty == Decimal("0.123456789")
+    cost = Decimal("6.17")  # 0.123456789 x 50 = 6.17283945 -> cents
+    account = broker.get_account(account_id)
+    assert account.cash == Decimal("1000") - Decimal("250") - cost
+    assert account.equity == account.cash + Decimal("250") + cost
+    positions = {p.symbol: p for p in broker.list_positions(account_id)}
+    assert positions["AAPL"].qty == Decimal("2.5") and positions["AAPL"].cost_basis == Decimal("250.00")
+    assert positions["AAPL"].lastday_price == Decimal("98")
+    set_price(redis_url, "AAPL", 110.0, 98.0)
+    assert broker.get_account(account_id).equity == account.equity + Decimal("25")
+
+
+def test_refused_orders_leave_the_ledger_unchanged(broker: PaperBroker, clock: ManualClock) -> None:
+    account_id, _ = funded_account(broker, clock, "100")
+    with pytest.raises(Rejected, match="no price for ZZZZ") as exc:
+        broker.submit_order(account_id, OrderRequest(symbol="ZZZZ", side="buy", notional=Decimal("10")))
+    assert exc.value.code == "no_price"
+    with pytest.raises(InvalidRequest, match="at least"):
+        broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", notional=Decimal("0.99")))
+    with pytest.raises(InvalidRequest, match="9 decimals"):
+        broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal("0.0000000001")))
+    with pytest.raises(InvalidRequest, match="exactly one"):
+        broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(1), notional=Decimal(5)))
+    with pytest.raises(InvalidRequest):
+        broker.submit_order(account_id, OrderRequest(symbol="AAPL; DROP", side="buy", qty=Decimal(1)))
+    with pytest.raises(Rejected, match="short selling"):
+        broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="sell", qty=Decimal(1)))
+    with pytest.raises(Rejected, match="buying power"):
+        broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal("1.01")))
+    assert broker.list_orders(account_id) == []
+    assert broker.get_account(account_id).cash == Decimal("100.00")
+
+
+def test_client_order_id_makes_a_submission_idempotent(broker: PaperBroker, clock: ManualClock) -> None:
+    account_id, _ = funded_account(broker, clock, "1000")
+    request = OrderRequest(symbol="AAPL", side="buy", qty=Decimal(1), client_order_id="retry-1")
+    first = broker.submit_order(account_id, request)
+    again = broker.submit_order(account_id, request)
+    assert again.id == first.id
+    assert broker.get_account(account_id).cash == Decimal("900.00")
+
+
+def test_an_order_sent_while_closed_fills_at_the_next_open(
+    db_url: str, clock: ManualClock, redis_url: str
+) -> None:
+    set_price(redis_url, "AAPL", 100.0)
+    changed: list[list[str]] = []
+    broker = make_broker(db_url, clock, redis_url, on_change=changed.append)
+    account_id, _ = funded_account(broker, clock, "1000")
+    clock.set(dt.datetime(2025, 1, 14, 23, 0, tzinfo=UTC))  # Tuesday evening
+    order = broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(3)))
+    assert order.status == "accepted" and order.filled_qty == 0
+    assert broker.get_account(account_id).buying_power == Decimal("700.00")  # set aside while queued
+    with pytest.raises(Rejected, match="buying power"):
+        broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(8)))
+    set_price(redis_url, "AAPL", 104.0)
+    clock.set(dt.datetime(2025, 1, 15, 14, 30, 1, tzinfo=UTC))  # just after Wednesday's open
+    changed.clear()
+    filled = broker.get_order(account_id, order.id)
+    assert filled.status == "filled" and filled.filled_avg_price == Decimal("104")
+    assert changed == [[account_id]]
+    assert broker.get_account(account_id).cash == Decimal("688.00")
+
+
+def test_a_queued_buy_that_no_longer_fits_is_rejected_at_the_open(
+    broker: PaperBroker, clock: ManualClock, redis_url: str
+) -> None:
+    account_id, _ = funded_account(broker, clock, "300")
+    clock.set(dt.datetime(2025, 1, 14, 23, 0, tzinfo=UTC))
+    order = broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(3)))
+    set_price(redis_url, "AAPL", 150.0)
+    clock.set(dt.datetime(2025, 1, 15, 15, 0, tzinfo=UTC))
+    rejected = broker.get_order(account_id, order.id)
+    assert rejected.status == "rejected" and "buying power" in (rejected.reason or "")
+    assert broker.get_account(account_id).cash == Decimal("300.00")
+
+
+def test_limit_orders_rest_fill_when_marketable_and_expire_with_the_day(
+    broker: PaperBroker, clock: ManualClock, redis_url: str
+) -> None:
+    account_id, _ = funded_account(broker, clock, "1000")
+    resting = broker.submit_order(
+        account_id, OrderRequest(symbol="AAPL", side="buy", type="limit", qty=Decimal(2), limit_price=Decimal("95"))
+    )
+    assert resting.status == "new"
+    assert broker.get_account(account_id).buying_power == Decimal("810.00")
+    set_price(redis_url, "AAPL", 94.5)
+    filled = broker.get_order(account_id, resting.id)
+    assert filled.status == "filled" and filled.filled_avg_price == Decimal("94.5")
+    day = broker.submit_order(
+        account_id, OrderRequest(symbol="MSFT", side="buy", type="limit", qty=Decimal(1), limit_price=Decimal("40"))
+    )
+    gtc = broker.submit_order(
+        account_id,
+        OrderRequest(symbol="MSFT", side="buy", type="limit", qty=Decimal(1), limit_price=Decimal("41"), time_in_force="gtc"),
+    )
+    clock.set(dt.datetime(2025, 1, 14, 22, 0, tzinfo=UTC))  # after the close
+    assert broker.get_order(account_id, day.id).status == "expired"
+    assert broker.get_order(account_id, gtc.id).status == "new"
+    broker.cancel_order(account_id, gtc.id)
+    assert broker.get_order(account_id, gtc.id).status == "canceled"
+    with pytest.raises(Rejected):
+        broker.cancel_order(account_id, resting.id)  # already filled
+    with pytest.raises(NotFound):
+        broker.cancel_order(account_id, "nope")
+    assert broker.get_account(account_id).buying_power == broker.get_account(account_id).cash
+    assert [o.id for o in broker.list_orders(account_id, "open")] == []
+    with pytest.raises(InvalidRequest):
+        broker.list_orders(account_id, "everything")
+
+
+# --- settlement ---------------------------------------------------------------------------------
+def test_sale_proceeds_settle_t_plus_1_across_a_weekend_and_a_holiday(
+    broker: PaperBroker, clock: ManualClock
+) -> None:
+    account_id, rel_id = funded_account(broker, clock, "1000")
+    broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(5)))
+    clock.set(FRI_MORNING)
+    broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="sell", qty=Decimal(5)))
+    for moment in (FRI_MORNING, SAT_NOON, MLK_NOON):
+        clock.set(moment)
+        account = broker.get_account(account_id)
+        assert account.cash == Decimal("1000.00") and account.buying_power == Decimal("1000.00")
+        assert account.cash_withdrawable == Decimal("500.00"), moment
+    clock.set(MLK_NOON)
+    with pytest.raises(Rejected, match="withdrawable"):
+        broker.create_transfer(account_id, rel_id, Decimal("500.01"), "OUTGOING")
+    clock.set(TUE_EARLY)
+    assert broker.get_account(account_id).cash_withdrawable == Decimal("1000.00")
+    broker.create_transfer(account_id, rel_id, Decimal("1000"), "OUTGOING")
+    assert broker.get_account(account_id).cash == 0
+
+
+# --- pattern day trading ------------------------------------------------------------------------
+def _day_trade(broker: PaperBroker, account_id: str) -> None:
+    broker.submit_order(account_id, OrderRequest(symbol="MSFT", side="buy", qty=Decimal(1)))
+    broker.submit_order(account_id, OrderRequest(symbol="MSFT", side="sell", qty=Decimal(1)))
+
+
+def test_the_fourth_day_trade_in_five_days_is_rejected_under_the_threshold(
+    broker: PaperBroker, clock: ManualClock
+) -> None:
+    account_id, _ = funded_account(broker, clock, "1000")
+    for _ in range(3):
+        _day_trade(broker, account_id)
+    assert broker.get_account(account_id).daytrade_count == 3
+    broker.submit_order(account_id, OrderRequest(symbol="MSFT", side="buy", qty=Decimal(1)))
+    with pytest.raises(Rejected, match="pattern day trader") as exc:
+        broker.submit_order(account_id, OrderRequest(symbol="MSFT", side="sell", qty=Decimal(1)))
+    assert exc.value.code == "pdt_rule"
+    clock.set(dt.datetime(2025, 1, 15, 15, 0, tzinfo=UTC))  # selling yesterday's share is no day trade
+    broker.submit_order(account_id, OrderRequest(symbol="MSFT", side="sell", qty=Decimal(1)))
+    clock.set(dt.datetime(2025, 1, 21, 15, 0, tzinfo=UTC))  # Tuesday 21st: the 5-day window still holds the 14th
+    assert broker.get_account(account_id).daytrade_count == 3
+    clock.set(dt.datetime(2025, 1, 22, 15, 0, tzinfo=UTC))  # MLK day is no trading day: the 14th drops out now
+    assert broker.get_account(account_id).daytrade_count == 0
+    _day_trade(broker, account_id)
+    assert broker.get_account(account_id).daytrade_count == 1
+
+
+@pytest.mark.parametrize("env", [{"CLERA_PDT_ENABLED": "false"}, {"CLERA_PDT_EQUITY_THRESHOLD": "500"}])
+def test_the_pdt_rule_can_be_switched_off_or_met_by_equity(
+    db_url: str, clock: ManualClock, redis_url: str, env: dict[str, str]
+) -> None:
+    set_price(redis_url, "MSFT", 50.0)
+    broker = make_broker(db_url, clock, redis_url, **env)
+    account_id, _ = funded_account(broker, clock, "1000")
+    for _ in range(4):
+        _day_trade(broker, account_id)
+    account = broker.get_account(account_id)
+    assert account.daytrade_count == 4
+    assert account.pattern_day_trader is ("CLERA_PDT_ENABLED" not in env)
+
+
+# --- closing ------------------------------------------------------------------------------------
+def test_close_all_positions_and_close_the_account(broker: PaperBroker, clock: ManualClock, redis_url: str) -> None:
+    account_id, rel_id = funded_account(broker, clock, "1000")
+    broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal("2.5")))
+    broker.submit_order(account_id, OrderRequest(symbol="MSFT", side="buy", qty=Decimal(4)))
+    resting = broker.submit_order(
+        account_id, OrderRequest(symbol="MSFT", side="buy", type="limit", qty=Decimal(1), limit_price=Decimal("10"))
+    )
+    with pytest.raises(Rejected, match="positions are still open"):
+        broker.close_account(account_id)
+    redis.Redis.from_url(redis_url).delete("price:MSFT")
+    results = {r.symbol: r for r in broker.close_all_positions(account_id)}
+    assert results["AAPL"].status == 200 and results["AAPL"].order_id
+    assert results["MSFT"].status == 422 and "no price" in (results["MSFT"].message or "")
+    assert broker.get_order(account_id, resting.id).status == "canceled"
+    set_price(redis_url, "MSFT", 55.0)
+    assert broker.close_all_positions(account_id)[0].status == 200
+    assert broker.list_positions(account_id) == []
+    account = broker.get_account(account_id)
+    assert account.cash == Decimal("1020.00")
+    with pytest.raises(Rejected, match="cash"):
+        broker.close_account(account_id)
+    clock.set(dt.datetime(2025, 1, 15, 15, 0, tzinfo=UTC))  # proceeds settled
+    broker.create_transfer(account_id, rel_id, Decimal("1019.50"), "OUTGOING")
+    closed = broker.close_account(account_id)
+    assert closed.status == "ACCOUNT_CLOSED" and closed.cash == Decimal("0.50")
+    assert account_id not in broker.list_account_ids()
+    with pytest.raises(Rejected, match="ACCOUNT_CLOSED"):
+        broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(1)))
+
+
+# --- restart and concurrency ----------------------------------------------------------------------
+def test_a_new_broker_on_the_same_database_sees_everything(
+    db_url: str, clock: ManualClock, redis_url: str
+) -> None:
+    set_price(redis_url, "AAPL", 100.0)
+    first = make_broker(db_url, clock, redis_url)
+    account_id, rel_id = funded_account(first, clock, "1000")
+    first.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(2)))
+    clock.set(dt.datetime(2025, 1, 14, 23, 0, tzinfo=UTC))
+    queued = first.submit_order(account_id, OrderRequest(symbol="AAPL", side="sell", qty=Decimal(1)))
+    deposit = first.create_transfer(account_id, rel_id, Decimal("50"), "INCOMING")
+    first.db.close()
+    second = make_broker(db_url, clock, redis_url)  # "after the restart"
+    assert second.get_account(account_id).cash == Decimal("800.00")
+    clock.set(dt.datetime(2025, 1, 15, 15, 0, tzinfo=UTC))
+    assert second.get_order(account_id, queued.id).status == "filled"
+    assert second.get_transfer(account_id, deposit.id).status == "COMPLETE"
+    assert second.get_account(account_id).cash == Decimal("950.00")
+    assert [p.qty for p in second.list_positions(account_id)] == [Decimal(1)]
+
+
+def test_concurrent_orders_on_one_account_cannot_overdraw_it(
+    db_url: str, clock: ManualClock, redis_url: str
+) -> None:
+    set_price(redis_url, "AAPL", 100.0)
+    setup = make_broker(db_url, clock, redis_url)
+    account_id, rel_id = funded_account(setup, clock, "1000")
+    brokers = [make_broker(db_url, clock, redis_url) for _ in range(2)]  # two "processes" on one ledger
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def worker(i: int) -> None:
+        broker = brokers[i % 2]
+        barrier.wait()
+        try:
+            if i % 4 == 3:
+                broker.create_transfer(account_id, rel_id, Decimal("300"), "OUTGOING")
+            else:
+                broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", notional=Decimal("300")))
+            outcomes.append("ok")
+        except Rejected:
+            outcomes.append("rejected")
+        finally:
+            broker.db.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("ok") == 3 and outcomes.count("rejected") == 5
+    account = setup.get_account(account_id)
+    spent = sum((-a.net_amount for a in setup.list_activities(account_id) if a.net_amount < 0), Decimal(0))
+    assert account.cash == Decimal("1000") - spent >= 0
+    assert account.cash == Decimal("100.00")
+
+
+# --- positions for the realtime engine -------------------------------------------------------------
+def test_position_source_reports_start_qty_and_net_cost_today(
+    broker: PaperBroker, clock: ManualClock, redis_url: str
+) -> None:
+    account_id, rel_id = funded_account(broker, clock, "2000")
+    broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(3)))
+    broker.submit_order(account_id, OrderRequest(symbol="MSFT", side="buy", qty=Decimal(2)))
+    clock.set(dt.datetime(2025, 1, 15, 15, 0, tzinfo=UTC))  # Wednesday: yesterday's buys are start-of-day holdings
+    set_price(redis_url, "AAPL", 102.0, 100.0)
+    broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(1)))
+    broker.submit_order(account_id, OrderRequest(symbol="MSFT", side="sell", qty=Decimal(2)))
+    broker.create_transfer(account_id, rel_id, Decimal("10"), "OUTGOING")
+    source = BrokerPositionSource(broker, clock)
+    [holdings] = source.load_all()
+    assert holdings.session == "2025-01-15" and holdings.cash == broker.get_account(account_id).cash
+    assert holdings.deposits_today == Decimal("-10.00")
+    by_symbol = {p.symbol: p for p in holdings.positions}
+    assert (by_symbol["AAPL"].qty, by_symbol["AAPL"].start_qty, by_symbol["AAPL"].net_cost_today) == (
+        Decimal(4), Decimal(3), Decimal("102.00")
+    )
+    assert (by_symbol["MSFT"].qty, by_symbol["MSFT"].start_qty, by_symbol["MSFT"].net_cost_today) == (
+        Decimal(0), Decimal(2), Decimal("-100.00")
+    )
+    # the valuation formula of engine.types.Position with these prices equals the account's own day change
+    day_change = sum(
+        (p.qty * Decimal(str(px)) - p.start_qty * Decimal(str(prev)) - p.net_cost_today)
+        for p, (px, prev) in ((by_symbol["AAPL"], (102.0, 100.0)), (by_symbol["MSFT"], (50.0, 51.0)))
+    )
+    account = broker.get_account(account_id)
+    assert account.equity - account.last_equity - holdings.deposits_today == day_change
+    assert source.load(["unknown"]) == []
+
+
+def test_fills_and_transfers_are_announced_on_holdings_changed(
+    db_url: str, clock: ManualClock, redis_url: str
+) -> None:
+    set_price(redis_url, "AAPL", 100.0)
+    client = redis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    pubsub.subscribe(HOLDINGS_CHANNEL)
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+    broker = make_broker(db_url, clock, redis_url, on_change=HoldingsNotifier(redis_url))
+    account_id, _ = funded_account(broker, clock, "500")
+    broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(1)))
+    seen = []
+    while (message := pubsub.get_message(timeout=1)) is not None:
+        seen.append(json.loads(message["data"]))
+    assert [account_id] in seen and all(ids == [account_id] for ids in seen)
+    assert len(seen) >= 2  # the deposit completing, then the fill
+    pubsub.close()
+    client.close()
+
+
+def test_broker_from_settings_builds_the_paper_ledger(tmp_path, clock: ManualClock, redis_url: str) -> None:
+    settings = load_settings({"CLERA_DATA_DIR": str(tmp_path)}, env_file=None)
+    broker = broker_from_settings(settings, clock, RedisPriceReader(redis_url))
+    assert isinstance(broker, PaperBroker)
+    account = broker.create_account(application())
+    assert (tmp_path / "clera.db").is_file()
+    again = PaperBroker(Database(f"sqlite:///{tmp_path / 'clera.db'}"), clock, RedisPriceReader(redis_url))
+    assert again.get_account(account.id).status == "ACTIVE"
