@@ -39,7 +39,7 @@ _STATUS_RETRIES = 20
 _UPSERT_CHUNK = 500
 
 
-def _error(error: APIError) -> BrokerageError:
+def error_from_postgrest(error: APIError) -> BrokerageError:
     """PostgREST's error JSON -> the typed error the gateway maps to a status."""
     code, message = error.code or "", error.message or "Supabase request failed"
     if code == "23505":
@@ -124,7 +124,7 @@ class SupabaseStore:
         try:
             return build(self._client).execute()
         except APIError as error:
-            raise _error(error) from error
+            raise error_from_postgrest(error) from error
         except httpx.HTTPError as error:
             raise Unavailable(f"Supabase is not reachable: {error}", code="store_unavailable") from error
 

@@ -7,15 +7,19 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
+from postgrest import APIError, CountMethod
 from standins.postgrest import PostgrestStandIn
+from supabase import create_client
+from supabase.lib.client_options import SyncClientOptions
 
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from brokerage.sql import Database
 from brokerage.sql_store import SqlStore, schema_sql
 from brokerage.store import CompanyProfile, Store
-from brokerage.supabase_store import SupabaseStore
+from brokerage.supabase_store import SupabaseStore, error_from_postgrest
 from engine.clock import ManualClock
 
 UTC = dt.UTC
@@ -340,6 +344,44 @@ def test_supabase_store_with_a_wrong_key_is_unavailable(postgrest: PostgrestStan
 def test_supabase_store_speaks_postgrest(postgrest: PostgrestStandIn) -> None:
     store = SupabaseStore(postgrest.url, SERVICE_KEY)
     store.add_account("alice", "acc-1")
-    paths = [path for _, path in postgrest.requests]
+    paths = [path for _, path, _ in postgrest.requests]
     assert any(p.startswith("/rest/v1/user_accounts?") and "on_conflict=account_id" in p for p in paths)
     assert all(p.startswith("/rest/v1/") for p in paths)
+
+
+def test_postgrest_stand_in_speaks_the_wire_protocol(postgrest: PostgrestStandIn) -> None:
+    """The stand-in through supabase-py itself: filters, ordering, upserts and PostgREST's error JSON."""
+    client = create_client(postgrest.url, SERVICE_KEY, SyncClientOptions(httpx_client=httpx.Client()))
+    users = client.table("app_users")
+    stamp = START.isoformat()
+    inserted = users.insert([{"id": f"u{i}", "email": f"u{i}@x.org", "created_at": stamp} for i in range(4)]).execute()
+    assert [r["id"] for r in inserted.data] == ["u0", "u1", "u2", "u3"]
+
+    with pytest.raises(APIError) as duplicate:
+        users.insert({"id": "u1", "created_at": stamp}).execute()
+    assert duplicate.value.code == "23505" and "already exists" in (duplicate.value.details or "")
+    assert postgrest.requests[-1][0::2] == ("POST", 409)
+    assert isinstance(error_from_postgrest(duplicate.value), Conflict)
+
+    picked = users.select("id").in_("id", ["u3", "u1", "a,b"]).order("id", desc=True).limit(5).execute()
+    assert picked.data == [{"id": "u3"}, {"id": "u1"}]
+    assert users.select("id").neq("id", "u0").order("id").limit(1).execute().data == [{"id": "u1"}]
+
+    merged = users.upsert({"id": "u2", "email": "new@x.org", "created_at": stamp}, on_conflict="id").execute()
+    assert merged.data[0]["email"] == "new@x.org"
+    ignored = users.upsert({"id": "u2", "created_at": stamp}, on_conflict="id", ignore_duplicates=True).execute()
+    assert ignored.data == []
+
+    patched = users.update({"email": None}).eq("id", "u3").execute()
+    assert patched.data[0]["email"] is None
+    assert users.delete().eq("id", "u0").execute().data[0]["id"] == "u0"
+    counted = users.select("id", count=CountMethod.exact).limit(1).execute()
+    assert counted.count == 3 and len(counted.data) == 1
+
+    with pytest.raises(APIError) as unknown_column:
+        users.select("id").eq("nope", "1").execute()
+    assert unknown_column.value.code == "42703"
+    assert isinstance(error_from_postgrest(unknown_column.value), InvalidRequest)
+    with pytest.raises(APIError) as unknown_table:
+        client.table("nope").select("*").execute()
+    assert isinstance(error_from_postgrest(unknown_table.value), Unavailable)

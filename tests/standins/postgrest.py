@@ -97,7 +97,7 @@ class PostgrestStandIn:
     def __init__(self, db_url: str, api_key: str) -> None:
         self.db_url = db_url
         self.api_key = api_key
-        self.requests: list[tuple[str, str]] = []  # (method, path?query): what the client really sent
+        self.requests: list[tuple[str, str, int]] = []  # (method, path?query, status) as seen on the wire
         self._socket = socket.socket()
         self._socket.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
@@ -123,7 +123,11 @@ class PostgrestStandIn:
 
     # -- HTTP ------------------------------------------------------------------------------------
     async def _handle(self, request: Request) -> Response:
-        self.requests.append((request.method, f"{request.url.path}?{request.url.query}"))
+        response = await self._respond(request)
+        self.requests.append((request.method, f"{request.url.path}?{request.url.query}", response.status_code))
+        return response
+
+    async def _respond(self, request: Request) -> Response:
         if request.headers.get("apikey") != self.api_key:
             return JSONResponse(
                 {"message": "Invalid API key", "hint": "Double check your Supabase `anon` or `service_role` API key."},
