@@ -16,8 +16,8 @@ as `Decimal`) and every failure into a `brokerage.errors` type, so the gateway n
 Idempotency: orders carry `client_order_id`; a retried `submit_order` whose first attempt landed is
 answered with the existing order. Transfers and close-all take no idempotency key at Alpaca, so a
 caller that must not repeat one (account closure) checks first: `list_transfers` for a transfer of
-that amount and direction still open, `list_positions` before `close_all_positions` (closing an
-account with no positions is a no-op that returns an empty list).
+that amount and direction still open, `list_positions` before `close_all_positions` (close-all on an
+account with no positions left answers an empty list, so repeating it is harmless).
 
 The SDK sends order quantities as JSON numbers (floats); amounts with up to 15 significant digits
 (cents, 9-decimal fractional shares) survive that exactly. Methods are blocking; run them off the
@@ -92,33 +92,34 @@ class _TimeoutAdapter(HTTPAdapter):
 
 
 class AlpacaBroker:
-    """The `Broker` protocol on one Alpaca Broker API partner account (keys from the settings)."""
+    """The `Broker` protocol on one Alpaca Broker API partner account.
+
+    Keys come from BROKER_API_KEY/BROKER_SECRET_KEY; ALPACA_ENVIRONMENT picks sandbox or live, and
+    CLERA_ALPACA_BROKER_URL (a stand-in, a proxy) overrides both. `on_change` hears the account ids
+    whose positions or cash an order call may have moved (e.g. a `HoldingsNotifier`, so the live
+    portfolio re-syncs right after a trade instead of waiting for the periodic re-sync).
+    """
 
     def __init__(
         self,
-        api_key: str,
-        secret_key: str,
+        settings: Settings,
         *,
-        sandbox: bool = True,
-        url_override: str | None = None,
+        on_change: Callable[[list[str]], None] | None = None,
         timeout_s: float = 15.0,
     ) -> None:
-        self._client = BrokerClient(api_key, secret_key, sandbox=sandbox, url_override=url_override)
-        adapter = _TimeoutAdapter(timeout_s)
-        self._client._session.mount("https://", adapter)
-        self._client._session.mount("http://", adapter)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AlpacaBroker:
         if not (settings.broker_api_key and settings.broker_secret_key):
             raise Unavailable("Alpaca is not configured: set BROKER_API_KEY and BROKER_SECRET_KEY",
                               code="broker_not_configured")
-        return cls(
+        self._client = BrokerClient(
             settings.broker_api_key,
             settings.broker_secret_key,
             sandbox=settings.alpaca_environment == "sandbox",
             url_override=settings.alpaca_broker_url,
         )
+        adapter = _TimeoutAdapter(timeout_s)
+        self._client._session.mount("https://", adapter)
+        self._client._session.mount("http://", adapter)
+        self._on_change = on_change
 
     # --- accounts ---------------------------------------------------------------------------
     def create_account(self, application: AccountApplication) -> BrokerAccount:
@@ -154,7 +155,8 @@ class AlpacaBroker:
         return out
 
     def create_ach_relationship(self, account_id: str, request: ManualAchRequest) -> AchRelationship:
-        owner = self.get_account(account_id).owner_name
+        account = self._call(f"account {account_id}", self._client.get_account_by_id, account_id)
+        owner = _account_from(account, None).owner_name
         if not owner:
             raise Rejected(f"account {account_id} has no owner name on file", code="no_owner_name")
         body = _build("ACH relationship", lambda: CreateACHRelationshipRequest(
@@ -220,6 +222,7 @@ class AlpacaBroker:
             if existing is None:
                 raise
             return existing
+        self._changed(account_id)
         return _order_from(_dump(order), account_id)
 
     def get_order(self, account_id: str, order_id: str) -> Order:
@@ -235,6 +238,7 @@ class AlpacaBroker:
 
     def cancel_order(self, account_id: str, order_id: str) -> None:
         self._call(f"order {order_id}", self._client.cancel_order_for_account_by_id, account_id, order_id)
+        self._changed(account_id)
 
     def list_positions(self, account_id: str) -> list[BrokerPosition]:
         positions = self._call(f"positions of account {account_id}",
@@ -245,6 +249,7 @@ class AlpacaBroker:
         """Cancels open orders first (they would hold the shares) and answers one line per position."""
         results = self._call(f"close positions of account {account_id}",
                              self._client.close_all_positions_for_account, account_id, cancel_orders=True)
+        self._changed(account_id)
         return [_close_from(r) for r in results]
 
     def list_activities(self, account_id: str) -> list[Activity]:
@@ -257,6 +262,14 @@ class AlpacaBroker:
         return [_activity_from(a) for a in activities]
 
     # --- plumbing ---------------------------------------------------------------------------
+    def _changed(self, account_id: str) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change([account_id])
+        except Exception:  # the trade stands; the periodic re-sync catches up
+            log.exception("on_change hook failed for account %s", account_id)
+
     def _find_by_client_id(self, account_id: str, client_order_id: str) -> Order | None:
         for order in self.list_orders(account_id, "all"):
             if order.client_order_id == client_order_id:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from brokerage.alpaca_broker import AlpacaBroker
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected, Unavailable
 from brokerage.models import AccountApplication, BrokerAccount, ManualAchRequest, OrderRequest
-from engine.config import load_settings
+from engine.config import Settings, load_settings
 from standins.alpaca_broker_api import AlpacaBrokerStandIn, Spec
 
 KEY, SECRET = "PKTEST", "s3cret"
@@ -39,9 +39,16 @@ def api(spec: Spec) -> Iterator[AlpacaBrokerStandIn]:
         yield server
 
 
+def settings(url: str | None, secret: str = SECRET, **env: str) -> Settings:
+    values = {"CLERA_BROKER": "alpaca", "BROKER_API_KEY": KEY, "BROKER_SECRET_KEY": secret, **env}
+    if url is not None:
+        values["CLERA_ALPACA_BROKER_URL"] = url
+    return load_settings(values, env_file=None)
+
+
 @pytest.fixture
 def broker(api: AlpacaBrokerStandIn) -> AlpacaBroker:
-    return AlpacaBroker(KEY, SECRET, url_override=api.url)
+    return AlpacaBroker(settings(api.url))
 
 
 def application(email: str = "ada@example.com", **overrides: Any) -> AccountApplication:
@@ -305,7 +312,7 @@ def test_error_mapping(broker: AlpacaBroker, api: AlpacaBrokerStandIn) -> None:
     account = broker.create_account(application())
 
     with pytest.raises(Unavailable) as denied:
-        AlpacaBroker(KEY, "wrong", url_override=api.url).get_account(account.id)
+        AlpacaBroker(settings(api.url, secret="wrong")).get_account(account.id)
     assert denied.value.code == "broker_unauthorized" and denied.value.status == 503
     api.fail_next(503, "service unavailable")
     with pytest.raises(Unavailable):
@@ -318,7 +325,7 @@ def test_unreachable_and_hung_upstream_are_unavailable() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        hung = AlpacaBroker(KEY, SECRET, url_override=f"http://127.0.0.1:{port}", timeout_s=0.3)
+        hung = AlpacaBroker(settings(f"http://127.0.0.1:{port}"), timeout_s=0.3)
         with pytest.raises(Unavailable) as e:  # accepted, never answered
             hung.get_account(str(uuid.uuid4()))
         assert e.value.code == "broker_unreachable"
@@ -326,22 +333,39 @@ def test_unreachable_and_hung_upstream_are_unavailable() -> None:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     with pytest.raises(Unavailable):
-        AlpacaBroker(KEY, SECRET, url_override=f"http://127.0.0.1:{port}").list_positions(str(uuid.uuid4()))
+        AlpacaBroker(settings(f"http://127.0.0.1:{port}")).list_positions(str(uuid.uuid4()))
 
 
-def test_from_settings(api: AlpacaBrokerStandIn) -> None:
-    settings = load_settings({"CLERA_BROKER": "alpaca", "BROKER_API_KEY": KEY, "BROKER_SECRET_KEY": SECRET,
-                              "CLERA_ALPACA_BROKER_URL": api.url}, env_file=None)
-    account = AlpacaBroker.from_settings(settings).create_account(application())
-    assert api.requests_seen()[-1] == ("POST", "/v1/accounts", 200) and account.status == "SUBMITTED"
-    with pytest.raises(Unavailable):
-        AlpacaBroker.from_settings(load_settings({}, env_file=None))
+def test_settings_pick_the_endpoint_and_missing_keys_are_unavailable(api: AlpacaBrokerStandIn) -> None:
+    assert AlpacaBroker(settings(api.url))._client._base_url == api.url
+    assert AlpacaBroker(settings(None))._client._base_url == "https://broker-api.sandbox.alpaca.markets"
+    live = AlpacaBroker(settings(None, ALPACA_ENVIRONMENT="production"))
+    assert live._client._base_url == "https://broker-api.alpaca.markets"
+    with pytest.raises(Unavailable) as unset:
+        AlpacaBroker(load_settings({}, env_file=None))
+    assert unset.value.code == "broker_not_configured"
+
+
+def test_order_calls_announce_the_account(api: AlpacaBrokerStandIn) -> None:
+    heard: list[list[str]] = []
+    broker = AlpacaBroker(settings(api.url), on_change=heard.append)
+    api.set_price("AAPL", "10.00")
+    account = funded(broker, api, "50.00")
+    assert heard == []  # account, bank link and transfer calls move no holdings
+    order = broker.submit_order(account.id, OrderRequest(symbol="AAPL", side="buy", type="limit", qty=Decimal(1),
+                                                         limit_price=Decimal("9.00")))
+    broker.cancel_order(account.id, order.id)
+    broker.close_all_positions(account.id)
+    assert heard == [[account.id]] * 3
+    with pytest.raises(Rejected):
+        broker.submit_order(account.id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(100)))
+    assert len(heard) == 3  # a refused order changed nothing
 
 
 def test_the_stand_in_refuses_what_the_spec_does_not_allow(api: AlpacaBrokerStandIn) -> None:
     http = requests.Session()
     http.auth = (KEY, SECRET)
-    acct = AlpacaBroker(KEY, SECRET, url_override=api.url).create_account(application()).id
+    acct = AlpacaBroker(settings(api.url)).create_account(application()).id
 
     def call(method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, dict[str, Any]]:
         r = http.request(method, api.url + path, json=body, **kw)
