@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 from decimal import Decimal
 
 import pytest
@@ -381,7 +380,7 @@ def test_close_all_positions_and_close_the_account(broker: PaperBroker, clock: M
         broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(1)))
 
 
-# --- restart and concurrency ----------------------------------------------------------------------
+# --- restart ------------------------------------------------------------------------------------
 def test_a_new_broker_on_the_same_database_sees_everything(
     db_url: str, clock: ManualClock, redis_url: str
 ) -> None:
@@ -400,42 +399,6 @@ def test_a_new_broker_on_the_same_database_sees_everything(
     assert second.get_transfer(account_id, deposit.id).status == "COMPLETE"
     assert second.get_account(account_id).cash == Decimal("950.00")
     assert [p.qty for p in second.list_positions(account_id)] == [Decimal(1)]
-
-
-def test_concurrent_orders_on_one_account_cannot_overdraw_it(
-    db_url: str, clock: ManualClock, redis_url: str
-) -> None:
-    set_price(redis_url, "AAPL", 100.0)
-    setup = make_broker(db_url, clock, redis_url)
-    account_id, rel_id = funded_account(setup, clock, "1000")
-    brokers = [make_broker(db_url, clock, redis_url) for _ in range(2)]  # two "processes" on one ledger
-    outcomes: list[str] = []
-    barrier = threading.Barrier(8)
-
-    def worker(i: int) -> None:
-        broker = brokers[i % 2]
-        barrier.wait()
-        try:
-            if i % 4 == 3:
-                broker.create_transfer(account_id, rel_id, Decimal("300"), "OUTGOING")
-            else:
-                broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", notional=Decimal("300")))
-            outcomes.append("ok")
-        except Rejected:
-            outcomes.append("rejected")
-        finally:
-            broker.db.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert outcomes.count("ok") == 3 and outcomes.count("rejected") == 5
-    account = setup.get_account(account_id)
-    spent = sum((-a.net_amount for a in setup.list_activities(account_id) if a.net_amount < 0), Decimal(0))
-    assert account.cash == Decimal("1000") - spent >= 0
-    assert account.cash == Decimal("100.00")
 
 
 # --- positions for the realtime engine -------------------------------------------------------------
