@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 from postgrest import APIError, CountMethod, ReturnMethod
-from supabase import Client, create_client
+from supabase import Client, SupabaseException, create_client
 from supabase.lib.client_options import SyncClientOptions
 
 from brokerage.errors import BrokerageError, Conflict, InvalidRequest, NotFound, Unavailable
@@ -71,6 +71,10 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def _user(row: dict[str, Any]) -> User:
+    return User(id=row["id"], email=row.get("email"), created_at=_ts(row["created_at"]))  # type: ignore[arg-type]
+
+
 def _account(row: dict[str, Any]) -> AccountRecord:
     return AccountRecord(
         account_id=row["account_id"],
@@ -112,7 +116,7 @@ class SupabaseStore:
         try:
             http = httpx.Client(timeout=timeout_s, follow_redirects=True)
             self._client: Client = create_client(url, key, SyncClientOptions(httpx_client=http))
-        except Exception as error:  # supabase-py rejects a malformed URL or key here
+        except SupabaseException as error:  # supabase-py rejects a malformed URL here
             raise Unavailable(f"cannot use SUPABASE_URL {url!r}: {error}", code="store_unconfigured") from error
         self._clock = clock or WallClock()
 
@@ -139,7 +143,8 @@ class SupabaseStore:
         email = normalize_email(email)
         self._insert_user(user_id)
         if email is not None:
-            self._run(lambda c: c.table("app_users").update({"email": email}).eq("id", user_id))
+            rows = self._run(lambda c: c.table("app_users").update({"email": email}).eq("id", user_id)).data
+            return _user(rows[0])
         user = self.get_user(user_id)
         assert user is not None  # just written; users are never deleted
         return user
@@ -150,9 +155,7 @@ class SupabaseStore:
 
     def get_user(self, user_id: str) -> User | None:
         rows = self._run(lambda c: c.table("app_users").select("*").eq("id", user_id).limit(1)).data
-        if not rows:
-            return None
-        return User(id=rows[0]["id"], email=rows[0].get("email"), created_at=_ts(rows[0]["created_at"]))  # type: ignore[arg-type]
+        return _user(rows[0]) if rows else None
 
     def add_account(
         self,

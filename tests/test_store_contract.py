@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -339,6 +340,16 @@ def test_supabase_store_with_a_wrong_key_is_unavailable(postgrest: PostgrestStan
         SupabaseStore(postgrest.url, "not-the-key").get_user("u1")
     with pytest.raises(Unavailable):
         SupabaseStore("", "")
+    with pytest.raises(Unavailable):
+        SupabaseStore("ftp://example.invalid", SERVICE_KEY)
+
+
+def test_supabase_store_without_a_server_is_unavailable() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    with pytest.raises(Unavailable, match="not reachable"):
+        SupabaseStore(url, SERVICE_KEY).add_account("alice", "acc-1")
 
 
 def test_supabase_store_speaks_postgrest(postgrest: PostgrestStandIn) -> None:
