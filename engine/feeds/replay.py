@@ -100,6 +100,7 @@ class ReplayFeed:
         self._closed = False
         self._last_step: int | None = None
         self._close_sent_for: int | None = None  # day index whose closing ticks went out
+        self._open_day: int | None = None  # day index last seen in session, its close not yet sent
         self._ticks = 0
         self._rejected = 0
         self._last_data_ts: float | None = None
@@ -159,8 +160,7 @@ class ReplayFeed:
         """What every process emits for `symbols` at wall time `wall`: the session price, or the close at night."""
         index, frac = self.clock.position(wall)
         share = self.clock.open_fraction
-        fraction = frac / share if frac < share else 1.0
-        return [t for s in symbols if (t := self.tick_at(s, index, fraction)) is not None]
+        return self._ticks_for(symbols, index, frac / share if frac < share else 1.0)
 
     # --- the Feed port ----------------------------------------------------------------------
     def subscribe(self, symbols: Collection[str]) -> list[str]:
@@ -184,20 +184,35 @@ class ReplayFeed:
         return self.clock.epoch + (index + frac) * self.clock.session_seconds
 
     def step(self, wall: float) -> list[Tick]:
-        """The ticks due at grid point floor(wall): all symbols in session, closes once per night."""
+        """The ticks due at grid point floor(wall): all symbols in session, closes once per night.
+
+        A session seen open always ends on its close, even when a stalled consumer skipped the
+        rest of it (and its night): those closing ticks come first.
+        """
         k = math.floor((wall - self.clock.epoch) * self.tick_hz)
-        grid_wall = self.clock.epoch + k / self.tick_hz
-        index, frac = self.clock.position(grid_wall)
+        index, frac = self.clock.position(self.clock.epoch + k / self.tick_hz)
         in_session = frac < self.clock.open_fraction
-        if k == self._last_step or (not in_session and self._close_sent_for == index):
-            due = [s for s in self._subscribed if s in self._fresh]
+        out: list[Tick] = []
+        if self._open_day is not None and (self._open_day != index or not in_session):
+            out += self._ticks_for(self._subscribed, self._open_day, 1.0)
+            if self._open_day == index:
+                self._close_sent_for = index
+            self._open_day = None
+        repeat = k == self._last_step or (not in_session and self._close_sent_for == index)
+        due = [s for s in self._subscribed if s in self._fresh] if repeat else list(self._subscribed)
+        if not in_session and out and self._close_sent_for == index:
+            due = []  # the closes just sent include every fresh symbol
+        out += self._ticks_for(due, index, frac / self.clock.open_fraction if in_session else 1.0)
+        if in_session:
+            self._open_day = index
         else:
-            due = list(self._subscribed)
-        self._last_step = k
-        if not in_session:
             self._close_sent_for = index
+        self._last_step = k
         self._fresh.clear()
-        return self.ticks_at(grid_wall, due)
+        return out
+
+    def _ticks_for(self, symbols: Collection[str], index: int, fraction: float) -> list[Tick]:
+        return [t for s in symbols if (t := self.tick_at(s, index, fraction)) is not None]
 
     async def batches(self) -> AsyncIterator[list[Tick]]:
         while not self._closed:
