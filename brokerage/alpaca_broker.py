@@ -36,12 +36,11 @@ from typing import Any, TypeVar
 
 import requests
 from alpaca.broker.client import BrokerClient
-from alpaca.broker.models import Account
+from alpaca.broker.models import Account, TradeAccount
 from alpaca.broker.models import Agreement as SdkAgreement
 from alpaca.broker.models import Contact as SdkContact
 from alpaca.broker.models import Disclosures as SdkDisclosures
 from alpaca.broker.models import Identity as SdkIdentity
-from alpaca.broker.models import TradeAccount
 from alpaca.broker.requests import (
     CreateAccountRequest,
     CreateACHRelationshipRequest,

@@ -375,6 +375,8 @@ def test_the_stand_in_refuses_what_the_spec_does_not_allow(api: AlpacaBrokerStan
     assert status == 404 and set(err) == {"code", "message"}
     assert call("PUT", "/v1/accounts")[0] == 405
     assert call("GET", f"/v1/trading/accounts/{acct}/orders", params={"status": "bogus"})[0] == 422
+    assert call("GET", "/v1/accounts/activities", params={"page_size": "1000"})[0] == 422
+    assert call("GET", "/v1/accounts/activities", params={"account_id": "acct-1"})[0] == 422
     status, err = call("POST", "/v1/accounts", {"contact": {"email_address": "x@example.com"}})
     assert status == 422 and "body.identity: required" in err["message"]
     status, err = call("POST", f"/v1/accounts/{acct}/transfers", {

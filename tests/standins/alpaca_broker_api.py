@@ -23,10 +23,11 @@ import re
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import uvicorn
 import yaml
@@ -180,6 +181,9 @@ class Spec:
             return out + [f"{where}: expected {kind}" + (f" ({s['format']})" if s.get("format") else "")]
         if "enum" in s and value not in s["enum"]:
             out.append(f"{where}: {value!r} is not one of {s['enum']}")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if value < s.get("minimum", value) or value > s.get("maximum", value):
+                out.append(f"{where}: {value} is out of range")
         if isinstance(value, str):
             if len(value) < s.get("minLength", 0) or len(value) > s.get("maxLength", len(value)):
                 out.append(f"{where}: length out of range")
@@ -273,7 +277,16 @@ class State:
     requests: list[tuple[str, str, int]] = field(default_factory=list)
 
 
-Handler = Callable[["AlpacaBrokerStandIn", dict[str, str], dict[str, str], Any], tuple[int, Any]]
+@dataclass
+class Call:
+    """One request that passed the spec: its path parameters, query and JSON body."""
+
+    path: dict[str, str]
+    query: dict[str, str]
+    body: Any
+
+
+Handler = Callable[["AlpacaBrokerStandIn", Call], tuple[int, Any]]
 
 
 class AlpacaBrokerStandIn:
@@ -402,7 +415,7 @@ class AlpacaBrokerStandIn:
             if handler is None:
                 raise ApiError(501, f"{op.method} {op.template} is in the spec but not in the stand-in")
             with self._lock:
-                return handler(self, path_params, query, body)
+                return handler(self, Call(path_params, query, body))
         except ApiError as e:
             return e.status, e.body
 
@@ -577,7 +590,8 @@ class AlpacaBrokerStandIn:
         value = (pos.qty * price).quantize(CENT, ROUND_HALF_UP)
         return {
             "asset_id": pos.asset_id, "symbol": pos.symbol, "exchange": "NASDAQ", "asset_class": "us_equity",
-            "asset_marginable": True, "qty": str(pos.qty), "qty_available": str(pos.qty - self._held(account_id, pos.symbol)),
+            "asset_marginable": True, "qty": str(pos.qty),
+            "qty_available": str(pos.qty - self._held(account_id, pos.symbol)),
             "avg_entry_price": str((pos.cost / pos.qty).quantize(Decimal("0.0001"), ROUND_HALF_UP)),
             "side": "long", "market_value": str(value), "cost_basis": _money(pos.cost),
             "unrealized_pl": _money(value - pos.cost), "current_price": str(price),
@@ -586,15 +600,15 @@ class AlpacaBrokerStandIn:
 
 
 # --- handlers, keyed by the spec operation they implement -------------------------------------------
-def _create_account(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    email = body["contact"].get("email_address")
+def _create_account(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    email = c.body["contact"].get("email_address")
     if not email:
         raise ApiError(422, "contact.email_address is required")
     if any(a.email == email for a in api.state.accounts.values()):
         raise ApiError(409, "email address is already in use")
     acct = Account(
         id=str(uuid.uuid4()), account_number=f"9{len(api.state.accounts) + 20000000:08d}", created_at=_now(),
-        application={k: body[k] for k in ("contact", "identity", "disclosures", "agreements")},
+        application={k: c.body[k] for k in ("contact", "identity", "disclosures", "agreements")},
     )
     api.state.accounts[acct.id] = acct
     answer = api._account_json(acct)
@@ -602,12 +616,12 @@ def _create_account(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[
     return 200, answer
 
 
-def _get_account(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    return 200, api._account_json(api._account(path["account_id"]))
+def _get_account(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    return 200, api._account_json(api._account(c.path["account_id"]))
 
 
-def _close_account(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    acct = api._account(path["account_id"])
+def _close_account(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    acct = api._account(c.path["account_id"])
     if acct.status == "ACCOUNT_CLOSED":
         raise ApiError(422, "account is already closed")
     if any(owner == acct.id for owner, _ in api.state.positions) or api._open_orders(acct.id):
@@ -618,37 +632,38 @@ def _close_account(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[s
     return 204, None
 
 
-def _trade_account(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    return 200, api._trade_account_json(api._account(path["account_id"]))
+def _trade_account(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    return 200, api._trade_account_json(api._account(c.path["account_id"]))
 
 
-def _list_ach(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    acct = api._account(path["account_id"])
-    wanted = set(query["statuses"].split(",")) if query.get("statuses") else None
-    rels = [r for r in api.state.ach.values() if r["account_id"] == acct.id and (wanted is None or r["status"] in wanted)]
+def _list_ach(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    acct = api._account(c.path["account_id"])
+    wanted = set(c.query["statuses"].split(",")) if c.query.get("statuses") else None
+    rels = [r for r in api.state.ach.values()
+            if r["account_id"] == acct.id and (wanted is None or r["status"] in wanted)]
     return 200, rels
 
 
-def _create_ach(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    acct = api._account(path["account_id"], active=True)
+def _create_ach(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    acct = api._account(c.path["account_id"], active=True)
     if any(r["account_id"] == acct.id and r["status"] in ACTIVE_ACH for r in api.state.ach.values()):
         raise ApiError(409, f"account {acct.id} already has an active relationship")
-    if "processor_token" in body and "bank_account_number" not in body:
-        token = body["processor_token"]
+    if "processor_token" in c.body and "bank_account_number" not in c.body:
+        token = c.body["processor_token"]
         if not token.startswith("processor-"):
             raise ApiError(422, "invalid processor token")
         rel = api._new_relationship(acct, "CHECKING", "********0000", "011401533", "Plaid Checking", token)
     else:
-        rel = api._new_relationship(acct, body["bank_account_type"], body["bank_account_number"],
-                                    body["bank_routing_number"], body.get("nickname"))
+        rel = api._new_relationship(acct, c.body["bank_account_type"], c.body["bank_account_number"],
+                                    c.body["bank_routing_number"], c.body.get("nickname"))
     answer = dict(rel)
     rel["status"] = "APPROVED"  # the sandbox approves within moments
     return 200, answer
 
 
-def _delete_ach(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    acct = api._account(path["account_id"])
-    rel = api.state.ach.get(path["ach_relationship_id"])
+def _delete_ach(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    acct = api._account(c.path["account_id"])
+    rel = api.state.ach.get(c.path["ach_relationship_id"])
     if rel is None or rel["account_id"] != acct.id:
         raise ApiError(404, "relationship not found")
     if rel["status"] not in ACTIVE_ACH:
@@ -657,26 +672,26 @@ def _delete_ach(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str,
     return 204, None
 
 
-def _create_transfer(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    acct = api._account(path["account_id"], active=True)
-    if body["transfer_type"] != "ach":
+def _create_transfer(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    acct = api._account(c.path["account_id"], active=True)
+    if c.body["transfer_type"] != "ach":
         raise ApiError(422, "only ach transfers are supported")
-    rel = api.state.ach.get(body.get("relationship_id") or "")
+    rel = api.state.ach.get(c.body.get("relationship_id") or "")
     if rel is None or rel["account_id"] != acct.id:
         raise ApiError(422, "relationship_id does not name a relationship of this account")
     if rel["status"] != "APPROVED":
         raise ApiError(422, f"relationship is {rel['status']}, not APPROVED")
-    amount = Decimal(str(body["amount"]))
+    amount = Decimal(str(c.body["amount"]))
     if amount <= 0 or amount != amount.quantize(CENT):
         raise ApiError(422, "amount must be a positive amount in cents")
-    if body["direction"] == "OUTGOING":
+    if c.body["direction"] == "OUTGOING":
         if amount > api._withdrawable(acct):
             raise ApiError(403, "insufficient withdrawable cash")
         acct.pending_out += amount
     now = _ts(_now())
     t = {
         "id": str(uuid.uuid4()), "relationship_id": rel["id"], "account_id": acct.id, "type": "ach",
-        "status": "QUEUED", "reason": None, "amount": _money(amount), "direction": body["direction"],
+        "status": "QUEUED", "reason": None, "amount": _money(amount), "direction": c.body["direction"],
         "created_at": now, "updated_at": now, "expires_at": None, "additional_information": None,
         "requested_amount": _money(amount), "fee": "0",
     }
@@ -684,19 +699,19 @@ def _create_transfer(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict
     return 200, t
 
 
-def _list_transfers(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    acct = api._account(path["account_id"])
+def _list_transfers(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    acct = api._account(c.path["account_id"])
     items = [t for t in api.state.transfers.values() if t["account_id"] == acct.id
-             and query.get("direction") in (None, t["direction"])]
+             and c.query.get("direction") in (None, t["direction"])]
     items.sort(key=lambda t: t["created_at"], reverse=True)
-    offset = int(query.get("offset", 0))
-    limit = int(query["limit"]) if "limit" in query else len(items)
+    offset = int(c.query.get("offset", 0))
+    limit = int(c.query["limit"]) if "limit" in c.query else len(items)
     return 200, items[offset:offset + limit]
 
 
-def _cancel_transfer(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    acct = api._account(path["account_id"])
-    t = api.state.transfers.get(path["transfer_id"])
+def _cancel_transfer(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    acct = api._account(c.path["account_id"])
+    t = api.state.transfers.get(c.path["transfer_id"])
     if t is None or t["account_id"] != acct.id:
         raise ApiError(404, "transfer not found")
     if t["status"] not in OPEN_TRANSFER:
@@ -707,29 +722,29 @@ def _cancel_transfer(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict
     return 204, None
 
 
-def _create_order(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    return 200, api._submit(api._account(path["account_id"], active=True), body)
+def _create_order(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    return 200, api._submit(api._account(c.path["account_id"], active=True), c.body)
 
 
-def _list_orders(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    acct = api._account(path["account_id"])
-    status = query.get("status", "open")
+def _list_orders(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    acct = api._account(c.path["account_id"])
+    status = c.query.get("status", "open")
     items = [o for o in api.state.orders.values() if o["account_id"] == acct.id
              and (status == "all" or (o["status"] in OPEN_ORDER) == (status == "open"))]
-    items.sort(key=lambda o: o["submitted_at"], reverse=query.get("direction", "desc") == "desc")
-    return 200, items[: int(query.get("limit", 50))]
+    items.sort(key=lambda o: o["submitted_at"], reverse=c.query.get("direction", "desc") == "desc")
+    return 200, items[: int(c.query.get("limit", 50))]
 
 
-def _get_order(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    acct = api._account(path["account_id"])
-    order = api.state.orders.get(path["order_id"])
+def _get_order(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    acct = api._account(c.path["account_id"])
+    order = api.state.orders.get(c.path["order_id"])
     if order is None or order["account_id"] != acct.id:
         raise ApiError(404, "order not found")
     return 200, order
 
 
-def _cancel_order(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    status, order = _get_order(api, path, query, body)
+def _cancel_order(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    status, order = _get_order(api, c)
     if order["status"] not in OPEN_ORDER:
         raise ApiError(422, f"order is {order['status']} and can no longer be canceled")
     now = _ts(_now(), True)
@@ -737,14 +752,15 @@ def _cancel_order(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[st
     return 204, None
 
 
-def _list_positions(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    acct = api._account(path["account_id"])
-    return 200, [api._position_json(acct.id, p) for (owner, _), p in sorted(api.state.positions.items()) if owner == acct.id]
+def _list_positions(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    acct = api._account(c.path["account_id"])
+    mine = [p for (owner, _), p in sorted(api.state.positions.items()) if owner == acct.id]
+    return 200, [api._position_json(acct.id, p) for p in mine]
 
 
-def _close_all(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    acct = api._account(path["account_id"])
-    if query.get("cancel_orders", "false").lower() == "true":
+def _close_all(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    acct = api._account(c.path["account_id"])
+    if c.query.get("cancel_orders", "false").lower() == "true":
         for order in api._open_orders(acct.id):
             now = _ts(_now(), True)
             order.update(status="canceled", canceled_at=now, updated_at=now)
@@ -766,15 +782,15 @@ def _close_all(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, 
     return 207, results
 
 
-def _activities(api: AlpacaBrokerStandIn, path: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-    items = [a for a in api.state.activities if query.get("account_id") in (None, a["account_id"])]
-    items.sort(key=lambda a: a["id"], reverse=query.get("direction", "desc") == "desc")
-    if "page_token" in query:
+def _activities(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    items = [a for a in api.state.activities if c.query.get("account_id") in (None, a["account_id"])]
+    items.sort(key=lambda a: a["id"], reverse=c.query.get("direction", "desc") == "desc")
+    if "page_token" in c.query:
         ids = [a["id"] for a in items]
-        if query["page_token"] not in ids:
+        if c.query["page_token"] not in ids:
             raise ApiError(422, "invalid page_token")
-        items = items[ids.index(query["page_token"]) + 1:]
-    return 200, items[: int(query.get("page_size", 100))]
+        items = items[ids.index(c.query["page_token"]) + 1:]
+    return 200, items[: int(c.query.get("page_size", 100))]
 
 
 HANDLERS: dict[tuple[str, str], Handler] = {
