@@ -107,6 +107,7 @@ class SimulatedFeed:
         m = len(self._active)
         if n <= 0 or m == 0:
             return []
+        session = self._current_session(ts)  # before moving: a new day's prev close is the last price
         positions = self._cursor + np.arange(n)
         idx = self._active[positions % m]
         self._cursor = int((self._cursor + n) % m)
@@ -124,7 +125,6 @@ class SimulatedFeed:
             prices_log = self._log_price[idx] + path[rounds, idx]
             self._log_price += path[-1]
         prices = np.exp(prices_log)
-        session = self._current_session(ts)
         names = self.symbols
         prev = self._prev_close[idx]
         self._ticks += n
