@@ -16,7 +16,8 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from gateway.errors import ErrorResponse
 
-Auth = Literal["none", "api_key", "jwt", "owner", "caller"]
+# service_user / service_owner: a service call made on behalf of a person, so both credentials are needed.
+Auth = Literal["none", "api_key", "jwt", "owner", "caller", "service_user", "service_owner"]
 
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "none": [],
@@ -24,6 +25,8 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "jwt": [{"BearerJWT": []}],
     "owner": [{"BearerJWT": []}],
     "caller": [{"ApiKey": []}, {"BearerJWT": []}],
+    "service_user": [{"ApiKey": [], "BearerJWT": []}],
+    "service_owner": [{"ApiKey": [], "BearerJWT": []}],
 }
 _ERRORS_BY_AUTH: dict[str, tuple[int, ...]] = {
     "none": (),
@@ -31,6 +34,8 @@ _ERRORS_BY_AUTH: dict[str, tuple[int, ...]] = {
     "jwt": (401,),
     "owner": (401, 403, 404),
     "caller": (401,),
+    "service_user": (401,),
+    "service_owner": (401, 403, 404),
 }
 
 
