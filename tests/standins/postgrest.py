@@ -98,6 +98,10 @@ class PostgrestStandIn:
         self.db_url = db_url
         self.api_key = api_key
         self.requests: list[tuple[str, str, int]] = []  # (method, path?query, status) as seen on the wire
+        self._tables: dict[str, _Table] = {}
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[psycopg.Connection[Any]] = []
         self._socket = socket.socket()
         self._socket.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
@@ -120,6 +124,18 @@ class PostgrestStandIn:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._socket.close()
+        for conn in self._connections:
+            conn.close()
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """One connection per worker thread, kept for the stand-in's life (connecting costs ~10 ms)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = psycopg.connect(self.db_url, autocommit=True, row_factory=dict_row)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
 
     # -- HTTP ------------------------------------------------------------------------------------
     async def _handle(self, request: Request) -> Response:
@@ -147,7 +163,8 @@ class PostgrestStandIn:
     def _run(self, request: Request, body: Any) -> Response:
         prefer = {p.strip() for p in request.headers.get("prefer", "").split(",") if p.strip()}
         params = list(request.query_params.multi_items())
-        with psycopg.connect(self.db_url, row_factory=dict_row) as conn:
+        conn = self._connection()
+        with conn.transaction():
             table = self._table(conn, request.path_params["table"])
             try:
                 if request.method in ("GET", "HEAD"):
@@ -186,6 +203,8 @@ class PostgrestStandIn:
 
     # -- SQL ---------------------------------------------------------------------------------------
     def _table(self, conn: psycopg.Connection[Any], name: str) -> _Table:
+        if name in self._tables:
+            return self._tables[name]
         rows = conn.execute(
             "SELECT column_name, data_type, udt_name FROM information_schema.columns"
             " WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
@@ -201,7 +220,9 @@ class PostgrestStandIn:
             " WHERE i.indrelid = to_regclass(%s) AND i.indisprimary",
             (name,),
         ).fetchall()
-        return _Table(name, {r["column_name"]: r["udt_name"] for r in rows}, [r["attname"] for r in pk])
+        table = _Table(name, {r["column_name"]: r["udt_name"] for r in rows}, [r["attname"] for r in pk])
+        self._tables[name] = table  # the schema is fixed while a stand-in runs
+        return table
 
     def _filters(self, table: _Table, params: list[tuple[str, str]]) -> sql.Composable:
         clauses: list[sql.Composable] = []
