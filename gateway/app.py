@@ -54,6 +54,7 @@ def build_app(services: Services, providers: Sequence[RouteProvider] | None = No
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await monitor.check_once()  # health is truthful from the first request on
         monitor.start()
         try:
             yield

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import redis.exceptions
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -94,6 +95,10 @@ async def _decode_error(_: Request, exc: Exception) -> Response:
     return error_response(400, "bad_request", "malformed JSON", {"reason": str(exc)})
 
 
+async def _redis_down(_: Request, exc: Exception) -> Response:
+    return error_response(503, "unavailable", "the realtime store (Redis) is not reachable; retry shortly")
+
+
 async def _http_exception(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
@@ -117,6 +122,8 @@ EXCEPTION_HANDLERS = {
     msgspec.ValidationError: _validation_error,
     msgspec.DecodeError: _decode_error,
     HTTPException: _http_exception,
+    redis.exceptions.ConnectionError: _redis_down,
+    redis.exceptions.TimeoutError: _redis_down,
     Exception: _unexpected,
 }
 

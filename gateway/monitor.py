@@ -48,5 +48,5 @@ class HealthMonitor:
 
     async def _run(self) -> None:
         while True:
-            await self.check_once()
             await asyncio.sleep(self._interval_s)
+            await self.check_once()

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engine.auth import AuthError
+from engine.pubsub import portfolio_channel, register_interest
 from engine.types import PortfolioSnapshot, json_encoder, snapshot_json_decoder
 from gateway.auth import check_owner, require_user, services_of
 from gateway.errors import ApiError
@@ -33,6 +34,7 @@ INTERNAL_ERROR = 1011
 GOING_AWAY = 1001
 CONTROL_CHANNEL = "gateway:hub"
 _CONTROL_BACKLOG = 16
+JOIN_TIMEOUT_S = 5.0
 
 
 def _iso(ts: float) -> str:
@@ -139,12 +141,13 @@ class PortfolioHub:
     def __init__(self, services: Services) -> None:
         self._services = services
         settings = services.settings
-        self._interest_ttl_ms = max(1, int(settings.interest_ttl_s * 1000))
+        self._interest_ttl_s = settings.interest_ttl_s
         self._heartbeat_s = settings.heartbeat_interval
         self._timeout_s = settings.connection_timeout
         self._tick_s = min(settings.heartbeat_interval, settings.interest_ttl_s / 3, settings.connection_timeout / 4)
         self._watchers: dict[str, set[Watcher]] = {}
         self._pubsub: object | None = None
+        self._ready = asyncio.Event()  # set while the pub/sub connection is up and subscribed
         self._tasks: list[asyncio.Task[None]] = []
         self.delivered = 0
         self.bad_messages = 0
@@ -168,16 +171,17 @@ class PortfolioHub:
     async def join(self, watcher: Watcher) -> None:
         """Subscribe (once per account), register interest, then hand the socket the last snapshot."""
         self._ensure_started()
+        await asyncio.wait_for(self._ready.wait(), timeout=JOIN_TIMEOUT_S)
         account = watcher.account_id
         first = account not in self._watchers
         self._watchers.setdefault(account, set()).add(watcher)
         redis = self._services.redis.client()
         if first:
-            await redis.set(f"interest:{account}", "1", px=self._interest_ttl_ms)
+            await register_interest(redis, [account], self._interest_ttl_s)
             pubsub = self._pubsub
             if pubsub is not None:
                 with contextlib.suppress(ConnectionError, OSError):  # the reader resubscribes on reconnect
-                    await pubsub.subscribe(f"portfolio:{account}")  # type: ignore[attr-defined]
+                    await pubsub.subscribe(portfolio_channel(account))  # type: ignore[attr-defined]
         last = await self._services.portfolio.latest(account)
         if last is not None:
             watcher.offer(last.seq, snapshot_frame(last))
@@ -193,7 +197,7 @@ class PortfolioHub:
             pubsub = self._pubsub
             if pubsub is not None:
                 with contextlib.suppress(Exception):  # an unsubscribe lost with the connection is moot
-                    await pubsub.unsubscribe(f"portfolio:{account}")  # type: ignore[attr-defined]
+                    await pubsub.unsubscribe(portfolio_channel(account))  # type: ignore[attr-defined]
 
     def dispatch(self, channel: bytes | str, data: bytes | str) -> None:
         account = (channel.decode() if isinstance(channel, bytes) else channel).removeprefix("portfolio:")
@@ -217,8 +221,13 @@ class PortfolioHub:
         while True:
             pubsub = redis.pubsub(ignore_subscribe_messages=True)
             try:
+                # Connect first, publish the handle after: a concurrent join must never make
+                # redis-py open a second connection for the same PubSub object.
+                await pubsub.subscribe(CONTROL_CHANNEL)
                 self._pubsub = pubsub
-                await pubsub.subscribe(CONTROL_CHANNEL, *(f"portfolio:{a}" for a in list(self._watchers)))
+                if self._watchers:
+                    await pubsub.subscribe(*(portfolio_channel(a) for a in list(self._watchers)))
+                self._ready.set()
                 await self._catch_up()
                 backoff = 0.1
                 async for message in pubsub.listen():
@@ -229,6 +238,7 @@ class PortfolioHub:
             except Exception as exc:  # Redis gone or restarting: keep the sockets, retry
                 log.warning("portfolio hub lost Redis (%s); retrying in %.1fs", exc, backoff)
             finally:
+                self._ready.clear()
                 self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
@@ -256,12 +266,9 @@ class PortfolioHub:
                     elif now - watcher.last_ping >= self._heartbeat_s:
                         watcher.last_ping = now
                         watcher.say(_control({"type": "ping", "timestamp": _iso(time.time())}))
-            if now - refreshed >= self._interest_ttl_ms / 3000 and self._watchers:
+            if now - refreshed >= self._interest_ttl_s / 3 and self._watchers:
                 try:
-                    async with self._services.redis.client().pipeline(transaction=False) as pipe:
-                        for account in self._watchers:
-                            pipe.set(f"interest:{account}", "1", px=self._interest_ttl_ms)
-                        await pipe.execute()
+                    await register_interest(self._services.redis.client(), list(self._watchers), self._interest_ttl_s)
                     refreshed = now
                 except Exception as exc:  # retried next tick; the reader handles reconnection
                     log.warning("interest refresh failed: %s", exc)
