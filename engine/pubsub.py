@@ -132,10 +132,17 @@ async def interested(client: aioredis.Redis, account_ids: list[str]) -> list[boo
     return flags
 
 
-async def holdings_changes(client: aioredis.Redis) -> AsyncIterator[list[str]]:
-    """Account ids announced on `holdings:changed`, one list per message; malformed ones are skipped."""
+async def holdings_changes(
+    client: aioredis.Redis, subscribed: asyncio.Event | None = None
+) -> AsyncIterator[list[str]]:
+    """Account ids announced on `holdings:changed`, one list per message; malformed ones are skipped.
+
+    `subscribed` is set once the subscription is in place (nothing announced after it is missed).
+    """
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(HOLDINGS_CHANNEL)
+    if subscribed is not None:
+        subscribed.set()
     try:
         while True:
             message = await pubsub.get_message(timeout=1.0)

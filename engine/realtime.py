@@ -137,8 +137,12 @@ class PortfolioStats(msgspec.Struct, kw_only=True):
 class PortfolioCore:
     """The accounts of one portfolio shard: their valuation book and publishing schedule."""
 
-    def __init__(self, index: int, shards: int, publish_hz: float, idle_refresh_s: float) -> None:
+    def __init__(
+        self, index: int, shards: int, publish_hz: float, idle_refresh_s: float, price_grace_s: float = 10.0
+    ) -> None:
         self.index = index
+        self.price_grace_s = price_grace_s
+        self.started = time.time()
         self.shards = shards
         self.book = ValuationBook()
         self.coalescer = Coalescer(publish_hz, idle_refresh_s)
@@ -191,7 +195,18 @@ class PortfolioCore:
         changed = self.book.flush()
         self.coalescer.mark(changed, size, now)
         live, quiet = self.coalescer.due(now, size)
+        if now - self.started < self.price_grace_s:
+            live, quiet = self._priced(live, size, now), self._priced(quiet, size, now)
         return self.book.snapshots(live, now), self.book.snapshots(quiet, now)
+
+    def _priced(self, indices: np.ndarray, size: int, now: float) -> np.ndarray:
+        """Right after a start, hold back accounts whose symbols have no price yet (the first ticks
+        are a moment away); after `price_grace_s` they go out as they are (a symbol the feed
+        does not know would otherwise keep its holders dark)."""
+        blind = self.book.unpriced(indices)
+        if blind.any():
+            self.coalescer.mark(indices[blind], size, now)
+        return indices[~blind]
 
 
 async def publish_step(core: PortfolioCore, client: aioredis.Redis) -> int:

@@ -321,6 +321,21 @@ class ValuationBook:
             prev = np.where(unknown, self._pos_entry[rows], prev)
         return last, prev
 
+    def unpriced(self, indices: np.ndarray) -> np.ndarray:
+        """Which of these accounts hold a symbol with neither a price nor an entry price yet
+        (a snapshot of them now would show that position at zero)."""
+        if self._dirty:
+            self._rebuild()
+        indices = np.asarray(indices, dtype=np.int64)
+        if not len(indices):
+            return np.zeros(0, dtype=bool)
+        starts = self._acct_ptr[indices]
+        counts = self._acct_ptr[indices + 1] - starts
+        rows = _ranges(starts, counts)
+        blind = ~np.isfinite(self._last[self._pos_sym[rows]]) & (self._pos_entry[rows] <= 0)
+        segment = np.repeat(np.arange(len(indices)), counts)
+        return np.bincount(segment, blind, minlength=len(indices)) > 0
+
     # --- values ---------------------------------------------------------------------------
     def totals(self) -> dict[str, tuple[float, float]]:
         """(total value, day change) of every account, from the incremental arrays."""

@@ -1,0 +1,129 @@
+"""MarketFeed: the one actor that owns the upstream feed and batches its ticks to the symbol shards."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import msgspec
+import ray
+
+from actors.common import Outbox, lookup, symbol_shard_name
+from engine.clock import clock_from_settings
+from engine.config import Settings
+from engine.feeds import Feed, feed_from_settings
+from engine.realtime import TickBatcher, decode_batch
+
+log = logging.getLogger(__name__)
+
+FeedFactory = Callable[[Settings], Feed]
+
+
+def default_feed(settings: Settings) -> Feed:
+    return feed_from_settings(settings, clock_from_settings(settings))
+
+
+class MarketFeedStats(msgspec.Struct, kw_only=True):
+    ticks: int = 0
+    batches_sent: int = 0
+    injected: int = 0
+    bad_frames: int = 0
+    lag_s: float = 0.0  # how far behind its own timestamps the newest batch arrived (simulated/live)
+
+
+class MarketFeedCore:
+    """Routes feed batches by symbol to the symbol shards, flushed every `flush_ms` or at `batch_max`."""
+
+    def __init__(self, settings: Settings, feed: Feed, outbox: Outbox) -> None:
+        self.settings = settings
+        self.feed = feed
+        self.outbox = outbox
+        self.batcher = TickBatcher(settings.symbol_shards, settings.batch_max)
+        self.stats = MarketFeedStats()
+
+    async def add(self, ticks: list, ingest_ts: float) -> None:
+        self.stats.ticks += len(ticks)
+        if self.batcher.add(ticks, ingest_ts):
+            await self.flush()
+
+    async def flush(self) -> None:
+        for dest, blob in self.batcher.take().items():
+            await self.outbox.send(dest, "on_ticks", blob)
+            self.stats.batches_sent += 1
+
+    async def pump(self) -> None:
+        async for ticks in self.feed.batches():
+            now = time.time()
+            if ticks:
+                self.stats.lag_s = max(0.0, now - max(t.ts for t in ticks)) if self.feed.source != "replay" else 0.0
+                await self.add(ticks, now)
+
+    async def flush_forever(self) -> None:
+        period = self.settings.flush_ms / 1000
+        while True:
+            await asyncio.sleep(period)
+            await self.flush()
+
+
+@ray.remote(num_cpus=0)
+class MarketFeed:
+    def __init__(self, settings: Settings, feed_factory: FeedFactory | None = None) -> None:
+        self.settings = settings
+        outbox = Outbox(symbol_shard_name, settings.ray_namespace)
+        self.core = MarketFeedCore(settings, (feed_factory or default_feed)(settings), outbox)
+        loop = asyncio.get_event_loop()
+        self._tasks = [
+            loop.create_task(self._guard(self.core.pump)),
+            loop.create_task(self._guard(self.core.flush_forever)),
+            loop.create_task(self._resubscribe()),
+        ]
+
+    async def _guard(self, run: Callable) -> None:
+        """Keep a loop alive through an unexpected error (logged), so the feed never stops silently."""
+        while True:
+            try:
+                await run()
+                return
+            except Exception:
+                log.exception("market feed loop failed; restarting it")
+                await asyncio.sleep(1.0)
+
+    async def _resubscribe(self) -> None:
+        """After a restart the feed knows no symbols: take them from the symbol shards' counts."""
+        for index in range(self.settings.symbol_shards):
+            shard = lookup(symbol_shard_name(index), self.settings.ray_namespace)
+            if shard is None:
+                continue
+            try:
+                symbols = await shard.symbols.remote()
+            except ray.exceptions.RayError:
+                continue
+            if symbols:
+                self.core.feed.subscribe(symbols)
+
+    async def subscribe(self, symbols: list[str]) -> list[str]:
+        """Start symbols; returns those the feed cannot serve."""
+        return self.core.feed.subscribe(symbols)
+
+    async def unsubscribe(self, symbols: list[str]) -> None:
+        self.core.feed.unsubscribe(symbols)
+
+    async def ingest(self, blob: bytes) -> int:
+        """Ticks from outside the feed (a PriceBatch blob) on the same path; returns ticks accepted."""
+        batch = decode_batch(blob)
+        if batch is None:
+            self.core.stats.bad_frames += 1
+            return 0
+        self.core.stats.injected += len(batch.ticks)
+        await self.core.add(batch.ticks, time.time())
+        return len(batch.ticks)
+
+    async def status(self) -> dict:
+        return {
+            "feed": msgspec.to_builtins(self.core.feed.status()),
+            "stats": msgspec.to_builtins(self.core.stats),
+            "sent": self.core.outbox.sent,
+            "failed": self.core.outbox.failed,
+        }

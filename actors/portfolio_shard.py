@@ -1,0 +1,162 @@
+"""PortfolioShard: the accounts that hash to it, valued on one book and published to Redis.
+
+On (re)start it loads its accounts from the position source, takes the last prices and the seq
+reached from Redis, and registers its symbols with the symbol shards (which re-subscribe the feed),
+so a restarted shard resumes publishing correct values without anybody replaying anything to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection
+
+import msgspec
+import ray
+
+from actors.common import Outbox, symbol_shard_name
+from engine import pubsub
+from engine.config import Settings
+from engine.positions import PositionSource
+from engine.realtime import PortfolioCore, publish_step, refresh_interest, restore_from_redis
+from engine.subscriptions import shard_of
+
+log = logging.getLogger(__name__)
+
+INTEREST_POLL_S = 1.0  # how soon a new live subscriber starts getting snapshots
+
+
+@ray.remote(num_cpus=0)
+class PortfolioShard:
+    def __init__(
+        self,
+        settings: Settings,
+        index: int,
+        redis_url: str,
+        source_factory: Callable[[Settings], PositionSource],
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.core = PortfolioCore(index, settings.portfolio_shards, settings.publish_hz, settings.idle_refresh_s)
+        self.source = source_factory(settings)
+        self.redis = pubsub.connect(redis_url)
+        self.symbol_shards = Outbox(symbol_shard_name, settings.ray_namespace)
+        self.unknown_symbols: list[str] = []
+        self.errors = 0
+        self.started_at = time.time()
+        self._lock = asyncio.Lock()  # one (re)load at a time, applied in the order they started
+        self._ready = asyncio.Event()
+        self._registered: set[str] = set()
+        loop = asyncio.get_event_loop()
+        self._tasks = [loop.create_task(self._start())]
+
+    async def _start(self) -> None:
+        while True:
+            try:
+                await self.reload_all()
+                await restore_from_redis(self.core, self.redis)
+                await refresh_interest(self.core, self.redis)
+                break
+            except Exception:
+                self.errors += 1
+                log.exception("portfolio shard %d could not load its accounts; retrying", self.index)
+                await asyncio.sleep(2.0)
+        self._ready.set()
+        loop = asyncio.get_event_loop()
+        self._tasks += [loop.create_task(self._publish_loop()), loop.create_task(self._interest_loop())]
+
+    async def _publish_loop(self) -> None:
+        period = self.settings.flush_ms / 1000
+        while True:
+            began = time.monotonic()
+            try:
+                await publish_step(self.core, self.redis)
+            except Exception:
+                self.errors += 1
+                log.exception("portfolio shard %d publish failed", self.index)
+            await asyncio.sleep(max(0.0, period - (time.monotonic() - began)))
+
+    async def _interest_loop(self) -> None:
+        while True:
+            await asyncio.sleep(INTEREST_POLL_S)
+            try:
+                await refresh_interest(self.core, self.redis)
+            except Exception:
+                self.errors += 1
+                log.exception("portfolio shard %d interest refresh failed", self.index)
+
+    async def _register_symbols(self) -> None:
+        """Tell each symbol shard the full set of its symbols this shard holds (when it changed)."""
+        held = self.core.symbols()
+        if held == self._registered:
+            return
+        new = held - self._registered
+        n = self.settings.symbol_shards
+        unknown: list[str] = []
+        for dest in range(n):
+            mine = sorted(s for s in held if shard_of(s, n) == dest)
+            before = {s for s in self._registered if shard_of(s, n) == dest}
+            if set(mine) != before:
+                unknown += (await self.symbol_shards.call(dest, "set_holder", self.index, mine)) or []
+        self._registered = held
+        self.unknown_symbols = sorted(unknown)
+        if new:
+            self.core.seed_prices((await pubsub.read_prices(self.redis, new)).values())
+
+    # --- holdings -------------------------------------------------------------------------
+    async def reload_all(self) -> None:
+        async with self._lock:
+            accounts = await asyncio.to_thread(self.source.load_all)
+            mine = [a for a in accounts if self.core.owns(a.account_id)]
+            gone = set(self.core.book.account_ids()) - {a.account_id for a in mine}
+            self.core.replace_accounts(gone, mine)
+            await self._register_symbols()
+
+    async def reload(self, account_ids: list[str]) -> None:
+        """Holdings of these accounts changed (or they appeared or closed): load them again."""
+        ids = [a for a in account_ids if self.core.owns(a)]
+        if not ids:
+            return
+        async with self._lock:
+            found = await asyncio.to_thread(self.source.load, ids)
+            self.core.replace_accounts(ids, found)
+            await self._register_symbols()
+
+    # --- prices ---------------------------------------------------------------------------
+    async def on_batch(self, blob: bytes) -> None:
+        self.core.on_batch(blob)
+
+    async def symbols_for(self, symbol_shard: int) -> list[str]:
+        await self._ready.wait()
+        n = self.settings.symbol_shards
+        return sorted(s for s in self._registered if shard_of(s, n) == symbol_shard)
+
+    # --- queries --------------------------------------------------------------------------
+    async def accounts(self) -> list[str]:
+        return self.core.book.account_ids()
+
+    async def status(self) -> dict:
+        return {
+            "index": self.index,
+            "ready": self._ready.is_set(),
+            "accounts": self.core.book.account_count,
+            "symbols": len(self._registered),
+            "unknown_symbols": self.unknown_symbols,
+            "errors": self.errors,
+            "started_at": self.started_at,
+            "pending": self.core.coalescer.pending(self.core.book.slots),
+            "book": msgspec.to_builtins(self.core.book.stats),
+            "stats": msgspec.to_builtins(self.core.stats),
+        }
+
+    async def ready(self) -> bool:
+        await self._ready.wait()
+        return True
+
+
+def ids_by_shard(account_ids: Collection[str], shards: int) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for account_id in account_ids:
+        out.setdefault(shard_of(account_id, shards), []).append(account_id)
+    return out

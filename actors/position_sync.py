@@ -1,0 +1,92 @@
+"""PositionSync: keeps the portfolio shards' holdings current.
+
+It listens on `holdings:changed` (ids announced by whoever changed cash or positions), gathers the
+ids of a short window and has the owning shards reload just those accounts from the position
+source. On (re)start it has every shard reload everything, so a change announced while it was
+down is not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import ray
+
+from actors.common import Outbox, portfolio_shard_name
+from actors.portfolio_shard import ids_by_shard
+from engine import pubsub
+from engine.config import Settings
+
+log = logging.getLogger(__name__)
+
+GATHER_S = 0.05  # ids announced within this window are reloaded together
+
+
+@ray.remote(num_cpus=0)
+class PositionSync:
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        self.settings = settings
+        self.redis = pubsub.connect(redis_url)
+        self.shards = Outbox(portfolio_shard_name, settings.ray_namespace)
+        self.announced = 0
+        self.reloads = 0
+        self._subscribed = asyncio.Event()
+        loop = asyncio.get_event_loop()
+        self._tasks = [loop.create_task(self._run())]
+
+    async def _run(self) -> None:
+        queue: asyncio.Queue[list[str]] = asyncio.Queue()
+        applier = asyncio.get_event_loop().create_task(self._apply(queue))
+        first = True
+        while True:
+            try:
+                subscribed = asyncio.Event()
+                changes = pubsub.holdings_changes(self.redis, subscribed)
+                waiter = asyncio.ensure_future(subscribed.wait())
+                reader = asyncio.ensure_future(self._read(changes, queue))
+                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                self._subscribed.set()
+                if first:
+                    first = False
+                    await self.reload_all()
+                await reader
+            except asyncio.CancelledError:
+                applier.cancel()
+                raise
+            except Exception:
+                log.exception("holdings listener failed; resubscribing")
+                await asyncio.sleep(1.0)
+
+    @staticmethod
+    async def _read(changes, queue: asyncio.Queue) -> None:
+        async for ids in changes:
+            queue.put_nowait(ids)
+
+    async def _apply(self, queue: asyncio.Queue) -> None:
+        while True:
+            ids = set(await queue.get())
+            await asyncio.sleep(GATHER_S)
+            while not queue.empty():
+                ids.update(queue.get_nowait())
+            self.announced += len(ids)
+            try:
+                await self.reload(sorted(ids))
+            except Exception:
+                log.exception("reload of %d accounts failed", len(ids))
+
+    async def reload(self, account_ids: list[str]) -> None:
+        """Have the owning shards reload these accounts."""
+        groups = ids_by_shard(account_ids, self.settings.portfolio_shards)
+        await asyncio.gather(*(self.shards.call(s, "reload", ids) for s, ids in groups.items()))
+        self.reloads += 1
+
+    async def reload_all(self) -> None:
+        await asyncio.gather(*(self.shards.call(s, "reload_all") for s in range(self.settings.portfolio_shards)))
+
+    async def ready(self) -> bool:
+        await self._subscribed.wait()
+        return True
+
+    async def status(self) -> dict:
+        return {"announced": self.announced, "reloads": self.reloads, "listening": self._subscribed.is_set()}

@@ -1,0 +1,95 @@
+"""SymbolShard: per-symbol subscription state for the symbols that hash to it.
+
+Counts, per symbol, the portfolio shards holding it; tells the MarketFeed to start or stop a symbol
+when its count crosses zero; forwards each incoming batch as one batch per portfolio shard that
+needs any of its symbols; writes `price:{SYMBOL}` to Redis in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+import ray
+
+from actors.common import Outbox, lookup, market_feed_name, portfolio_shard_name
+from engine import pubsub
+from engine.config import Settings
+from engine.realtime import SymbolCore
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0)
+class SymbolShard:
+    def __init__(self, settings: Settings, index: int, redis_url: str) -> None:
+        self.settings = settings
+        self.index = index
+        self.core = SymbolCore()
+        self.redis = pubsub.connect(redis_url)
+        self.portfolios = Outbox(portfolio_shard_name, settings.ray_namespace)
+        self.unknown: set[str] = set()
+        self._lock = asyncio.Lock()
+        loop = asyncio.get_event_loop()
+        self._tasks = [loop.create_task(self._write_prices()), loop.create_task(self._recover())]
+
+    def _feed(self) -> ray.actor.ActorHandle | None:
+        return lookup(market_feed_name(), self.settings.ray_namespace)
+
+    async def _recover(self) -> None:
+        """A (re)started shard asks the portfolio shards which of its symbols they hold."""
+        async def one(holder: int) -> None:
+            symbols = await self.portfolios.call(holder, "symbols_for", self.index)
+            if symbols:
+                await self.set_holder(holder, symbols)
+
+        await asyncio.gather(*(one(h) for h in range(self.settings.portfolio_shards)))
+
+    async def set_holder(self, holder: int, symbols: list[str]) -> list[str]:
+        """Replace the symbols portfolio shard `holder` needs; returns those the feed cannot serve."""
+        async with self._lock:
+            started, stopped = self.core.set_holder(holder, symbols)
+            feed = self._feed()
+            if feed is None:
+                return []
+            try:
+                if stopped:
+                    await feed.unsubscribe.remote(stopped)
+                    self.unknown.difference_update(stopped)
+                if started:
+                    self.unknown.update(await feed.subscribe.remote(started))
+            except ray.exceptions.RayError as exc:
+                log.warning("market feed unavailable for (un)subscribe: %s", exc)  # it resubscribes on restart
+            return sorted(self.unknown & set(symbols))
+
+    async def on_ticks(self, blob: bytes) -> None:
+        for holder, out in self.core.route(blob).items():
+            await self.portfolios.send(holder, "on_batch", out)
+
+    async def _write_prices(self) -> None:
+        period = self.settings.flush_ms / 1000
+        while True:
+            await asyncio.sleep(period)
+            prices = self.core.take_prices()
+            if prices:
+                try:
+                    await pubsub.write_prices(self.redis, prices)
+                except (OSError, pubsub.aioredis.RedisError) as exc:
+                    log.warning("price write failed: %s", exc)
+
+    async def symbols(self) -> list[str]:
+        return self.core.refcounts.symbols()
+
+    async def refcount(self, symbol: str) -> int:
+        return self.core.refcounts.count(symbol)
+
+    async def status(self) -> dict:
+        return {
+            "index": self.index,
+            "symbols": len(self.core.refcounts.symbols()),
+            "unknown": sorted(self.unknown),
+            "stats": msgspec.to_builtins(self.core.stats),
+            "sent": self.portfolios.sent,
+            "failed": self.portfolios.failed,
+        }
