@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import requests
 from alpaca.broker.client import BrokerClient
@@ -75,6 +76,8 @@ from engine.config import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 CENT = Decimal("0.01")
+NEW_YORK = ZoneInfo("America/New_York")
+DAY_BOOKED_AT = dt.time(16, 0)  # a date-only activity counts as of that day's close in New York
 ORDER_LIST_LIMIT = 500  # Alpaca's maximum page; the default of 50 would hide older orders
 
 
@@ -284,7 +287,7 @@ class AlpacaBroker:
             raise Unavailable(f"{what}: Alpaca is not reachable ({type(e).__name__})", code="broker_unreachable") from e
         except ValidationError as e:
             raise Unavailable(f"{what}: Alpaca answered in a shape alpaca-py cannot parse",
-                              code="broker_protocol", details=e.errors(include_url=False, include_input=False)) from e
+                              code="broker_protocol", details=_problems(e)) from e
         except ValueError as e:  # alpaca-py refuses a non-UUID id before sending anything
             raise NotFound(f"{what}: not found ({e})", code="not_found") from e
 
@@ -318,9 +321,14 @@ def _build(what: str, make: Callable[[], T]) -> T:
     try:
         return make()
     except ValidationError as e:
-        raise InvalidRequest(f"invalid {what}", details=e.errors(include_url=False, include_input=False)) from e
+        raise InvalidRequest(f"invalid {what}: {_problems(e)[0]['message']}", details=_problems(e)) from e
     except ValueError as e:
         raise InvalidRequest(f"invalid {what}: {e}") from e
+
+
+def _problems(e: ValidationError) -> list[dict[str, str]]:
+    """Pydantic's errors as plain JSON (its `ctx` may hold exception objects the gateway cannot encode)."""
+    return [{"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in e.errors()]
 
 
 def _id(value: str, what: str) -> uuid.UUID:
@@ -412,12 +420,16 @@ def _time(value: Any) -> dt.datetime | None:
     if isinstance(value, dt.datetime):
         parsed = value
     elif isinstance(value, dt.date):
-        parsed = dt.datetime.combine(value, dt.time())
+        parsed = _booked(value)
     else:
         text = str(value)
-        parsed = dt.datetime.fromisoformat(text) if "T" in text or " " in text else dt.datetime.combine(
-            dt.date.fromisoformat(text), dt.time())
+        parsed = dt.datetime.fromisoformat(text) if "T" in text or " " in text else _booked(dt.date.fromisoformat(text))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _booked(day: dt.date) -> dt.datetime:
+    """Alpaca books non-trade activities (deposits, dividends) by New York date: pin them inside that session."""
+    return dt.datetime.combine(day, DAY_BOOKED_AT, tzinfo=NEW_YORK).astimezone(dt.UTC)
 
 
 def _rfc3339(t: dt.datetime) -> str:

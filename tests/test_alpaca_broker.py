@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 import threading
@@ -20,8 +21,10 @@ from pydantic import ValidationError
 from brokerage.alpaca_broker import AlpacaBroker
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected, Unavailable
 from brokerage.models import AccountApplication, BrokerAccount, ManualAchRequest, OrderRequest
+from brokerage.positions import BrokerPositionSource
+from engine.clock import ManualClock
 from engine.config import Settings, load_settings
-from standins.alpaca_broker_api import AlpacaBrokerStandIn, Spec
+from standins.alpaca_broker_api import NEW_YORK, AlpacaBrokerStandIn, Spec
 
 KEY, SECRET = "PKTEST", "s3cret"
 BANK = ManualAchRequest(bank_account_type="CHECKING", bank_account_number="000123456789",
@@ -164,8 +167,10 @@ def test_transfers_lifecycle(broker: AlpacaBroker, api: AlpacaBrokerStandIn) -> 
         broker.cancel_transfer(account.id, deposit.id)  # complete
 
     assert {t.id for t in broker.list_transfers(account.id)} == {deposit.id, withdrawal.id}
-    kinds = {(a.activity_type, a.net_amount) for a in broker.list_activities(account.id)}
-    assert kinds == {("CSD", Decimal("1000.25"))}
+    [booked] = broker.list_activities(account.id)
+    assert (booked.activity_type, booked.net_amount) == ("CSD", Decimal("1000.25"))
+    [sent_date] = [a["date"] for a in api.state.activities if a["account_id"] == account.id]
+    assert booked.date.astimezone(NEW_YORK).date().isoformat() == sent_date  # a date-only booking stays on its day
 
     sent = len(api.requests_seen())
     for bad in (Decimal(0), Decimal("-5"), Decimal("0.001"), Decimal("NaN")):
@@ -302,8 +307,9 @@ def test_error_mapping(broker: AlpacaBroker, api: AlpacaBrokerStandIn) -> None:
             call()
         assert e.value.details["alpaca_status"] == 404
 
-    with pytest.raises(InvalidRequest):  # the SDK's own enum check, before sending
+    with pytest.raises(InvalidRequest) as enum:  # the SDK's own enum check, before sending
         broker.create_account(application(identity__funding_source=["lottery"]))
+    assert json.loads(json.dumps(enum.value.details))[0]["field"] == "funding_source.0"
     good = application("c@example.com")
     bad_ip = msgspec.structs.replace(good, agreements=[msgspec.structs.replace(good.agreements[0], ip_address="x")])
     with pytest.raises(Rejected) as invalid:  # the server's spec check (format ipv4)
@@ -414,3 +420,23 @@ def test_concurrent_calls_share_one_client(broker: AlpacaBroker, api: AlpacaBrok
         t.join()
     assert errors == []
     assert broker.list_positions(account.id)[0].qty == 8 and broker.get_account(account.id).cash == Decimal("20.00")
+
+
+def test_holdings_for_the_live_portfolio_come_from_positions_and_fills(
+    broker: AlpacaBroker, api: AlpacaBrokerStandIn
+) -> None:
+    """The generic BrokerPositionSource over AlpacaBroker: today's fills split a position into start and today."""
+    api.set_price("AAPL", "100.00")
+    account = funded(broker, api, "1000.00")
+    broker.submit_order(account.id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(2)))
+    broker.submit_order(account.id, OrderRequest(symbol="AAPL", side="buy", notional=Decimal("50.00")))
+    now = dt.datetime.now(dt.UTC)
+
+    [today] = BrokerPositionSource(broker, ManualClock(now), account_ids=lambda: [account.id]).load_all()
+    [aapl] = today.positions
+    assert today.cash == Decimal("750.00") and aapl.qty == Decimal("2.5")
+    assert (aapl.start_qty, aapl.net_cost_today) == (Decimal(0), Decimal("250.00"))
+
+    later = ManualClock(now + dt.timedelta(days=7))  # another session: the same shares were all held at its start
+    [next_week] = BrokerPositionSource(broker, later, account_ids=lambda: [account.id]).load_all()
+    assert (next_week.positions[0].start_qty, next_week.positions[0].net_cost_today) == (Decimal("2.5"), Decimal(0))

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import uvicorn
 import yaml
@@ -37,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 SPEC_FILE = Path(__file__).with_name("alpaca-broker-api.yaml")
+NEW_YORK = ZoneInfo("America/New_York")
 CENT = Decimal("0.01")
 QTY_STEP = Decimal("0.000000001")
 ERROR_CODES = {400: 40010000, 401: 40110000, 403: 40310000, 404: 40410000, 405: 40510000, 409: 40910000,
@@ -350,7 +352,7 @@ class AlpacaBrokerStandIn:
             t["updated_at"] = _ts(_now())
             self._activity(acct.id, {
                 "activity_type": "CSD" if t["direction"] == "INCOMING" else "CSW",
-                "date": _now().date().isoformat(),
+                "date": _now().astimezone(NEW_YORK).date().isoformat(),
                 "net_amount": _money(amount if t["direction"] == "INCOMING" else -amount),
                 "description": f"ACH transfer {t['id']}", "status": "executed",
             })
