@@ -90,6 +90,7 @@ class _Stream(StockDataStream):
             code, msg = first.get("code"), first.get("msg", "auth failed")
             if code in FATAL_AUTH_CODES:
                 self._owner._auth_failed(code, msg)
+                log.error("Alpaca market data stream stopped: retrying rejected credentials cannot succeed")
                 await self.stop_ws()
             raise ValueError(f"{msg} ({code})")
         if first.get("T") != "success" or first.get("msg") != "authenticated":
@@ -229,7 +230,7 @@ class AlpacaFeed:
         with self._lock:
             self._authenticated_ok = False
             self._error = f"Alpaca market data auth failed ({code}: {msg}); check the API key and secret"
-        log.error("%s; the stream is stopped, not retried", self._error)
+        log.error("%s", self._error)
 
     def _upstream_error(self, code: object, msg: object) -> None:
         with self._lock:
@@ -270,8 +271,17 @@ class AlpacaFeed:
         self._last_data_ts = time.time()
         if len(self._buffer) > MAX_BUFFER:
             self._buffer = list({t.symbol: t for t in self._buffer}.values())
-        if len(self._buffer) == 1 and self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+        if len(self._buffer) == 1:
+            self._notify()
+
+    def _notify(self) -> None:
+        """Wakes `batches()` on its own loop (from any thread); a consumer loop that is gone is ignored."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # loop closed: nobody is waiting any more
+                pass
 
     def _session_of(self, ts: float) -> str:
         """Trading day of a trade (after-hours trades count towards the next one), cached per day."""
@@ -397,8 +407,7 @@ class AlpacaFeed:
 
     async def close(self) -> None:
         self._closed = True
-        if self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+        self._notify()
         await asyncio.to_thread(self._shutdown)
 
     def _shutdown(self) -> None:
