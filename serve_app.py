@@ -1,0 +1,162 @@
+"""The Ray Serve application: the gateway (REST + WebSocket) as a `Gateway` deployment.
+
+`serve run serve_app:app` / `serve deploy serve_config.yaml` on a cluster, or `clera serve` locally.
+Each replica builds the Starlette app of `gateway.app` from Ray-backed services (broker calls run as
+Ray tasks, engine health from the topology's actors) and makes sure the engine topology exists.
+Outside `clera serve`, Redis must be external (`REDIS_URL`): an embedded one dies with its owner
+and other nodes cannot reach it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import msgspec
+import ray
+import redis
+from ray import serve
+from starlette.applications import Starlette
+
+from actors import topology
+from brokerage.broker import Broker
+from brokerage.company_profiles import load_default_company_profiles
+from brokerage.store import store_from_settings
+from engine.config import ConfigError, Settings, get_settings, load_settings
+from gateway.app import build_app
+from gateway.services import EngineState, RedisConnector, RedisPortfolioReads, Services, make_broker
+
+REPLAY_EPOCH_KEY = "clera:replay_epoch"
+
+
+def require_external_redis(settings: Settings) -> str:
+    url = settings.redis_external_url
+    if not url:
+        raise ConfigError(
+            "REDIS_URL is not set. `serve run serve_app:app` and `serve deploy serve_config.yaml` need an "
+            "external Redis that every node reaches (e.g. REDIS_URL=redis://10.0.0.5:6379/0); only "
+            "`clera serve` starts an embedded Redis, for one machine."
+        )
+    return url
+
+
+def shared_replay_epoch(settings: Settings, redis_url: str) -> Settings:
+    """A replay needs one epoch for every process; without `clera serve` to set it, the first replica
+    to start stores one in Redis and every other process reads the same value."""
+    if settings.feed != "replay" or settings.replay_epoch is not None:
+        return settings
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set(REPLAY_EPOCH_KEY, repr(time.time()), nx=True)
+        epoch = float(client.get(REPLAY_EPOCH_KEY) or time.time())
+    finally:
+        client.close()
+    return msgspec.structs.replace(settings, replay_epoch=epoch)
+
+
+def deployment_options(settings: Settings) -> dict[str, Any]:
+    """Sized for sockets: every open WebSocket is an ongoing request for its whole life."""
+    return {
+        "max_ongoing_requests": settings.serve_max_ongoing,
+        "autoscaling_config": {
+            "min_replicas": settings.serve_min_replicas,
+            "max_replicas": settings.serve_max_replicas,
+            "target_ongoing_requests": settings.serve_target_ongoing,
+        },
+        "ray_actor_options": {"num_cpus": 0.1},
+    }
+
+
+# --- Ray-backed services ----------------------------------------------------------------------
+_brokers: dict[tuple[tuple[str, str], ...], Broker] = {}
+
+
+@ray.remote(num_cpus=0, max_retries=0)  # never retried: a retried order or transfer could happen twice
+def _broker_call(environ: dict[str, str], method: str, args: tuple, kwargs: dict) -> Any:
+    key = tuple(sorted(environ.items()))
+    broker = _brokers.get(key)
+    if broker is None:
+        settings = load_settings(environ, env_file=None)
+        broker = _brokers[key] = make_broker(settings, require_external_redis(settings))
+    return getattr(broker, method)(*args, **kwargs)
+
+
+class RayTaskBroker:
+    """Broker calls as Ray tasks: blocking ledger/HTTP work leaves the replica, and scales with the cluster."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        self._environ = environ
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await _broker_call.remote(self._environ, method, args, kwargs)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None  # the typed brokerage error, mapped to its HTTP status
+            raise
+
+
+class RayEngineHealth:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def refresh(self) -> EngineState:
+        report = await topology.health(self._settings)
+        shards = report["symbol_shards"] + report["portfolio_shards"]
+        alive = sum(1 for shard in shards if shard["alive"])
+        feed = report["feed"] or {}
+        state = "ok" if report["ok"] else ("down" if alive == 0 else "degraded")
+        return EngineState(
+            state=state,
+            feed_connected=bool(feed.get("feed", {}).get("connected")),
+            shards_alive=alive,
+            shards_expected=len(shards),
+            checked_at=time.time(),
+            detail={"feed": feed.get("feed"), "position_sync": report["position_sync"] is not None},
+        )
+
+
+def settings_environ(environ: dict[str, str]) -> dict[str, str]:
+    """The variables of the settings table, which is all a broker task needs to rebuild its broker."""
+    names = {f.encode_name for f in msgspec.structs.fields(Settings)}
+    return {k: v for k, v in environ.items() if k in names and v != ""}
+
+
+@serve.deployment(name="Gateway")
+@serve.ingress()
+class Gateway:
+    """One replica of the gateway. `environ` overrides the process environment (tests, `clera serve`)."""
+
+    def __init__(self, environ: dict[str, str] | None = None, start_engine: bool = True) -> None:
+        env = settings_environ({**os.environ, **(environ or {})})
+        settings = load_settings(env, env_file=None)
+        redis_url = require_external_redis(settings)
+        settings = shared_replay_epoch(settings, redis_url)
+        if settings.replay_epoch is not None:
+            env["CLERA_REPLAY_EPOCH"] = repr(settings.replay_epoch)
+        store = store_from_settings(settings)
+        load_default_company_profiles(store)
+        if start_engine:
+            topology.start_topology(settings, redis_url, wait=False)
+        connector = RedisConnector(redis_url)
+        self.services = Services(
+            settings=settings,
+            redis=connector,
+            store=store,
+            portfolio=RedisPortfolioReads(connector),
+            broker=RayTaskBroker(env),
+            engine=RayEngineHealth(settings),
+        )
+
+    def __serve_build_asgi_app__(self) -> Starlette:
+        return build_app(self.services)
+
+
+def gateway_app(settings: Settings, environ: dict[str, str] | None = None, start_engine: bool = True) -> Any:
+    """The bound application, with replica sizing and autoscaling from `settings`."""
+    return Gateway.options(**deployment_options(settings)).bind(environ, start_engine)
+
+
+app = gateway_app(get_settings())

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from brokerage.company_profiles import SYMBOL_ALIASES
 from brokerage.store import CompanyProfile
 from engine.types import PortfolioSnapshot, PositionValue
 from gateway.auth import require_caller, require_owner, services_of
@@ -40,6 +41,7 @@ class PositionsResponse(msgspec.Struct):
 
 
 class PriceInfo(msgspec.Struct):
+    symbol: str  # the price data's symbol, which may be an alias (Meta trades as FB in the replayed data)
     last: float
     prev_close: float
     change: float
@@ -95,6 +97,14 @@ async def positions(request: Request) -> Response:
     )
 
 
+def _price_symbols(symbol: str) -> list[str]:
+    """The symbol itself, then its aliases either way (FB <-> META)."""
+    aliases = [alias for alias, target in SYMBOL_ALIASES.items() if target == symbol]
+    if symbol in SYMBOL_ALIASES:
+        aliases.append(SYMBOL_ALIASES[symbol])
+    return [symbol, *aliases]
+
+
 async def company(request: Request) -> Response:
     require_caller(request)
     ticker = request.path_params["ticker"]
@@ -105,11 +115,16 @@ async def company(request: Request) -> Response:
     profile = await asyncio.to_thread(services.store.get_company_profile, symbol)
     if profile is None:
         raise not_found(f"no company profile for {symbol}", {"ticker": symbol})
-    last = await services.portfolio.last_price(symbol)
+    last = None
+    for candidate in _price_symbols(symbol):
+        last = await services.portfolio.last_price(candidate)
+        if last is not None:
+            break
     price = None
     if last is not None:
         change = last.last - last.prev_close
         price = PriceInfo(
+            symbol=last.symbol,
             last=last.last,
             prev_close=last.prev_close,
             change=round(change, 4),

@@ -172,10 +172,12 @@ async def test_company_profile_with_latest_price(env, redis_url: str) -> None:
         CompanyProfile(symbol="AAPL", name="Apple Inc.", industries=["Computer Hardware"], isin="US0378331005",
                        country="United States", facts={"founded": "1976"}),
         CompanyProfile(symbol="IBM", name="International Business Machines"),
+        CompanyProfile(symbol="META", name="Meta Platforms"),
     ])
     price = LastPrice(symbol="AAPL", last=580.0, prev_close=560.0, ts=time.time(), session="2012-06-01",
                       source="replay")
-    redis.Redis.from_url(redis_url).set("price:AAPL", json_encoder.encode(price))
+    fb = LastPrice(symbol="FB", last=27.5, prev_close=25.0, ts=time.time(), session="2012-06-01", source="replay")
+    redis.Redis.from_url(redis_url).mset({"price:AAPL": json_encoder.encode(price), "price:FB": json_encoder.encode(fb)})
     async with running_gateway(settings, store, free_port()) as gw, httpx.AsyncClient(base_url=gw.http) as http:
         for headers in ({"X-API-Key": API_KEY}, bearer(BOB)):
             response = await http.get("/api/company/aapl", headers=headers)
@@ -189,6 +191,8 @@ async def test_company_profile_with_latest_price(env, redis_url: str) -> None:
             assert body["price"]["live"] is False
         no_price = (await http.get("/api/company/IBM", headers={"X-API-Key": API_KEY})).json()
         assert no_price["profile"]["name"].startswith("International") and no_price["price"] is None
+        meta = (await http.get("/api/company/META", headers={"X-API-Key": API_KEY})).json()
+        assert meta["price"]["symbol"] == "FB" and meta["price"]["last"] == 27.5  # the price data's alias
         _assert_error(await http.get("/api/company/ZZZZ", headers={"X-API-Key": API_KEY}), 404, "not_found")
         _assert_error(await http.get("/api/company/A$PL", headers={"X-API-Key": API_KEY}), 422, "invalid_request")
         _assert_error(await http.get("/api/company/AAPL"), 401, "unauthorized")
