@@ -192,14 +192,16 @@ class ReplayFeed:
         k = math.floor((wall - self.clock.epoch) * self.tick_hz)
         index, frac = self.clock.position(self.clock.epoch + k / self.tick_hz)
         in_session = frac < self.clock.open_fraction
+        fresh, self._fresh = self._fresh, set()  # subscribe() may run on another thread: take, then copy
+        subscribed = list(self._subscribed)
         out: list[Tick] = []
         if self._open_day is not None and (self._open_day != index or not in_session):
-            out += self._ticks_for(self._subscribed, self._open_day, 1.0)
+            out += self._ticks_for(subscribed, self._open_day, 1.0)
             if self._open_day == index:
                 self._close_sent_for = index
             self._open_day = None
         repeat = k == self._last_step or (not in_session and self._close_sent_for == index)
-        due = [s for s in self._subscribed if s in self._fresh] if repeat else list(self._subscribed)
+        due = [s for s in subscribed if s in fresh] if repeat else subscribed
         if not in_session and out and self._close_sent_for == index:
             due = []  # the closes just sent include every fresh symbol
         out += self._ticks_for(due, index, frac / self.clock.open_fraction if in_session else 1.0)
@@ -208,7 +210,6 @@ class ReplayFeed:
         else:
             self._close_sent_for = index
         self._last_step = k
-        self._fresh.clear()
         return out
 
     def _ticks_for(self, symbols: Collection[str], index: int, fraction: float) -> list[Tick]:

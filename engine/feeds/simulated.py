@@ -104,12 +104,13 @@ class SimulatedFeed:
 
     def generate(self, n: int, ts: float) -> list[Tick]:
         """The next `n` ticks (cycling through the subscribed symbols), all stamped `ts`."""
-        m = len(self._active)
+        active = self._active  # one reference: subscribe() may swap the array from another thread
+        m = len(active)
         if n <= 0 or m == 0:
             return []
         session = self._current_session(ts)  # before moving: a new day's prev close is the last price
-        positions = self._cursor + np.arange(n)
-        idx = self._active[positions % m]
+        positions = self._cursor % m + np.arange(n)
+        idx = active[positions % m]
         self._cursor = int((self._cursor + n) % m)
         dt_sym = m / self.ticks_per_s  # wall seconds between two ticks of one symbol
         sigma = self.volatility * math.sqrt(dt_sym)
