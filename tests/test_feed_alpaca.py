@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Iterator
+from zoneinfo import ZoneInfo
 
 import msgpack
 import pytest
@@ -17,14 +18,20 @@ from engine.feeds import feed_from_settings
 from engine.feeds.alpaca import AlpacaFeed
 from engine.types import Tick
 
-UTC = dt.timezone.utc
+NEW_YORK = ZoneInfo("America/New_York")
 pytestmark = pytest.mark.asyncio(loop_scope="session")  # the async fixture and the tests share one loop
+
+
+def session_of(ts: float) -> dt.date:
+    """Alpaca trades belong to their New York calendar day (extended hours included)."""
+    day = dt.datetime.fromtimestamp(ts, NEW_YORK).date()
+    return day if calendar.is_trading_day(day) else calendar.next_trading_day(day)
 
 
 @pytest.fixture
 def server() -> Iterator[AlpacaStreamStandIn]:
     with AlpacaStreamStandIn() as stand_in:
-        today = calendar.session_of(dt.datetime.now(UTC))
+        today = session_of(time.time())
         stand_in.set_snapshot("AAPL", 190.25, today, daily_close=191.0)
         stand_in.set_snapshot("MSFT", 410.5, today)
         yield stand_in
@@ -65,7 +72,7 @@ async def test_trades_arrive_as_ticks_with_the_previous_close(server: AlpacaStre
     now = time.time()
     server.push_trades({"S": "AAPL", "p": 191.5, "s": 10, "t": now}, {"S": "MSFT", "p": 409.0, "t": now + 0.5})
     ticks = await collect(batches, 2)
-    session = calendar.session_of(dt.datetime.fromtimestamp(now, UTC)).isoformat()
+    session = session_of(now).isoformat()
     assert [(t.symbol, t.price, t.prev_close, t.session, t.source, t.size) for t in ticks] == [
         ("AAPL", 191.5, 190.25, session, "alpaca", 10.0),
         ("MSFT", 409.0, 410.5, session, "alpaca", 100.0),
@@ -168,14 +175,18 @@ async def test_a_new_trading_day_fetches_its_previous_close(server: AlpacaStream
     await asyncio.to_thread(feed.subscribe, ["AAPL"])
     await until(lambda: server.subscribed == {"AAPL"})
     batches = aiter(feed.batches())
-    today = calendar.session_of(dt.datetime.now(UTC))
-    later = calendar.add_trading_days(today, 2)
+    later = calendar.add_trading_days(session_of(time.time()), 2)
     server.set_snapshot("AAPL", 201.0, later)
     stamp = calendar.session_bounds(later)[0].timestamp() + 60
     server.push_trades({"S": "AAPL", "p": 202.0, "t": stamp})
     ticks = await collect(batches, 1)
     assert [(t.price, t.prev_close, t.session) for t in ticks] == [(202.0, 201.0, later.isoformat())]
     assert server.snapshot_requests == [["AAPL"], ["AAPL"]]
+    after_hours = calendar.session_bounds(later)[1].timestamp() + 2 * 3600  # still that New York day
+    server.push_trades({"S": "AAPL", "p": 203.0, "t": after_hours})
+    ticks = await collect(batches, 1)
+    assert [(t.price, t.prev_close, t.session) for t in ticks] == [(203.0, 201.0, later.isoformat())]
+    assert len(server.snapshot_requests) == 2  # same day: no new request
 
 
 async def test_settings_build_the_alpaca_feed(server: AlpacaStreamStandIn) -> None:

@@ -39,7 +39,6 @@ from engine.types import Tick
 log = logging.getLogger(__name__)
 
 NEW_YORK = ZoneInfo("America/New_York")
-UTC = dt.timezone.utc
 FATAL_AUTH_CODES = {401, 402, 403, 404}  # not authenticated / auth failed / ...: retrying cannot help
 EMPTY_FRAME = msgpack.packb([])
 SNAPSHOT_CHUNK = 500  # symbols per snapshot request (Alpaca's URL length and page limits)
@@ -284,15 +283,17 @@ class AlpacaFeed:
                 pass
 
     def _session_of(self, ts: float) -> str:
-        """Trading day of a trade (after-hours trades count towards the next one), cached per day."""
+        """Trading day of a trade: its New York date (pre- and after-hours trades count towards that
+        day, as most apps show them), or the next session on a day the market is closed. Cached per day."""
         after, until, session = self._window
-        if after < ts <= until:
+        if after <= ts < until:
             return session
-        day = calendar.session_of(dt.datetime.fromtimestamp(ts, UTC))
-        until = calendar.session_bounds(day)[1].timestamp()
-        after = calendar.session_bounds(calendar.previous_trading_day(day))[1].timestamp()
-        self._window = (after, until, day.isoformat())
-        return day.isoformat()
+        day = dt.datetime.fromtimestamp(ts, NEW_YORK).date()
+        start = dt.datetime.combine(day, dt.time(0), NEW_YORK).timestamp()
+        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), NEW_YORK).timestamp()
+        label = (day if calendar.is_trading_day(day) else calendar.next_trading_day(day)).isoformat()
+        self._window = (start, end, label)
+        return label
 
     # --- previous closes (control thread) ---------------------------------------------------
     def _fetch_prev_closes(self, symbols: list[str], session: dt.date) -> dict[str, float]:
@@ -333,6 +334,8 @@ class AlpacaFeed:
                     self._refetch_after = time.monotonic() + REFETCH_RETRY_S
                 continue
             with self._lock:
+                if len(found) < len(symbols):  # no snapshot for some: don't ask again on every trade
+                    self._refetch_after = time.monotonic() + REFETCH_RETRY_S
                 for symbol, value in found.items():
                     self._prev[symbol] = (session, value)
                     pending = self._pending.get(symbol)
@@ -348,7 +351,7 @@ class AlpacaFeed:
             new = [s for s in good if s not in self._wanted]
         unknown = list(bad)
         if new:
-            session = calendar.session_of(dt.datetime.now(UTC))
+            session = dt.date.fromisoformat(self._session_of(time.time()))
             try:
                 found = self._fetch_prev_closes(new, session)
             except FETCH_ERRORS as exc:
