@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import time
 
 import numpy as np
 import pytest
@@ -108,10 +109,16 @@ async def test_live_batches_offer_the_fixed_rate() -> None:
         sizes.append(len(batch))
         if len(sizes) == 50:
             break
+    await batches.aclose()
+    again = feed.batches()  # a consumer that restarts its loop carries on with the next interval
+    restart = time.time()
+    resumed = await asyncio.wait_for(anext(again), 5)
+    assert len(resumed) == feed.ticks_in_step(50)
+    assert resumed[0].ts < restart + 25 * feed.interval_s  # due one interval after the restart, not 51
     await feed.close()
-    assert await asyncio.wait_for(anext(batches, None), 5) is None
+    assert await asyncio.wait_for(anext(again, None), 5) is None
     assert sizes == [feed.ticks_in_step(k) for k in range(50)]
-    assert sum(sizes) == 1000 and feed.status().ticks == 1000 and not feed.status().connected
+    assert sum(sizes) == 1000 and feed.status().ticks == 1000 + len(resumed) and not feed.status().connected
 
 
 def test_settings_build_the_simulated_feed() -> None:

@@ -143,7 +143,7 @@ class SimulatedFeed:
     async def batches(self) -> AsyncIterator[list[Tick]]:
         """One batch per interval on a fixed wall-time grid; a late consumer gets the missed
         intervals' ticks (the offered rate stays fixed), stamped with their due times."""
-        start = time.time()
+        start = time.time() - self._step * self.interval_s  # a restarted iterator resumes the grid now
         while not self._closed:
             due = start + (self._step + 1) * self.interval_s
             delay = due - time.time()
