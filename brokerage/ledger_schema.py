@@ -3,6 +3,8 @@
 Money and quantities are stored as decimal strings (TEXT) and computed in Python with Decimal, so
 both engines hold exactly the same digits; times are unix seconds (DOUBLE PRECISION).
 `paper_orders.reserve` holds what an open order sets aside: dollars for a buy, shares for a sell.
+`paper_fills.seq` numbers an account's fills in the order they were applied (several queued
+orders fill at the same moment at the open, and average cost depends on the order).
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ STEPS: list[str] = [
         session TEXT NOT NULL,
         settle_date TEXT NOT NULL,
         day_trade INTEGER NOT NULL,
-        filled_at DOUBLE PRECISION NOT NULL
+        filled_at DOUBLE PRECISION NOT NULL,
+        seq INTEGER NOT NULL
     );
     CREATE INDEX paper_fills_account ON paper_fills (account_id, session)
     """,

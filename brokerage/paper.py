@@ -485,10 +485,14 @@ class PaperBroker:
         return results
 
     def list_activities(self, account_id: str) -> list[Activity]:
-        """Fills (FILL), completed deposits (CSD) and withdrawals that left the account (CSW), newest first."""
+        """Fills (FILL), completed deposits (CSD) and withdrawals that left the account (CSW).
+
+        Newest first, in exactly the reverse of the order the ledger applied them (at one moment,
+        transfers before fills, fills in sequence), so replaying the reversed list rebuilds the ledger.
+        """
         self._sync(account_id)
-        out = [
-            Activity(
+        keyed: list[tuple[float, int, int, Activity]] = [
+            (f["filled_at"], 1, f["seq"], Activity(
                 id=f["id"],
                 account_id=account_id,
                 activity_type="FILL",
@@ -500,17 +504,21 @@ class PaperBroker:
                 price=Decimal(f["price"]),
                 order_id=f["order_id"],
                 status="filled",
-            )
+            ))
             for f in self.db.fetchall("SELECT * FROM paper_fills WHERE account_id = ?", (account_id,))
         ]
-        for t in self.db.fetchall("SELECT * FROM paper_transfers WHERE account_id = ?", (account_id,)):
+        for t in self.db.fetchall(
+            "SELECT * FROM paper_transfers WHERE account_id = ? ORDER BY created_at, id", (account_id,)
+        ):
             amount = Decimal(t["amount"])
             if t["direction"] == "INCOMING" and t["status"] == "COMPLETE":
-                out.append(_transfer_activity(t, "CSD", amount, t["completed_at"], "ACH deposit"))
+                at = t["completed_at"]
+                keyed.append((at, 0, len(keyed), _transfer_activity(t, "CSD", amount, at, "ACH deposit")))
             elif t["direction"] == "OUTGOING" and t["status"] not in VOID_TRANSFER:
-                out.append(_transfer_activity(t, "CSW", -amount, t["created_at"], "ACH withdrawal"))
-        out.sort(key=lambda x: (x.date, x.id), reverse=True)
-        return out
+                at = t["created_at"]
+                keyed.append((at, 0, len(keyed), _transfer_activity(t, "CSW", -amount, at, "ACH withdrawal")))
+        keyed.sort(key=lambda k: k[:3], reverse=True)
+        return [k[3] for k in keyed]
 
     # ======================================================================================
     # time-driven processing
@@ -601,9 +609,16 @@ class PaperBroker:
     # ======================================================================================
     def _reserve_for(self, a: _Locked, req: _OrderInput, price: Decimal) -> Decimal:
         """What the new order sets aside, after checking it is there to set aside."""
+        basis = req.limit_price if req.limit_price is not None else price
+        if req.qty is not None and req.qty * basis < rules.MIN_NOTIONAL:
+            whole = req.side == "sell" and req.qty == self._position_qty(a.id, req.symbol)
+            if not whole:  # selling all of a position worth under $1 is how dust leaves the account
+                raise Rejected(
+                    f"order value {rules.cents(req.qty * basis)} is under the ${rules.MIN_NOTIONAL} minimum",
+                    code="below_minimum",
+                )
         if req.side == "buy":
-            basis = req.limit_price if req.limit_price is not None else price
-            need = req.notional if req.notional is not None else rules.cents_up(req.qty * basis)  # type: ignore[operator]
+            need = req.notional if req.notional is not None else rules.cents(req.qty * basis)  # type: ignore[operator]
             power = a.cash - self._open_buy_reserves(a.id)
             if need > power:
                 raise Rejected(
@@ -695,12 +710,13 @@ class PaperBroker:
                 (str(new_qty), str(new_cost), a.id, symbol),
             )
         now = _ts(a.now)
+        last = self.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS seq FROM paper_fills WHERE account_id = ?", (a.id,))
         self.db.execute(
             "INSERT INTO paper_fills (id, account_id, order_id, symbol, side, qty, price, amount, session,"
-            " settle_date, day_trade, filled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " settle_date, day_trade, filled_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 _new_id(), a.id, order["id"], symbol, side, str(qty), str(price), str(amount), session.isoformat(),
-                rules.settle_date(session).isoformat(), int(day_trade), now,
+                rules.settle_date(session).isoformat(), int(day_trade), now, int(last["seq"] if last else 0) + 1,
             ),
         )
         self.db.execute(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from decimal import ROUND_DOWN, ROUND_HALF_UP, ROUND_UP, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
 from brokerage.errors import InvalidRequest
@@ -30,7 +30,7 @@ CENT = Decimal("0.01")
 NANO = Decimal("0.000000001")
 PRICE_STEP = Decimal("0.0001")
 MAX_AMOUNT = Decimal("1000000000")  # one billion dollars: above it an amount is a typo, not a trade
-MIN_NOTIONAL = Decimal("1")
+MIN_NOTIONAL = Decimal("1")  # the smallest order value, by notional or qty x price
 CLOSE_ACCOUNT_MAX_CASH = Decimal("1.00")
 PDT_WINDOW_DAYS = 5
 _SYMBOL = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
@@ -39,10 +39,6 @@ _SYMBOL = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
 # --- money and quantities ---------------------------------------------------------------------
 def cents(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
-
-
-def cents_up(value: Decimal) -> Decimal:
-    return value.quantize(CENT, rounding=ROUND_UP)
 
 
 def shares_down(value: Decimal) -> Decimal:

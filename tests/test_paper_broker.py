@@ -200,6 +200,9 @@ def test_refused_orders_leave_the_ledger_unchanged(broker: PaperBroker, clock: M
         broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(1), notional=Decimal(5)))
     with pytest.raises(InvalidRequest):
         broker.submit_order(account_id, OrderRequest(symbol="AAPL; DROP", side="buy", qty=Decimal(1)))
+    with pytest.raises(Rejected, match="minimum") as small:
+        broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal("0.0099")))
+    assert small.value.code == "below_minimum"
     with pytest.raises(Rejected, match="short selling"):
         broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="sell", qty=Decimal(1)))
     with pytest.raises(Rejected, match="buying power"):

@@ -1,0 +1,137 @@
+"""Ledger invariants of the paper broker under any sequence of deposits, trades, withdrawals and waits.
+
+After every step the test re-derives the ledger from the broker's own activity log with an
+independent average-cost replay and checks: cash is the sum of what moved; positions are the sum
+of fills; cash + positions at cost = net deposits + realised gains, to the cent; nothing is ever
+negative; every refusal was justified by what the account showed just before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from brokerage.errors import Rejected
+from brokerage.models import OrderRequest
+from brokerage.paper import PaperBroker
+from engine.clock import ManualClock
+from paper_support import MON_MORNING, funded_account, make_broker, set_price, sqlite_url
+
+CENT = Decimal("0.01")
+SYMBOLS = ("AAPL", "MSFT")
+
+money = st.integers(1, 400_000).map(lambda c: Decimal(c) / 100)  # $0.01 .. $4,000.00
+shares = st.integers(1, 5 * 10**9).map(lambda n: Decimal(n).scaleb(-9))  # 1e-9 .. 5 shares
+prices = st.integers(100, 50_000_00).map(lambda c: Decimal(c) / 10_000)  # $0.01 .. $500.00, 4 decimals
+notionals = st.integers(100, 400_000).map(lambda c: Decimal(c) / 100)  # $1.00 .. $4,000.00
+fundings = st.integers(1_000, 20_000).map(Decimal)
+symbols = st.sampled_from(SYMBOLS)
+steps = st.one_of(
+    st.tuples(st.just("deposit"), money),
+    st.tuples(st.just("withdraw"), money),
+    st.tuples(st.just("buy_qty"), symbols, shares),
+    st.tuples(st.just("buy_notional"), symbols, notionals),
+    st.tuples(st.just("buy_limit"), symbols, shares, st.sampled_from(["0.97", "1.00", "1.03"])),
+    st.tuples(st.just("sell"), symbols, st.sampled_from(["0.25", "0.5", "1"])),
+    st.tuples(st.just("price"), symbols, prices),
+    st.tuples(st.just("wait"), st.integers(1, 4 * 24 * 60)),
+)
+
+
+def cents(value: Decimal) -> Decimal:
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def reconcile(broker: PaperBroker, account_id: str) -> None:
+    account = broker.get_account(account_id)
+    positions = {p.symbol: p for p in broker.list_positions(account_id)}
+    log = list(reversed(broker.list_activities(account_id)))  # oldest first, in the order applied
+    cash, net_deposits, realised = Decimal(0), Decimal(0), Decimal(0)
+    held: dict[str, tuple[Decimal, Decimal]] = {}
+    for act in log:
+        cash += act.net_amount
+        assert cash >= 0, "cash went negative at some point of the log"
+        if act.activity_type != "FILL":
+            net_deposits += act.net_amount
+            continue
+        assert act.qty is not None and act.price is not None and act.symbol is not None
+        amount = cents(act.qty * act.price)
+        qty, cost = held.get(act.symbol, (Decimal(0), Decimal(0)))
+        if act.side == "buy":
+            assert act.net_amount == -amount
+            held[act.symbol] = (qty + act.qty, cost + amount)
+        else:
+            assert act.net_amount == amount and act.qty <= qty, "sold more than held"
+            removed = cost if act.qty == qty else cents(cost * act.qty / qty)
+            realised += amount - removed
+            held[act.symbol] = (qty - act.qty, cost - removed)
+    held = {s: v for s, v in held.items() if v[0] != 0}
+    assert account.cash == cash
+    assert {s: (p.qty, p.cost_basis) for s, p in positions.items()} == held
+    assert account.cash + sum((p.cost_basis for p in positions.values()), Decimal(0)) == net_deposits + realised
+    assert all(p.qty > 0 and p.cost_basis >= 0 for p in positions.values())
+    assert 0 <= account.cash_withdrawable <= account.cash and 0 <= account.buying_power <= account.cash
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(funding=fundings, script=st.lists(steps, min_size=1, max_size=25))
+def test_any_sequence_of_operations_keeps_the_ledger_reconciled(
+    redis_url: str, funding: Decimal, script: list[tuple]
+) -> None:
+    for symbol in SYMBOLS:
+        set_price(redis_url, symbol, 100.0)
+    last = {symbol: Decimal(100) for symbol in SYMBOLS}
+    with tempfile.TemporaryDirectory() as folder:
+        clock = ManualClock(MON_MORNING)
+        broker = make_broker(sqlite_url(Path(folder)), clock, redis_url)
+        account_id, rel_id = funded_account(broker, clock, str(funding))  # the market is open now
+        for step in script:
+            before = broker.get_account(account_id)
+            kind = step[0]
+            try:
+                if kind == "deposit":
+                    broker.create_transfer(account_id, rel_id, step[1], "INCOMING")
+                elif kind == "withdraw":
+                    broker.create_transfer(account_id, rel_id, step[1], "OUTGOING")
+                elif kind == "buy_qty":
+                    broker.submit_order(account_id, OrderRequest(symbol=step[1], side="buy", qty=step[2]))
+                elif kind == "buy_notional":
+                    broker.submit_order(account_id, OrderRequest(symbol=step[1], side="buy", notional=step[2]))
+                elif kind == "buy_limit":
+                    limit = (last[step[1]] * Decimal(step[3])).quantize(CENT)
+                    broker.submit_order(
+                        account_id,
+                        OrderRequest(symbol=step[1], side="buy", type="limit", qty=step[2], limit_price=max(limit, CENT)),
+                    )
+                elif kind == "sell":
+                    held = {p.symbol: p.qty_available for p in broker.list_positions(account_id)}
+                    qty = (held.get(step[1], Decimal(0)) * Decimal(step[2])).quantize(Decimal("1e-9"))
+                    if qty > 0:
+                        broker.submit_order(account_id, OrderRequest(symbol=step[1], side="sell", qty=qty))
+                elif kind == "price":
+                    last[step[1]] = step[2]
+                    set_price(redis_url, step[1], float(step[2]))
+                else:
+                    clock.advance(dt.timedelta(minutes=step[1]))
+            except Rejected as exc:
+                justified = {
+                    "insufficient_funds": kind == "withdraw" and step[1] > before.cash_withdrawable,
+                    "ach_daily_limit": kind == "withdraw",
+                    "insufficient_buying_power": kind.startswith("buy"),
+                    "too_small": kind == "buy_notional",
+                    "below_minimum": kind in ("buy_qty", "buy_limit", "sell"),
+                    "pdt_rule": kind == "sell" and before.daytrade_count >= 3,
+                }
+                assert justified.get(exc.code, False), f"unjustified refusal {exc.code}: {exc.message}"
+                if exc.code == "insufficient_buying_power" and kind == "buy_qty":
+                    assert cents(step[2] * last[step[1]]) > before.buying_power
+            clock.advance(dt.timedelta(seconds=1))  # every step at its own moment: the log has an order
+            reconcile(broker, account_id)
+        kinds = {a.activity_type for a in broker.list_activities(account_id)}
+        event(f"activities: {sorted(kinds)}")  # shown by --hypothesis-show-statistics
+        broker.db.close()
