@@ -1,0 +1,98 @@
+"""The `clera` command's Ray-free parts: dev secrets, token, config table, and the watch client's reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+import cli
+from conftest import free_port
+from engine.auth import verify_jwt
+from gateway_support import ALICE, ALICE_ACCOUNT, make_settings, make_store, publish, running_gateway, snapshot, token
+
+
+@pytest.fixture
+def bare_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in ("BACKEND_API_KEY", "SUPABASE_JWT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLERA_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def test_token_uses_a_dev_secret_generated_once(bare_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["token", "--user", "user-7"]) == 0
+    first = capsys.readouterr().out.strip()
+    stored = json.loads((bare_env / cli.SECRETS_FILE).read_text())
+    assert verify_jwt(first, stored["SUPABASE_JWT_SECRET"]) == "user-7"
+    assert stored["BACKEND_API_KEY"] and stored["BACKEND_API_KEY"] != stored["SUPABASE_JWT_SECRET"]
+    assert (bare_env / cli.SECRETS_FILE).stat().st_mode & 0o077 == 0  # readable by the owner only
+    assert cli.main(["token", "--user", "user-8"]) == 0  # a restart keeps the secret: old tokens stay valid
+    assert json.loads((bare_env / cli.SECRETS_FILE).read_text()) == stored
+    assert verify_jwt(capsys.readouterr().out.strip(), stored["SUPABASE_JWT_SECRET"]) == "user-8"
+
+
+def test_configured_secrets_win(bare_env: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("SUPABASE_JWT_SECRET", "configured-secret-0123456789abcdef012345")
+    monkeypatch.setenv("BACKEND_API_KEY", "configured-key")
+    assert cli.main(["token", "--user", "u"]) == 0
+    assert verify_jwt(capsys.readouterr().out.strip(), "configured-secret-0123456789abcdef012345") == "u"
+    assert not (bare_env / cli.SECRETS_FILE).exists()
+
+
+def test_config_markdown_and_bad_config(bare_env: Path, monkeypatch, capsys) -> None:
+    assert cli.main(["config", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| `REDIS_URL` |" in out and "| `HEARTBEAT_INTERVAL` | `30.0` |" in out
+    monkeypatch.setenv("CLERA_PORT", "eighty")
+    assert cli.main(["config"]) == 2
+    assert "CLERA_PORT" in capsys.readouterr().out
+
+
+def test_backoff_grows_with_jitter_and_resets() -> None:
+    backoff = cli.Backoff(base_s=1.0, cap_s=8.0, rng=random.Random(3))
+    delays = [backoff.next_delay() for _ in range(6)]
+    for attempt, delay in enumerate(delays):
+        ceiling = min(8.0, 2.0**attempt)
+        assert ceiling / 2 <= delay <= ceiling
+    assert len(set(delays)) == len(delays)  # jittered, not a fixed ladder
+    backoff.reset()
+    assert backoff.next_delay() <= 1.0
+
+
+async def test_watch_reconnects_after_the_gateway_restarts(redis_url: str, tmp_path: Path) -> None:
+    settings = make_settings(redis_url, tmp_path)
+    store = make_store(tmp_path / "store.db")
+    await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=1))
+    async with running_gateway(settings, store, free_port()) as gw:
+        frames: list[dict] = []
+        statuses: list[str] = []
+        stop = asyncio.Event()
+        url = f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}"
+
+        async def until(predicate) -> None:
+            while not predicate():
+                await asyncio.sleep(0.02)
+
+        watcher = asyncio.create_task(cli.watch_frames(
+            url, frames.append, statuses.append, backoff=cli.Backoff(0.05, 0.2), stop=stop
+        ))
+        await asyncio.wait_for(until(lambda: any(f.get("seq") == 1 for f in frames)), 10)
+        await gw.restart()
+        await asyncio.wait_for(until(lambda: statuses.count("connected") >= 2), 20)
+        await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=2))
+        await asyncio.wait_for(until(lambda: any(f.get("seq") == 2 for f in frames)), 10)
+        assert any(s.startswith("reconnecting in") for s in statuses)
+        stop.set()
+        await asyncio.wait_for(watcher, 10)
+
+
+async def test_watch_stops_on_a_refusal(redis_url: str, tmp_path: Path) -> None:
+    settings = make_settings(redis_url, tmp_path)
+    async with running_gateway(settings, make_store(tmp_path / "store.db"), free_port()) as gw:
+        with pytest.raises(cli.AuthRefused):
+            await asyncio.wait_for(cli.watch_frames(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token=bad", print), 10)
