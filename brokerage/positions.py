@@ -9,6 +9,7 @@ changed accounts on `holdings:changed` so `PositionSync` reloads just those.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Collection, Iterable
 from decimal import Decimal
 
@@ -135,11 +136,15 @@ def position_source_from_settings(
     prices: PriceReader | None = None,
     account_ids: Callable[[], Iterable[str]] | None = None,
 ) -> BrokerPositionSource:
-    """The CLERA_POSITIONS=broker source; `redis_url` is needed when Redis is embedded (no REDIS_URL)."""
+    """The CLERA_POSITIONS=broker source.
+
+    Redis comes from `redis_url`, else the settings, else the process environment's REDIS_URL
+    (`clera serve` exports the embedded server's URL there before starting the actors).
+    """
     from brokerage.factory import broker_from_settings
 
-    url = redis_url or settings.redis_external_url
-    if url is None:
+    url = redis_url or settings.redis_external_url or os.environ.get("REDIS_URL")
+    if not url:
         raise ValueError("the broker position source needs a Redis URL (pass redis_url or set REDIS_URL)")
     clock = clock or clock_from_settings(settings)
     broker = broker_from_settings(

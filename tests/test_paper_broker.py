@@ -13,10 +13,15 @@ from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected
 from brokerage.factory import broker_from_settings
 from brokerage.models import ManualAchRequest, OrderRequest
 from brokerage.paper import PaperBroker
-from brokerage.positions import HOLDINGS_CHANNEL, BrokerPositionSource, HoldingsNotifier
+from brokerage.positions import (
+    HOLDINGS_CHANNEL,
+    BrokerPositionSource,
+    HoldingsNotifier,
+    position_source_from_settings,
+)
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
-from engine.clock import ManualClock
+from engine.clock import ManualClock, ReplayClock
 from engine.config import load_settings
 from paper_support import (
     BANK,
@@ -465,3 +470,38 @@ def test_broker_from_settings_builds_the_paper_ledger(tmp_path, clock: ManualClo
     assert (tmp_path / "clera.db").is_file()
     again = PaperBroker(Database(f"sqlite:///{tmp_path / 'clera.db'}"), clock, RedisPriceReader(redis_url))
     assert again.get_account(account.id).status == "ACTIVE"
+
+
+def test_the_position_source_from_settings_reads_the_ledger_and_drops_closed_accounts(
+    tmp_path, clock: ManualClock, redis_url: str
+) -> None:
+    settings = load_settings({"CLERA_DATA_DIR": str(tmp_path), "REDIS_URL": redis_url}, env_file=None)
+    source = position_source_from_settings(settings, clock=clock)
+    broker = broker_from_settings(settings, clock, RedisPriceReader(redis_url))
+    account_id, rel_id = funded_account(broker, clock, "40")  # type: ignore[arg-type]
+    [holdings] = source.load_all()
+    assert (holdings.account_id, holdings.cash, holdings.deposits_today) == (account_id, Decimal("40.00"), Decimal("40.00"))
+    broker.create_transfer(account_id, rel_id, Decimal("39.50"), "OUTGOING")
+    broker.close_account(account_id)
+    assert source.load_all() == [] and source.load([account_id]) == []
+
+
+def test_the_paper_world_follows_a_replay_clock(tmp_path, redis_url: str) -> None:
+    """On the replayed market clock a deposit lands at the next replayed open and a night order fills there."""
+    set_price(redis_url, "IBM", 200.0)
+    wall = [10.0]  # seconds since the replay epoch; 60 s per replayed day, open for the first 48 s
+    clock = ReplayClock(dt.date(2012, 6, 1), 60.0, 0.0, 0.8, wall=lambda: wall[0])
+    broker = PaperBroker(Database(sqlite_url(tmp_path)), clock, RedisPriceReader(redis_url))
+    account_id, rel_id = open_account(broker)
+    deposit = broker.create_transfer(account_id, rel_id, Decimal("1000"), "INCOMING")
+    wall[0] = 50.0  # Friday 2012-06-01 after the close
+    assert broker.get_transfer(account_id, deposit.id).status == "SENT_TO_CLEARING"
+    wall[0] = 61.0  # Monday 2012-06-04, just after the open
+    assert broker.get_account(account_id).cash == Decimal("1000.00")
+    wall[0] = 110.0  # Monday night
+    order = broker.submit_order(account_id, OrderRequest(symbol="IBM", side="buy", qty=Decimal(2)))
+    assert order.status == "accepted"
+    wall[0] = 121.0  # Tuesday's open
+    assert broker.get_order(account_id, order.id).status == "filled"
+    [fill] = [a for a in broker.list_activities(account_id) if a.activity_type == "FILL"]
+    assert fill.date.date() == dt.date(2012, 6, 5)
