@@ -29,6 +29,7 @@ from decimal import Decimal
 import msgspec
 import psycopg
 
+from brokerage import paper_rows
 from brokerage import paper_rules as rules
 from brokerage.aba import is_valid_routing_number
 from brokerage.errors import BrokerageError, Conflict, InvalidRequest, NotFound, Rejected, Unavailable
@@ -67,14 +68,6 @@ OnChange = Callable[[list[str]], None]
 
 def _ts(moment: dt.datetime) -> float:
     return moment.timestamp()
-
-
-def _dt(value: float | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromtimestamp(float(value), UTC)
-
-
-def _dec(value: str | None) -> Decimal | None:
-    return None if value is None else Decimal(value)
 
 
 def _new_id() -> str:
@@ -126,7 +119,7 @@ class PaperBroker:
         account_id = _new_id()
         email = app.contact.email_address.strip().lower()
         owner = f"{app.identity.given_name.strip()} {app.identity.family_name.strip()}"
-        stored = msgspec.json.encode(_masked(app)).decode()
+        stored = msgspec.json.encode(paper_rows.masked_application(app)).decode()
         number = "PA" + str(uuid.uuid4().int % 10**10).zfill(10)
         try:
             with self.db.transaction():
@@ -175,7 +168,7 @@ class PaperBroker:
         rows = self.db.fetchall(
             "SELECT * FROM paper_ach WHERE account_id = ? ORDER BY created_at, id", (account_id,)
         )
-        return [_ach(r) for r in rows]
+        return [paper_rows.ach_relationship(r) for r in rows]
 
     def create_ach_relationship(self, account_id: str, request: ManualAchRequest) -> AchRelationship:
         try:
@@ -263,7 +256,7 @@ class PaperBroker:
             ) from None
         row = self.db.fetchone("SELECT * FROM paper_ach WHERE id = ?", (rel_id,))
         assert row is not None
-        return _ach(row)
+        return paper_rows.ach_relationship(row)
 
     # ======================================================================================
     # transfers
@@ -336,7 +329,7 @@ class PaperBroker:
         rows = self.db.fetchall(
             "SELECT * FROM paper_transfers WHERE account_id = ? ORDER BY created_at DESC, id", (account_id,)
         )
-        return [_transfer(r) for r in rows]
+        return [paper_rows.transfer(r) for r in rows]
 
     def cancel_transfer(self, account_id: str, transfer_id: str) -> None:
         """Only a QUEUED transfer can be cancelled; a cancelled withdrawal returns its cash."""
@@ -363,7 +356,7 @@ class PaperBroker:
         )
         if row is None:
             raise NotFound(f"transfer {transfer_id} not found", code="transfer_not_found")
-        return _transfer(row)
+        return paper_rows.transfer(row)
 
     # ======================================================================================
     # trading
@@ -374,7 +367,7 @@ class PaperBroker:
         A refusal (no price, no funds, no shares, PDT) raises `Rejected` and records nothing; an
         order queued while the market is closed is re-checked when it fills at the next open.
         """
-        req = _check_order(request)
+        req = rules.check_order(request)
         order_id = _new_id()
         with self._locked(account_id) as a:
             self._require_active(a)
@@ -383,7 +376,7 @@ class PaperBroker:
                 (a.id, req.client_order_id),
             )
             if existing is not None:
-                return _order(existing)
+                return paper_rows.order(existing)
             last = self.prices.last(req.symbol)
             if last is None:
                 raise Rejected(
@@ -411,11 +404,11 @@ class PaperBroker:
                         raise Rejected(refusal.message, code=refusal.code)
                 else:
                     self._set_order_status(order_id, "new", a.now)
-        return _order(self._order_row(account_id, order_id))
+        return paper_rows.order(self._order_row(account_id, order_id))
 
     def get_order(self, account_id: str, order_id: str) -> Order:
         self._sync(account_id)
-        return _order(self._order_row(account_id, order_id))
+        return paper_rows.order(self._order_row(account_id, order_id))
 
     def list_orders(self, account_id: str, status: str = "all") -> list[Order]:
         if status not in ("open", "closed", "all"):
@@ -426,7 +419,7 @@ class PaperBroker:
         )
         if status != "all":
             rows = [r for r in rows if (r["status"] in OPEN_ORDER) == (status == "open")]
-        return [_order(r) for r in rows]
+        return [paper_rows.order(r) for r in rows]
 
     def cancel_order(self, account_id: str, order_id: str) -> None:
         with self._locked(account_id) as a:
@@ -496,7 +489,7 @@ class PaperBroker:
                 id=f["id"],
                 account_id=account_id,
                 activity_type="FILL",
-                date=_dt(f["filled_at"]),  # type: ignore[arg-type]
+                date=paper_rows.when(f["filled_at"]),  # type: ignore[arg-type]
                 net_amount=Decimal(f["amount"]) * (-1 if f["side"] == "buy" else 1),
                 symbol=f["symbol"],
                 side=f["side"],
@@ -513,10 +506,10 @@ class PaperBroker:
             amount = Decimal(t["amount"])
             if t["direction"] == "INCOMING" and t["status"] == "COMPLETE":
                 at = t["completed_at"]
-                keyed.append((at, 0, len(keyed), _transfer_activity(t, "CSD", amount, at, "ACH deposit")))
+                keyed.append((at, 0, len(keyed), paper_rows.transfer_activity(t, "CSD", amount, at, "ACH deposit")))
             elif t["direction"] == "OUTGOING" and t["status"] not in VOID_TRANSFER:
                 at = t["created_at"]
-                keyed.append((at, 0, len(keyed), _transfer_activity(t, "CSW", -amount, at, "ACH withdrawal")))
+                keyed.append((at, 0, len(keyed), paper_rows.transfer_activity(t, "CSW", -amount, at, "ACH withdrawal")))
         keyed.sort(key=lambda k: k[:3], reverse=True)
         return [k[3] for k in keyed]
 
@@ -607,7 +600,7 @@ class PaperBroker:
     # ======================================================================================
     # the ledger
     # ======================================================================================
-    def _reserve_for(self, a: _Locked, req: _OrderInput, price: Decimal) -> Decimal:
+    def _reserve_for(self, a: _Locked, req: rules.OrderInput, price: Decimal) -> Decimal:
         """What the new order sets aside, after checking it is there to set aside."""
         basis = req.limit_price if req.limit_price is not None else price
         if req.qty is not None and req.qty * basis < rules.MIN_NOTIONAL:
@@ -639,7 +632,7 @@ class PaperBroker:
     def _execute(self, a: _Locked, order: Row, price: Decimal) -> Rejected | None:
         """Fills `order` at `price`, or says why it cannot (without writing anything)."""
         symbol, side = order["symbol"], order["side"]
-        qty = _dec(order["qty"])
+        qty = paper_rows.decimal_or_none(order["qty"])
         if qty is None:
             qty = rules.shares_down(Decimal(order["notional"]) / price)
             if qty <= 0:
@@ -902,7 +895,7 @@ class PaperBroker:
             id=account_id,
             account_number=row["account_number"],
             status=row["status"],
-            created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
+            created_at=paper_rows.when(row["created_at"]),  # type: ignore[arg-type]
             email=row["email"],
             owner_name=row["owner_name"],
             cash=cash,
@@ -971,53 +964,6 @@ class TodayFlows:
     transfers: Decimal
 
 
-class _OrderInput(msgspec.Struct, kw_only=True):
-    symbol: str
-    side: str
-    type: str
-    time_in_force: str
-    client_order_id: str
-    qty: Decimal | None = None
-    notional: Decimal | None = None
-    limit_price: Decimal | None = None
-
-
-def _check_order(request: OrderRequest) -> _OrderInput:
-    symbol = rules.check_symbol(request.symbol)
-    if request.side not in ("buy", "sell"):
-        raise InvalidRequest("side must be buy or sell", details={"field": "side"})
-    if request.type not in ("market", "limit"):
-        raise InvalidRequest("type must be market or limit", details={"field": "type"})
-    if request.time_in_force not in ("day", "gtc"):
-        raise InvalidRequest("time_in_force must be day or gtc", details={"field": "time_in_force"})
-    if (request.qty is None) == (request.notional is None):
-        raise InvalidRequest("give exactly one of qty and notional", details={"field": "qty"})
-    qty = rules.check_qty(request.qty) if request.qty is not None else None
-    notional = rules.check_notional(request.notional) if request.notional is not None else None
-    limit_price = None
-    if request.type == "limit":
-        if notional is not None:
-            raise InvalidRequest("notional is only for market orders", details={"field": "notional"})
-        if request.limit_price is None:
-            raise InvalidRequest("a limit order needs limit_price", details={"field": "limit_price"})
-        limit_price = rules.check_limit_price(request.limit_price)
-    elif request.limit_price is not None:
-        raise InvalidRequest("limit_price is only for limit orders", details={"field": "limit_price"})
-    client_id = request.client_order_id
-    if client_id is not None and (not isinstance(client_id, str) or not 1 <= len(client_id) <= 128):
-        raise InvalidRequest("client_order_id must be 1-128 characters", details={"field": "client_order_id"})
-    return _OrderInput(
-        symbol=symbol,
-        side=request.side,
-        type=request.type,
-        time_in_force=request.time_in_force,
-        client_order_id=client_id or _new_id(),
-        qty=qty,
-        notional=notional,
-        limit_price=limit_price,
-    )
-
-
 def _marketable(order: Row, price: Decimal) -> bool:
     if order["type"] != "limit":
         return True
@@ -1034,78 +980,3 @@ def _expired(order: Row, now: dt.datetime) -> bool:
 
 def _s(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
-
-
-def _masked(app: AccountApplication) -> AccountApplication:
-    """What the ledger keeps of an application: the tax id only as its last four characters."""
-    tax_id = app.identity.tax_id
-    if tax_id:
-        identity = msgspec.structs.replace(app.identity, tax_id="***" + tax_id[-4:])
-        return msgspec.structs.replace(app, identity=identity)
-    return app
-
-
-def _ach(row: Row) -> AchRelationship:
-    return AchRelationship(
-        id=row["id"],
-        account_id=row["account_id"],
-        status=row["status"],
-        account_owner_name=row["owner_name"],
-        bank_account_type=row["bank_account_type"],
-        bank_account_number=row["bank_account_number"],
-        bank_routing_number=row["bank_routing_number"],
-        nickname=row["nickname"],
-        bank_name=row["bank_name"],
-        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
-        updated_at=_dt(row["updated_at"]),  # type: ignore[arg-type]
-    )
-
-
-def _transfer(row: Row) -> Transfer:
-    return Transfer(
-        id=row["id"],
-        account_id=row["account_id"],
-        relationship_id=row["relationship_id"],
-        amount=Decimal(row["amount"]),
-        direction=row["direction"],
-        status=row["status"],
-        reason=row["reason"],
-        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
-        updated_at=_dt(row["updated_at"]),  # type: ignore[arg-type]
-    )
-
-
-def _transfer_activity(row: Row, kind: str, net: Decimal, at: float, description: str) -> Activity:
-    return Activity(
-        id=row["id"],
-        account_id=row["account_id"],
-        activity_type=kind,
-        date=_dt(at),  # type: ignore[arg-type]
-        net_amount=net,
-        status=row["status"],
-        description=description,
-    )
-
-
-def _order(row: Row) -> Order:
-    filled_qty = Decimal(row["filled_qty"])
-    return Order(
-        id=row["id"],
-        client_order_id=row["client_order_id"],
-        account_id=row["account_id"],
-        symbol=row["symbol"],
-        side=row["side"],
-        type=row["type"],
-        time_in_force=row["time_in_force"],
-        status=row["status"],
-        qty=_dec(row["qty"]),
-        notional=_dec(row["notional"]),
-        limit_price=_dec(row["limit_price"]),
-        filled_qty=filled_qty,
-        filled_avg_price=_dec(row["filled_avg_price"]),
-        reason=row["reason"],
-        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
-        updated_at=_dt(row["updated_at"]),  # type: ignore[arg-type]
-        submitted_at=_dt(row["created_at"]),
-        filled_at=_dt(row["filled_at"]),
-    )

@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from brokerage.errors import InvalidRequest
+from brokerage.models import OrderRequest
 from engine import calendar
 
 UTC = dt.timezone.utc
@@ -118,6 +122,57 @@ def check_symbol(value: object) -> str:
     if not _SYMBOL.match(symbol):
         raise InvalidRequest(f"invalid symbol {value!r}", details={"field": "symbol"})
     return symbol
+
+
+# --- orders -------------------------------------------------------------------------------------
+class OrderInput(msgspec.Struct, kw_only=True):
+    """An order request after validation: normalised symbol, exact amounts, a client order id."""
+
+    symbol: str
+    side: str
+    type: str
+    time_in_force: str
+    client_order_id: str
+    qty: Decimal | None = None
+    notional: Decimal | None = None
+    limit_price: Decimal | None = None
+
+
+def check_order(request: OrderRequest) -> OrderInput:
+    symbol = check_symbol(request.symbol)
+    if request.side not in ("buy", "sell"):
+        raise InvalidRequest("side must be buy or sell", details={"field": "side"})
+    if request.type not in ("market", "limit"):
+        raise InvalidRequest("type must be market or limit", details={"field": "type"})
+    if request.time_in_force not in ("day", "gtc"):
+        raise InvalidRequest("time_in_force must be day or gtc", details={"field": "time_in_force"})
+    if (request.qty is None) == (request.notional is None):
+        raise InvalidRequest("give exactly one of qty and notional", details={"field": "qty"})
+    qty = check_qty(request.qty) if request.qty is not None else None
+    notional = check_notional(request.notional) if request.notional is not None else None
+    limit_price = None
+    if request.type == "limit":
+        if notional is not None:
+            raise InvalidRequest("notional is only for market orders", details={"field": "notional"})
+        if request.limit_price is None:
+            raise InvalidRequest("a limit order needs limit_price", details={"field": "limit_price"})
+        limit_price = check_limit_price(request.limit_price)
+    elif request.limit_price is not None:
+        raise InvalidRequest("limit_price is only for limit orders", details={"field": "limit_price"})
+    client_id = request.client_order_id
+    if client_id is not None and (not isinstance(client_id, str) or not 1 <= len(client_id) <= 128):
+        raise InvalidRequest("client_order_id must be 1-128 characters", details={"field": "client_order_id"})
+    return OrderInput(
+        symbol=symbol,
+        side=request.side,
+        type=request.type,
+        time_in_force=request.time_in_force,
+        client_order_id=client_id or str(uuid.uuid4()),
+        qty=qty,
+        notional=notional,
+        limit_price=limit_price,
+    )
+
 
 
 # --- time -------------------------------------------------------------------------------------
