@@ -66,17 +66,13 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     if args.markdown:
         print(markdown_table())
-    else:
-        for name, value in sorted(_settings_environ(load_settings()).items()):
-            print(f"{name}={value}")
+        return 0
+    from serve_app import settings_environ
+
+    for name, value in sorted(settings_environ(load_settings()).items()):
+        secret = name.endswith(("_KEY", "_SECRET")) or name == "DATABASE_URL"
+        print(f"{name}={'***' if secret else value}")
     return 0
-
-
-def _settings_environ(settings: Settings) -> dict[str, str]:
-    import msgspec
-
-    raw = msgspec.to_builtins(settings)
-    return {k: str(v) for k, v in raw.items() if v is not None}
 
 
 # --- clera watch ---------------------------------------------------------------------------
@@ -290,7 +286,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.feed == "replay" and settings.replay_epoch is None:
         os.environ["CLERA_REPLAY_EPOCH"] = repr(time.time())  # once, for every process started below
     settings = load_settings()
-    env = serve_app.settings_environ(dict(os.environ))
+    env = serve_app.settings_environ(settings)
 
     stop = threading.Event()
     try:

@@ -118,24 +118,25 @@ class RayEngineHealth:
         )
 
 
-def settings_environ(environ: dict[str, str]) -> dict[str, str]:
-    """The variables of the settings table, which is all a broker task needs to rebuild its broker."""
-    names = {f.encode_name for f in msgspec.structs.fields(Settings)}
-    return {k: v for k, v in environ.items() if k in names and v != ""}
+def settings_environ(settings: Settings) -> dict[str, str]:
+    """The settings as environment variables: what a broker task (or any other process) needs to
+    rebuild exactly the same settings, `.env` values and the shared replay epoch included."""
+    out: dict[str, str] = {}
+    for name, value in msgspec.to_builtins(settings).items():
+        if value is not None:
+            out[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out
 
 
 @serve.deployment(name="Gateway")
 @serve.ingress()
 class Gateway:
-    """One replica of the gateway. `environ` overrides the process environment (tests, `clera serve`)."""
+    """One replica of the gateway. `environ` overrides the process environment and `.env` (tests, `clera serve`)."""
 
     def __init__(self, environ: dict[str, str] | None = None, start_engine: bool = True) -> None:
-        env = settings_environ({**os.environ, **(environ or {})})
-        settings = load_settings(env, env_file=None)
+        settings = load_settings({**os.environ, **(environ or {})})
         redis_url = require_external_redis(settings)
         settings = shared_replay_epoch(settings, redis_url)
-        if settings.replay_epoch is not None:
-            env["CLERA_REPLAY_EPOCH"] = repr(settings.replay_epoch)
         store = store_from_settings(settings)
         load_default_company_profiles(store)
         if start_engine:
@@ -146,7 +147,7 @@ class Gateway:
             redis=connector,
             store=store,
             portfolio=RedisPortfolioReads(connector),
-            broker=RayTaskBroker(env),
+            broker=RayTaskBroker(settings_environ(settings)),
             engine=RayEngineHealth(settings),
         )
 

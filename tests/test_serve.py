@@ -154,3 +154,33 @@ async def test_two_replicas_serve_one_account_and_clients_reconnect_after_a_repl
             if attempt == 59:
                 raise
             await asyncio.sleep(0.5 * min(2 ** attempt, 4))
+
+
+def test_outside_clera_serve_an_external_redis_is_required(tmp_path) -> None:
+    import serve_app
+    from engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match="REDIS_URL is not set"):
+        serve_app.require_external_redis(load_settings({"CLERA_DATA_DIR": str(tmp_path)}, env_file=None))
+
+
+def test_replicas_agree_on_one_replay_epoch(redis_url: str) -> None:
+    import serve_app
+
+    unset = load_settings({"REDIS_URL": redis_url}, env_file=None)
+    first = serve_app.shared_replay_epoch(unset, redis_url)
+    time.sleep(0.01)
+    second = serve_app.shared_replay_epoch(unset, redis_url)
+    assert first.replay_epoch is not None and first.replay_epoch == second.replay_epoch
+    rebuilt = load_settings(serve_app.settings_environ(first), env_file=None)
+    assert rebuilt == first  # what a broker task rebuilds from the environment it is given
+
+
+def test_deployment_is_sized_for_sockets() -> None:
+    import serve_app
+
+    settings = load_settings({"CLERA_SERVE_MAX_ONGOING": "7000", "CLERA_SERVE_TARGET_ONGOING": "1500",
+                              "CLERA_SERVE_MAX_REPLICAS": "3"}, env_file=None)
+    options = serve_app.deployment_options(settings)
+    assert options["max_ongoing_requests"] == 7000
+    assert options["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 1500}
