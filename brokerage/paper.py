@@ -517,11 +517,37 @@ class PaperBroker:
     # time-driven processing
     # ======================================================================================
     def process_due(self) -> list[str]:
-        """Applies every due step on every account (for a periodic ticker); returns the accounts changed."""
-        changed: list[str] = []
-        for account_id in self.list_account_ids():
-            changed.extend(self._sync(account_id))
-        return changed
+        """Applies every due step on every account; returns the accounts whose holdings changed.
+
+        Reads apply due steps lazily; a periodic call (about once a second) is what makes a deposit
+        landing or a queued order filling at the open reach the live portfolio without anyone
+        reading the account. Three queries find the candidates, so an idle ledger costs little.
+        """
+        now = self.clock.now()
+        ts = _ts(now)
+        candidates = {
+            r["id"] for r in self.db.fetchall("SELECT id FROM paper_accounts WHERE status = 'SUBMITTED'")
+        }
+        candidates.update(
+            r["account_id"]
+            for r in self.db.fetchall(
+                "SELECT DISTINCT account_id FROM paper_transfers WHERE status IN ('QUEUED', 'SENT_TO_CLEARING')"
+                " AND (complete_at <= ? OR (status = 'QUEUED' AND sent_at <= ?))",
+                (ts, ts),
+            )
+        )
+        is_open = self.clock.is_open()
+        candidates.update(
+            r["account_id"]
+            for r in self.db.fetchall(
+                "SELECT account_id, type, time_in_force, session FROM paper_orders WHERE status IN ('new', 'accepted')"
+            )
+            if is_open or _expired(r, now)
+        )
+        changed: set[str] = set()
+        for account_id in sorted(candidates):
+            changed |= self._sync(account_id)
+        return sorted(changed)
 
     def _sync(self, account_id: str) -> set[str]:
         """Takes the lock only when something is due, so plain reads stay cheap."""

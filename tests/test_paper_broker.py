@@ -82,7 +82,7 @@ def test_onboarding_moves_submitted_to_active_and_rejects_a_reused_email(broker:
 
 def test_an_invalid_application_is_refused_and_stores_nothing(broker: PaperBroker) -> None:
     with pytest.raises(InvalidRequest, match="18 years"):
-        broker.create_account(application(date_of_birth=str(dt.date.today().replace(year=dt.date.today().year - 10))))
+        broker.create_account(application(date_of_birth=f"{dt.date.today().year - 10}-01-01"))
     bad = application()
     bad.agreements[0].agreement = "margin_agreement"
     with pytest.raises(InvalidRequest, match="customer_agreement"):
@@ -245,6 +245,25 @@ def test_an_order_sent_while_closed_fills_at_the_next_open(
     assert filled.status == "filled" and filled.filled_avg_price == Decimal("104")
     assert changed == [[account_id]]
     assert broker.get_account(account_id).cash == Decimal("688.00")
+
+
+def test_process_due_moves_every_account_on_without_a_read(db_url: str, clock: ManualClock, redis_url: str) -> None:
+    set_price(redis_url, "AAPL", 100.0)
+    changed: list[list[str]] = []
+    broker = make_broker(db_url, clock, redis_url, on_change=changed.append)
+    trader, _ = funded_account(broker, clock, "1000", email="trader@example.com")
+    saver, saver_bank = open_account(broker, email="saver@example.com")
+    clock.set(dt.datetime(2025, 1, 14, 23, 0, tzinfo=UTC))
+    broker.create_transfer(saver, saver_bank, Decimal("75"), "INCOMING")
+    order = broker.submit_order(trader, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(1)))
+    assert broker.process_due() == []  # nothing is due at night
+    changed.clear()
+    clock.set(dt.datetime(2025, 1, 15, 14, 30, tzinfo=UTC))  # Wednesday's open
+    assert broker.process_due() == sorted([trader, saver])
+    assert sorted(ids for [ids] in changed) == sorted([trader, saver])
+    assert broker.get_order(trader, order.id).status == "filled"
+    assert broker.get_account(saver).cash == Decimal("75.00")
+    assert broker.process_due() == []
 
 
 def test_a_queued_buy_that_no_longer_fits_is_rejected_at_the_open(
