@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 import redis
 
-from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected
+from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected, Unavailable
 from brokerage.factory import broker_from_settings
 from brokerage.models import ManualAchRequest, OrderRequest
 from brokerage.paper import PaperBroker
@@ -22,6 +22,7 @@ from brokerage.positions import (
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
 from engine.clock import ManualClock, ReplayClock
+from conftest import free_port
 from engine.config import load_settings
 from paper_support import (
     BANK,
@@ -524,3 +525,22 @@ def test_the_paper_world_follows_a_replay_clock(tmp_path, redis_url: str) -> Non
     assert broker.get_order(account_id, order.id).status == "filled"
     [fill] = [a for a in broker.list_activities(account_id) if a.activity_type == "FILL"]
     assert fill.date.date() == dt.date(2012, 6, 5)
+
+
+def test_an_unreachable_or_malformed_price_store_never_corrupts_the_ledger(
+    db_url: str, clock: ManualClock, redis_url: str
+) -> None:
+    set_price(redis_url, "AAPL", 100.0)
+    broker = make_broker(db_url, clock, redis_url)
+    account_id, _ = funded_account(broker, clock, "500")
+    broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(2)))
+    redis.Redis.from_url(redis_url).set("price:MSFT", b"{not json")
+    with pytest.raises(Rejected, match="no price for MSFT"):
+        broker.submit_order(account_id, OrderRequest(symbol="MSFT", side="buy", qty=Decimal(1)))
+    offline = PaperBroker(broker.db, clock, RedisPriceReader(f"redis://127.0.0.1:{free_port()}/0"))
+    with pytest.raises(Unavailable) as exc:
+        offline.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(1)))
+    assert exc.value.status == 503
+    account = offline.get_account(account_id)  # valued at cost while prices are unreachable
+    assert (account.cash, account.equity) == (Decimal("300.00"), Decimal("500.00"))
+    assert len(offline.list_orders(account_id)) == 1
