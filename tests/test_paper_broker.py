@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -57,10 +58,12 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def broker(db_url: str, clock: ManualClock, redis_url: str) -> PaperBroker:
+def broker(db_url: str, clock: ManualClock, redis_url: str) -> Iterator[PaperBroker]:
     set_price(redis_url, "AAPL", 100.0, 98.0)
     set_price(redis_url, "MSFT", 50.0, 51.0)
-    return make_broker(db_url, clock, redis_url)
+    broker = make_broker(db_url, clock, redis_url)
+    yield broker
+    broker.db.close()
 
 
 # --- onboarding ---------------------------------------------------------------------------------
