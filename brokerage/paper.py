@@ -51,7 +51,7 @@ from brokerage.sql import Database, Row
 from engine import calendar
 from engine.clock import Clock
 from engine.config import Settings
-from engine.types import LastPrice
+from engine.types import AccountHoldings, LastPrice, Position
 
 log = logging.getLogger(__name__)
 
@@ -513,6 +513,42 @@ class PaperBroker:
         keyed.sort(key=lambda k: k[:3], reverse=True)
         return [k[3] for k in keyed]
 
+    def holdings(self, account_id: str) -> AccountHoldings | None:
+        """Holdings for the realtime engine straight from the ledger (no price reads); None once closed.
+
+        Same result as `brokerage.positions.holdings_from_activities` on this broker, in a few queries.
+        """
+        self._sync(account_id)
+        row = self._account_row(account_id)
+        if row["status"] == CLOSED:
+            return None
+        now = self.clock.now()
+        flows = self._today(account_id, now)
+        held = {
+            r["symbol"]: (Decimal(r["qty"]), Decimal(r["cost_basis"]))
+            for r in self.db.fetchall("SELECT * FROM paper_positions WHERE account_id = ?", (account_id,))
+        }
+        positions = []
+        for symbol in sorted(set(held) | set(flows.bought)):
+            qty, cost = held.get(symbol, (ZERO, ZERO))
+            positions.append(
+                Position(
+                    symbol=symbol,
+                    qty=qty,
+                    start_qty=qty - flows.bought.get(symbol, ZERO),
+                    net_cost_today=flows.net_cost.get(symbol, ZERO),
+                    avg_entry_price=(cost / qty).quantize(rules.PRICE_STEP) if qty else ZERO,
+                )
+            )
+        return AccountHoldings(
+            account_id=account_id,
+            cash=Decimal(row["cash"]),
+            positions=positions,
+            session=flows.session,
+            deposits_today=flows.transfers,
+            as_of=now.timestamp(),
+        )
+
     # ======================================================================================
     # time-driven processing
     # ======================================================================================
@@ -937,14 +973,14 @@ class PaperBroker:
         """Cash and shares moved during the current session: what turns holdings into start-of-day holdings."""
         session = rules.current_session(now).isoformat()
         bought: dict[str, Decimal] = {}
-        fills_cash = ZERO
+        net_cost: dict[str, Decimal] = {}
         for f in self.db.fetchall(
             "SELECT symbol, side, qty, amount FROM paper_fills WHERE account_id = ? AND session = ?",
             (account_id, session),
         ):
             sign = 1 if f["side"] == "buy" else -1
             bought[f["symbol"]] = bought.get(f["symbol"], ZERO) + sign * Decimal(f["qty"])
-            fills_cash -= sign * Decimal(f["amount"])
+            net_cost[f["symbol"]] = net_cost.get(f["symbol"], ZERO) + sign * Decimal(f["amount"])
         transfers = ZERO
         for t in self.db.fetchall(
             "SELECT direction, status, amount FROM paper_transfers WHERE account_id = ? AND session = ?",
@@ -954,7 +990,7 @@ class PaperBroker:
                 transfers += Decimal(t["amount"])
             elif t["direction"] == "OUTGOING" and t["status"] not in VOID_TRANSFER:
                 transfers -= Decimal(t["amount"])
-        return TodayFlows(session, bought, fills_cash, transfers)
+        return TodayFlows(session, bought, net_cost, transfers)
 
     # --- application ----------------------------------------------------------------------
     def _check_application(self, application: AccountApplication) -> AccountApplication:
@@ -981,13 +1017,17 @@ class PaperBroker:
 
 @dataclass(frozen=True)
 class TodayFlows:
-    """Movements of the current session: net shares bought per symbol (negative when net sold),
-    the cash the fills moved (+ for net selling) and the cash transfers moved."""
+    """Movements of the current session: net shares bought and net cost (buys minus sells) per
+    symbol, negative when net sold, and the cash transfers moved in (+) or out (-)."""
 
     session: str
     bought: dict[str, Decimal]
-    fills_cash: Decimal
+    net_cost: dict[str, Decimal]
     transfers: Decimal
+
+    @property
+    def fills_cash(self) -> Decimal:
+        return -sum(self.net_cost.values(), ZERO)
 
 
 def _marketable(order: Row, price: Decimal) -> bool:

@@ -61,46 +61,58 @@ class BrokerPositionSource:
         return out
 
     def holdings(self, account_id: str) -> AccountHoldings | None:
-        """None for a closed account (it leaves the live portfolio)."""
-        account = self.broker.get_account(account_id)
-        if account.status == "ACCOUNT_CLOSED":
-            return None
-        now = self.clock.now()
-        session = rules.current_session(now)
-        bought: dict[str, Decimal] = {}
-        cost: dict[str, Decimal] = {}
-        deposits = ZERO
-        for act in self.broker.list_activities(account_id):
-            if rules.current_session(act.date) != session:
-                continue
-            if act.activity_type == "FILL" and act.symbol and act.qty is not None:
-                sign = 1 if act.side == "buy" else -1
-                bought[act.symbol] = bought.get(act.symbol, ZERO) + sign * act.qty
-                cost[act.symbol] = cost.get(act.symbol, ZERO) + sign * _fill_amount(act)
-            elif act.activity_type in ("CSD", "CSW"):
-                deposits += act.net_amount
-        positions = []
-        held = {p.symbol: p for p in self.broker.list_positions(account_id)}
-        for symbol in sorted(set(held) | set(bought)):
-            pos = held.get(symbol)
-            qty = pos.qty if pos else ZERO
-            positions.append(
-                Position(
-                    symbol=symbol,
-                    qty=qty,
-                    start_qty=qty - bought.get(symbol, ZERO),
-                    net_cost_today=cost.get(symbol, ZERO),
-                    avg_entry_price=pos.avg_entry_price if pos else ZERO,
-                )
+        """None for a closed account (it leaves the live portfolio).
+
+        A broker that can answer directly (`PaperBroker.holdings`) is asked; any other Broker's
+        holdings are rebuilt from its account, positions and activities.
+        """
+        direct = getattr(self.broker, "holdings", None)
+        if direct is not None:
+            return direct(account_id)
+        return holdings_from_activities(self.broker, self.clock, account_id)
+
+
+def holdings_from_activities(broker: Broker, clock: Clock, account_id: str) -> AccountHoldings | None:
+    """Holdings through the Broker protocol alone: today's fills turn positions into start-of-day ones."""
+    account = broker.get_account(account_id)
+    if account.status == "ACCOUNT_CLOSED":
+        return None
+    now = clock.now()
+    session = rules.current_session(now)
+    bought: dict[str, Decimal] = {}
+    cost: dict[str, Decimal] = {}
+    deposits = ZERO
+    for act in broker.list_activities(account_id):
+        if rules.current_session(act.date) != session:
+            continue
+        if act.activity_type == "FILL" and act.symbol and act.qty is not None:
+            sign = 1 if act.side == "buy" else -1
+            bought[act.symbol] = bought.get(act.symbol, ZERO) + sign * act.qty
+            cost[act.symbol] = cost.get(act.symbol, ZERO) + sign * _fill_amount(act)
+        elif act.activity_type in ("CSD", "CSW"):
+            deposits += act.net_amount
+    positions = []
+    held = {p.symbol: p for p in broker.list_positions(account_id)}
+    for symbol in sorted(set(held) | set(bought)):
+        pos = held.get(symbol)
+        qty = pos.qty if pos else ZERO
+        positions.append(
+            Position(
+                symbol=symbol,
+                qty=qty,
+                start_qty=qty - bought.get(symbol, ZERO),
+                net_cost_today=cost.get(symbol, ZERO),
+                avg_entry_price=pos.avg_entry_price if pos else ZERO,
             )
-        return AccountHoldings(
-            account_id=account_id,
-            cash=account.cash,
-            positions=positions,
-            session=session.isoformat(),
-            deposits_today=deposits,
-            as_of=now.timestamp(),
         )
+    return AccountHoldings(
+        account_id=account_id,
+        cash=account.cash,
+        positions=positions,
+        session=session.isoformat(),
+        deposits_today=deposits,
+        as_of=now.timestamp(),
+    )
 
 
 def _fill_amount(act: Activity) -> Decimal:

@@ -18,6 +18,7 @@ from brokerage.positions import (
     HOLDINGS_CHANNEL,
     BrokerPositionSource,
     HoldingsNotifier,
+    holdings_from_activities,
     position_source_from_settings,
 )
 from brokerage.prices import RedisPriceReader
@@ -446,6 +447,7 @@ def test_position_source_reports_start_qty_and_net_cost_today(
     broker.create_transfer(account_id, rel_id, Decimal("10"), "OUTGOING")
     source = BrokerPositionSource(broker, clock)
     [holdings] = source.load_all()
+    assert holdings_from_activities(broker, clock, account_id) == holdings  # the ledger's shortcut agrees
     assert holdings.session == "2025-01-15" and holdings.cash == broker.get_account(account_id).cash
     assert holdings.deposits_today == Decimal("-10.00")
     by_symbol = {p.symbol: p for p in holdings.positions}
