@@ -549,3 +549,17 @@ def test_an_unreachable_or_malformed_price_store_never_corrupts_the_ledger(
     account = offline.get_account(account_id)  # valued at cost while prices are unreachable
     assert (account.cash, account.equity) == (Decimal("300.00"), Decimal("500.00"))
     assert len(offline.list_orders(account_id)) == 1
+
+
+def test_broker_from_settings_builds_alpaca_when_asked(clock: ManualClock, redis_url: str) -> None:
+    settings = load_settings(
+        {
+            "CLERA_BROKER": "alpaca",
+            "BROKER_API_KEY": "key",
+            "BROKER_SECRET_KEY": "secret",
+            "CLERA_ALPACA_BROKER_URL": f"http://127.0.0.1:{free_port()}",
+        },
+        env_file=None,
+    )
+    broker = broker_from_settings(settings, clock, RedisPriceReader(redis_url))
+    assert type(broker).__name__ == "AlpacaBroker"
