@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import sqlite3
@@ -25,6 +26,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any, TypeVar
 
 import msgspec
 import psycopg
@@ -62,8 +64,23 @@ PENDING_TRANSFER = ("QUEUED", "SENT_TO_CLEARING")
 VOID_TRANSFER = ("CANCELED", "REJECTED", "RETURNED")
 CLOSED = "ACCOUNT_CLOSED"
 _INTEGRITY = (sqlite3.IntegrityError, psycopg.IntegrityError)
+_DATABASE_DOWN = (sqlite3.OperationalError, psycopg.OperationalError)
 
 OnChange = Callable[[list[str]], None]
+_T = TypeVar("_T", bound=Callable[..., Any])
+
+
+def _ledger_errors(method: _T) -> _T:
+    """The Broker port promises typed errors: a database that is down or locked out is Unavailable (503)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except _DATABASE_DOWN as exc:
+            raise Unavailable(f"the ledger database is unavailable: {exc}", code="ledger_unavailable") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _ts(moment: dt.datetime) -> float:
@@ -107,11 +124,15 @@ class PaperBroker:
         self.pdt_enabled = settings.pdt_enabled
         self.pdt_equity_threshold = settings.pdt_equity_threshold
         self.pdt_max_day_trades = settings.pdt_max_day_trades
-        db.migrate(COMPONENT, STEPS)
+        try:
+            db.migrate(COMPONENT, STEPS)
+        except _DATABASE_DOWN as exc:
+            raise Unavailable(f"the ledger database is unavailable: {exc}", code="ledger_unavailable") from exc
 
     # ======================================================================================
     # accounts
     # ======================================================================================
+    @_ledger_errors
     def create_account(self, application: AccountApplication) -> BrokerAccount:
         """Validates the application and files it as SUBMITTED; approval follows on the next touch."""
         app = self._check_application(application)
@@ -135,6 +156,7 @@ class PaperBroker:
             raise Conflict("an account with this email address already exists", code="email_in_use") from None
         return self._view(account_id)
 
+    @_ledger_errors
     def get_account(self, account_id: str) -> BrokerAccount:
         self._sync(account_id)
         return self._view(account_id)
@@ -143,6 +165,7 @@ class PaperBroker:
         row = self._account_row(account_id)
         return self._account_view(row, self.clock.now())
 
+    @_ledger_errors
     def close_account(self, account_id: str) -> BrokerAccount:
         """Only with no positions, no open orders, no deposit in flight and at most $1.00 cash."""
         with self._locked(account_id) as a:
@@ -156,6 +179,7 @@ class PaperBroker:
                 a.changed.add(a.id)
         return self._view(account_id)
 
+    @_ledger_errors
     def list_account_ids(self, *, include_closed: bool = False) -> list[str]:
         sql = "SELECT id FROM paper_accounts" + ("" if include_closed else " WHERE status <> ?") + " ORDER BY id"
         return [r["id"] for r in self.db.fetchall(sql, () if include_closed else (CLOSED,))]
@@ -163,6 +187,7 @@ class PaperBroker:
     # ======================================================================================
     # bank links
     # ======================================================================================
+    @_ledger_errors
     def list_ach_relationships(self, account_id: str) -> list[AchRelationship]:
         self._account_row(account_id)
         rows = self.db.fetchall(
@@ -170,6 +195,7 @@ class PaperBroker:
         )
         return [paper_rows.ach_relationship(r) for r in rows]
 
+    @_ledger_errors
     def create_ach_relationship(self, account_id: str, request: ManualAchRequest) -> AchRelationship:
         try:
             req = msgspec.convert(msgspec.to_builtins(request), ManualAchRequest)
@@ -191,6 +217,7 @@ class PaperBroker:
             processor_token=None,
         )
 
+    @_ledger_errors
     def create_ach_relationship_from_processor_token(
         self, account_id: str, processor_token: str
     ) -> AchRelationship:
@@ -213,6 +240,7 @@ class PaperBroker:
             processor_token=processor_token,
         )
 
+    @_ledger_errors
     def delete_ach_relationship(self, account_id: str, relationship_id: str) -> None:
         with self._locked(account_id) as a:
             row = self.db.fetchone(
@@ -261,6 +289,7 @@ class PaperBroker:
     # ======================================================================================
     # transfers
     # ======================================================================================
+    @_ledger_errors
     def create_transfer(
         self, account_id: str, relationship_id: str, amount: Decimal, direction: str
     ) -> Transfer:
@@ -320,10 +349,12 @@ class PaperBroker:
             )
         return self._transfer(account_id, transfer_id)
 
+    @_ledger_errors
     def get_transfer(self, account_id: str, transfer_id: str) -> Transfer:
         self._sync(account_id)
         return self._transfer(account_id, transfer_id)
 
+    @_ledger_errors
     def list_transfers(self, account_id: str) -> list[Transfer]:
         self._sync(account_id)
         rows = self.db.fetchall(
@@ -331,6 +362,7 @@ class PaperBroker:
         )
         return [paper_rows.transfer(r) for r in rows]
 
+    @_ledger_errors
     def cancel_transfer(self, account_id: str, transfer_id: str) -> None:
         """Only a QUEUED transfer can be cancelled; a cancelled withdrawal returns its cash."""
         with self._locked(account_id) as a:
@@ -361,6 +393,7 @@ class PaperBroker:
     # ======================================================================================
     # trading
     # ======================================================================================
+    @_ledger_errors
     def submit_order(self, account_id: str, request: OrderRequest) -> Order:
         """Validates, checks funds or shares, records the order and fills it if the market is open.
 
@@ -406,10 +439,12 @@ class PaperBroker:
                     self._set_order_status(order_id, "new", a.now)
         return paper_rows.order(self._order_row(account_id, order_id))
 
+    @_ledger_errors
     def get_order(self, account_id: str, order_id: str) -> Order:
         self._sync(account_id)
         return paper_rows.order(self._order_row(account_id, order_id))
 
+    @_ledger_errors
     def list_orders(self, account_id: str, status: str = "all") -> list[Order]:
         if status not in ("open", "closed", "all"):
             raise InvalidRequest("status must be open, closed or all", details={"field": "status"})
@@ -421,6 +456,7 @@ class PaperBroker:
             rows = [r for r in rows if (r["status"] in OPEN_ORDER) == (status == "open")]
         return [paper_rows.order(r) for r in rows]
 
+    @_ledger_errors
     def cancel_order(self, account_id: str, order_id: str) -> None:
         with self._locked(account_id) as a:
             row = self._order_row(a.id, order_id)
@@ -430,6 +466,7 @@ class PaperBroker:
                 raise Rejected(f"order is {row['status']} and can no longer be cancelled", code="not_cancelable")
             self._set_order_status(order_id, "canceled", a.now)
 
+    @_ledger_errors
     def list_positions(self, account_id: str) -> list[BrokerPosition]:
         self._sync(account_id)
         rows = self.db.fetchall(
@@ -455,6 +492,7 @@ class PaperBroker:
             )
         return out
 
+    @_ledger_errors
     def close_all_positions(self, account_id: str) -> list[CloseResult]:
         """Cancels every open order, then sells each position at market (queued if closed)."""
         with self._locked(account_id) as a:
@@ -477,6 +515,7 @@ class PaperBroker:
                 results.append(CloseResult(symbol=pos["symbol"], status=exc.status, message=exc.message))
         return results
 
+    @_ledger_errors
     def list_activities(self, account_id: str) -> list[Activity]:
         """Fills (FILL), completed deposits (CSD) and withdrawals that left the account (CSW).
 
@@ -513,6 +552,7 @@ class PaperBroker:
         keyed.sort(key=lambda k: k[:3], reverse=True)
         return [k[3] for k in keyed]
 
+    @_ledger_errors
     def holdings(self, account_id: str) -> AccountHoldings | None:
         """Holdings for the realtime engine straight from the ledger (no price reads); None once closed.
 
@@ -552,6 +592,7 @@ class PaperBroker:
     # ======================================================================================
     # time-driven processing
     # ======================================================================================
+    @_ledger_errors
     def process_due(self) -> list[str]:
         """Applies every due step on every account; returns the accounts whose holdings changed.
 

@@ -563,3 +563,20 @@ def test_broker_from_settings_builds_alpaca_when_asked(clock: ManualClock, redis
     )
     broker = broker_from_settings(settings, clock, RedisPriceReader(redis_url))
     assert type(broker).__name__ == "AlpacaBroker"
+
+
+def test_an_unreachable_ledger_database_is_a_typed_error(tmp_path, clock: ManualClock, redis_url: str) -> None:
+    with pytest.raises(Unavailable) as exc:
+        make_broker(f"postgresql://postgres@127.0.0.1:{free_port()}/test", clock, redis_url)
+    assert exc.value.status == 503 and exc.value.code == "ledger_unavailable"
+    broker = make_broker(sqlite_url(tmp_path), clock, redis_url)
+    account_id, rel_id = open_account(broker)
+    broker.db.close()
+    (tmp_path / "ledger.db").rename(tmp_path / "moved.db")
+    (tmp_path / "ledger.db").mkdir()  # the file is gone and cannot be reopened
+    with pytest.raises(Unavailable):
+        broker.create_transfer(account_id, rel_id, Decimal("10"), "INCOMING")
+    broker.db.close()
+    (tmp_path / "ledger.db").rmdir()
+    (tmp_path / "moved.db").rename(tmp_path / "ledger.db")
+    assert broker.list_transfers(account_id) == []  # nothing half-written
