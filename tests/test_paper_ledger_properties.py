@@ -3,7 +3,8 @@
 After every step the test re-derives the ledger from the broker's own activity log with an
 independent average-cost replay and checks: cash is the sum of what moved; positions are the sum
 of fills; cash + positions at cost = net deposits + realised gains, to the cent; nothing is ever
-negative; every refusal was justified by what the account showed just before.
+negative; every refusal was justified by what the account showed just before. The timing and
+amount rules of `brokerage.paper_rules` get their own properties at the end.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from brokerage.errors import Rejected
+from brokerage import paper_rules as rules
+from brokerage.errors import InvalidRequest, Rejected
 from brokerage.models import OrderRequest
 from brokerage.paper import PaperBroker
+from engine import calendar
 from engine.clock import ManualClock
 from paper_support import MON_MORNING, funded_account, make_broker, set_price, sqlite_url
 
@@ -135,3 +138,42 @@ def test_any_sequence_of_operations_keeps_the_ledger_reconciled(
         kinds = {a.activity_type for a in broker.list_activities(account_id)}
         event(f"activities: {sorted(kinds)}")  # shown by --hypothesis-show-statistics
         broker.db.close()
+
+
+# --- the timing and amount rules on their own ---------------------------------------------------------
+moments = st.datetimes(
+    min_value=dt.datetime(2001, 1, 1), max_value=dt.datetime(2026, 6, 30), timezones=st.just(dt.timezone.utc)
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(created=moments)
+def test_a_transfer_completes_at_the_first_open_after_it_is_created(created: dt.datetime) -> None:
+    sent, complete = rules.transfer_schedule(created)
+    assert created <= sent <= complete
+    day = complete.date()
+    assert calendar.is_trading_day(day) and calendar.session_bounds(day)[0] == complete
+    previous_open = calendar.session_bounds(calendar.previous_trading_day(day))[0]
+    assert previous_open <= created < complete  # no open in between
+    assert rules.current_session(complete) == day
+
+
+@settings(max_examples=200, deadline=None)
+@given(moment=moments)
+def test_the_current_session_is_the_latest_that_has_opened(moment: dt.datetime) -> None:
+    session = rules.current_session(moment)
+    assert calendar.is_trading_day(session)
+    assert calendar.session_bounds(session)[0] <= moment < calendar.session_bounds(calendar.next_trading_day(session))[0]
+    assert rules.settle_date(session) == calendar.next_trading_day(session)
+
+
+@given(units=st.integers(-10**6, 10**6), places=st.integers(0, 5))
+def test_amounts_are_accepted_exactly_when_positive_whole_cents(units: int, places: int) -> None:
+    value = Decimal(units).scaleb(-places)
+    whole_cents = value == value.quantize(CENT)
+    try:
+        accepted = rules.check_amount(value)
+    except InvalidRequest:
+        assert value <= 0 or not whole_cents
+    else:
+        assert value > 0 and whole_cents and accepted == value
