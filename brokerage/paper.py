@@ -57,10 +57,8 @@ from engine.types import AccountHoldings, LastPrice, Position
 
 log = logging.getLogger(__name__)
 
-UTC = dt.timezone.utc
 ZERO = Decimal(0)
 OPEN_ORDER = ("new", "accepted")
-PENDING_TRANSFER = ("QUEUED", "SENT_TO_CLEARING")
 VOID_TRANSFER = ("CANCELED", "REJECTED", "RETURNED")
 CLOSED = "ACCOUNT_CLOSED"
 _INTEGRITY = (sqlite3.IntegrityError, psycopg.IntegrityError)
