@@ -133,7 +133,9 @@ async def create_transfer(request: Request) -> Response:
             code="ach_not_found",
             details={"relationshipId": body.relationshipId},
         )
-    transfer: Transfer = await broker.call("create_transfer", body.accountId, body.relationshipId, amount, body.direction)
+    transfer: Transfer = await broker.call(
+        "create_transfer", body.accountId, body.relationshipId, amount, body.direction
+    )
     log.info("transfer %s %s %s on account %s", transfer.id, transfer.direction, transfer.amount, body.accountId)
     return json_response(
         TransferResponse(
