@@ -7,7 +7,9 @@ Every bad input is answered with the documented error and the ledger is read bac
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime as dt
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -512,3 +514,30 @@ async def test_build_app_mounts_and_documents_every_brokerage_route(tmp_path: Pa
     assert doc["paths"]["/plaid/webhook"]["post"]["security"] == []
     transfer = doc["components"]["schemas"]["TransferBody"]
     assert set(transfer["required"]) == {"accountId", "relationshipId", "amount", "direction"}
+
+
+async def test_concurrent_withdrawals_retries_and_after_hours_orders(tmp_path: Path, redis_url: str) -> None:
+    async with world(tmp_path, redis_url) as w:
+        account_id, rel_id = await w.funded("1000")
+        out = {"accountId": account_id, "relationshipId": rel_id, "amount": "300", "direction": "OUTGOING"}
+        answers = await asyncio.gather(*(w.call("POST", "/initiate-ach-transfer", ALICE, out) for _ in range(6)))
+        assert sorted(r.status_code for r in answers) == [200] * 3 + [422] * 3  # never overdrawn
+        assert {r.json()["error"]["code"] for r in answers if r.status_code == 422} == {"insufficient_funds"}
+        assert (await w.ok("GET", f"/api/account/{account_id}"))["cash"] == "100.00"
+
+        set_price(w.redis_url, "IBM", 20.0)
+        buy = {"accountId": account_id, "ticker": "IBM", "side": "BUY", "qty": 2, "client_order_id": "retry-me"}
+        first, again = [await w.ok("POST", "/api/trade", ALICE, buy) for _ in range(2)]
+        assert again["id"] == first["id"] and first["status"] == "filled"
+        assert (await w.ok("GET", f"/api/account/{account_id}"))["cash"] == "60.00"  # filled once
+
+        w.clock.set(TUE_MORNING.replace(hour=22))  # 17:00 in New York: the market is closed
+        queued = await w.ok("POST", "/api/trade", ALICE,
+                            {"accountId": account_id, "ticker": "IBM", "side": "BUY", "notional": "40"})
+        assert queued["status"] == "accepted"
+        assert (await w.ok("GET", f"/api/account/{account_id}"))["buying_power"] == "20.00"
+        w.clock.set(TUE_MORNING + dt.timedelta(days=1))  # Wednesday's open has passed
+        order = next(o for o in (await w.ok("GET", f"/api/portfolio/{account_id}/orders"))["orders"]
+                     if o["id"] == queued["id"])
+        assert (order["status"], Decimal(order["filled_qty"])) == ("filled", 2)
+        assert (await w.ok("GET", f"/api/account/{account_id}"))["cash"] == "20.00"
