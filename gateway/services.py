@@ -21,6 +21,10 @@ from engine.config import Settings
 from engine.types import LastPrice, PortfolioSnapshot, last_price_json_decoder, snapshot_json_decoder
 
 
+MAX_REDIS_CONNECTIONS = 64
+REDIS_POOL_WAIT_S = 10.0
+
+
 class RedisConnector:
     """One asyncio Redis client per gateway, created on first use inside the serving event loop.
 
@@ -34,7 +38,12 @@ class RedisConnector:
 
     def client(self) -> aioredis.Redis:
         if self._client is None:
-            self._client = aioredis.Redis.from_url(self.url, health_check_interval=30)
+            # A blocking pool: a burst of thousands of sockets joining at once waits for a free
+            # connection instead of failing with "Too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=MAX_REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S, health_check_interval=30
+            )
+            self._client = aioredis.Redis.from_pool(pool)
         return self._client
 
     async def close(self) -> None:
