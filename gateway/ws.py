@@ -17,6 +17,7 @@ import random
 import time
 
 import msgspec
+from redis.asyncio.client import PubSub
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -146,15 +147,9 @@ class PortfolioHub:
         self._timeout_s = settings.connection_timeout
         self._tick_s = min(settings.heartbeat_interval, settings.interest_ttl_s / 3, settings.connection_timeout / 4)
         self._watchers: dict[str, set[Watcher]] = {}
-        self._pubsub: object | None = None
+        self._pubsub: PubSub | None = None
         self._ready = asyncio.Event()  # set while the pub/sub connection is up and subscribed
         self._tasks: list[asyncio.Task[None]] = []
-        self.delivered = 0
-        self.bad_messages = 0
-
-    @property
-    def watched_accounts(self) -> int:
-        return len(self._watchers)
 
     @property
     def sockets(self) -> int:
@@ -181,7 +176,7 @@ class PortfolioHub:
             pubsub = self._pubsub
             if pubsub is not None:
                 with contextlib.suppress(ConnectionError, OSError):  # the reader resubscribes on reconnect
-                    await pubsub.subscribe(portfolio_channel(account))  # type: ignore[attr-defined]
+                    await pubsub.subscribe(portfolio_channel(account))
         last = await self._services.portfolio.latest(account)
         if last is not None:
             watcher.offer(last.seq, snapshot_frame(last))
@@ -197,7 +192,7 @@ class PortfolioHub:
             pubsub = self._pubsub
             if pubsub is not None:
                 with contextlib.suppress(Exception):  # an unsubscribe lost with the connection is moot
-                    await pubsub.unsubscribe(portfolio_channel(account))  # type: ignore[attr-defined]
+                    await pubsub.unsubscribe(portfolio_channel(account))
 
     def dispatch(self, channel: bytes | str, data: bytes | str) -> None:
         account = (channel.decode() if isinstance(channel, bytes) else channel).removeprefix("portfolio:")
@@ -206,13 +201,12 @@ class PortfolioHub:
             return
         try:
             snapshot = snapshot_json_decoder.decode(data)
-        except msgspec.DecodeError:
-            self.bad_messages += 1
+        except msgspec.DecodeError as exc:
+            log.warning("dropped an unreadable snapshot on portfolio:%s: %s", account, exc)
             return
         frame = snapshot_frame(snapshot)
         for watcher in watchers:
             watcher.offer(snapshot.seq, frame)
-        self.delivered += len(watchers)
 
     async def _read_forever(self) -> None:
         """Listen on one pub/sub connection; on loss, reconnect with jittered backoff and catch up."""

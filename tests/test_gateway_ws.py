@@ -99,6 +99,7 @@ async def test_updates_arrive_with_increasing_seq_and_stale_ones_are_dropped(env
                 await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=seq, total=10_000 + seq))
             seen = await until_seq(ws, 30)
             assert seen == sorted(set(seen)) and seen[-1] == 30
+            redis.Redis.from_url(redis_url).publish(f"portfolio:{ALICE_ACCOUNT}", b"{not a snapshot")  # skipped
             await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=5), snapshot(ALICE_ACCOUNT, seq=31, total=777.0))
             latest = await next_of(ws)
             assert latest["seq"] == 31 and latest["raw_value"] == 777.0
@@ -227,3 +228,14 @@ async def test_slow_consumer_gets_the_latest_not_a_backlog_and_blocks_nobody(env
             slow_seen = await until_seq(slow, last)
             assert slow_seen[-1] == last and slow_seen == sorted(set(slow_seen))
             assert len(slow_seen) < last - 1  # it skipped states instead of replaying a backlog
+
+
+async def test_internal_failure_closes_with_1011(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.ws
+
+    monkeypatch.setattr(gateway.ws, "JOIN_TIMEOUT_S", 0.3)
+    settings = make_settings(f"redis://127.0.0.1:{free_port()}/0", tmp_path)  # nothing listens there
+    async with running_gateway(settings, make_store(tmp_path / "store.db"), free_port()) as gw:
+        async with connect(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws:
+            assert await close_code(ws) == 1011
+            assert ws.close_reason == "internal error"  # no internals in the reason
