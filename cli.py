@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
@@ -179,9 +180,12 @@ def _portfolio_view(account: str, frame: dict[str, Any] | None, status: str) -> 
         style = "green" if p["day_change"] >= 0 else "red"
         table.add_row(
             p["symbol"], f"{p['qty']:,.4g}", f"{p['last_price']:,.2f}", f"{p['prev_close']:,.2f}",
-            f"{p['market_value']:,.2f}", Text(f"{p['day_change']:+,.2f}", style), Text(f"{p['day_change_pct']:+.2f}%", style),
+            f"{p['market_value']:,.2f}", Text(f"{p['day_change']:+,.2f}", style),
+            Text(f"{p['day_change_pct']:+.2f}%", style),
         )
-    cash = Text.assemble(("cash ", "dim"), f"{snap.get('cash', 0):,.2f}", ("   session ", "dim"), str(snap.get("session", "")))
+    cash = Text.assemble(
+        ("cash ", "dim"), f"{snap.get('cash', 0):,.2f}", ("   session ", "dim"), str(snap.get("session", ""))
+    )
     return Group(header, summary, cash, table)
 
 
@@ -307,13 +311,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if broker is not None:
             demo.fund_in_background(broker, targets, _price_reader(redis_url), stop)
         url = f"http://{settings.host}:{settings.port}"
-        console.print(f"[bold green]Clera engine is up[/bold green] at {url}  (OpenAPI: {url}/openapi.json)")
-        console.print(f"API key (X-API-Key):   {settings.backend_api_key}")
-        console.print(f"demo user {demo.DEMO_USER} token (Bearer / ?token=):\n{mint_jwt(demo.DEMO_USER, settings.jwt_secret or '')}")
+        demo_token = mint_jwt(demo.DEMO_USER, settings.jwt_secret or "")
+        say = functools.partial(console.print, soft_wrap=True)  # keys and tokens must stay copy-pastable
+        say(f"[bold green]Clera engine is up[/bold green] at {url}  (OpenAPI: {url}/openapi.json)")
+        say(f"API key (X-API-Key):  {settings.backend_api_key}")
+        say(f"demo user {demo.DEMO_USER}, token (Authorization: Bearer ... or ?token=...):")
+        say(demo_token)
         for account_id, target in targets:
-            console.print(f"  demo account {account_id} ({target.account_id}):  clera watch {account_id} --user {demo.DEMO_USER}")
+            say(f"  {target.account_id}:  clera watch {account_id} --token {demo_token}")
         if broker is not None:
-            console.print("[dim]paper demo accounts fund by ACH and buy their stocks over the first replayed session(s)[/dim]")
+            say("[dim]paper demo accounts fund by ACH, then buy their stocks at the replayed open[/dim]")
         rows = [(account_id, target.account_id) for account_id, target in targets]
         with Live(console=console, refresh_per_second=2) as live:
             while True:

@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engine.auth import AuthError
-from engine.pubsub import portfolio_channel, register_interest
+from engine.pubsub import interest_key, last_key, portfolio_channel, register_interest
 from engine.types import PortfolioSnapshot, json_encoder, snapshot_json_decoder
 from gateway.auth import check_owner, require_user, services_of
 from gateway.errors import ApiError
@@ -170,15 +170,19 @@ class PortfolioHub:
         account = watcher.account_id
         first = account not in self._watchers
         self._watchers.setdefault(account, set()).add(watcher)
-        redis = self._services.redis.client()
         if first:
-            await register_interest(redis, [account], self._interest_ttl_s)
             pubsub = self._pubsub
             if pubsub is not None:
                 with contextlib.suppress(ConnectionError, OSError):  # the reader resubscribes on reconnect
                     await pubsub.subscribe(portfolio_channel(account))
-        last = await self._services.portfolio.latest(account)
-        if last is not None:
+        # One round trip: interest (so the shards publish this account live) and the last snapshot.
+        async with self._services.redis.client().pipeline(transaction=False) as pipe:
+            if first:
+                pipe.set(interest_key(account), b"1", px=max(1, int(self._interest_ttl_s * 1000)))
+            pipe.get(last_key(account))
+            raw = (await pipe.execute())[-1]
+        if raw is not None:
+            last = snapshot_json_decoder.decode(raw)
             watcher.offer(last.seq, snapshot_frame(last))
 
     async def leave(self, watcher: Watcher) -> None:

@@ -57,7 +57,9 @@ def bearer(user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(user)}"}
 
 
-def snapshot(account: str, seq: int, total: float = 10_000.0, change: float = 25.5, n_positions: int = 1) -> PortfolioSnapshot:
+def snapshot(
+    account: str, seq: int, total: float = 10_000.0, change: float = 25.5, n_positions: int = 1
+) -> PortfolioSnapshot:
     now = time.time()
     positions = [
         PositionValue(

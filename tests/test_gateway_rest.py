@@ -177,7 +177,9 @@ async def test_company_profile_with_latest_price(env, redis_url: str) -> None:
     price = LastPrice(symbol="AAPL", last=580.0, prev_close=560.0, ts=time.time(), session="2012-06-01",
                       source="replay")
     fb = LastPrice(symbol="FB", last=27.5, prev_close=25.0, ts=time.time(), session="2012-06-01", source="replay")
-    redis.Redis.from_url(redis_url).mset({"price:AAPL": json_encoder.encode(price), "price:FB": json_encoder.encode(fb)})
+    redis.Redis.from_url(redis_url).mset(
+        {"price:AAPL": json_encoder.encode(price), "price:FB": json_encoder.encode(fb)}
+    )
     async with running_gateway(settings, store, free_port()) as gw, httpx.AsyncClient(base_url=gw.http) as http:
         for headers in ({"X-API-Key": API_KEY}, bearer(BOB)):
             response = await http.get("/api/company/aapl", headers=headers)

@@ -186,7 +186,10 @@ async def test_two_replicas_serve_the_same_account_with_one_subscription_each(en
     settings, store = env
     await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=1))
     plain = redis.Redis.from_url(redis_url)
-    async with running_gateway(settings, store, free_port()) as one, running_gateway(settings, store, free_port()) as two:
+    async with (
+        running_gateway(settings, store, free_port()) as one,
+        running_gateway(settings, store, free_port()) as two,
+    ):
         query = f"/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}"
         sockets = [await connect(one.ws + query) for _ in range(3)] + [await connect(two.ws + query) for _ in range(2)]
         try:
