@@ -235,9 +235,11 @@ async def ws_fanout(
     await asyncio.sleep(2.0)  # let the publisher reach its rate
     measuring = True
     started = time.time()
+    cpu_before = rss_of.cpu(), psutil.Process().cpu_times()
     await asyncio.sleep(seconds)
     measuring = False
     elapsed = time.time() - started
+    cpu_after = rss_of.cpu(), psutil.Process().cpu_times()
     publisher.wait()
     for task in tasks:
         task.cancel()
@@ -252,6 +254,12 @@ async def ws_fanout(
         "connect_s": round(connect_s, 2),
         "failed_sockets": failed,
         "rss_kb_per_conn": per_conn,
+        # one core = 100: a server well under 100 while deliveries lag means the load generator
+        # (same 2-core machine) is the limit, not the gateway
+        "server_cpu_pct": {k: round((cpu_after[0][k] - cpu_before[0][k]) / elapsed * 100) for k in cpu_before[0]},
+        "loadgen_cpu_pct": round(
+            (sum(cpu_after[1][:2]) - sum(cpu_before[1][:2])) / elapsed * 100
+        ),
     }
 
 
@@ -269,7 +277,7 @@ def _wait_http(url: str, timeout: float = 60) -> None:
 
 
 def _rss_finder(*markers: str) -> Any:
-    """RSS (bytes) of the processes whose command line contains each marker (Serve replica, proxy)."""
+    """RSS (bytes) and CPU seconds of the processes whose command line contains each marker."""
     def find(marker: str) -> list[psutil.Process]:
         found = []
         for proc in psutil.process_iter(["cmdline"]):
@@ -280,17 +288,24 @@ def _rss_finder(*markers: str) -> Any:
 
     procs = {m: find(m) for m in markers}
 
-    def rss() -> dict[str, int]:
+    def total(measure: Any) -> dict[str, float]:
         out = {}
         for marker, plist in procs.items():
-            total = 0
+            value = 0.0
             for proc in plist:
                 with contextlib.suppress(psutil.Error):
-                    total += proc.memory_info().rss
-            out[marker] = total
+                    value += measure(proc)
+            out[marker] = value
         return out
 
-    return rss
+    class Meter:
+        def __call__(self) -> dict[str, float]:
+            return total(lambda p: p.memory_info().rss)
+
+        def cpu(self) -> dict[str, float]:
+            return total(lambda p: sum(p.cpu_times()[:2]))
+
+    return Meter()
 
 
 def _replica_port(marker: str) -> int | None:
@@ -326,6 +341,9 @@ def main() -> None:
     # port (30000+), so the fan-out can be measured on one replica with and without the proxy hop.
     os.environ.setdefault("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1")
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+    # Only the JSON goes to stdout: Ray, Serve and the child processes write to fd 1 too.
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
     import ray
     from ray import serve
 
@@ -425,7 +443,7 @@ def main() -> None:
         uv.wait(10)
         if embedded is not None:
             embedded.close()
-    print(json.dumps(result))
+    os.write(result_fd, (json.dumps(result) + "\n").encode())
 
 
 if __name__ == "__main__":
