@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -59,6 +60,7 @@ class MarketFeedCore:
             if ticks:
                 self.stats.lag_s = max(0.0, now - max(t.ts for t in ticks)) if self.feed.source != "replay" else 0.0
                 await self.add(ticks, now)
+            await asyncio.sleep(0)  # a feed catching up never sleeps: let flushes and calls in
 
     async def flush_forever(self) -> None:
         period = self.settings.flush_ms / 1000
@@ -122,6 +124,7 @@ class MarketFeed:
 
     async def status(self) -> dict:
         return {
+            "pid": os.getpid(),
             "feed": msgspec.to_builtins(self.core.feed.status()),
             "stats": msgspec.to_builtins(self.core.stats),
             "sent": self.core.outbox.sent,

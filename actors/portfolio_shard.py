@@ -8,7 +8,9 @@ so a restarted shard resumes publishing correct values without anybody replaying
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import os
 import time
 from collections.abc import Callable, Collection
 
@@ -111,7 +113,12 @@ class PortfolioShard:
             mine = [a for a in accounts if self.core.owns(a.account_id)]
             gone = set(self.core.book.account_ids()) - {a.account_id for a in mine}
             self.core.replace_accounts(gone, mine)
+            del accounts
             await self._register_symbols()
+            # the holdings are long-lived (hundreds of thousands of objects): keep them out of the
+            # cyclic collector's full passes, which would otherwise stall publishing for a while
+            gc.collect()
+            gc.freeze()
 
     async def reload(self, account_ids: list[str]) -> None:
         """Holdings of these accounts changed (or they appeared or closed): load them again."""
@@ -138,6 +145,7 @@ class PortfolioShard:
 
     async def status(self) -> dict:
         return {
+            "pid": os.getpid(),
             "index": self.index,
             "ready": self._ready.is_set(),
             "accounts": self.core.book.account_count,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import ray
 
@@ -89,4 +90,9 @@ class PositionSync:
         return True
 
     async def status(self) -> dict:
-        return {"announced": self.announced, "reloads": self.reloads, "listening": self._subscribed.is_set()}
+        return {
+            "announced": self.announced,
+            "reloads": self.reloads,
+            "listening": self._subscribed.is_set(),
+            "pid": os.getpid(),
+        }

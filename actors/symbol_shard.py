@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import msgspec
 import ray
@@ -86,6 +87,7 @@ class SymbolShard:
 
     async def status(self) -> dict:
         return {
+            "pid": os.getpid(),
             "index": self.index,
             "symbols": len(self.core.refcounts.symbols()),
             "unknown": sorted(self.unknown),

@@ -21,6 +21,49 @@ from engine.types import AccountHoldings, LastPrice, PortfolioSnapshot, PriceBat
 from engine.valuation import Coalescer, ValuationBook, valid_price
 
 
+class PriceColumns(msgspec.Struct, array_like=True, gc=False):
+    """Ticks of one session and source as columns: the symbol shard -> portfolio shard format,
+    which a portfolio shard turns into numpy arrays without touching each tick in Python."""
+
+    symbols: list[str]
+    price: list[float]
+    prev_close: list[float]
+    ts: list[float]
+    session: str
+    source: str
+
+
+class ColumnBatch(msgspec.Struct, array_like=True, gc=False):
+    columns: list[PriceColumns]
+    ingest_ts: float
+
+
+_column_batch_decoder = msgspec.msgpack.Decoder(ColumnBatch)
+
+
+def encode_columns(ticks: list[Tick], ingest_ts: float) -> bytes:
+    groups: dict[tuple[str, str], list[Tick]] = {}
+    for tick in ticks:
+        groups.setdefault((tick.session, tick.source), []).append(tick)
+    columns = [
+        PriceColumns(
+            [t.symbol for t in group], [t.price for t in group], [t.prev_close for t in group],
+            [t.ts for t in group], session, source,
+        )
+        for (session, source), group in groups.items()
+    ]
+    return msgpack_encoder.encode(ColumnBatch(columns, ingest_ts))
+
+
+def decode_columns(blob: object) -> ColumnBatch | None:
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        return None
+    try:
+        return _column_batch_decoder.decode(blob)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def encode_batch(ticks: list[Tick], ingest_ts: float) -> bytes:
     return msgpack_encoder.encode(PriceBatch(ticks, ingest_ts))
 
@@ -73,6 +116,7 @@ class SymbolStats(msgspec.Struct, kw_only=True):
     bad_frames: int = 0
     rejected: int = 0  # bad prices
     unrouted: int = 0  # symbols no portfolio shard holds (unknown here)
+    arrival_lag_ms: list[float] = []  # recent (ingest -> arrival here) delays, newest last
 
 
 class SymbolCore:
@@ -80,9 +124,9 @@ class SymbolCore:
 
     def __init__(self) -> None:
         self.refcounts = SymbolRefcounts()
-        self.prices: dict[str, LastPrice] = {}
+        self.last: dict[str, Tick] = {}
         self.stats = SymbolStats()
-        self._unwritten: dict[str, LastPrice] = {}
+        self._unwritten: dict[str, Tick] = {}
 
     def set_holder(self, holder: int, symbols: Collection[str]) -> tuple[list[str], list[str]]:
         return self.refcounts.set_holder(holder, symbols)
@@ -98,6 +142,7 @@ class SymbolCore:
             self.stats.bad_frames += 1
             return {}
         self.stats.batches += 1
+        _keep(self.stats.arrival_lag_ms, (time.time() - batch.ingest_ts) * 1000)
         latest: dict[str, Tick] = {}
         for tick in batch.ticks:
             if valid_price(tick.price) and valid_price(tick.prev_close):
@@ -111,16 +156,15 @@ class SymbolCore:
             if not holders:
                 self.stats.unrouted += 1
                 continue
-            price = LastPrice(symbol, tick.price, tick.prev_close, tick.ts, tick.session, tick.source)
-            self.prices[symbol] = price
-            self._unwritten[symbol] = price
+            self.last[symbol] = tick
+            self._unwritten[symbol] = tick
             for holder in holders:
                 out.setdefault(holder, []).append(tick)
-        return {holder: encode_batch(ticks, batch.ingest_ts) for holder, ticks in out.items()}
+        return {holder: encode_columns(ticks, batch.ingest_ts) for holder, ticks in out.items()}
 
     def take_prices(self) -> list[LastPrice]:
         """Prices changed since the last call, for one batched write of `price:{SYMBOL}`."""
-        out = list(self._unwritten.values())
+        out = [LastPrice(t.symbol, t.price, t.prev_close, t.ts, t.session, t.source) for t in self._unwritten.values()]
         self._unwritten = {}
         return out
 
@@ -131,7 +175,8 @@ class PortfolioStats(msgspec.Struct, kw_only=True):
     published: int = 0  # live snapshots
     refreshed: int = 0  # portfolio:last of unwatched accounts
     live_accounts: int = 0
-    max_ingest_lag_s: float = 0.0  # oldest ingest_ts seen at a flush, relative to that flush
+    arrival_lag_ms: list[float] = []  # recent (ingest -> arrival here) delays, newest last
+    step_ms: list[float] = []  # recent durations of a flush-and-publish step
 
 
 class PortfolioCore:
@@ -165,14 +210,18 @@ class PortfolioCore:
         return self.book.held_symbols()
 
     def on_batch(self, blob: object) -> int:
-        """Queue one batch of ticks; returns how many were accepted."""
-        batch = decode_batch(blob)
+        """Queue one batch (a ColumnBatch blob); returns how many ticks were accepted."""
+        batch = decode_columns(blob)
         if batch is None:
             self.stats.bad_frames += 1
             return 0
         self.stats.batches += 1
-        rejected = self.book.apply(batch.ticks, batch.ingest_ts)
-        return len(batch.ticks) - rejected
+        _keep(self.stats.arrival_lag_ms, (time.time() - batch.ingest_ts) * 1000)
+        accepted = 0
+        for c in batch.columns:
+            rejected = self.book.apply_columns(c.symbols, c.price, c.prev_close, c.ts, c.session, c.source, batch.ingest_ts)
+            accepted += len(c.symbols) - rejected
+        return accepted
 
     def seed_prices(self, prices: Iterable[LastPrice]) -> None:
         """Last known prices (from Redis) for a shard that starts while a symbol is quiet."""
@@ -209,6 +258,12 @@ class PortfolioCore:
         return indices[~blind]
 
 
+def _keep(window: list[float], value: float, size: int = 512) -> None:
+    window.append(round(value, 2))
+    if len(window) > size:
+        del window[: len(window) - size]
+
+
 async def publish_step(core: PortfolioCore, client: aioredis.Redis) -> int:
     """One flush of a portfolio shard: value, coalesce and write to Redis; returns snapshots written."""
     now = time.time()
@@ -220,6 +275,7 @@ async def publish_step(core: PortfolioCore, client: aioredis.Redis) -> int:
         await pubsub.publish_snapshots(client, live, quiet)
         core.stats.published += len(live)
         core.stats.refreshed += len(quiet)
+    _keep(core.stats.step_ms, (time.time() - now) * 1000)
     return len(live) + len(quiet)
 
 

@@ -87,7 +87,7 @@ class ValuationBook:
         self._changed = np.empty(0, dtype=bool)
         # positions, rebuilt lazily
         self._dirty = True
-        self._pending: dict[int, tuple[Tick, float]] = {}
+        self._pending: list[tuple] = []  # (session, source, symbol indices, price, prev, ts, ingest_ts)
         self._pos_acct = np.empty(0, dtype=np.int64)
         self._pos_sym = np.empty(0, dtype=np.int64)
         self._pos_qty = np.empty(0)
@@ -184,18 +184,59 @@ class ValuationBook:
     # --- prices ---------------------------------------------------------------------------
     def apply(self, ticks: Iterable[Tick], ingest_ts: float) -> int:
         """Queue ticks until the next flush (latest per symbol wins); returns how many were rejected."""
-        rejected = 0
+        by_session: dict[tuple[str, str], list[Tick]] = {}
         for tick in ticks:
-            if not (valid_price(tick.price) and valid_price(tick.prev_close)):
-                rejected += 1
-                continue
-            if tick.session < self.session:
-                self.stats.stale += 1
-                continue
-            self._pending[self._symbol(tick.symbol)] = (tick, ingest_ts)
-            self.stats.ticks += 1
-        self.stats.rejected += rejected
+            by_session.setdefault((tick.session, tick.source), []).append(tick)
+        rejected = 0
+        for (session, source), group in by_session.items():
+            rejected += self.apply_columns(
+                [t.symbol for t in group],
+                [t.price for t in group],
+                [t.prev_close for t in group],
+                [t.ts for t in group],
+                session,
+                source,
+                ingest_ts,
+            )
         return rejected
+
+    def apply_columns(
+        self,
+        symbols: list[str],
+        price: list[float],
+        prev_close: list[float],
+        ts: list[float],
+        session: str,
+        source: str,
+        ingest_ts: float,
+    ) -> int:
+        """`apply` for ticks of one session already in columns (the shards' wire format): no
+        per-tick Python beyond looking up each symbol's index."""
+        n = len(symbols)
+        if not (len(price) == len(prev_close) == len(ts) == n) or n == 0:
+            self.stats.rejected += n
+            return n if n else 0
+        if session < self.session:
+            self.stats.stale += n
+            return 0
+        index = self._sym_index
+        syms = np.fromiter((index.get(s, -1) for s in symbols), dtype=np.int64, count=n)
+        if (syms < 0).any():
+            for k in np.flatnonzero(syms < 0).tolist():
+                syms[k] = self._symbol(symbols[k])
+        p = np.asarray(price, dtype=float)
+        c = np.asarray(prev_close, dtype=float)
+        valid = np.isfinite(p) & (p > 0) & np.isfinite(c) & (c > 0)
+        good = int(valid.sum())
+        if good < n:
+            syms, p, c, t = syms[valid], p[valid], c[valid], np.asarray(ts, dtype=float)[valid]
+        else:
+            t = np.asarray(ts, dtype=float)
+        if good:
+            self._pending.append((session, source, syms, p, c, t, ingest_ts))
+        self.stats.ticks += good
+        self.stats.rejected += n - good
+        return n - good
 
     def last_price(self, symbol: str) -> tuple[float, float] | None:
         index = self._sym_index.get(symbol)
@@ -203,39 +244,54 @@ class ValuationBook:
             return None
         return float(self._last[index]), float(self._prev[index])
 
+    @staticmethod
+    def _conflate(chunks: list[tuple]) -> tuple[np.ndarray, ...]:
+        """Queued chunks -> one entry per symbol, the latest queued (symbol, price, prev, ts, ingest)."""
+        syms = np.concatenate([c[2] for c in chunks])
+        price = np.concatenate([c[3] for c in chunks])
+        prev = np.concatenate([c[4] for c in chunks])
+        ts = np.concatenate([c[5] for c in chunks])
+        ingest = np.concatenate([np.full(len(c[2]), c[6]) for c in chunks])
+        if len(chunks) > 1 or len(np.unique(syms)) < len(syms):
+            _, last_pos = np.unique(syms[::-1], return_index=True)
+            keep = len(syms) - 1 - last_pos
+            syms, price, prev, ts, ingest = syms[keep], price[keep], prev[keep], ts[keep], ingest[keep]
+        return syms, price, prev, ts, ingest
+
     def flush(self) -> np.ndarray:
         """Apply queued ticks; returns the accounts whose value or holdings changed since the last flush."""
-        pending, self._pending = self._pending, {}
-        if pending:
-            newest = max(tick.session for tick, _ in pending.values())
+        chunks, self._pending = self._pending, []
+        chunks = [c for c in chunks if c[0] >= self.session]  # queued before a roll: stale now
+        if chunks:
+            newest = max(c[0] for c in chunks)
             if newest > self.session:
-                older = {s: v for s, v in pending.items() if v[0].session < newest}
+                older = [c for c in chunks if c[0] < newest]
                 if older:
-                    self._set_prices(np.fromiter(older, dtype=np.int64, count=len(older)), list(older.values()))
+                    self._set_prices(*self._conflate(older))
                 self._roll(newest)
-                pending = {s: v for s, v in pending.items() if v[0].session == newest}
+                chunks = [c for c in chunks if c[0] == newest]
+            self.source = chunks[-1][1]
         self.stats.flushes += 1
-        if pending:
-            syms = np.fromiter(pending, dtype=np.int64, count=len(pending))
+        if chunks:
+            syms, price, prev, ts, ingest = self._conflate(chunks)
             if not np.isfinite(self._last[syms]).all():
                 self._dirty = True  # a first price replaces a fallback value: recompute exactly
             if self._dirty:
-                self._set_prices(syms, list(pending.values()))
+                self._set_prices(syms, price, prev, ts, ingest)
             else:
-                old_last, old_prev = self._last[syms], self._prev[syms]
-                self._set_prices(syms, list(pending.values()))
+                d_last_sym = price - self._last[syms]
+                d_prev_sym = prev - self._prev[syms]
+                self._set_prices(syms, price, prev, ts, ingest)
                 held, counts, rows = self._holders(syms)
                 accts = self._pos_acct[rows]
                 n = len(self._pv)
-                d_last = np.repeat((self._last[syms] - old_last)[held], counts)
-                self._pv += np.bincount(accts, self._pos_qty[rows] * d_last, minlength=n)
-                d_prev = (self._prev[syms] - old_prev)[held]
+                self._pv += np.bincount(accts, self._pos_qty[rows] * np.repeat(d_last_sym[held], counts), minlength=n)
+                d_prev = d_prev_sym[held]
                 if d_prev.any():
-                    moved = np.repeat(d_prev, counts)
-                    self._base += np.bincount(accts, self._pos_start[rows] * moved, minlength=n)
+                    self._base += np.bincount(accts, self._pos_start[rows] * np.repeat(d_prev, counts), minlength=n)
         if self._dirty:
             self._rebuild()
-        if pending:
+        if chunks:
             _, _, rows = self._holders(syms)
             if len(rows):
                 accts = self._pos_acct[rows]
@@ -247,14 +303,13 @@ class ValuationBook:
         self._changed[changed] = False
         return changed
 
-    def _set_prices(self, syms: np.ndarray, entries: list[tuple[Tick, float]]) -> None:
-        n = len(entries)
-        self._last[syms] = np.fromiter((t.price for t, _ in entries), dtype=float, count=n)
-        self._prev[syms] = np.fromiter((t.prev_close for t, _ in entries), dtype=float, count=n)
-        self._sym_ts[syms] = np.fromiter((t.ts for t, _ in entries), dtype=float, count=n)
-        self._sym_ingest[syms] = np.fromiter((i for _, i in entries), dtype=float, count=n)
-        if entries:
-            self.source = entries[-1][0].source
+    def _set_prices(
+        self, syms: np.ndarray, price: np.ndarray, prev: np.ndarray, ts: np.ndarray, ingest: np.ndarray
+    ) -> None:
+        self._last[syms] = price
+        self._prev[syms] = prev
+        self._sym_ts[syms] = ts
+        self._sym_ingest[syms] = ingest
 
     def _holders(self, syms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(which of `syms` anybody holds, holder count of each held one, their position rows)."""
@@ -430,6 +485,8 @@ class Coalescer:
         self._live = np.empty(0, dtype=bool)
         self._next_live = np.empty(0)
         self._next_idle = np.empty(0)
+        self._written = np.empty(0, dtype=bool)  # had its first idle write
+        self._rng = np.random.default_rng(0)
 
     def _ensure(self, size: int, now: float) -> None:
         old = len(self._dirty)
@@ -440,8 +497,9 @@ class Coalescer:
         self._next_live = _grown(self._next_live, size, 0.0)
         new = len(self._next_idle)
         self._next_idle = _grown(self._next_idle, size, 0.0)
+        self._written = _grown(self._written, size, False)
         # first write soon for everyone, spread over a fraction of the refresh period
-        spread = np.random.default_rng(new).random(len(self._next_idle) - new)
+        spread = self._rng.random(len(self._next_idle) - new)
         self._next_idle[new:] = now + spread * min(self.idle_refresh_s, 1.0)
 
     def mark(self, changed: np.ndarray, size: int, now: float) -> None:
@@ -464,7 +522,11 @@ class Coalescer:
         self._dirty[publish] = False
         self._dirty[refresh] = False
         self._next_live[publish] = now + self.min_gap
-        self._next_idle[refresh] = now + self.idle_refresh_s
+        # after the first write, each account's refresh lands at a random point of the period,
+        # so the accounts first written together do not all come due together again
+        first = ~self._written[refresh]
+        self._next_idle[refresh] = now + self.idle_refresh_s * np.where(first, self._rng.random(len(refresh)), 1.0)
+        self._written[refresh] = True
         return publish, refresh
 
     def pending(self, size: int) -> int:

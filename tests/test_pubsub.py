@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from engine import pubsub
-from engine.realtime import PortfolioCore, encode_batch, publish_step, refresh_interest, restore_from_redis
+from engine.realtime import PortfolioCore, encode_columns, publish_step, refresh_interest, restore_from_redis
 from engine.types import AccountHoldings, LastPrice, PortfolioSnapshot, Position, Tick, snapshot_json_decoder
 
 
@@ -37,7 +37,7 @@ async def test_publish_snapshots_publishes_live_and_stores_last(redis_url) -> No
     watcher = client.pubsub(ignore_subscribe_messages=True)
     await watcher.subscribe("portfolio:a", "portfolio:b")
     sent = await pubsub.publish_snapshots(client, [_snap("a", 1, 10.0)], [_snap("b", 1, 20.0)])
-    assert sent == 3
+    assert sent == 2
     message = None
     while message is None:
         message = await watcher.get_message(timeout=1.0)
@@ -157,7 +157,7 @@ async def test_portfolio_core_publishes_watched_accounts_and_resumes_seq(redis_u
     await refresh_interest(core, client)
     watcher = client.pubsub(ignore_subscribe_messages=True)
     await watcher.subscribe("portfolio:w", "portfolio:q", "portfolio:cash-only")
-    core.on_batch(encode_batch([Tick("IBM", 190.0, 188.0, 100.0, "2012-06-01", "replay")], 100.5))
+    core.on_batch(encode_columns([Tick("IBM", 190.0, 188.0, 100.0, "2012-06-01", "replay")], 100.5))
     for _ in range(30):
         await publish_step(core, client)
         await asyncio.sleep(0.05)
