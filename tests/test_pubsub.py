@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -133,13 +134,26 @@ async def test_pattern_subscriber(redis_url) -> None:
 
 
 async def test_holdings_changes_skips_malformed(redis_url) -> None:
+    # the channel is server-wide (pub/sub ignores the db): other processes may announce on it too
     client = pubsub.connect(redis_url)
-    changes = pubsub.holdings_changes(client)
-    task = asyncio.ensure_future(changes.__anext__())
-    await _eventually(lambda: _numsub_is(client, pubsub.HOLDINGS_CHANNEL, 1), "subscribed")
+    subscribed = asyncio.Event()
+    changes = pubsub.holdings_changes(client, subscribed)
+    mine = [f"h-{uuid.uuid4().hex}", f"h-{uuid.uuid4().hex}"]
+
+    async def until_mine() -> list[list[str]]:
+        seen = []
+        async for ids in changes:
+            seen.append(ids)
+            if ids == mine:
+                return seen
+
+    task = asyncio.ensure_future(until_mine())
+    await asyncio.wait_for(subscribed.wait(), 5)
     await client.publish(pubsub.HOLDINGS_CHANNEL, b"not json")
-    await pubsub.announce_holdings_changed(client, ["a1", "a2"])
-    assert await asyncio.wait_for(task, 5) == ["a1", "a2"]
+    await client.publish(pubsub.HOLDINGS_CHANNEL, b'{"not": "a list"}')
+    await pubsub.announce_holdings_changed(client, mine)
+    seen = await asyncio.wait_for(task, 5)
+    assert seen[-1] == mine and all(isinstance(i, list) and all(isinstance(a, str) for a in i) for i in seen)
     await changes.aclose()
     await client.aclose()
 
@@ -190,3 +204,23 @@ def test_accounts_are_split_across_shards(shards) -> None:
     ids = [f"acct-{i}" for i in range(50)]
     owners = [[i for i in range(shards) if PortfolioCore(i, shards, 4, 10).owns(a)] for a in ids]
     assert all(len(o) == 1 for o in owners) and len({o[0] for o in owners}) == shards
+
+
+def test_console_table_reads_last_values_and_keeps_interest(redis_url) -> None:
+    import redis
+    from rich.console import Console
+
+    from engine.console import portfolio_table, read_snapshots
+    from engine.types import json_encoder
+
+    client = redis.Redis.from_url(redis_url)
+    client.set("portfolio:last:c1", json_encoder.encode(_snap("c1", 4, 1234.5)))
+    client.set("portfolio:last:c2", b"{broken")
+    snaps = read_snapshots(client, ["c1", "c2", "c3"], interest_ttl_s=9)
+    assert snaps["c1"].seq == 4 and snaps["c2"] is None and snaps["c3"] is None
+    assert all(0 < client.pttl(f"interest:{a}") <= 9000 for a in ("c1", "c2", "c3"))
+    out = Console(width=200, record=True, color_system=None)
+    out.print(portfolio_table([("c1", "one"), ("c2", "two")], snaps))
+    text = out.export_text()
+    assert "$1,234.50" in text and "waiting" in text and "total" in text
+    client.close()
