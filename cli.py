@@ -95,7 +95,7 @@ class Backoff:
 
 
 class AuthRefused(Exception):
-    """The server closed with 1008: retrying with the same token cannot help."""
+    """The server refused for good (a 1008 close or a 4xx on the handshake): retrying cannot help."""
 
 
 async def watch_frames(
@@ -107,7 +107,7 @@ async def watch_frames(
     stop: asyncio.Event | None = None,
     heartbeat_s: float = 15.0,
 ) -> None:
-    """Receive frames until `stop` is set, reconnecting after any drop; raises AuthRefused on a 1008 close."""
+    """Receive frames until `stop` is set, reconnecting after any drop; raises AuthRefused on a refusal."""
     stop = stop or asyncio.Event()
     runner = asyncio.create_task(_watch_forever(url, on_frame, on_status, backoff or Backoff(), heartbeat_s))
     stopper = asyncio.create_task(stop.wait())
@@ -148,6 +148,11 @@ async def _watch_forever(
             if exc.rcvd is not None and exc.rcvd.code == POLICY_VIOLATION:
                 raise AuthRefused(exc.rcvd.reason or "not allowed") from None
             on_status(f"disconnected ({exc.rcvd.code if exc.rcvd else 'no close frame'})")
+        except websockets.InvalidStatus as exc:
+            status = exc.response.status_code
+            if 400 <= status < 500:  # a wrong URL or a refused upgrade does not heal by retrying
+                raise AuthRefused(f"HTTP {status} on the WebSocket handshake") from None
+            on_status(f"cannot connect (HTTP {status})")
         except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
             on_status(f"cannot connect ({type(exc).__name__})")
         delay = backoff.next_delay()
@@ -222,7 +227,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run())
     except AuthRefused as exc:
-        console.print(f"[red]refused by the server (1008): {exc}[/red]")
+        console.print(f"[red]refused by the server: {exc}[/red]")
         return 2
     except KeyboardInterrupt:
         pass
@@ -255,10 +260,11 @@ def _live_table(redis_url: str, accounts: list[tuple[str, str]], ttl_s: float) -
             continue
         snap = msgspec.json.decode(raw, type=PortfolioSnapshot)
         style = "green" if snap.day_change >= 0 else "red"
+        latency = f"{max(0.0, snap.publish_ts - snap.as_of) * 1000:.0f} ms" if snap.as_of else "-"  # no tick yet
         table.add_row(
             account_id, label, f"${snap.total_value:,.2f}",
             Text(f"{snap.day_change:+,.2f} ({snap.day_change_pct:+.2f}%)", style), str(len(snap.positions)),
-            str(snap.seq), f"{max(0.0, snap.publish_ts - snap.as_of) * 1000:.0f} ms", snap.source,
+            str(snap.seq), latency, snap.source or "-",
         )
     return table
 
@@ -317,8 +323,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         say(f"API key (X-API-Key):  {settings.backend_api_key}")
         say(f"demo user {demo.DEMO_USER}, token (Authorization: Bearer ... or ?token=...):")
         say(demo_token)
+        say(f"watch one:  export CLERA_TOKEN={demo_token}; clera watch ACCOUNT --url {url}")
         for account_id, target in targets:
-            say(f"  {target.account_id}:  clera watch {account_id} --token {demo_token}")
+            say(f"  {target.account_id:<16} {account_id}")
         if broker is not None:
             say("[dim]paper demo accounts fund by ACH, then buy their stocks at the replayed open[/dim]")
         rows = [(account_id, target.account_id) for account_id, target in targets]

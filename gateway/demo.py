@@ -111,13 +111,13 @@ def _deposit_for(target: AccountHoldings, price_of: PriceOf) -> Decimal:
 
 
 def converge(broker: Broker, account_id: str, target: AccountHoldings, price_of: PriceOf) -> bool:
-    """One step toward `target`; True once every position is held. Safe to call repeatedly."""
+    """One step toward `target`; True once it is funded and every position is held. Safe to repeat."""
     broker.get_account(account_id)  # the paper broker approves and settles lazily, on touch
     held = {p.symbol: p.qty for p in broker.list_positions(account_id)}
     missing = [p for p in target.positions if held.get(p.symbol, Decimal(0)) < p.qty]
-    if not missing:
-        return True
     if not broker.list_transfers(account_id):
+        if not missing and target.cash <= 0:
+            return True
         amount = _deposit_for(target, price_of)
         relationships = broker.list_ach_relationships(account_id)
         relationship = relationships[0] if relationships else broker.create_ach_relationship(
@@ -127,6 +127,8 @@ def converge(broker: Broker, account_id: str, target: AccountHoldings, price_of:
         )
         broker.create_transfer(account_id, relationship.id, amount, "INCOMING")
         return False
+    if not missing:
+        return True
     account = broker.get_account(account_id)
     if account.cash <= target.cash:
         return False  # the deposit has not arrived yet

@@ -96,3 +96,10 @@ async def test_watch_stops_on_a_refusal(redis_url: str, tmp_path: Path) -> None:
     async with running_gateway(settings, make_store(tmp_path / "store.db"), free_port()) as gw:
         with pytest.raises(cli.AuthRefused):
             await asyncio.wait_for(cli.watch_frames(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token=bad", print), 10)
+
+
+async def test_watch_stops_on_a_wrong_url(redis_url: str, tmp_path: Path) -> None:
+    settings = make_settings(redis_url, tmp_path)
+    async with running_gateway(settings, make_store(tmp_path / "store.db"), free_port()) as gw:
+        with pytest.raises(cli.AuthRefused, match="HTTP 403"):  # Starlette refuses unknown socket paths
+            await asyncio.wait_for(cli.watch_frames(f"{gw.ws}/ws/nowhere?token=x", print), 10)
