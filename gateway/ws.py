@@ -1,9 +1,13 @@
 """WebSocket `/ws/portfolio/{account_id}?token=<JWT>`: the last snapshot at once, then live updates.
 
 Fan-out: one Redis pub/sub connection per gateway replica (the `PortfolioHub`), subscribed to the
-channels of the accounts someone watches here. Each snapshot is decoded and encoded once and put
-into every watcher's latest-wins slot; a per-socket sender drains the slot, so a slow client only
-ever skips to the newest snapshot and never holds up the hub or other clients.
+channels of the accounts someone watches here. Each snapshot becomes one frame, built once, and
+goes into every watcher's latest-wins slot; a per-socket sender drains the slot, so a slow client
+only ever skips to the newest snapshot and never holds up the hub or other clients.
+
+The slot relies on the server's send waiting for a slow socket, which uvicorn (and Serve's direct
+ingress) do. Behind Serve's HTTP proxy an ASGI send never waits (the replica queues frames for the
+proxy), so there a slow client is bounded by the engine's per-account publish rate only.
 """
 
 from __future__ import annotations
@@ -291,7 +295,8 @@ class PortfolioHub:
                         watcher.say(_control({"type": "ping", "timestamp": _iso(time.time())}))
             if now - refreshed >= self._interest_ttl_s / 3 and self._watchers:
                 try:
-                    await register_interest(self._services.redis.client(), list(self._watchers), self._interest_ttl_s)
+                    accounts = list(self._watchers)
+                    await register_interest(self._services.redis.client(), accounts, self._interest_ttl_s)
                     refreshed = now
                 except Exception as exc:  # retried next tick; the reader handles reconnection
                     log.warning("interest refresh failed: %s", exc)
