@@ -464,7 +464,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     plan = [("large", [50_000])] if quick else [("small", [10_000, 50_000, 100_000]), ("large", [10_000, 50_000, 100_000])]
     duration = 8.0 if quick else 15.0
     warmup = 3.0 if quick else 5.0
-    saturate_rate = 400_000
+    saturate_rate = 1_000_000
     out: dict[str, Any] = {
         "quick": quick,
         "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": round(os.getloadavg()[0], 2)},

@@ -1,9 +1,10 @@
 """The Ray-free cores of the realtime shards: what a symbol shard and a portfolio shard do.
 
 The actors in `actors/` are thin shells around these (they add the Ray calls and timers); the
-benchmark's single-process "limit" drives the very same objects directly. Batches travel between
-hops as msgpack `PriceBatch` blobs; a blob that does not decode, or a tick with a bad price, is
-rejected and counted, never allowed to stop a shard.
+benchmark's single-process "limit" drives the very same objects directly. Batches travel as msgpack
+blobs: `PriceBatch` (ticks) from the feed to the symbol shards, `ColumnBatch` (the same ticks as
+columns, conflated per symbol) from the symbol shards to the portfolio shards. A blob that does not
+decode, or a tick with a bad price, is rejected and counted, never allowed to stop a shard.
 """
 
 from __future__ import annotations

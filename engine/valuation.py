@@ -213,9 +213,12 @@ class ValuationBook:
         """`apply` for ticks of one session already in columns (the shards' wire format): no
         per-tick Python beyond looking up each symbol's index."""
         n = len(symbols)
-        if not (len(price) == len(prev_close) == len(ts) == n) or n == 0:
+        if not len(price) == len(prev_close) == len(ts) == n:  # a malformed batch: reject it whole
+            n = max(n, len(price))
             self.stats.rejected += n
-            return n if n else 0
+            return n
+        if n == 0:
+            return 0
         if session < self.session:
             self.stats.stale += n
             return 0

@@ -261,3 +261,12 @@ def test_coalescer_rate_limits_live_accounts_and_trickles_idle_ones() -> None:
     assert co.due(now=1.35, size=4)[0].tolist() == [0]  # ...and goes out as the latest state
     assert co.due(now=12.0, size=4)[1].tolist() == [2]
     assert co.pending(4) == 0
+
+
+def test_columns_of_unequal_length_are_rejected_whole() -> None:
+    book = ValuationBook()
+    book.set_holdings([AccountHoldings("a", Decimal(0), [Position("IBM", Decimal(1), Decimal(1))])])
+    assert book.apply_columns(["IBM", "IBM"], [1.0], [1.0, 1.0], [1.0, 1.0], "2012-06-01", "replay", 1.0) == 2
+    assert book.stats.rejected == 2 and book.stats.ticks == 0
+    assert book.apply_columns(["IBM"], [2.0], [1.5], [1.0], "2012-06-01", "replay", 1.0) == 0
+    assert book.snapshots(book.flush(), 2.0)[0].total_value == 2.0
