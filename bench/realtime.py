@@ -394,7 +394,7 @@ async def run_baseline(scenario: dict, rate: float, duration: float, redis_url: 
     def poll_once() -> None:
         began = time.time()
         raw = sync_client.mget([pubsub.price_key(s) for s in symbols])
-        prices = {s: json.loads(r) for s, r in zip(symbols, raw) if r is not None}
+        prices = {s: json.loads(r) for s, r in zip(symbols, raw, strict=True) if r is not None}
         pipe = sync_client.pipeline(transaction=False)
         done = []
         for account in accounts:  # the replaced system: every account, every position, every poll

@@ -32,7 +32,7 @@ def read_snapshots(
     pipe.mget([last_key(a) for a in account_ids])
     raws = pipe.execute()[-1] if account_ids else []
     out: dict[str, PortfolioSnapshot | None] = {}
-    for account_id, raw in zip(account_ids, raws):
+    for account_id, raw in zip(account_ids, raws, strict=True):
         try:
             out[account_id] = None if raw is None else snapshot_json_decoder.decode(raw)
         except msgspec.DecodeError:

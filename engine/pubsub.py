@@ -106,7 +106,7 @@ async def read_prices(client: aioredis.Redis, symbols: Collection[str]) -> dict[
     if not symbols:
         return {}
     out: dict[str, LastPrice] = {}
-    for symbol, raw in zip(symbols, await client.mget([price_key(s) for s in symbols])):
+    for symbol, raw in zip(symbols, await client.mget([price_key(s) for s in symbols]), strict=True):
         if raw is not None:
             try:
                 out[symbol] = last_price_json_decoder.decode(raw)
@@ -120,7 +120,7 @@ async def read_last_snapshots(client: aioredis.Redis, account_ids: Collection[st
     out: dict[str, PortfolioSnapshot] = {}
     for start in range(0, len(ids), PIPELINE_CHUNK):
         chunk = ids[start : start + PIPELINE_CHUNK]
-        for account_id, raw in zip(chunk, await client.mget([last_key(a) for a in chunk])):
+        for account_id, raw in zip(chunk, await client.mget([last_key(a) for a in chunk]), strict=True):
             if raw is not None:
                 try:
                     out[account_id] = snapshot_json_decoder.decode(raw)

@@ -232,7 +232,7 @@ class PortfolioCore:
     def set_live(self, flags: Collection[bool], now: float) -> None:
         """Interest of every account, in `book.account_ids()` order."""
         ids = self.book.account_ids()
-        live = np.array([self.book.index_of(a) for a, f in zip(ids, flags) if f], dtype=np.int64)
+        live = np.array([self.book.index_of(a) for a, f in zip(ids, flags, strict=True) if f], dtype=np.int64)
         self.coalescer.set_live(live, self._size(), now)
         self.stats.live_accounts = len(live)
 

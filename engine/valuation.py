@@ -424,7 +424,7 @@ class ValuationBook:
         names = [self._sym_names[s] for s in self._pos_sym[rows].tolist()]
         cols = zip(
             names, qty.tolist(), last.tolist(), prev.tolist(),
-            np.round(value, 2).tolist(), np.round(change, 2).tolist(), np.round(pct, 4).tolist(),
+            np.round(value, 2).tolist(), np.round(change, 2).tolist(), np.round(pct, 4).tolist(), strict=True,
         )
         per_position = [PositionValue(*c) for c in cols]
         segment = np.repeat(np.arange(len(indices)), counts)

@@ -140,7 +140,7 @@ def test_session_boundary_rolls_the_day(days) -> None:
 
 
 def test_holdings_loaded_after_roll_keep_todays_trades(days) -> None:
-    (d1, bars1), (d2, bars2) = days[5], days[6]
+    (_d1, bars1), (d2, bars2) = days[5], days[6]
     book = ValuationBook()
     prev2 = {s: bars1[s]["Close"] for s in SYMBOLS}
     book.apply(_ticks(d2, bars2, prev2, "Open", 1.0), 1.0)
