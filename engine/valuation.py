@@ -65,6 +65,8 @@ class ValuationBook:
 
     def __init__(self) -> None:
         self.session = ""
+        self.newest_ts = 0.0  # event time of the newest tick applied (what a cash-only value is "as of")
+        self.newest_ingest = 0.0
         self.source = ""
         self.stats = BookStats()
         # symbols
@@ -309,6 +311,9 @@ class ValuationBook:
     def _set_prices(
         self, syms: np.ndarray, price: np.ndarray, prev: np.ndarray, ts: np.ndarray, ingest: np.ndarray
     ) -> None:
+        if len(ts):
+            self.newest_ts = max(self.newest_ts, float(ts.max()))
+            self.newest_ingest = max(self.newest_ingest, float(ingest.max()))
         self._last[syms] = price
         self._prev[syms] = prev
         self._sym_ts[syms] = ts
@@ -443,8 +448,8 @@ class ValuationBook:
                 PortfolioSnapshot(
                     account_id=self._acct_ids[i],
                     seq=int(self._seq[i]),
-                    as_of=float(self._as_of[i]),
-                    ingest_ts=float(self._ingest[i]),
+                    as_of=float(self._as_of[i]) if n else self.newest_ts,
+                    ingest_ts=float(self._ingest[i]) if n else self.newest_ingest,
                     publish_ts=publish_ts,
                     total_value=round(total, 2),
                     cash=round(cash, 2),

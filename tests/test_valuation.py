@@ -108,6 +108,7 @@ def test_values_match_plain_computation_over_real_days(days) -> None:
         prev = {s: bars[s]["Close"] for s in SYMBOLS}
     empty = book.snapshots(np.array([book.index_of("empty")]), publish_ts=0.0)[0]
     assert (empty.total_value, empty.cash, empty.day_change, empty.positions) == (1234.56, 1234.56, 0.0, [])
+    assert (empty.as_of, empty.ingest_ts) == (ts, ts + 0.5)  # cash is current as of the newest tick
 
 
 def test_session_boundary_rolls_the_day(days) -> None:
