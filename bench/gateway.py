@@ -257,6 +257,10 @@ async def ws_fanout(
         # one core = 100: a server well under 100 while deliveries lag means the load generator
         # (same 2-core machine) is the limit, not the gateway
         "server_cpu_pct": {k: round((cpu_after[0][k] - cpu_before[0][k]) / elapsed * 100) for k in cpu_before[0]},
+        # the gateway's cost per delivered message, whatever else the machine is busy with
+        "server_us_per_msg": round(
+            sum(cpu_after[0][k] - cpu_before[0][k] for k in cpu_before[0]) / max(received, 1) * 1e6, 1
+        ),
         "loadgen_cpu_pct": round(
             (sum(cpu_after[1][:2]) - sum(cpu_before[1][:2])) / elapsed * 100
         ),
