@@ -76,10 +76,10 @@ class MarketFeed:
         outbox = Outbox(symbol_shard_name, settings.ray_namespace)
         self.core = MarketFeedCore(settings, (feed_factory or default_feed)(settings), outbox)
         loop = asyncio.get_event_loop()
+        self._resubscribed = loop.create_task(self._resubscribe())
         self._tasks = [
             loop.create_task(self._guard(self.core.pump)),
             loop.create_task(self._guard(self.core.flush_forever)),
-            loop.create_task(self._resubscribe()),
         ]
 
     async def _guard(self, run: Callable) -> None:
@@ -104,6 +104,11 @@ class MarketFeed:
                 continue
             if symbols:
                 self.core.feed.subscribe(symbols)
+
+    async def ready(self) -> bool:
+        """True once the feed has taken over the symbols the shards already count."""
+        await asyncio.shield(self._resubscribed)
+        return True
 
     async def subscribe(self, symbols: list[str]) -> list[str]:
         """Start symbols; returns those the feed cannot serve."""

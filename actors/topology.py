@@ -94,6 +94,7 @@ def start_topology(
     )
     if wait:
         ray.get([s.ready.remote() for s in portfolio_shards] + [position_sync.ready.remote()], timeout=120)
+        ray.get(market_feed.ready.remote(), timeout=60)  # after the shards: it takes over their symbols
     return topology
 
 

@@ -2,9 +2,10 @@
 
 The actors in `actors/` are thin shells around these (they add the Ray calls and timers); the
 benchmark's single-process "limit" drives the very same objects directly. Batches travel as msgpack
-blobs: `PriceBatch` (ticks) from the feed to the symbol shards, `ColumnBatch` (the same ticks as
-columns, conflated per symbol) from the symbol shards to the portfolio shards. A blob that does not
-decode, or a tick with a bad price, is rejected and counted, never allowed to stop a shard.
+blobs of `ColumnBatch` (ticks as columns: a shard turns them into numpy arrays without building an
+object per tick), conflated per symbol at each symbol shard. Ticks from outside the feed enter the
+MarketFeed as a `PriceBatch`. A blob that does not decode, or a tick with a bad price, is rejected
+and counted, never allowed to stop a shard.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import redis.asyncio as aioredis
 from engine import pubsub
 from engine.subscriptions import SymbolRefcounts, shard_of
 from engine.types import AccountHoldings, LastPrice, PortfolioSnapshot, PriceBatch, Tick, msgpack_encoder, price_batch_decoder
-from engine.valuation import Coalescer, ValuationBook, valid_price
+from engine.valuation import Coalescer, ValuationBook
 
 
 class PriceColumns(msgspec.Struct, array_like=True, gc=False):
@@ -80,34 +81,47 @@ def decode_batch(blob: object) -> PriceBatch | None:
 
 
 class TickBatcher:
-    """Ticks collected per destination shard until a flush (by timer, or when one is full)."""
+    """Ticks collected per destination shard, as columns, until a flush (by timer, or when one is full)."""
 
     def __init__(self, destinations: int, batch_max: int) -> None:
         self.destinations = destinations
         self.batch_max = batch_max
-        self._buffers: list[list[Tick]] = [[] for _ in range(destinations)]
+        self._groups: list[list[PriceColumns]] = [[] for _ in range(destinations)]
+        self._counts = [0] * destinations
         self._ingest: list[float] = [0.0] * destinations
         self._route: dict[str, int] = {}
 
     def add(self, ticks: Iterable[Tick], ingest_ts: float) -> bool:
         """Route by symbol; returns True when some destination reached `batch_max`."""
-        route, buffers, n = self._route, self._buffers, self.destinations
+        route, all_groups, counts, n = self._route, self._groups, self._counts, self.destinations
         for tick in ticks:
             dest = route.get(tick.symbol)
             if dest is None:
                 dest = route[tick.symbol] = shard_of(tick.symbol, n)
-            buffer = buffers[dest]
-            if not buffer:
+            groups = all_groups[dest]
+            if not groups:
                 self._ingest[dest] = ingest_ts
-            buffer.append(tick)
-        return any(len(b) >= self.batch_max for b in buffers)
+            if not groups or groups[-1].session != tick.session or groups[-1].source != tick.source:
+                groups.append(PriceColumns([], [], [], [], tick.session, tick.source))
+            g = groups[-1]
+            g.symbols.append(tick.symbol)
+            g.price.append(tick.price)
+            g.prev_close.append(tick.prev_close)
+            g.ts.append(tick.ts)
+            counts[dest] += 1
+        return max(counts) >= self.batch_max
 
     def pending(self) -> int:
-        return sum(len(b) for b in self._buffers)
+        return sum(self._counts)
 
     def take(self) -> dict[int, bytes]:
-        out = {d: encode_batch(b, self._ingest[d]) for d, b in enumerate(self._buffers) if b}
-        self._buffers = [[] for _ in range(self.destinations)]
+        out = {
+            d: msgpack_encoder.encode(ColumnBatch(groups, self._ingest[d]))
+            for d, groups in enumerate(self._groups)
+            if groups
+        }
+        self._groups = [[] for _ in range(self.destinations)]
+        self._counts = [0] * self.destinations
         return out
 
 
@@ -115,7 +129,7 @@ class SymbolStats(msgspec.Struct, kw_only=True):
     batches: int = 0
     ticks: int = 0
     bad_frames: int = 0
-    rejected: int = 0  # bad prices
+    rejected: int = 0  # bad prices, or columns of unequal length
     unrouted: int = 0  # symbols no portfolio shard holds (unknown here)
     arrival_lag_ms: list[float] = []  # recent (ingest -> arrival here) delays, newest last
 
@@ -125,9 +139,9 @@ class SymbolCore:
 
     def __init__(self) -> None:
         self.refcounts = SymbolRefcounts()
-        self.last: dict[str, Tick] = {}
+        self.last: dict[str, tuple[float, float, float, str, str]] = {}  # price, prev close, ts, session, source
         self.stats = SymbolStats()
-        self._unwritten: dict[str, Tick] = {}
+        self._unwritten: set[str] = set()
 
     def set_holder(self, holder: int, symbols: Collection[str]) -> tuple[list[str], list[str]]:
         return self.refcounts.set_holder(holder, symbols)
@@ -136,37 +150,71 @@ class SymbolCore:
         """One incoming batch -> one outgoing batch per portfolio shard that holds any of its symbols.
 
         Ticks are conflated per symbol within the batch (the latest wins), so a busy symbol costs
-        its holders one update per hop, however many trades it printed.
+        its holders one update per hop, however many trades it printed. Validation, conflation
+        and the split per holder work on columns; no per-tick objects are built.
         """
-        batch = decode_batch(blob)
+        batch = decode_columns(blob)
         if batch is None:
             self.stats.bad_frames += 1
             return {}
         self.stats.batches += 1
         _keep(self.stats.arrival_lag_ms, (time.time() - batch.ingest_ts) * 1000)
-        latest: dict[str, Tick] = {}
-        for tick in batch.ticks:
-            if valid_price(tick.price) and valid_price(tick.prev_close):
-                latest[tick.symbol] = tick
-            else:
-                self.stats.rejected += 1
-        self.stats.ticks += len(latest)
-        out: dict[int, list[Tick]] = {}
-        for symbol, tick in latest.items():
-            holders = self.refcounts.holders(symbol)
-            if not holders:
-                self.stats.unrouted += 1
-                continue
-            self.last[symbol] = tick
-            self._unwritten[symbol] = tick
-            for holder in holders:
-                out.setdefault(holder, []).append(tick)
-        return {holder: encode_columns(ticks, batch.ingest_ts) for holder, ticks in out.items()}
+        out: dict[int, list[PriceColumns]] = {}
+        holders = self.refcounts.by_holder()
+        for col in batch.columns:
+            routed = self._route_columns(col, holders)
+            for holder, part in routed.items():
+                out.setdefault(holder, []).append(part)
+        return {holder: msgpack_encoder.encode(ColumnBatch(parts, batch.ingest_ts)) for holder, parts in out.items()}
+
+    def _route_columns(self, col: PriceColumns, holders: dict[int, set[str]]) -> dict[int, PriceColumns]:
+        n = len(col.symbols)
+        if not len(col.price) == len(col.prev_close) == len(col.ts) == n:
+            self.stats.rejected += max(n, len(col.price))
+            return {}
+        price = np.asarray(col.price, dtype=float)
+        prev = np.asarray(col.prev_close, dtype=float)
+        ts = np.asarray(col.ts, dtype=float)
+        valid = np.isfinite(price) & (price > 0) & np.isfinite(prev) & (prev > 0)
+        symbols = col.symbols
+        if not valid.all():
+            self.stats.rejected += int(n - valid.sum())
+            keep = np.flatnonzero(valid)
+            symbols = [symbols[k] for k in keep.tolist()]
+            price, prev, ts = price[keep], prev[keep], ts[keep]
+        latest = {s: k for k, s in enumerate(symbols)}  # the last position of each symbol wins
+        if len(latest) < len(symbols):
+            keep = np.fromiter(latest.values(), dtype=np.int64, count=len(latest))
+            symbols = list(latest)
+            price, prev, ts = price[keep], prev[keep], ts[keep]
+        self.stats.ticks += len(symbols)
+        anyone = np.zeros(len(symbols), dtype=bool)
+        out: dict[int, PriceColumns] = {}
+        for holder, held in holders.items():
+            mask = np.fromiter((s in held for s in symbols), dtype=bool, count=len(symbols))
+            if mask.any():
+                anyone |= mask
+                picked = np.flatnonzero(mask)
+                out[holder] = PriceColumns(
+                    [symbols[k] for k in picked.tolist()], price[mask].tolist(), prev[mask].tolist(),
+                    ts[mask].tolist(), col.session, col.source,
+                )
+        self.stats.unrouted += int(len(symbols) - anyone.sum())
+        if anyone.any():
+            kept = np.flatnonzero(anyone).tolist()
+            names = [symbols[k] for k in kept]
+            p, c, t = price[anyone].tolist(), prev[anyone].tolist(), ts[anyone].tolist()
+            self.last.update(
+                zip(names, ((a, b, d, col.session, col.source) for a, b, d in zip(p, c, t, strict=True)), strict=True)
+            )
+            self._unwritten.update(names)
+        return out
 
     def take_prices(self) -> list[LastPrice]:
         """Prices changed since the last call, for one batched write of `price:{SYMBOL}`."""
-        out = [LastPrice(t.symbol, t.price, t.prev_close, t.ts, t.session, t.source) for t in self._unwritten.values()]
-        self._unwritten = {}
+        last = self.last
+        out = [LastPrice(s, *last[s]) for s in self._unwritten]
+        self._unwritten = set()
         return out
 
 

@@ -52,6 +52,10 @@ class SymbolRefcounts:
             self._by_holder.pop(holder, None)
         return started, stopped
 
+    def by_holder(self) -> dict[int, set[str]]:
+        """Each holder's symbols (a live view: do not modify)."""
+        return self._by_holder
+
     def holders(self, symbol: str) -> set[int]:
         return self._holders.get(symbol, set())
 

@@ -87,8 +87,19 @@ async def test_position_changes_move_subscriptions(redis_url, tmp_path) -> None:
             return await shard.symbols.remote() == ["AAPL", "GOOG", "MSFT"]
         await eventually(moved, "symbol counts follow the holdings")
         assert await shard.refcount.remote("IBM") == 0 and await shard.refcount.remote("GOOG") == 1
-        feed_status = await topo.market_feed.status.remote()
-        assert feed_status["feed"]["subscribed"] == 3
+
+        # the feed stops sending IBM: once GOOG flows, no tick arrives for a symbol nobody holds
+        async def goog_priced() -> bool:
+            return "GOOG" in await pubsub.read_prices(client, ["GOOG"])
+        await eventually(goog_priced, "GOOG ticks flow")
+        unrouted = (await shard.status.remote())["stats"]["unrouted"]
+        mark = (await pubsub.read_prices(client, ["AAPL"]))["AAPL"].ts
+
+        async def ticks_later() -> bool:
+            return (await pubsub.read_prices(client, ["AAPL"]))["AAPL"].ts > mark
+        await eventually(ticks_later, "more replay steps")
+        assert (await shard.status.remote())["stats"]["unrouted"] == unrouted
+        assert (await topo.market_feed.status.remote())["feed"]["subscribed"] == 3
 
         async def has_goog() -> bool:
             snap = await listener.get(timeout=30)
@@ -104,6 +115,10 @@ async def test_position_changes_move_subscriptions(redis_url, tmp_path) -> None:
         async def only_msft() -> bool:
             return await shard.symbols.remote() == ["MSFT"]
         await eventually(only_msft, "a closed account's symbols are released")
+
+        async def feed_has_one() -> bool:
+            return (await topo.market_feed.status.remote())["feed"]["subscribed"] == 1
+        await eventually(feed_has_one, "the feed follows the counts down to MSFT alone")
         owners = await asyncio.gather(*(p.accounts.remote() for p in topo.portfolio_shards))
         assert sorted(a for group in owners for a in group) == ["e2e-b"]
         await listener.close()
