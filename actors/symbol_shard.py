@@ -21,6 +21,10 @@ from engine.realtime import SymbolCore
 
 log = logging.getLogger(__name__)
 
+# `price:{SYMBOL}` serves Ray-free readers (paper fills, agent tools), not the live path: ten
+# conflated writes a second keep it fresh at a quarter of the cost of writing at every flush
+PRICE_WRITE_S = 0.1
+
 
 @ray.remote(num_cpus=0)
 class SymbolShard:
@@ -69,7 +73,7 @@ class SymbolShard:
             await self.portfolios.send(holder, "on_batch", out)
 
     async def _write_prices(self) -> None:
-        period = self.settings.flush_ms / 1000
+        period = max(self.settings.flush_ms / 1000, PRICE_WRITE_S)
         while True:
             await asyncio.sleep(period)
             prices = self.core.take_prices()
