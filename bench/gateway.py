@@ -66,11 +66,15 @@ def _snapshot(account: str, seq: int, now: float) -> PortfolioSnapshot:
     )
 
 
-def _pct(values: list[float], q: float) -> float:
+def _pct(values: list[float], q: float) -> float | None:
     if not values:
-        return float("nan")
+        return None  # JSON has no NaN
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
 
 
 # --- child processes ---------------------------------------------------------------------------
@@ -152,8 +156,8 @@ async def rest_load(base: str, token: str, accounts: int, seconds: float, concur
         elapsed = time.perf_counter() - started
     return {
         "rps": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(_pct(latencies, 0.50) * 1000, 2),
-        "p99_ms": round(_pct(latencies, 0.99) * 1000, 2),
+        "p50_ms": _ms(_pct(latencies, 0.50)),
+        "p99_ms": _ms(_pct(latencies, 0.99)),
         "errors": errors,
         "requests": len(latencies),
     }
@@ -249,8 +253,8 @@ async def ws_fanout(
         "clients": clients,
         "offered_msgs_per_s": round(clients * hz, 1),
         "msgs_per_s": round(received / elapsed, 1),
-        "p50_ms": round(_pct(latencies, 0.50) * 1000, 2),
-        "p99_ms": round(_pct(latencies, 0.99) * 1000, 2),
+        "p50_ms": _ms(_pct(latencies, 0.50)),
+        "p99_ms": _ms(_pct(latencies, 0.99)),
         "connect_s": round(connect_s, 2),
         "failed_sockets": failed,
         "rss_kb_per_conn": per_conn,
@@ -343,8 +347,14 @@ def main() -> None:
 
     # Serve's experimental direct ingress: each ingress replica also serves HTTP/WebSocket on its own
     # port (30000+), so the fan-out can be measured on one replica with and without the proxy hop.
-    os.environ.setdefault("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1")
-    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+    # The replica runs the app on the loop that serves the sockets (no cross-thread hop per frame).
+    serve_env = {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    }
+    for name, value in serve_env.items():
+        os.environ.setdefault(name, value)
     # Only the JSON goes to stdout: Ray, Serve and the child processes write to fd 1 too.
     result_fd = os.dup(1)
     os.dup2(2, 1)
@@ -384,7 +394,10 @@ def main() -> None:
 
     asyncio.run(seed())
     token = mint_jwt(USER, secret, ttl_s=3600)
-    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "rest": {}, "ws": {}}
+    result: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()[0]},
+        "serve_env": {k: os.environ[k] for k in serve_env}, "rest": {}, "ws": {},
+    }
 
     uv_port, serve_port = _free_port(), _free_port()
     uv = subprocess.Popen(
