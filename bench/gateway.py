@@ -368,8 +368,8 @@ def main() -> None:
     from engine.redis_server import EmbeddedRedis
 
     clients_list = args.clients or ([1000] if args.quick else [100, 1000, 5000])
-    rest_s = 4.0 if args.quick else 10.0
-    ws_s = 6.0 if args.quick else 12.0
+    rest_s = 3.0 if args.quick else 10.0
+    ws_s = 5.0 if args.quick else 12.0
     tmp = Path(tempfile.mkdtemp(prefix="clera-bench-"))
     embedded = None if args.redis_url else EmbeddedRedis(tmp / "redis")
     redis_url = args.redis_url or embedded.url  # type: ignore[union-attr]
