@@ -352,6 +352,9 @@ def main() -> None:
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+        # Ray starts workers (the replica, the proxy) at nice 15; uvicorn and the load generator run
+        # at nice 0. Same priority for all, or a busy machine would starve only the Serve side.
+        "RAY_worker_niceness": "0",
     }
     for name, value in serve_env.items():
         os.environ.setdefault(name, value)
