@@ -114,7 +114,7 @@ def get_topology(settings: Settings) -> Topology | None:
 def stop_topology(settings: Settings) -> None:
     """Kill every engine actor for good (tests, benchmarks, `clera` shutting the engine down)."""
     ns = settings.ray_namespace
-    names = [market_feed_name(), position_sync_name()]
+    names = [market_feed_name(), position_sync_name()]  # upstream first: fewer calls die in flight
     names += [symbol_shard_name(i) for i in range(settings.symbol_shards)]
     names += [portfolio_shard_name(j) for j in range(settings.portfolio_shards)]
     for name in names:

@@ -525,7 +525,14 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12", help="external Redis URL (its db is flushed)")
     parser.add_argument("--parts", default=ALL_PARTS, help=f"comma-separated subset of {ALL_PARTS} (no summary unless all)")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main_async(args))))
+    # Ray and its raylet print notices on stdout: send everything to stderr while running, so
+    # stdout carries exactly one JSON object
+    sys.stdout.flush()
+    json_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    result = asyncio.run(main_async(args))
+    json_out.write(json.dumps(result) + "\n")
+    json_out.flush()
 
 
 if __name__ == "__main__":
