@@ -281,29 +281,27 @@ class ValuationBook:
             syms, price, prev, ts, ingest = self._conflate(chunks)
             if not np.isfinite(self._last[syms]).all():
                 self._dirty = True  # a first price replaces a fallback value: recompute exactly
+            incremental = not self._dirty
+            if incremental:
+                d_last, d_prev = price - self._last[syms], prev - self._prev[syms]
+            self._set_prices(syms, price, prev, ts, ingest)
             if self._dirty:
-                self._set_prices(syms, price, prev, ts, ingest)
-            else:
-                d_last_sym = price - self._last[syms]
-                d_prev_sym = prev - self._prev[syms]
-                self._set_prices(syms, price, prev, ts, ingest)
-                held, counts, rows = self._holders(syms)
-                accts = self._pos_acct[rows]
-                n = len(self._pv)
-                self._pv += np.bincount(accts, self._pos_qty[rows] * np.repeat(d_last_sym[held], counts), minlength=n)
-                d_prev = d_prev_sym[held]
-                if d_prev.any():
-                    self._base += np.bincount(accts, self._pos_start[rows] * np.repeat(d_prev, counts), minlength=n)
-        if self._dirty:
-            self._rebuild()
-        if chunks:
-            _, _, rows = self._holders(syms)
+                self._rebuild()
+            held, counts, rows = self._holders(syms)
             if len(rows):
                 accts = self._pos_acct[rows]
-                np.maximum.at(self._as_of, accts, self._sym_ts[self._pos_sym[rows]])
-                np.maximum.at(self._ingest, accts, self._sym_ingest[self._pos_sym[rows]])
+                if incremental:
+                    n = len(self._pv)
+                    self._pv += np.bincount(accts, self._pos_qty[rows] * np.repeat(d_last[held], counts), minlength=n)
+                    if d_prev[held].any():
+                        moved = self._pos_start[rows] * np.repeat(d_prev[held], counts)
+                        self._base += np.bincount(accts, moved, minlength=n)
+                np.maximum.at(self._as_of, accts, np.repeat(ts[held], counts))
+                np.maximum.at(self._ingest, accts, np.repeat(ingest[held], counts))
                 self._changed[accts] = True
                 self.stats.holder_updates += len(rows)
+        elif self._dirty:
+            self._rebuild()
         changed = np.flatnonzero(self._changed[: len(self._acct_ids)])
         self._changed[changed] = False
         return changed
