@@ -23,7 +23,7 @@ from decimal import Decimal
 import msgspec
 import numpy as np
 
-from engine.types import AccountHoldings, PortfolioSnapshot, Position, PositionValue, Tick
+from engine.types import AccountHoldings, PortfolioSnapshot, PositionValue, Tick
 
 _GROW = 1.5
 
@@ -44,10 +44,6 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     ends = np.cumsum(counts)
     offsets = np.repeat(starts - (ends - counts), counts)
     return offsets + np.arange(total, dtype=np.int64)
-
-
-def valid_price(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
 class BookStats(msgspec.Struct, kw_only=True):
@@ -538,5 +534,3 @@ class Coalescer:
     def pending(self, size: int) -> int:
         return int(self._dirty[:size].sum())
 
-
-__all__ = ["BookStats", "Coalescer", "Position", "ValuationBook", "valid_price"]
