@@ -33,7 +33,10 @@ from engine.positions import PositionSource
 log = logging.getLogger(__name__)
 
 SourceFactory = Callable[[Settings], PositionSource]
-RESTARTABLE: dict[str, Any] = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 2, "num_cpus": 0}
+# SPREAD: shards land on different nodes of a cluster, so one node's death takes only part of the engine.
+RESTARTABLE: dict[str, Any] = {
+    "lifetime": "detached", "max_restarts": -1, "max_task_retries": 2, "num_cpus": 0, "scheduling_strategy": "SPREAD",
+}
 
 
 def position_source_from_settings(settings: Settings) -> PositionSource:

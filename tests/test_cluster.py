@@ -1,0 +1,89 @@
+"""The engine on a real multi-node Ray cluster (two raylets on this machine).
+
+Run in its own pytest process (`pytest -m cluster`, which `make test` does): it starts its own
+cluster, so it cannot share the session's single-node Ray. What it shows: the shards spread over
+the nodes, every value stays right, and when a node dies its actors come back on the survivor and
+publishing resumes from Redis state, not from anything the dead node held.
+"""
+
+from __future__ import annotations
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+from ray.util.state import get_actor
+
+from engine import pubsub
+from engine.subscriptions import shard_of
+from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine
+
+pytestmark = pytest.mark.cluster
+
+HOLDINGS = [["AAPL", "IBM"], ["MSFT"], ["GOOG", "AAPL"], ["IBM", "MSFT"]]
+# enough accounts that every portfolio shard, on either node, serves some
+ACCOUNTS = [
+    {"account_id": f"c-{i}", "cash": f"{250 * i}.25", "positions": [{"symbol": s, "qty": str(i + 2)} for s in syms]}
+    for i, syms in enumerate(HOLDINGS * 4)
+]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    worker = cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="warning")
+    yield cluster, worker
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def _assert_values(snap, account: dict, feed) -> None:
+    prices = replay_prices(feed, snap)
+    qty = {p["symbol"]: float(p["qty"]) for p in account["positions"]}
+    total = float(account["cash"]) + sum(q * prices[s][0] for s, q in qty.items())
+    assert snap.total_value == pytest.approx(total, abs=0.006)
+    assert snap.day_change == pytest.approx(sum(q * (prices[s][0] - prices[s][1]) for s, q in qty.items()), abs=0.006)
+
+
+async def test_shards_spread_over_nodes_and_survive_a_node_failure(cluster, redis_url, tmp_path) -> None:
+    ray_cluster, worker = cluster
+    settings = engine_settings(
+        redis_url, tmp_path, ACCOUNTS, CLERA_SYMBOL_SHARDS="1", CLERA_PORTFOLIO_SHARDS="4"  # one symbol shard: a snapshot's prices share one replay step
+    )
+    feed = replay_of(settings)
+    hub = pubsub.PortfolioSubscriber(redis_url, interest_ttl_s=30)
+    await hub.start()
+    with running_engine(settings, redis_url) as topo:
+        shards = topo.portfolio_shards + topo.symbol_shards
+        nodes = {a._actor_id.hex(): get_actor(a._actor_id.hex()).node_id for a in shards}
+        assert len(set(nodes.values())) == 2, "the scheduler should spread the shards over both nodes"
+
+        listeners = {a["account_id"]: await hub.listen(a["account_id"]) for a in ACCOUNTS}
+        for account in ACCOUNTS:
+            _assert_values(await listeners[account["account_id"]].get(timeout=60), account, feed)
+
+        # an account whose portfolio shard lives on the worker node, to be sure the failure hits it
+        on_worker = [
+            a for a in ACCOUNTS
+            if nodes[topo.portfolio_shards[shard_of(a["account_id"], settings.portfolio_shards)]._actor_id.hex()]
+            == worker.node_id
+        ]
+        assert on_worker, "some account should be served from the worker node"
+        account = on_worker[0]
+        listener = listeners[account["account_id"]]
+        before = await listener.get(timeout=30)
+
+        ray_cluster.remove_node(worker)
+
+        async def resumed() -> bool:
+            snap = await listener.get(timeout=30)
+            return snap.publish_ts > before.publish_ts + 1.0 and snap.as_of > before.as_of
+
+        await eventually(resumed, "live snapshots after the node died", timeout=120)
+        after = await listener.get(timeout=30)
+        assert after.seq > before.seq
+        _assert_values(after, account, feed)
+        for listener in listeners.values():
+            await listener.close()
+    await hub.close()
