@@ -16,6 +16,14 @@ from engine.config import Settings, load_settings
 from engine.feeds.replay import ReplayFeed
 from engine.types import PortfolioSnapshot
 
+# Pub/sub channels are server-wide (not per db): account ids unique to this test run keep runs
+# that share the Redis server (other suites, other checkouts) from hearing each other.
+RUN = uuid.uuid4().hex[:8]
+
+
+def unique(name: str) -> str:
+    return f"{name}-{RUN}"
+
 
 def write_accounts(path: Path, accounts: list[dict]) -> None:
     path.write_text(json.dumps(accounts))
@@ -40,6 +48,9 @@ def engine_settings(redis_url: str, tmp_path: Path, accounts: list[dict], **env:
         "CLERA_IDLE_REFRESH_S": "1",
         "CLERA_SYMBOL_SHARDS": "1",
         "CLERA_PORTFOLIO_SHARDS": "2",
+        # pin no symbol (an empty value would mean the default, the replay symbols): these tests
+        # watch counts reach zero and the feed let go of a symbol
+        "CLERA_PINNED_SYMBOLS": ",",
     }
     values.update(env)
     return load_settings(values, env_file=None)

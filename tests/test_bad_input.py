@@ -7,10 +7,10 @@ import pytest
 from engine import pubsub
 from engine.realtime import SymbolCore, encode_batch, encode_columns
 from engine.types import Tick
-from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine
+from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine, unique
 
 ACCOUNT = {
-    "account_id": "bad-a",
+    "account_id": unique("bad-a"),
     "cash": "10.00",
     "positions": [{"symbol": "AAPL", "qty": "3"}, {"symbol": "ZZZZ", "qty": "4", "avg_entry_price": "5.00"}],
 }
@@ -41,7 +41,7 @@ async def test_shards_reject_bad_input_and_keep_publishing(redis_url, tmp_path) 
     hub = pubsub.PortfolioSubscriber(redis_url)
     await hub.start()
     with running_engine(settings, redis_url) as topo:
-        listener = await hub.listen("bad-a")
+        listener = await hub.listen(ACCOUNT["account_id"])
         first = await listener.get(timeout=30)
         symbol_shard, portfolio_shard = topo.symbol_shards[0], topo.portfolio_shards[0]
         # the replay does not know ZZZZ: reported, and valued at its entry price meanwhile

@@ -12,6 +12,11 @@ import redis.asyncio as aioredis
 from engine import pubsub
 from engine.realtime import PortfolioCore, encode_columns, publish_step, refresh_interest, restore_from_redis
 from engine.types import AccountHoldings, LastPrice, PortfolioSnapshot, Position, Tick, snapshot_json_decoder
+from realtime_support import unique
+
+# channels are server-wide: ids unique to this run (see realtime_support.RUN)
+A, B, ACC, ZZZ, P1, P2 = (unique(n) for n in ("a", "b", "acc", "zzz", "p1", "p2"))
+W, Q, CASH = unique("w"), unique("q"), unique("cash-only")
 
 
 def _snap(account: str, seq: int, total: float, ts: float = 1.0) -> PortfolioSnapshot:
@@ -36,17 +41,17 @@ async def _eventually(predicate, what: str, tries: int = 200) -> None:
 async def test_publish_snapshots_publishes_live_and_stores_last(redis_url) -> None:
     client = pubsub.connect(redis_url)
     watcher = client.pubsub(ignore_subscribe_messages=True)
-    await watcher.subscribe("portfolio:a", "portfolio:b")
-    sent = await pubsub.publish_snapshots(client, [_snap("a", 1, 10.0)], [_snap("b", 1, 20.0)])
+    await watcher.subscribe(f"portfolio:{A}", f"portfolio:{B}")
+    sent = await pubsub.publish_snapshots(client, [_snap(A, 1, 10.0)], [_snap(B, 1, 20.0)])
     assert sent == 2
     message = None
     while message is None:
         message = await watcher.get_message(timeout=1.0)
-    assert message["channel"] == b"portfolio:a"
+    assert message["channel"] == f"portfolio:{A}".encode()
     assert snapshot_json_decoder.decode(message["data"]).total_value == 10.0
     assert await watcher.get_message(timeout=0.2) is None  # "b" is not watched live: stored only
-    last = await pubsub.read_last_snapshots(client, ["a", "b", "nobody"])
-    assert {k: v.total_value for k, v in last.items()} == {"a": 10.0, "b": 20.0}
+    last = await pubsub.read_last_snapshots(client, [A, B, "nobody"])
+    assert {k: v.total_value for k, v in last.items()} == {A: 10.0, B: 20.0}
     await watcher.aclose()
     await client.aclose()
 
@@ -65,17 +70,17 @@ async def test_prices_and_interest_keys(redis_url) -> None:
 
 async def test_subscriber_shares_one_channel_and_keeps_latest(redis_url) -> None:
     writer = pubsub.connect(redis_url)
-    await pubsub.publish_snapshots(writer, [], [_snap("acc", 3, 99.0)])
+    await pubsub.publish_snapshots(writer, [], [_snap(ACC, 3, 99.0)])
     hub = pubsub.PortfolioSubscriber(redis_url, interest_ttl_s=20)
     await hub.start()
-    first = await hub.listen("acc")
-    second = await hub.listen("acc")
-    other = await hub.listen("zzz")
+    first = await hub.listen(ACC)
+    second = await hub.listen(ACC)
+    other = await hub.listen(ZZZ)
     assert (await first.get(timeout=2)).seq == 3  # the last snapshot comes first
-    assert await writer.exists("interest:acc") == 1
-    assert await _numsub(writer, "portfolio:acc") == 1  # one Redis subscription for both listeners
+    assert await writer.exists(f"interest:{ACC}") == 1
+    assert await _numsub(writer, f"portfolio:{ACC}") == 1  # one Redis subscription for both listeners
     for seq in range(4, 9):
-        await pubsub.publish_snapshots(writer, [_snap("acc", seq, 100.0 + seq)], [])
+        await pubsub.publish_snapshots(writer, [_snap(ACC, seq, 100.0 + seq)], [])
 
     async def second_has_latest() -> bool:
         got = second.latest()
@@ -85,14 +90,14 @@ async def test_subscriber_shares_one_channel_and_keeps_latest(redis_url) -> None
     assert (got.seq, got.total_value) == (8, 108.0)  # a slow reader gets the latest, not a backlog
     assert first.skipped >= 1
     # a stale snapshot (an older seq published earlier) never replaces a newer one
-    first.offer(_snap("acc", 2, 1.0, ts=-10))
+    first.offer(_snap(ACC, 2, 1.0, ts=-10))
     assert first.latest().seq == 8
-    await writer.publish("portfolio:acc", b"garbage")
+    await writer.publish(f"portfolio:{ACC}", b"garbage")
     await _eventually(lambda: _async(hub.malformed == 1), "malformed message counted")
     await first.close()
-    assert await _numsub(writer, "portfolio:acc") == 1
+    assert await _numsub(writer, f"portfolio:{ACC}") == 1
     await second.close()
-    await _eventually(lambda: _numsub_is(writer, "portfolio:acc", 0), "unsubscribed after the last listener")
+    await _eventually(lambda: _numsub_is(writer, f"portfolio:{ACC}", 0), "unsubscribed after the last listener")
     assert other.latest() is None
     await other.close()
     await hub.close()
@@ -123,11 +128,11 @@ async def test_pattern_subscriber(redis_url) -> None:
     writer = pubsub.connect(redis_url)
     hub = pubsub.PortfolioSubscriber(redis_url, pattern=True)
     await hub.start()
-    async with await hub.listen("p1") as listener:
+    async with await hub.listen(P1) as listener:
         await asyncio.sleep(0.05)
-        await pubsub.publish_snapshots(writer, [_snap("p1", 1, 5.0), _snap("p2", 1, 6.0)], [])
+        await pubsub.publish_snapshots(writer, [_snap(P1, 1, 5.0), _snap(P2, 1, 6.0)], [])
         got = await listener.get(timeout=2)
-        assert (got.account_id, got.total_value) == ("p1", 5.0)
+        assert (got.account_id, got.total_value) == (P1, 5.0)
     assert hub.channels() == set()
     await hub.close()
     await writer.aclose()
@@ -161,25 +166,25 @@ async def test_holdings_changes_skips_malformed(redis_url) -> None:
 async def test_portfolio_core_publishes_watched_accounts_and_resumes_seq(redis_url) -> None:
     client = pubsub.connect(redis_url)
     holdings = [
-        AccountHoldings("w", Decimal("10.00"), [Position("IBM", Decimal(2), Decimal(2))], session="2012-06-01"),
-        AccountHoldings("q", Decimal("5.00"), [Position("IBM", Decimal(1), Decimal(1))], session="2012-06-01"),
-        AccountHoldings("cash-only", Decimal("7.25")),
+        AccountHoldings(W, Decimal("10.00"), [Position("IBM", Decimal(2), Decimal(2))], session="2012-06-01"),
+        AccountHoldings(Q, Decimal("5.00"), [Position("IBM", Decimal(1), Decimal(1))], session="2012-06-01"),
+        AccountHoldings(CASH, Decimal("7.25")),
     ]
     core = PortfolioCore(0, 1, publish_hz=100.0, idle_refresh_s=0.05)
     core.set_holdings(holdings)
-    await pubsub.register_interest(client, ["w"], 10)
+    await pubsub.register_interest(client, [W], 10)
     await refresh_interest(core, client)
     watcher = client.pubsub(ignore_subscribe_messages=True)
-    await watcher.subscribe("portfolio:w", "portfolio:q", "portfolio:cash-only")
+    await watcher.subscribe(f"portfolio:{W}", f"portfolio:{Q}", f"portfolio:{CASH}")
     core.on_batch(encode_columns([Tick("IBM", 190.0, 188.0, 100.0, "2012-06-01", "replay")], 100.5))
     for _ in range(30):
         await publish_step(core, client)
         await asyncio.sleep(0.05)
     seen = [snapshot_json_decoder.decode(m["data"]) for m in await _drain(watcher)]
-    assert [(s.account_id, s.total_value, s.day_change) for s in seen] == [("w", 390.0, 4.0)]
+    assert [(s.account_id, s.total_value, s.day_change) for s in seen] == [(W, 390.0, 4.0)]
     assert seen[0].as_of == 100.0 and seen[0].ingest_ts == 100.5 and seen[0].publish_ts >= 100.5
-    last = await pubsub.read_last_snapshots(client, ["w", "q", "cash-only"])
-    assert {k: v.total_value for k, v in last.items()} == {"w": 390.0, "q": 195.0, "cash-only": 7.25}
+    last = await pubsub.read_last_snapshots(client, [W, Q, CASH])
+    assert {k: v.total_value for k, v in last.items()} == {W: 390.0, Q: 195.0, CASH: 7.25}
     # a new core for the same accounts (a restarted shard) continues seq and takes prices from Redis
     await pubsub.write_prices(client, [LastPrice("IBM", 191.0, 188.0, 101.0, "2012-06-01", "replay")])
     again = PortfolioCore(0, 1, publish_hz=100.0, idle_refresh_s=0.05)
@@ -188,7 +193,7 @@ async def test_portfolio_core_publishes_watched_accounts_and_resumes_seq(redis_u
     await refresh_interest(again, client)
     await publish_step(again, client)
     (snap,) = [snapshot_json_decoder.decode(m["data"]) for m in await _drain(watcher)]
-    assert (snap.account_id, snap.seq, snap.total_value) == ("w", seen[0].seq + 1, 392.0)
+    assert (snap.account_id, snap.seq, snap.total_value) == (W, seen[0].seq + 1, 392.0)
     await watcher.aclose()
     await client.aclose()
 

@@ -8,12 +8,16 @@ import pytest
 import ray
 
 from engine import pubsub
-from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine, write_accounts
+from realtime_support import (
+    engine_settings, eventually, replay_of, replay_prices, running_engine, unique, write_accounts,
+)
 
-WATCHED = {"account_id": "e2e-a", "cash": "1000.00", "positions": [
+A, B, C = unique("e2e-a"), unique("e2e-b"), unique("e2e-c")
+
+WATCHED = {"account_id": A, "cash": "1000.00", "positions": [
     {"symbol": "AAPL", "qty": "10"}, {"symbol": "IBM", "qty": "5"}]}
-QUIET = {"account_id": "e2e-b", "cash": "50.00", "positions": [{"symbol": "MSFT", "qty": "100"}]}
-EMPTY = {"account_id": "e2e-c", "cash": "300.00", "positions": []}
+QUIET = {"account_id": B, "cash": "50.00", "positions": [{"symbol": "MSFT", "qty": "100"}]}
+EMPTY = {"account_id": C, "cash": "300.00", "positions": []}
 
 
 def _check_values(snap, qty: dict[str, float], cash: float, feed) -> None:
@@ -35,9 +39,9 @@ async def test_feed_to_redis_in_order_with_correct_values(redis_url, tmp_path) -
     settings = engine_settings(redis_url, tmp_path, [WATCHED, QUIET, EMPTY])
     feed = replay_of(settings)
     client = pubsub.connect(redis_url)
-    await pubsub.register_interest(client, ["e2e-a"], 60)
+    await pubsub.register_interest(client, [A], 60)
     raw = client.pubsub(ignore_subscribe_messages=True)
-    await raw.subscribe("portfolio:e2e-a", "portfolio:e2e-b", "portfolio:e2e-c")
+    await raw.subscribe(f"portfolio:{A}", f"portfolio:{B}", f"portfolio:{C}")
     with running_engine(settings, redis_url):
         seen = []
         while len(seen) < 12:
@@ -45,7 +49,7 @@ async def test_feed_to_redis_in_order_with_correct_values(redis_url, tmp_path) -
             if message is not None:
                 seen.append(pubsub.snapshot_json_decoder.decode(message["data"]))
         # only the watched account is published live, in seq order, each with the replay's prices
-        assert {s.account_id for s in seen} == {"e2e-a"}
+        assert {s.account_id for s in seen} == {A}
         seqs = [s.seq for s in seen]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         for snap in seen:
@@ -53,12 +57,12 @@ async def test_feed_to_redis_in_order_with_correct_values(redis_url, tmp_path) -
         assert len({s.total_value for s in seen}) > 1  # prices move along the replayed day
         # the others: last value kept current without being published
         async def quiet_stored() -> bool:
-            last = await pubsub.read_last_snapshots(client, ["e2e-b", "e2e-c"])
-            return len(last) == 2 and last["e2e-b"].positions != []
+            last = await pubsub.read_last_snapshots(client, [B, C])
+            return len(last) == 2 and last[B].positions != []
         await eventually(quiet_stored, "portfolio:last of unwatched accounts")
-        last = await pubsub.read_last_snapshots(client, ["e2e-b", "e2e-c"])
-        _check_values(last["e2e-b"], {"MSFT": 100.0}, 50.0, feed)
-        assert (last["e2e-c"].total_value, last["e2e-c"].day_change, last["e2e-c"].positions) == (300.0, 0.0, [])
+        last = await pubsub.read_last_snapshots(client, [B, C])
+        _check_values(last[B], {"MSFT": 100.0}, 50.0, feed)
+        assert (last[C].total_value, last[C].day_change, last[C].positions) == (300.0, 0.0, [])
         prices = await pubsub.read_prices(client, ["AAPL", "IBM", "MSFT"])
         assert set(prices) == {"AAPL", "IBM", "MSFT"} and {p.source for p in prices.values()} == {"replay"}
     await raw.aclose()
@@ -76,12 +80,12 @@ async def test_position_changes_move_subscriptions(redis_url, tmp_path) -> None:
         shard = topo.symbol_shards[0]
         assert await shard.symbols.remote() == ["AAPL", "IBM", "MSFT"]
         assert (await topo.market_feed.status.remote())["feed"]["subscribed"] == 3
-        listener = await hub.listen("e2e-a")
+        listener = await hub.listen(A)
         first = await listener.get(timeout=30)
         # sell all IBM, buy GOOG: IBM's count reaches zero and the feed stops it; GOOG starts
         changed = dict(WATCHED, positions=[{"symbol": "AAPL", "qty": "10"}, {"symbol": "GOOG", "qty": "2"}])
         write_accounts(tmp_path / "accounts.json", [changed, QUIET])
-        await pubsub.announce_holdings_changed(client, ["e2e-a"])
+        await pubsub.announce_holdings_changed(client, [A])
 
         async def moved() -> bool:
             return await shard.symbols.remote() == ["AAPL", "GOOG", "MSFT"]
@@ -110,7 +114,7 @@ async def test_position_changes_move_subscriptions(redis_url, tmp_path) -> None:
         _check_values(snap, {"AAPL": 10.0, "GOOG": 2.0}, 1000.0, feed)
         # the account closes: it disappears from its shard, and MSFT alone remains with AAPL gone too
         write_accounts(tmp_path / "accounts.json", [QUIET])
-        await pubsub.announce_holdings_changed(client, ["e2e-a"])
+        await pubsub.announce_holdings_changed(client, [A])
 
         async def only_msft() -> bool:
             return await shard.symbols.remote() == ["MSFT"]
@@ -120,7 +124,7 @@ async def test_position_changes_move_subscriptions(redis_url, tmp_path) -> None:
             return (await topo.market_feed.status.remote())["feed"]["subscribed"] == 1
         await eventually(feed_has_one, "the feed follows the counts down to MSFT alone")
         owners = await asyncio.gather(*(p.accounts.remote() for p in topo.portfolio_shards))
-        assert sorted(a for group in owners for a in group) == ["e2e-b"]
+        assert sorted(a for group in owners for a in group) == [B]
         await listener.close()
     await hub.close()
     await client.aclose()

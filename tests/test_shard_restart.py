@@ -7,10 +7,10 @@ import ray
 
 from engine import pubsub
 from engine.subscriptions import shard_of
-from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine
+from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine, unique
 
 ACCOUNTS = [
-    {"account_id": f"r-{i}", "cash": f"{100 * i}.50", "positions": [{"symbol": s, "qty": str(i + 1)} for s in syms]}
+    {"account_id": unique(f"r-{i}"), "cash": f"{100 * i}.50", "positions": [{"symbol": s, "qty": str(i + 1)} for s in syms]}
     for i, syms in enumerate([["AAPL", "MSFT"], ["IBM"], ["GOOG", "AAPL"], ["MSFT"]])
 ]
 
