@@ -235,40 +235,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 # --- clera serve ---------------------------------------------------------------------------
-def _live_table(redis_url: str, accounts: list[tuple[str, str]], ttl_s: float) -> Table:
-    """One row per demo account from `portfolio:last`, refreshing interest so they publish live."""
-    import msgspec
-    import redis
-
-    from engine.types import PortfolioSnapshot
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        pipe = client.pipeline(transaction=False)
-        for account_id, _ in accounts:
-            pipe.set(f"interest:{account_id}", b"1", px=int(ttl_s * 1000))
-        pipe.mget([f"portfolio:last:{a}" for a, _ in accounts])
-        raws = pipe.execute()[-1]
-    finally:
-        client.close()
-    table = Table(title="live portfolios (Ctrl-C to stop)", header_style="bold")
-    for column in ("account", "label", "value", "today", "positions", "seq", "latency", "source"):
-        table.add_column(column, justify="left" if column in ("account", "label", "source") else "right")
-    for (account_id, label), raw in zip(accounts, raws):
-        if raw is None:
-            table.add_row(account_id, label, "-", "-", "-", "-", "-", "waiting")
-            continue
-        snap = msgspec.json.decode(raw, type=PortfolioSnapshot)
-        style = "green" if snap.day_change >= 0 else "red"
-        latency = f"{max(0.0, snap.publish_ts - snap.as_of) * 1000:.0f} ms" if snap.as_of else "-"  # no tick yet
-        table.add_row(
-            account_id, label, f"${snap.total_value:,.2f}",
-            Text(f"{snap.day_change:+,.2f} ({snap.day_change_pct:+.2f}%)", style), str(len(snap.positions)),
-            str(snap.seq), latency, snap.source or "-",
-        )
-    return table
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
@@ -277,6 +243,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from actors import topology
     from brokerage.company_profiles import load_default_company_profiles
     from brokerage.store import store_from_settings
+    from engine.console import run_console
     from engine.redis_server import redis_from_settings
     from gateway import demo
     from gateway.services import make_broker
@@ -329,10 +296,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if broker is not None:
             say("[dim]paper demo accounts fund by ACH, then buy their stocks at the replayed open[/dim]")
         rows = [(account_id, target.account_id) for account_id, target in targets]
-        with Live(console=console, refresh_per_second=2) as live:
-            while True:
-                live.update(_live_table(redis_url, rows, settings.interest_ttl_s))
-                time.sleep(0.5)
+        run_console(redis_url, rows, settings.interest_ttl_s, stop, console)
     except KeyboardInterrupt:
         console.print("stopping ...")
     except ConfigError as exc:

@@ -103,7 +103,7 @@ class MarketFeed:
             except ray.exceptions.RayError:
                 continue
             if symbols:
-                self.core.feed.subscribe(symbols)
+                await asyncio.to_thread(self.core.feed.subscribe, symbols)
 
     async def ready(self) -> bool:
         """True once the feed has taken over the symbols the shards already count."""
@@ -111,11 +111,15 @@ class MarketFeed:
         return True
 
     async def subscribe(self, symbols: list[str]) -> list[str]:
-        """Start symbols; returns those the feed cannot serve."""
-        return self.core.feed.subscribe(symbols)
+        """Start symbols; returns those the feed cannot serve.
+
+        In a thread: the Alpaca feed fetches previous closes over HTTP while subscribing, which
+        must not stall this actor's loop (and with it the tick pump).
+        """
+        return await asyncio.to_thread(self.core.feed.subscribe, symbols)
 
     async def unsubscribe(self, symbols: list[str]) -> None:
-        self.core.feed.unsubscribe(symbols)
+        await asyncio.to_thread(self.core.feed.unsubscribe, symbols)
 
     async def ingest(self, blob: bytes) -> int:
         """Ticks from outside the feed (a PriceBatch blob) on the same path; returns ticks accepted."""

@@ -22,6 +22,7 @@ from engine.config import Settings
 log = logging.getLogger(__name__)
 
 GATHER_S = 0.05  # ids announced within this window are reloaded together
+LEDGER_STEP_S = 1.0  # how often the paper ledger applies what the market clock made due
 
 
 @ray.remote(num_cpus=0)
@@ -35,6 +36,38 @@ class PositionSync:
         self._subscribed = asyncio.Event()
         loop = asyncio.get_event_loop()
         self._tasks = [loop.create_task(self._run())]
+        if settings.positions == "broker":
+            self._tasks.append(loop.create_task(self._keep_broker_current(redis_url)))
+
+    async def _keep_broker_current(self, redis_url: str) -> None:
+        """The broker side of "holdings change without anyone asking".
+
+        Paper: deposits land and queued orders fill when the market clock reaches them; one
+        `process_due` a second applies that (its change hook announces the accounts). Alpaca:
+        fills arrive after the order call returns, so every account is re-synced on a schedule.
+        """
+        if self.settings.broker == "alpaca":
+            while True:
+                await asyncio.sleep(self.settings.alpaca_resync_s)
+                try:
+                    await self.reload_all()
+                except Exception:
+                    log.exception("scheduled re-sync from Alpaca failed")
+        from brokerage.factory import broker_from_settings
+        from brokerage.positions import HoldingsNotifier
+        from brokerage.prices import RedisPriceReader
+        from engine.clock import clock_from_settings
+
+        broker = broker_from_settings(
+            self.settings, clock_from_settings(self.settings), RedisPriceReader(redis_url),
+            on_change=HoldingsNotifier(redis_url),
+        )
+        while True:
+            await asyncio.sleep(LEDGER_STEP_S)
+            try:
+                await asyncio.to_thread(broker.process_due)
+            except Exception:
+                log.exception("paper ledger step failed")
 
     async def _run(self) -> None:
         queue: asyncio.Queue[list[str]] = asyncio.Queue()

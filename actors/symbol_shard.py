@@ -17,7 +17,8 @@ import ray
 from actors.common import Outbox, lookup, market_feed_name, portfolio_shard_name
 from engine import pubsub
 from engine.config import Settings
-from engine.realtime import SymbolCore
+from engine.realtime import PINNED, SymbolCore
+from engine.subscriptions import shard_of
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,13 @@ class SymbolShard:
         return lookup(market_feed_name(), self.settings.ray_namespace)
 
     async def _recover(self) -> None:
-        """A (re)started shard asks the portfolio shards which of its symbols they hold."""
+        """A (re)started shard pins its share of the pinned symbols and asks the portfolio shards
+        which of its symbols they hold."""
+        n = self.settings.symbol_shards
+        pinned = [s for s in self.settings.pinned_symbol_list if shard_of(s, n) == self.index]
+        if pinned:
+            await self.set_holder(PINNED, pinned)
+
         async def one(holder: int) -> None:
             symbols = await self.portfolios.call(holder, "symbols_for", self.index)
             if symbols:

@@ -50,6 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )
     replay_epoch: float | None = msgspec.field(default=None, name="CLERA_REPLAY_EPOCH")
     replay_symbols: str = msgspec.field(default="AAPL,MSFT,IBM,GOOG,FB", name="CLERA_REPLAY_SYMBOLS")
+    pinned_symbols: str | None = msgspec.field(default=None, name="CLERA_PINNED_SYMBOLS")
     tick_hz: Annotated[float, Positive] = msgspec.field(default=4.0, name="CLERA_TICK_HZ")
     sim_symbols: Annotated[int, AtLeastOne] = msgspec.field(default=500, name="CLERA_SIM_SYMBOLS")
     sim_ticks_per_s: Annotated[float, Positive] = msgspec.field(default=1000.0, name="CLERA_SIM_TICKS_PER_S")
@@ -149,6 +150,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.data_path / "clera.db"
 
     @property
+    def pinned_symbol_list(self) -> list[str]:
+        if self.pinned_symbols is None:
+            return self.replay_symbol_list if self.feed == "replay" else []
+        return [s.strip().upper() for s in self.pinned_symbols.split(",") if s.strip()]
+
+    @property
     def replay_symbol_list(self) -> list[str]:
         return [s.strip().upper() for s in self.replay_symbols.split(",") if s.strip()]
 
@@ -168,6 +175,7 @@ DOCS: dict[str, str] = {
     "CLERA_REPLAY_OPEN_FRACTION": "Share of each replayed day during which the market is open.",
     "CLERA_REPLAY_EPOCH": "Unix time at which the replay starts; unset: set once by `clera serve` for all processes.",
     "CLERA_REPLAY_SYMBOLS": "Symbols replayed from the shipped price file.",
+    "CLERA_PINNED_SYMBOLS": "Symbols always subscribed and priced though nobody holds them (first buys need a price); unset: the replay symbols with CLERA_FEED=replay, none otherwise.",
     "CLERA_TICK_HZ": "Replay ticks per second per symbol.",
     "CLERA_SIM_SYMBOLS": "Number of symbols of the simulated feed.",
     "CLERA_SIM_TICKS_PER_S": "Total ticks per second offered by the simulated feed.",

@@ -134,6 +134,11 @@ class SymbolStats(msgspec.Struct, kw_only=True):
     arrival_lag_ms: list[float] = []  # recent (ingest -> arrival here) delays, newest last
 
 
+# Pseudo-holder of the symbols kept priced though nobody holds them (`CLERA_PINNED_SYMBOLS`): the
+# paper broker fills a first buy at `price:{SYMBOL}`, so that key must exist before anyone holds it.
+PINNED = -1
+
+
 class SymbolCore:
     """Per-symbol subscription state of one symbol shard: refcounts, last trade, previous close."""
 
@@ -194,6 +199,8 @@ class SymbolCore:
             mask = np.fromiter((s in held for s in symbols), dtype=bool, count=len(symbols))
             if mask.any():
                 anyone |= mask
+                if holder == PINNED:
+                    continue  # priced, but no portfolio shard waits for it
                 picked = np.flatnonzero(mask)
                 out[holder] = PriceColumns(
                     [symbols[k] for k in picked.tolist()], price[mask].tolist(), prev[mask].tolist(),
