@@ -233,7 +233,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     values: dict[str, Any] = {}
     if env_file is not None and Path(env_file).is_file():
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    values.update(os.environ if environ is None else environ)
+    values.update({k: v for k, v in (os.environ if environ is None else environ).items() if v != ""})
     picked = {k: v for k, v in values.items() if k in _ENV_NAMES and v != ""}
     try:
         return msgspec.convert(picked, Settings, strict=False)

@@ -1,0 +1,61 @@
+"""The one settings table: defaults that run, bad values that fail loudly with the variable's name."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from engine.config import DOCS, ConfigError, Settings, load_settings, markdown_table
+
+
+def test_defaults_are_the_embedded_ones() -> None:
+    s = load_settings({}, env_file=None)
+    assert (s.feed, s.broker, s.store, s.redis_external_url) == ("replay", "paper", "sql", None)
+    assert s.replay_start == dt.date(2012, 6, 1) and s.ach_daily_limit == Decimal("50000")
+    assert s.pinned_symbol_list == ["AAPL", "MSFT", "IBM", "GOOG", "FB"]
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"CLERA_PORTFOLIO_SHARDS": "abc"}, "CLERA_PORTFOLIO_SHARDS='abc': Expected `int`"),
+        ({"CLERA_PORTFOLIO_SHARDS": "0"}, "CLERA_PORTFOLIO_SHARDS='0': Expected `int` >= 1"),
+        ({"CLERA_FEED": "bloomberg"}, "CLERA_FEED='bloomberg'"),
+        ({"CLERA_REPLAY_START": "2012-13-01"}, "CLERA_REPLAY_START='2012-13-01'"),
+        ({"CLERA_ACH_DAILY_LIMIT": "lots"}, "CLERA_ACH_DAILY_LIMIT='lots'"),
+        ({"CLERA_ACH_DAILY_LIMIT": "-5"}, "CLERA_ACH_DAILY_LIMIT must be > 0"),
+        ({"CLERA_PDT_ENABLED": "maybe"}, "CLERA_PDT_ENABLED='maybe'"),
+        ({"PLAID_ENV": "development"}, "plaid-python has no 'development' environment"),
+        ({"CLERA_BROKER": "alpaca"}, "needs BROKER_API_KEY and BROKER_SECRET_KEY"),
+        ({"CLERA_STORE": "supabase"}, "needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"),
+        ({"CLERA_SERVE_MIN_REPLICAS": "5", "CLERA_SERVE_MAX_REPLICAS": "2"}, "must not exceed"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env, env_file=None)
+    assert fragment in str(err.value)
+
+
+def test_environment_wins_over_dotenv_and_empty_means_unset(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("CLERA_SYMBOL_SHARDS=3\nCLERA_PORTFOLIO_SHARDS=5\nREDIS_URL=redis://example:1/0\n")
+    s = load_settings({"CLERA_PORTFOLIO_SHARDS": "7", "REDIS_URL": ""}, env_file=env_file)
+    assert (s.symbol_shards, s.portfolio_shards) == (3, 7)
+    assert s.redis_url == "redis://example:1/0"  # an empty variable does not erase the file's value
+
+
+def test_pinned_symbols_override() -> None:
+    assert load_settings({"CLERA_PINNED_SYMBOLS": " aapl, ,ibm"}, env_file=None).pinned_symbol_list == ["AAPL", "IBM"]
+    assert load_settings({"CLERA_FEED": "simulated"}, env_file=None).pinned_symbol_list == []
+
+
+def test_every_variable_is_documented_in_the_readme() -> None:
+    names = {f.encode_name for f in msgspec.structs.fields(Settings)}
+    assert names == set(DOCS)
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert markdown_table() in readme, "README's table is stale: run scripts/readme-config.sh"
