@@ -48,9 +48,8 @@ def _assert_values(snap, account: dict, feed) -> None:
 
 async def test_shards_spread_over_nodes_and_survive_a_node_failure(cluster, redis_url, tmp_path) -> None:
     ray_cluster, worker = cluster
-    settings = engine_settings(
-        redis_url, tmp_path, ACCOUNTS, CLERA_SYMBOL_SHARDS="1", CLERA_PORTFOLIO_SHARDS="4"  # one symbol shard: a snapshot's prices share one replay step
-    )
+    # one symbol shard, so all prices of a snapshot belong to one replay step
+    settings = engine_settings(redis_url, tmp_path, ACCOUNTS, CLERA_SYMBOL_SHARDS="1", CLERA_PORTFOLIO_SHARDS="4")
     feed = replay_of(settings)
     hub = pubsub.PortfolioSubscriber(redis_url, interest_ttl_s=30)
     await hub.start()
