@@ -41,6 +41,17 @@ def require_external_redis(settings: Settings) -> str:
     return url
 
 
+def require_shared_database(settings: Settings) -> None:
+    """On a multi-node cluster the store and the paper ledger must live in PostgreSQL: broker tasks
+    and replicas land on any node, and a SQLite file on each would be a different ledger."""
+    uses_sqlite = not settings.database_url and (settings.store == "sql" or settings.broker == "paper")
+    if uses_sqlite and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+        raise ConfigError(
+            "DATABASE_URL is not set on a multi-node Ray cluster: the store and the paper ledger would be "
+            "a separate SQLite file on every node. Set DATABASE_URL to a PostgreSQL database all nodes reach."
+        )
+
+
 def shared_replay_epoch(settings: Settings, redis_url: str) -> Settings:
     """A replay needs one epoch for every process; without `clera serve` to set it, the first replica
     to start stores one in Redis and every other process reads the same value."""
@@ -136,6 +147,7 @@ class Gateway:
     def __init__(self, environ: dict[str, str] | None = None, start_engine: bool = True) -> None:
         settings = load_settings({**os.environ, **(environ or {})})
         redis_url = require_external_redis(settings)
+        require_shared_database(settings)
         settings = shared_replay_epoch(settings, redis_url)
         store = store_from_settings(settings)
         load_default_company_profiles(store)

@@ -14,6 +14,7 @@ from ray.cluster_utils import Cluster
 from ray.util.state import get_actor
 
 from engine import pubsub
+from engine.config import load_settings
 from engine.subscriptions import shard_of
 from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine
 
@@ -44,6 +45,17 @@ def _assert_values(snap, account: dict, feed) -> None:
     total = float(account["cash"]) + sum(q * prices[s][0] for s, q in qty.items())
     assert snap.total_value == pytest.approx(total, abs=0.006)
     assert snap.day_change == pytest.approx(sum(q * (prices[s][0] - prices[s][1]) for s, q in qty.items()), abs=0.006)
+
+
+def test_serve_app_refuses_a_per_node_sqlite_ledger(cluster, redis_url, pg_url, tmp_path) -> None:
+    """Runs before the node-failure test, while the cluster still has two nodes."""
+    from engine.config import ConfigError
+    from serve_app import require_shared_database  # imports Ray Serve: only in this test
+
+    base = {"REDIS_URL": redis_url, "CLERA_DATA_DIR": str(tmp_path)}
+    with pytest.raises(ConfigError, match="DATABASE_URL is not set on a multi-node Ray cluster"):
+        require_shared_database(load_settings(base, env_file=None))
+    require_shared_database(load_settings({**base, "DATABASE_URL": pg_url}, env_file=None))  # shared: fine
 
 
 async def test_shards_spread_over_nodes_and_survive_a_node_failure(cluster, redis_url, tmp_path) -> None:
