@@ -509,10 +509,16 @@ class Coalescer:
         self._dirty[changed] = True
 
     def set_live(self, live: np.ndarray, size: int, now: float) -> None:
-        """Indices of accounts with a live subscriber (replaces the previous set)."""
+        """Indices of accounts with a live subscriber (replaces the previous set).
+
+        An account that just gained a subscriber is published at once, even unchanged: the
+        subscriber may have read `portfolio:last` before this shard's first write of it, and a
+        quiet account (cash only, or its symbols idle) would otherwise leave it blank.
+        """
         self._ensure(size, now)
         newly = np.zeros(len(self._live), dtype=bool)
         newly[live] = True
+        self._dirty |= newly & ~self._live
         self._live = newly
 
     def due(self, now: float, size: int) -> tuple[np.ndarray, np.ndarray]:

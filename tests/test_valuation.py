@@ -271,3 +271,19 @@ def test_columns_of_unequal_length_are_rejected_whole() -> None:
     assert book.stats.rejected == 2 and book.stats.ticks == 0
     assert book.apply_columns(["IBM"], [2.0], [1.5], [1.0], "2012-06-01", "replay", 1.0) == 0
     assert book.snapshots(book.flush(), 2.0)[0].total_value == 2.0
+
+
+def test_a_new_subscriber_gets_a_snapshot_of_an_unchanged_account() -> None:
+    """It may have read `portfolio:last` before the shard first wrote it: a quiet account must not stay blank."""
+    import numpy as np
+
+    co = Coalescer(publish_hz=4.0, idle_refresh_s=10.0)
+    co.mark(np.array([0, 1]), 2, now=100.0)
+    live, quiet = co.due(now=102.0, size=2)
+    assert (list(live), sorted(quiet)) == ([], [0, 1])  # written as last values, nobody listening
+    assert [list(x) for x in co.due(now=103.0, size=2)] == [[], []]  # nothing changed since
+    co.set_live(np.array([1]), 2, now=104.0)
+    live, quiet = co.due(now=104.0, size=2)
+    assert (list(live), list(quiet)) == ([1], [])
+    co.set_live(np.array([1]), 2, now=105.0)  # still watched, still unchanged: nothing new to send
+    assert [list(x) for x in co.due(now=106.0, size=2)] == [[], []]

@@ -1,0 +1,104 @@
+"""The paper ledger and the realtime engine on the same replayed clock, with nobody reading accounts.
+
+Two things no request triggers: a deposit landing when the replayed market opens (PositionSync steps
+the ledger, the ledger announces the account, the shard reloads it), and a first buy of a symbol
+nobody held yet (it fills because pinned symbols keep `price:{SYMBOL}` written).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis
+from paper_support import open_account
+from realtime_support import engine_settings, eventually, running_engine
+
+from brokerage.models import OrderRequest
+from brokerage.paper import PaperBroker
+from brokerage.positions import HoldingsNotifier
+from brokerage.prices import RedisPriceReader
+from brokerage.sql import Database
+from engine import pubsub
+from engine.clock import ManualClock, clock_from_settings
+from engine.types import LastPrice
+
+UTC = dt.timezone.utc
+# The replayed world starts on Tue 2012-06-05; each replayed day lasts SESSION_S seconds of wall time.
+SESSION_S = 30
+
+
+@pytest.mark.usefixtures("ray_session")
+async def test_a_deposit_lands_at_the_replayed_open_and_reaches_the_live_portfolio(
+    tmp_path: Path, redis_url: str
+) -> None:
+    settings = engine_settings(
+        redis_url, tmp_path, [], CLERA_POSITIONS="broker", CLERA_REPLAY_START="2012-06-05",
+        CLERA_REPLAY_SESSION_SECONDS=str(SESSION_S),
+    )
+    # made during day 0's session, so it completes at day 1's open: SESSION_S seconds after the epoch
+    setup = PaperBroker(Database.for_settings(None, settings.sqlite_path),
+                        ManualClock(dt.datetime(2012, 6, 5, 15, 0, tzinfo=UTC)), RedisPriceReader(redis_url),
+                        settings=settings)
+    account_id, rel_id = open_account(setup)
+    setup.create_transfer(account_id, rel_id, Decimal("1500.25"), "INCOMING")
+
+    hub = pubsub.PortfolioSubscriber(redis_url, interest_ttl_s=30)
+    await hub.start()
+    with running_engine(settings, redis_url):
+        listener = await hub.listen(account_id)
+        first = await listener.get(timeout=60)  # a new subscriber of a quiet account gets a snapshot too
+        assert first.cash == 0.0, "the deposit must not count before the replayed open"
+
+        async def landed() -> bool:
+            return (await listener.get(timeout=SESSION_S * 2)).cash == pytest.approx(1500.25)
+
+        await eventually(landed, "the deposit on the live portfolio", timeout=SESSION_S * 3)
+        assert setup.get_transfer(account_id, setup.list_transfers(account_id)[0].id).status == "COMPLETE"
+        await listener.close()
+    await hub.close()
+
+
+@pytest.mark.usefixtures("ray_session")
+async def test_a_first_buy_of_a_pinned_symbol_fills_and_shows_live(tmp_path: Path, redis_url: str) -> None:
+    settings = engine_settings(
+        redis_url, tmp_path, [], CLERA_POSITIONS="broker", CLERA_REPLAY_START="2012-06-05",
+        CLERA_PINNED_SYMBOLS="AAPL",
+    )
+    setup = PaperBroker(Database.for_settings(None, settings.sqlite_path),
+                        ManualClock(dt.datetime(2012, 6, 4, 15, 0, tzinfo=UTC)), RedisPriceReader(redis_url),
+                        settings=settings)
+    account_id, rel_id = open_account(setup)
+    setup.create_transfer(account_id, rel_id, Decimal("1000"), "INCOMING")  # complete at Tuesday's open
+    notifier = HoldingsNotifier(redis_url)
+    broker = PaperBroker(Database.for_settings(None, settings.sqlite_path), clock_from_settings(settings),
+                         RedisPriceReader(redis_url), settings=settings, on_change=notifier)
+    client = redis.Redis.from_url(redis_url)
+    hub = pubsub.PortfolioSubscriber(redis_url, interest_ttl_s=30)
+    await hub.start()
+    with running_engine(settings, redis_url) as topo:
+        assert await topo.symbol_shards[0].refcount.remote("AAPL") == 1  # pinned, though nobody holds it
+
+        async def priced() -> bool:
+            return client.get("price:AAPL") is not None
+
+        await eventually(priced, "price:AAPL written for a symbol nobody holds", timeout=60)
+        price = msgspec.json.decode(client.get("price:AAPL"), type=LastPrice)
+        assert (price.session, price.source) == ("2012-06-05", "replay")
+
+        listener = await hub.listen(account_id)
+        order = broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", notional=Decimal("250")))
+        assert order.status == "filled"
+
+        async def holds_aapl() -> bool:
+            snap = await listener.get(timeout=60)
+            return [p.symbol for p in snap.positions] == ["AAPL"] and snap.cash == pytest.approx(750.0)
+
+        await eventually(holds_aapl, "the first buy on the live portfolio", timeout=60)
+        await listener.close()
+    await hub.close()
+    notifier.close()
+    client.close()
