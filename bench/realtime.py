@@ -130,6 +130,17 @@ class Recorder:
         await self.client.aclose()
 
 
+async def start_recording(scenario: dict, redis_url: str, ids: list[str]) -> tuple:
+    """A clean Redis, the scenario's live accounts registered, and a recorder on a sample of them."""
+    client = pubsub.connect(redis_url)
+    await client.flushdb()
+    live = live_ids(ids, scenario["live_fraction"])
+    await pubsub.register_interest(client, live, 3600)
+    recorder = Recorder(redis_url, live[:SAMPLED_ACCOUNTS])
+    await recorder.start()
+    return client, recorder
+
+
 def staleness(history: dict[str, list[tuple[float, float]]], start: float, end: float) -> list[float]:
     """Age of the newest price behind each account's latest visible value, sampled every 10 ms."""
     grid = np.arange(start, end, 0.01)
@@ -188,12 +199,7 @@ async def run_ray(scenario: dict, rate: float, duration: float, redis_url: str, 
     from actors.topology import start_topology, stop_topology
 
     settings = settings_for(scenario, rate, redis_url, accounts_file, f"bench-{os.getpid()}-{int(rate)}")
-    client = pubsub.connect(redis_url)
-    await client.flushdb()
-    live = live_ids(ids, scenario["live_fraction"])
-    await pubsub.register_interest(client, live, 3600)
-    recorder = Recorder(redis_url, live[:SAMPLED_ACCOUNTS])
-    await recorder.start()
+    client, recorder = await start_recording(scenario, redis_url, ids)
     began = time.time()
     progress(f"ray: starting topology ({rate:.0f} ticks/s offered)")
     topo = await asyncio.to_thread(start_topology, settings, redis_url)
@@ -274,12 +280,7 @@ async def _statuses(topo: Any) -> dict:
 async def run_limit(scenario: dict, rate: float, duration: float, redis_url: str, accounts_file: Path, ids: list[str], warmup: float) -> dict:
     progress(f"limit: {rate:.0f} ticks/s offered")
     settings = settings_for(scenario, rate, redis_url, accounts_file, "limit")
-    client = pubsub.connect(redis_url)
-    await client.flushdb()
-    live = live_ids(ids, scenario["live_fraction"])
-    await pubsub.register_interest(client, live, 3600)
-    recorder = Recorder(redis_url, live[:SAMPLED_ACCOUNTS])
-    await recorder.start()
+    client, recorder = await start_recording(scenario, redis_url, ids)
     S, P = settings.symbol_shards, settings.portfolio_shards
     accounts = holdings_json_decoder.decode(accounts_file.read_bytes())
     symbol_cores = [SymbolCore() for _ in range(S)]

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 from brokerage.broker import Broker
 from brokerage.paper import OnChange, PaperBroker
 from brokerage.prices import PriceReader
 from brokerage.sql import Database
 from engine.clock import Clock
 from engine.config import Settings
-
-log = logging.getLogger(__name__)
 
 
 def broker_from_settings(
@@ -22,11 +18,5 @@ def broker_from_settings(
         from brokerage.alpaca_broker import AlpacaBroker  # alpaca-py is only loaded when it is used
 
         return AlpacaBroker(settings, on_change=on_change)
-    if settings.ray_address and not settings.database_url:
-        log.warning(
-            "paper ledger on the SQLite file %s while joining a Ray cluster: other nodes cannot share it;"
-            " set DATABASE_URL to a PostgreSQL database",
-            settings.sqlite_path,
-        )
     db = Database.for_settings(settings.database_url, settings.sqlite_path)
     return PaperBroker(db, clock, prices, settings=settings, on_change=on_change)

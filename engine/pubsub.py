@@ -100,33 +100,29 @@ async def register_interest(client: aioredis.Redis, account_ids: Collection[str]
 
 
 # --- readers -------------------------------------------------------------------------------
+async def _read_json(client: aioredis.Redis, keys: dict[str, str], decoder: msgspec.json.Decoder) -> dict:
+    """{name: decoded value of keys[name]} in chunked MGETs; a missing or unreadable value is left out."""
+    names = list(keys)
+    out: dict = {}
+    for start in range(0, len(names), PIPELINE_CHUNK):
+        chunk = names[start : start + PIPELINE_CHUNK]
+        for name, raw in zip(chunk, await client.mget([keys[n] for n in chunk]), strict=True):
+            if raw is not None:
+                try:
+                    out[name] = decoder.decode(raw)
+                except msgspec.DecodeError:
+                    log.warning("unreadable %s", keys[name])
+    return out
+
+
 async def read_prices(client: aioredis.Redis, symbols: Collection[str]) -> dict[str, LastPrice]:
     """Latest prices; a missing or unreadable entry is left out."""
-    symbols = list(symbols)
-    if not symbols:
-        return {}
-    out: dict[str, LastPrice] = {}
-    for symbol, raw in zip(symbols, await client.mget([price_key(s) for s in symbols]), strict=True):
-        if raw is not None:
-            try:
-                out[symbol] = last_price_json_decoder.decode(raw)
-            except msgspec.DecodeError:
-                log.warning("unreadable %s", price_key(symbol))
-    return out
+    return await _read_json(client, {s: price_key(s) for s in symbols}, last_price_json_decoder)
 
 
 async def read_last_snapshots(client: aioredis.Redis, account_ids: Collection[str]) -> dict[str, PortfolioSnapshot]:
-    ids = list(account_ids)
-    out: dict[str, PortfolioSnapshot] = {}
-    for start in range(0, len(ids), PIPELINE_CHUNK):
-        chunk = ids[start : start + PIPELINE_CHUNK]
-        for account_id, raw in zip(chunk, await client.mget([last_key(a) for a in chunk]), strict=True):
-            if raw is not None:
-                try:
-                    out[account_id] = snapshot_json_decoder.decode(raw)
-                except msgspec.DecodeError:
-                    log.warning("unreadable %s", last_key(account_id))
-    return out
+    """Last snapshots; a missing or unreadable entry is left out."""
+    return await _read_json(client, {a: last_key(a) for a in account_ids}, snapshot_json_decoder)
 
 
 async def interested(client: aioredis.Redis, account_ids: list[str]) -> list[bool]:

@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from engine.clock import clock_from_settings
 from engine.config import Settings, load_settings
 from engine.feeds.replay import ReplayFeed
@@ -85,6 +87,15 @@ def replay_prices(feed: ReplayFeed, snap: PortfolioSnapshot) -> dict[str, tuple[
     for p in snap.positions:
         out[p.symbol] = (feed.price_at(p.symbol, index, fraction), feed.prev_close(p.symbol, day))
     return out
+
+
+def assert_replay_values(snap: PortfolioSnapshot, account: dict, feed: ReplayFeed) -> None:
+    """Value and day change of a demo-file account, recomputed from the replay's own prices."""
+    prices = replay_prices(feed, snap)
+    qty = {p["symbol"]: float(p["qty"]) for p in account["positions"]}
+    total = float(account["cash"]) + sum(q * prices[s][0] for s, q in qty.items())
+    assert snap.total_value == pytest.approx(total, abs=0.006)
+    assert snap.day_change == pytest.approx(sum(q * (prices[s][0] - prices[s][1]) for s, q in qty.items()), abs=0.006)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:

@@ -16,7 +16,7 @@ from ray.util.state import get_actor
 from engine import pubsub
 from engine.config import load_settings
 from engine.subscriptions import shard_of
-from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine
+from realtime_support import assert_replay_values, engine_settings, eventually, replay_of, running_engine
 
 pytestmark = pytest.mark.cluster
 
@@ -37,14 +37,6 @@ def cluster():
     yield cluster, worker
     ray.shutdown()
     cluster.shutdown()
-
-
-def _assert_values(snap, account: dict, feed) -> None:
-    prices = replay_prices(feed, snap)
-    qty = {p["symbol"]: float(p["qty"]) for p in account["positions"]}
-    total = float(account["cash"]) + sum(q * prices[s][0] for s, q in qty.items())
-    assert snap.total_value == pytest.approx(total, abs=0.006)
-    assert snap.day_change == pytest.approx(sum(q * (prices[s][0] - prices[s][1]) for s, q in qty.items()), abs=0.006)
 
 
 def test_serve_app_refuses_a_per_node_sqlite_ledger(cluster, redis_url, pg_url, tmp_path) -> None:
@@ -72,7 +64,7 @@ async def test_shards_spread_over_nodes_and_survive_a_node_failure(cluster, redi
 
         listeners = {a["account_id"]: await hub.listen(a["account_id"]) for a in ACCOUNTS}
         for account in ACCOUNTS:
-            _assert_values(await listeners[account["account_id"]].get(timeout=60), account, feed)
+            assert_replay_values(await listeners[account["account_id"]].get(timeout=60), account, feed)
 
         # an account whose portfolio shard lives on the worker node, to be sure the failure hits it
         on_worker = [
@@ -94,7 +86,7 @@ async def test_shards_spread_over_nodes_and_survive_a_node_failure(cluster, redi
         await eventually(resumed, "live snapshots after the node died", timeout=120)
         after = await listener.get(timeout=30)
         assert after.seq > before.seq
-        _assert_values(after, account, feed)
+        assert_replay_values(after, account, feed)
         for listener in listeners.values():
             await listener.close()
     await hub.close()

@@ -7,20 +7,12 @@ import ray
 
 from engine import pubsub
 from engine.subscriptions import shard_of
-from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine, unique
+from realtime_support import assert_replay_values, engine_settings, eventually, replay_of, running_engine, unique
 
 ACCOUNTS = [
     {"account_id": unique(f"r-{i}"), "cash": f"{100 * i}.50", "positions": [{"symbol": s, "qty": str(i + 1)} for s in syms]}
     for i, syms in enumerate([["AAPL", "MSFT"], ["IBM"], ["GOOG", "AAPL"], ["MSFT"]])
 ]
-
-
-def _check(snap, account: dict, feed) -> None:
-    want = replay_prices(feed, snap)
-    qty = {p["symbol"]: float(p["qty"]) for p in account["positions"]}
-    total = float(account["cash"]) + sum(q * want[s][0] for s, q in qty.items())
-    assert snap.total_value == pytest.approx(total, abs=0.006)
-    assert snap.day_change == pytest.approx(sum(q * (want[s][0] - want[s][1]) for s, q in qty.items()), abs=0.006)
 
 
 @pytest.mark.usefixtures("ray_session")
@@ -33,7 +25,7 @@ async def test_killed_portfolio_shard_restarts_and_resumes(redis_url, tmp_path) 
     with running_engine(settings, redis_url) as topo:
         listener = await hub.listen(account["account_id"])
         before = await listener.get(timeout=30)
-        _check(before, account, feed)
+        assert_replay_values(before, account, feed)
         victim = topo.portfolio_shards[shard_of(account["account_id"], settings.portfolio_shards)]
         started = (await victim.status.remote())["started_at"]
         ray.kill(victim, no_restart=False)
@@ -53,7 +45,7 @@ async def test_killed_portfolio_shard_restarts_and_resumes(redis_url, tmp_path) 
         await eventually(resumed, "live snapshots after the restart", timeout=60)
         after = await listener.get(timeout=30)
         assert after.seq > before.seq  # seq continues from what was published, never restarts at 1
-        _check(after, account, feed)
+        assert_replay_values(after, account, feed)
 
         # a symbol shard too: it recovers its counts from the portfolio shards and the feed resubscribes
         symbol_shard = topo.symbol_shards[0]
@@ -71,6 +63,6 @@ async def test_killed_portfolio_shard_restarts_and_resumes(redis_url, tmp_path) 
             snap = await listener.get(timeout=30)
             return snap.as_of > mark.as_of
         await eventually(flowing, "prices flow again after the symbol shard restart", timeout=60)
-        _check(await listener.get(timeout=30), account, feed)
+        assert_replay_values(await listener.get(timeout=30), account, feed)
         await listener.close()
     await hub.close()
