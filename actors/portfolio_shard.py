@@ -40,7 +40,10 @@ class PortfolioShard:
     ) -> None:
         self.settings = settings
         self.index = index
-        self.core = PortfolioCore(index, settings.portfolio_shards, settings.publish_hz, settings.idle_refresh_s)
+        self.core = PortfolioCore(
+            index, settings.portfolio_shards, settings.publish_hz, settings.idle_refresh_s,
+            publish_budget=settings.publish_budget,
+        )
         self.source = source_factory(settings)
         self.redis = pubsub.connect(redis_url)
         self.symbol_shards = Outbox(symbol_shard_name, settings.ray_namespace)

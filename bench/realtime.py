@@ -284,7 +284,10 @@ async def run_limit(scenario: dict, rate: float, duration: float, redis_url: str
     S, P = settings.symbol_shards, settings.portfolio_shards
     accounts = holdings_json_decoder.decode(accounts_file.read_bytes())
     symbol_cores = [SymbolCore() for _ in range(S)]
-    portfolio_cores = [PortfolioCore(j, P, settings.publish_hz, settings.idle_refresh_s) for j in range(P)]
+    portfolio_cores = [
+        PortfolioCore(j, P, settings.publish_hz, settings.idle_refresh_s, publish_budget=settings.publish_budget)
+        for j in range(P)
+    ]
     for core in portfolio_cores:
         core.set_holdings(accounts)
         for dest in range(S):

@@ -65,9 +65,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # --- realtime engine -------------------------------------------------------------------
     symbol_shards: Annotated[int, AtLeastOne] = msgspec.field(default=2, name="CLERA_SYMBOL_SHARDS")
     portfolio_shards: Annotated[int, AtLeastOne] = msgspec.field(default=2, name="CLERA_PORTFOLIO_SHARDS")
-    flush_ms: Annotated[float, Positive] = msgspec.field(default=25.0, name="CLERA_FLUSH_MS")
+    flush_ms: Annotated[float, Positive] = msgspec.field(default=10.0, name="CLERA_FLUSH_MS")
     batch_max: Annotated[int, AtLeastOne] = msgspec.field(default=5000, name="CLERA_BATCH_MAX")
-    publish_hz: Annotated[float, Positive] = msgspec.field(default=4.0, name="CLERA_PUBLISH_HZ")
+    publish_hz: Annotated[float, Positive] = msgspec.field(default=8.0, name="CLERA_PUBLISH_HZ")
+    publish_budget: Annotated[float, Positive] = msgspec.field(default=12_000.0, name="CLERA_PUBLISH_BUDGET")
     idle_refresh_s: Annotated[float, Positive] = msgspec.field(default=10.0, name="CLERA_IDLE_REFRESH_S")
     interest_ttl_s: Annotated[float, Positive] = msgspec.field(default=30.0, name="CLERA_INTEREST_TTL_S")
     positions: Literal["file", "broker"] = msgspec.field(default="broker", name="CLERA_POSITIONS")
@@ -189,6 +190,7 @@ DOCS: dict[str, str] = {
     "CLERA_FLUSH_MS": "Batch flush interval on every hop of the realtime path.",
     "CLERA_BATCH_MAX": "Size cap that flushes a batch before its timer.",
     "CLERA_PUBLISH_HZ": "Most live snapshots per second per subscribed account.",
+    "CLERA_PUBLISH_BUDGET": "Most live snapshots per second per PortfolioShard; more watchers share it at a lower rate each.",
     "CLERA_IDLE_REFRESH_S": "Refresh period of `portfolio:last:{account}` for accounts nobody watches.",
     "CLERA_INTEREST_TTL_S": "Lifetime of a subscriber's interest key; subscribers refresh it.",
     "CLERA_POSITIONS": "Position source: `broker` (the configured broker) or `file` (demo JSON).",

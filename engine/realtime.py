@@ -231,6 +231,7 @@ class PortfolioStats(msgspec.Struct, kw_only=True):
     published: int = 0  # live snapshots
     refreshed: int = 0  # portfolio:last of unwatched accounts
     live_accounts: int = 0
+    live_hz: float = 0.0  # the rate each live account gets now (publish budget shared among them)
     arrival_lag_ms: list[float] = []  # recent (ingest -> arrival here) delays, newest last
     step_ms: list[float] = []  # recent durations of a flush-and-publish step
 
@@ -239,14 +240,20 @@ class PortfolioCore:
     """The accounts of one portfolio shard: their valuation book and publishing schedule."""
 
     def __init__(
-        self, index: int, shards: int, publish_hz: float, idle_refresh_s: float, price_grace_s: float = 10.0
+        self,
+        index: int,
+        shards: int,
+        publish_hz: float,
+        idle_refresh_s: float,
+        price_grace_s: float = 10.0,
+        publish_budget: float = float("inf"),
     ) -> None:
         self.index = index
         self.price_grace_s = price_grace_s
         self.started = time.time()
         self.shards = shards
         self.book = ValuationBook()
-        self.coalescer = Coalescer(publish_hz, idle_refresh_s)
+        self.coalescer = Coalescer(publish_hz, idle_refresh_s, publish_budget)
         self.stats = PortfolioStats()
 
     def owns(self, account_id: str) -> bool:
@@ -290,6 +297,7 @@ class PortfolioCore:
         live = np.array([self.book.index_of(a) for a, f in zip(ids, flags, strict=True) if f], dtype=np.int64)
         self.coalescer.set_live(live, self._size(), now)
         self.stats.live_accounts = len(live)
+        self.stats.live_hz = round(1.0 / self.coalescer.min_gap, 2)
 
     def _size(self) -> int:
         return self.book.slots

@@ -475,13 +475,17 @@ class Coalescer:
     """Which changed accounts to snapshot now.
 
     Accounts somebody watches get at most `publish_hz` snapshots a second (latest wins: a snapshot
-    is built from the state when it is due, so skipped intermediate states cost nothing). The
-    others only have `portfolio:last` refreshed every `idle_refresh_s`, staggered per account so
+    is built from the state when it is due, so skipped intermediate states cost nothing), and all of
+    them together at most `budget_per_s`: with more watchers than the budget allows at full rate,
+    each gets a proportionally lower rate rather than the shard falling behind on all of them.
+    The others only have `portfolio:last` refreshed every `idle_refresh_s`, staggered per account so
     the refresh is a steady trickle rather than a burst that would delay the live ones.
     """
 
-    def __init__(self, publish_hz: float, idle_refresh_s: float) -> None:
-        self.min_gap = 1.0 / publish_hz
+    def __init__(self, publish_hz: float, idle_refresh_s: float, budget_per_s: float = float("inf")) -> None:
+        self.fastest_gap = 1.0 / publish_hz
+        self.budget_per_s = budget_per_s
+        self.min_gap = self.fastest_gap
         self.idle_refresh_s = idle_refresh_s
         self._dirty = np.empty(0, dtype=bool)
         self._live = np.empty(0, dtype=bool)
@@ -520,6 +524,7 @@ class Coalescer:
         newly[live] = True
         self._dirty |= newly & ~self._live
         self._live = newly
+        self.min_gap = max(self.fastest_gap, len(live) / self.budget_per_s)
 
     def due(self, now: float, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(live accounts to publish, idle accounts whose last value to refresh), both marked clean."""

@@ -264,6 +264,25 @@ def test_coalescer_rate_limits_live_accounts_and_trickles_idle_ones() -> None:
     assert co.pending(4) == 0
 
 
+def test_live_accounts_share_the_publish_budget() -> None:
+    """Three watched accounts under a budget of 12 snapshots/s: 4 per second each, not the 8 Hz cap."""
+    co = Coalescer(publish_hz=8.0, idle_refresh_s=10.0, budget_per_s=12.0)
+    co.set_live(np.array([0, 1, 2]), size=3, now=0.0)
+    sent = 0
+    for step in range(100):  # 1 s in 10 ms steps, every account changing all the time
+        now = step / 100
+        co.mark(np.array([0, 1, 2]), size=3, now=now)
+        sent += len(co.due(now, size=3)[0])
+    assert sent == 12
+    co.set_live(np.array([0]), size=3, now=1.0)  # one watcher left: the per-account cap applies
+    sent = 0
+    for step in range(100, 200):
+        now = step / 100
+        co.mark(np.array([0, 1, 2]), size=3, now=now)
+        sent += len(co.due(now, size=3)[0])
+    assert sent == 8
+
+
 def test_columns_of_unequal_length_are_rejected_whole() -> None:
     book = ValuationBook()
     book.set_holdings([AccountHoldings("a", Decimal(0), [Position("IBM", Decimal(1), Decimal(1))])])
