@@ -264,6 +264,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["CLERA_REPLAY_EPOCH"] = repr(time.time())  # once, for every process started below
     settings = load_settings()
     env = serve_app.settings_environ(settings)
+    if not settings.ray_address:
+        # Ray starts here, so its processes inherit these; a cluster sets them on `ray start` (cluster.yaml).
+        # Local replicas drain for 2 s on shutdown instead of the 30 s a load balancer needs.
+        os.environ.update(serve_app.direct_ingress_environ(settings))
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
 
     stop = threading.Event()
     try:
@@ -287,6 +292,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         demo_token = mint_jwt(demo.DEMO_USER, settings.jwt_secret or "")
         say = functools.partial(console.print, soft_wrap=True)  # keys and tokens must stay copy-pastable
         say(f"[bold green]Clera engine is up[/bold green] at {url}  (OpenAPI: {url}/openapi.json)")
+        if settings.serve_direct_ingress and not settings.ray_address:
+            say(f"sockets straight to the gateway replica (no proxy hop): ws://{settings.host}:{settings.direct_port}")
         say(f"API key (X-API-Key):  {settings.backend_api_key}")
         say(f"demo user {demo.DEMO_USER}, token (Authorization: Bearer ... or ?token=...):")
         say(demo_token)

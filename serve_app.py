@@ -79,6 +79,26 @@ def deployment_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def direct_ingress_environ(settings: Settings) -> dict[str, str]:
+    """Serve's switches for a socket-heavy gateway, for the environment of every Ray process (the
+    controller and the replicas read them when they start, so they are set before Ray starts).
+
+    Direct ingress: each gateway replica serves HTTP and WebSockets on its own port as well, so a
+    socket's frames skip the proxy, which spends about half a millisecond of CPU per frame and
+    queues frames for slow clients (measured in bench/gateway.py). The app runs on the loop that
+    serves the sockets, without a cross-thread hop per ASGI message; its blocking calls already go
+    to threads. Experimental in Ray 2.60: CLERA_SERVE_DIRECT_INGRESS=false falls back to the proxy.
+    """
+    if not settings.serve_direct_ingress:
+        return {}
+    return {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(settings.direct_port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(settings.direct_port + 100),
+    }
+
+
 # --- Ray-backed services ----------------------------------------------------------------------
 _brokers: dict[tuple[tuple[str, str], ...], Broker] = {}
 

@@ -87,6 +87,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     serve_target_ongoing: Annotated[int, AtLeastOne] = msgspec.field(
         default=2000, name="CLERA_SERVE_TARGET_ONGOING"
     )
+    serve_direct_ingress: bool = msgspec.field(default=True, name="CLERA_SERVE_DIRECT_INGRESS")
+    direct_port: Annotated[int, Positive] = msgspec.field(default=8001, name="CLERA_DIRECT_PORT")
     fmp_api_key: str | None = msgspec.field(default=None, name="FINANCIAL_MODELING_PREP_API_KEY")
 
     # --- brokerage -------------------------------------------------------------------------
@@ -131,6 +133,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("CLERA_ACH_DAILY_LIMIT must be > 0 and CLERA_PDT_EQUITY_THRESHOLD >= 0")
         if self.serve_min_replicas > self.serve_max_replicas:
             raise ConfigError("CLERA_SERVE_MIN_REPLICAS must not exceed CLERA_SERVE_MAX_REPLICAS")
+        if self.serve_direct_ingress and not (
+            self.direct_port + 100 <= 65535 and not self.direct_port <= self.port <= self.direct_port + 100
+        ):
+            raise ConfigError(
+                f"CLERA_DIRECT_PORT={self.direct_port}: the replicas' ports {self.direct_port}..{self.direct_port + 100} "
+                f"must be valid and must not include CLERA_PORT={self.port}"
+            )
 
     # --- derived values (kept here so every process derives them the same way) ------------
     @property
@@ -205,6 +214,8 @@ DOCS: dict[str, str] = {
     "CLERA_SERVE_MAX_REPLICAS": "Most gateway replicas.",
     "CLERA_SERVE_MAX_ONGOING": "max_ongoing_requests per replica (each open WebSocket counts as one).",
     "CLERA_SERVE_TARGET_ONGOING": "Autoscaling target of ongoing requests (open sockets) per replica.",
+    "CLERA_SERVE_DIRECT_INGRESS": "Each gateway replica also serves HTTP/WebSockets on its own port, skipping Serve's proxy (`clera serve`; on a cluster set the RAY_SERVE_* variables of `cluster.yaml`).",
+    "CLERA_DIRECT_PORT": "Direct port of the first gateway replica on a node; further replicas take the next ones.",
     "FINANCIAL_MODELING_PREP_API_KEY": "Financial Modeling Prep key for company profiles (optional).",
     "CLERA_BROKER": "`paper` (embedded ledger) or `alpaca` (Alpaca Broker API).",
     "BROKER_API_KEY": "Alpaca Broker API key (also used for market data).",

@@ -16,6 +16,8 @@ import pytest
 
 REDIS_URL = os.environ.get("CLERA_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 PG_URL = os.environ.get("CLERA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# Serve replicas of the tests listen here (and on the next ports) besides Serve's proxy, as under `clera serve`.
+DIRECT_PORT = int(os.environ.get("CLERA_TEST_DIRECT_PORT", "38100"))
 
 
 def free_port() -> int:
@@ -53,6 +55,12 @@ def ray_session() -> Iterator[None]:
     """One local Ray for the whole session (starting Ray costs seconds)."""
     import ray
 
+    from engine.config import load_settings
+    from serve_app import direct_ingress_environ
+
+    # what `clera serve` does before it starts Ray: every Ray process inherits these
+    os.environ.update(direct_ingress_environ(load_settings({"CLERA_DIRECT_PORT": str(DIRECT_PORT)}, env_file=None)))
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
     ray.init(
         address="local",
         num_cpus=4,

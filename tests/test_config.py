@@ -33,6 +33,9 @@ def test_defaults_are_the_embedded_ones() -> None:
         ({"CLERA_BROKER": "alpaca"}, "needs BROKER_API_KEY and BROKER_SECRET_KEY"),
         ({"CLERA_STORE": "supabase"}, "needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"),
         ({"CLERA_SERVE_MIN_REPLICAS": "5", "CLERA_SERVE_MAX_REPLICAS": "2"}, "must not exceed"),
+        ({"CLERA_DIRECT_PORT": "7950"}, "must not include CLERA_PORT=8000"),
+        ({"CLERA_DIRECT_PORT": "65500"}, "CLERA_DIRECT_PORT=65500"),
+        ({"CLERA_PUBLISH_BUDGET": "0"}, "CLERA_PUBLISH_BUDGET='0'"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], fragment: str) -> None:

@@ -1,4 +1,5 @@
-"""The gateway as a real local Ray Serve deployment: 2 replicas, REST and WebSocket through Serve's proxy.
+"""The gateway as a real local Ray Serve deployment: 2 replicas, REST and WebSocket through Serve's
+proxy and straight to a replica's own port (direct ingress, as `clera serve` runs it).
 
 One deployment for the whole module (starting Serve costs seconds); the engine topology is not
 started here (its own tests cover it), so snapshots are published into Redis as the shards do.
@@ -16,7 +17,7 @@ import pytest
 import redis
 from websockets.asyncio.client import connect
 
-from conftest import REDIS_URL, free_port
+from conftest import DIRECT_PORT, REDIS_URL, free_port
 from engine.config import Settings, load_settings
 from gateway_support import (
     ALICE,
@@ -111,6 +112,37 @@ async def test_websocket_through_serve(served, redis_url: str) -> None:
             assert await close_code(ws) == 1008
     async with connect(f"ws://{host}/ws/portfolio/{ALICE_ACCOUNT}?token={token(BOB)}") as ws:
         assert await close_code(ws) == 1008
+
+
+def _direct_ports() -> list[int]:
+    """The replicas' own ports: those of the configured range that answer Serve's replica route list."""
+    found = []
+    for port in range(DIRECT_PORT, DIRECT_PORT + 100):
+        try:
+            routes = httpx.get(f"http://127.0.0.1:{port}/-/routes", timeout=1.0)
+        except httpx.HTTPError:
+            continue
+        if routes.status_code == 200 and APP_NAME in routes.text:
+            found.append(port)
+    return found
+
+
+async def test_websocket_straight_to_each_replica(served, redis_url: str) -> None:
+    ports = _direct_ports()
+    assert len(ports) == 2  # one per replica, from CLERA_DIRECT_PORT on
+    for seq, port in enumerate(ports, start=1):
+        await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=seq * 10))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            response = await http.get(f"/api/portfolio/{ALICE_ACCOUNT}", headers=bearer(ALICE))
+            assert response.status_code == 200 and response.json()["seq"] == seq * 10
+        async with connect(f"ws://127.0.0.1:{port}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws:
+            assert (await next_of(ws))["seq"] == seq * 10
+            await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=seq * 10 + 1))
+            assert (await next_of(ws))["seq"] == seq * 10 + 1
+            await ws.send("not json")
+            assert (await next_of(ws, "error"))["error"]["code"] == "bad_request"
+        async with connect(f"ws://127.0.0.1:{port}/ws/portfolio/{ALICE_ACCOUNT}?token={token(BOB)}") as ws:
+            assert await close_code(ws) == 1008
 
 
 async def test_two_replicas_serve_one_account_and_clients_reconnect_after_a_replica_dies(
