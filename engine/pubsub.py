@@ -14,10 +14,12 @@ import asyncio
 import contextlib
 import logging
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Collection, Iterable
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 
 from engine.types import LastPrice, PortfolioSnapshot, json_encoder, last_price_json_decoder, snapshot_json_decoder
 
@@ -59,26 +61,43 @@ async def _run_chunked(client: aioredis.Redis, commands: list[tuple]) -> list:
 
 
 # --- writers -------------------------------------------------------------------------------
+# One EVALSHA per chunk instead of a SET and a PUBLISH per snapshot: redis-py spends ~17 us of the
+# writer's CPU packing each command and parsing its reply, most of a shard's publishing cost, while
+# the script costs Redis ~2.5 us a snapshot more than the plain commands (measured with 5-position
+# snapshots: 13.5 + 4.9 us against 24.0 + 2.4 us). KEYS are the last-value keys; ARGV[1] says how many
+# of them, in order, are also published live, on the key's channel (the key without "last:").
+_PUBLISH_SCRIPT = """
+local live = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 1])
+  if i <= live then
+    redis.call('PUBLISH', 'portfolio:' .. string.sub(KEYS[i], 16), ARGV[i + 1])
+  end
+end
+return #KEYS
+"""
+assert len(last_key("")) == 15  # the script's string.sub offset
+_scripts: weakref.WeakKeyDictionary[aioredis.Redis, AsyncScript] = weakref.WeakKeyDictionary()
+
+
 async def publish_snapshots(
     client: aioredis.Redis, live: Iterable[PortfolioSnapshot], quiet: Iterable[PortfolioSnapshot] = ()
 ) -> int:
-    """PUBLISH + keep last for `live`, keep last only for `quiet`: one pipeline, the last values in
-    one MSET per chunk (far cheaper to pack than a SET each); returns the snapshots written."""
-    publishes: list[tuple] = []
-    last: dict[str, bytes] = {}
-    for snap in live:
-        data = json_encoder.encode(snap)
-        publishes.append(("publish", portfolio_channel(snap.account_id), data))
-        last[last_key(snap.account_id)] = data
-    for snap in quiet:
-        last[last_key(snap.account_id)] = json_encoder.encode(snap)
-    items = list(last.items())
-    # last values first: whoever hears a snapshot and then reads the last value never sees an older one
-    commands = [("mset", dict(items[i : i + PIPELINE_CHUNK])) for i in range(0, len(items), PIPELINE_CHUNK)]
-    commands += publishes
-    if commands:
-        await _run_chunked(client, commands)
-    return len(last)
+    """PUBLISH + keep last for `live`, keep last only for `quiet`; returns the snapshots written.
+
+    Each account's last value is stored before its snapshot is published: whoever hears a snapshot
+    and then reads the last value never sees an older one.
+    """
+    script = _scripts.get(client)
+    if script is None:  # redis-py reloads a registered script after a server restart's NOSCRIPT
+        script = _scripts[client] = client.register_script(_PUBLISH_SCRIPT)
+    live_items = [(last_key(s.account_id), json_encoder.encode(s)) for s in live]
+    items = live_items + [(last_key(s.account_id), json_encoder.encode(s)) for s in quiet]
+    for start in range(0, len(items), PIPELINE_CHUNK):
+        chunk = items[start : start + PIPELINE_CHUNK]
+        live_here = max(0, min(len(live_items) - start, len(chunk)))
+        await script(keys=[k for k, _ in chunk], args=[live_here, *(d for _, d in chunk)])
+    return len(items)
 
 
 async def write_prices(client: aioredis.Redis, prices: Collection[LastPrice]) -> None:

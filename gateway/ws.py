@@ -22,6 +22,7 @@ import time
 
 import msgspec
 from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -196,7 +197,10 @@ class PortfolioHub:
         if first:
             pubsub = self._pubsub
             if pubsub is not None:
-                with contextlib.suppress(ConnectionError, OSError):  # the reader resubscribes on reconnect
+                # A connection lost meanwhile (Redis drops a subscriber whose output buffer overflows,
+                # e.g. a replica stalled under load) fails only this subscribe: the reader reconnects
+                # and resubscribes every watched account, this one included.
+                with contextlib.suppress(RedisError, ConnectionError, OSError, RuntimeError):
                     await pubsub.subscribe(portfolio_channel(account))
         # One round trip: interest (so the shards publish this account live) and the last snapshot.
         async with self._services.redis.client().pipeline(transaction=False) as pipe:
