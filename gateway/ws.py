@@ -21,7 +21,6 @@ import random
 import time
 
 import msgspec
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -30,6 +29,7 @@ from engine.auth import AuthError
 from engine.pubsub import interest_key, last_key, portfolio_channel, register_interest
 from engine.types import json_encoder
 from gateway.auth import check_owner, require_user, services_of
+from gateway.channels import ChannelReader
 from gateway.errors import ApiError
 from gateway.services import Services
 
@@ -170,8 +170,9 @@ class PortfolioHub:
         self._heartbeat_s = settings.heartbeat_interval
         self._timeout_s = settings.connection_timeout
         self._tick_s = min(settings.heartbeat_interval, settings.interest_ttl_s / 3, settings.connection_timeout / 4)
+        self._silence_s = 3 * self._tick_s + 5.0
         self._watchers: dict[str, set[Watcher]] = {}
-        self._pubsub: PubSub | None = None
+        self._channels: ChannelReader | None = None
         self._ready = asyncio.Event()  # set while the pub/sub connection is up and subscribed
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -195,13 +196,13 @@ class PortfolioHub:
         first = account not in self._watchers
         self._watchers.setdefault(account, set()).add(watcher)
         if first:
-            pubsub = self._pubsub
-            if pubsub is not None:
+            channels = self._channels
+            if channels is not None:
                 # A connection lost meanwhile (Redis drops a subscriber whose output buffer overflows,
                 # e.g. a replica stalled under load) fails only this subscribe: the reader reconnects
                 # and resubscribes every watched account, this one included.
                 with contextlib.suppress(RedisError, ConnectionError, OSError, RuntimeError):
-                    await pubsub.subscribe(portfolio_channel(account))
+                    channels.subscribe([portfolio_channel(account)])
         # One round trip: interest (so the shards publish this account live) and the last snapshot.
         async with self._services.redis.client().pipeline(transaction=False) as pipe:
             if first:
@@ -220,10 +221,10 @@ class PortfolioHub:
         watchers.discard(watcher)
         if not watchers:
             del self._watchers[account]
-            pubsub = self._pubsub
-            if pubsub is not None:
+            channels = self._channels
+            if channels is not None:
                 with contextlib.suppress(Exception):  # an unsubscribe lost with the connection is moot
-                    await pubsub.unsubscribe(portfolio_channel(account))
+                    channels.unsubscribe([portfolio_channel(account)])
 
     def dispatch(self, channel: bytes | str, data: bytes | str) -> None:
         account = (channel.decode() if isinstance(channel, bytes) else channel).removeprefix("portfolio:")
@@ -243,29 +244,25 @@ class PortfolioHub:
         backoff = 0.1
         redis = self._services.redis.client()
         while True:
-            pubsub = redis.pubsub(ignore_subscribe_messages=True)
+            channels = ChannelReader(redis)
             try:
-                # Connect first, publish the handle after: a concurrent join must never make
-                # redis-py open a second connection for the same PubSub object.
-                await pubsub.subscribe(CONTROL_CHANNEL)
-                self._pubsub = pubsub
-                if self._watchers:
-                    await pubsub.subscribe(*(portfolio_channel(a) for a in list(self._watchers)))
+                await channels.open([CONTROL_CHANNEL, *(portfolio_channel(a) for a in list(self._watchers))])
+                self._channels = channels
                 self._ready.set()
                 await self._catch_up()
                 backoff = 0.1
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        self.dispatch(message["channel"], message["data"])
+                while True:  # the maintenance loop pings it every tick: silence means a dead connection
+                    for channel, data in await asyncio.wait_for(channels.read(), self._silence_s):
+                        self.dispatch(channel, data)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis gone or restarting: keep the sockets, retry
                 log.warning("portfolio hub lost Redis (%s); retrying in %.1fs", exc, backoff)
             finally:
                 self._ready.clear()
-                self._pubsub = None
+                self._channels = None
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await channels.close()
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, 5.0)
 
@@ -290,6 +287,10 @@ class PortfolioHub:
         while True:
             await asyncio.sleep(self._tick_s)
             now = time.monotonic()
+            channels = self._channels
+            if channels is not None:
+                with contextlib.suppress(Exception):  # a dead connection is the reader's to notice
+                    channels.ping()
             for watchers in list(self._watchers.values()):
                 for watcher in watchers:
                     if now - watcher.last_heard > self._timeout_s:
