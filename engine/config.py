@@ -65,7 +65,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # --- realtime engine -------------------------------------------------------------------
     symbol_shards: Annotated[int, AtLeastOne] = msgspec.field(default=2, name="CLERA_SYMBOL_SHARDS")
     portfolio_shards: Annotated[int, AtLeastOne] = msgspec.field(default=2, name="CLERA_PORTFOLIO_SHARDS")
-    flush_ms: Annotated[float, Positive] = msgspec.field(default=10.0, name="CLERA_FLUSH_MS")
+    flush_ms: Annotated[float, Positive] = msgspec.field(default=25.0, name="CLERA_FLUSH_MS")
     batch_max: Annotated[int, AtLeastOne] = msgspec.field(default=5000, name="CLERA_BATCH_MAX")
     publish_hz: Annotated[float, Positive] = msgspec.field(default=8.0, name="CLERA_PUBLISH_HZ")
     publish_budget: Annotated[float, Positive] = msgspec.field(default=12_000.0, name="CLERA_PUBLISH_BUDGET")
@@ -196,7 +196,7 @@ DOCS: dict[str, str] = {
     "CLERA_ALPACA_DATA_TIMEOUT_S": "Seconds without data before the stream is considered silent and reconnected.",
     "CLERA_SYMBOL_SHARDS": "Number of SymbolShard actors.",
     "CLERA_PORTFOLIO_SHARDS": "Number of PortfolioShard actors.",
-    "CLERA_FLUSH_MS": "Batch flush interval on every hop of the realtime path.",
+    "CLERA_FLUSH_MS": "Batch flush interval of the hops between actors (each flush is a Ray call).",
     "CLERA_BATCH_MAX": "Size cap that flushes a batch before its timer.",
     "CLERA_PUBLISH_HZ": "Most live snapshots per second per subscribed account.",
     "CLERA_PUBLISH_BUDGET": "Most live snapshots per second per PortfolioShard; more watchers share it at a lower rate each.",
