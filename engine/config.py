@@ -65,9 +65,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # --- realtime engine -------------------------------------------------------------------
     symbol_shards: Annotated[int, AtLeastOne] = msgspec.field(default=2, name="CLERA_SYMBOL_SHARDS")
     portfolio_shards: Annotated[int, AtLeastOne] = msgspec.field(default=2, name="CLERA_PORTFOLIO_SHARDS")
-    flush_ms: Annotated[float, Positive] = msgspec.field(default=25.0, name="CLERA_FLUSH_MS")
+    flush_ms: Annotated[float, Positive] = msgspec.field(default=10.0, name="CLERA_FLUSH_MS")
     batch_max: Annotated[int, AtLeastOne] = msgspec.field(default=5000, name="CLERA_BATCH_MAX")
-    publish_hz: Annotated[float, Positive] = msgspec.field(default=8.0, name="CLERA_PUBLISH_HZ")
+    publish_hz: Annotated[float, Positive] = msgspec.field(default=10.0, name="CLERA_PUBLISH_HZ")
     publish_budget: Annotated[float, Positive] = msgspec.field(default=12_000.0, name="CLERA_PUBLISH_BUDGET")
     idle_refresh_s: Annotated[float, Positive] = msgspec.field(default=10.0, name="CLERA_IDLE_REFRESH_S")
     interest_ttl_s: Annotated[float, Positive] = msgspec.field(default=30.0, name="CLERA_INTEREST_TTL_S")

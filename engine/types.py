@@ -74,7 +74,7 @@ class AccountHoldings(msgspec.Struct, frozen=True):
     as_of: float = 0.0
 
 
-class PositionValue(msgspec.Struct, frozen=True):
+class PositionValue(msgspec.Struct, frozen=True, gc=False):
     symbol: str
     qty: float
     last_price: float
@@ -84,7 +84,7 @@ class PositionValue(msgspec.Struct, frozen=True):
     day_change_pct: float
 
 
-class PortfolioSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+class PortfolioSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """What a client sees of one account at one moment.
 
     Timestamps (unix seconds): `as_of` is the event time of the newest tick included,
