@@ -58,7 +58,7 @@ def signed_return(change: float, pct: float) -> str:
     return f"{sign}${abs(change):,.2f} ({pct:.2f}%)"
 
 
-class SnapshotHead(msgspec.Struct):
+class SnapshotHead(msgspec.Struct, gc=False):
     """The snapshot fields the legacy frame needs; decoding only these skips the positions list."""
 
     account_id: str
@@ -71,6 +71,23 @@ class SnapshotHead(msgspec.Struct):
     source: str = ""
 
 
+class LegacyFields(msgspec.Struct, gc=False, tag_field="type", tag="portfolio_update"):
+    """What today's frontend reads, in the order it always came (the full snapshot is appended).
+
+    Built per snapshot per replica: a struct never tracked by the cyclic GC, unlike a dict, so
+    thousands of frames a second do not drive collections that would stall every socket."""
+
+    account_id: str
+    seq: int
+    total_value: str
+    today_return: str
+    raw_value: float
+    raw_return: float
+    raw_return_percent: float
+    timestamp: str
+    source: str
+
+
 _head_decoder = msgspec.json.Decoder(SnapshotHead)
 
 
@@ -80,18 +97,17 @@ def snapshot_frame(raw: bytes) -> tuple[int, str]:
     so a busy replica decodes a few fields per update instead of re-encoding every position.
     Raises msgspec.DecodeError on anything that is not a snapshot."""
     head = _head_decoder.decode(raw)
-    legacy = {
-        "type": "portfolio_update",
-        "account_id": head.account_id,
-        "seq": head.seq,
-        "total_value": money(head.total_value),
-        "today_return": signed_return(head.day_change, head.day_change_pct),
-        "raw_value": head.total_value,
-        "raw_return": head.day_change,
-        "raw_return_percent": head.day_change_pct,
-        "timestamp": _iso(head.publish_ts or head.as_of),
-        "source": head.source,
-    }
+    legacy = LegacyFields(
+        account_id=head.account_id,
+        seq=head.seq,
+        total_value=money(head.total_value),
+        today_return=signed_return(head.day_change, head.day_change_pct),
+        raw_value=head.total_value,
+        raw_return=head.day_change,
+        raw_return_percent=head.day_change_pct,
+        timestamp=_iso(head.publish_ts or head.as_of),
+        source=head.source,
+    )
     return head.seq, (json_encoder.encode(legacy)[:-1] + b',"snapshot":' + raw.strip() + b"}").decode()
 
 
