@@ -126,12 +126,12 @@ async def rest_load(base: str, token: str, accounts: int, seconds: float, concur
     }
 
 
-class _Head(msgspec.Struct):
+class _Head(msgspec.Struct, gc=False):
     as_of: float
     publish_ts: float
 
 
-class _Frame(msgspec.Struct):
+class _Frame(msgspec.Struct, gc=False):
     type: str
     snapshot: _Head | None = None  # only these two fields are decoded; the positions are skipped
 
