@@ -87,12 +87,19 @@ class PlaidWebhookEvent(msgspec.Struct, kw_only=True):
 class _CachedKey(msgspec.Struct):
     key: Any
     expired_at: int | None
+    fetched_at: float
+
+
+# Plaid rotates its webhook keys by setting `expired_at` on the old one: a cached key is fetched again
+# after this long, so a key Plaid has expired stops verifying webhooks within the hour.
+KEY_REFRESH_S = 3600.0
 
 
 class PlaidLink:
     """The Plaid side of bank linking; thread-safe (the gateway calls it from worker threads)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, key_refresh_s: float = KEY_REFRESH_S) -> None:
+        self._key_refresh_s = key_refresh_s
         if not (settings.plaid_client_id and settings.plaid_secret):
             raise Unavailable(
                 "Plaid is not configured: set PLAID_CLIENT_ID and PLAID_SECRET to link banks "
@@ -248,10 +255,11 @@ class PlaidLink:
             raise WebhookUnverified("webhook body does not match its signed SHA-256")
 
     def _verification_key(self, kid: str) -> Any:
-        """The public key for `kid`; current keys are cached, an expired key is refused."""
+        """The public key for `kid`; current keys are cached (and fetched again after
+        `key_refresh_s`), an expired key is refused."""
         with self._keys_lock:
             cached = self._keys.get(kid)
-        if cached is None:
+        if cached is None or time.time() - cached.fetched_at >= self._key_refresh_s:
             try:
                 response = self._call(
                     self._api.webhook_verification_key_get, WebhookVerificationKeyGetRequest(key_id=kid)
@@ -263,7 +271,7 @@ class PlaidLink:
                 key = ECAlgorithm.from_jwk(json.dumps(jwk))
             except jwt.PyJWTError as exc:
                 raise WebhookUnverified(f"webhook key {kid!r} is unusable: {exc}") from None
-            cached = _CachedKey(key=key, expired_at=jwk.get("expired_at"))
+            cached = _CachedKey(key=key, expired_at=jwk.get("expired_at"), fetched_at=time.time())
             with self._keys_lock:
                 self._keys[kid] = cached
         if cached.expired_at is not None and cached.expired_at <= time.time():

@@ -301,6 +301,21 @@ def test_verification_keys_are_cached_by_kid(link: PlaidLink, standin: PlaidStan
     assert standin.calls["/webhook_verification_key/get"] == before + 1
 
 
+def test_a_key_plaid_expires_later_stops_verifying_after_the_refresh(standin: PlaidStandin) -> None:
+    settings = load_settings({"PLAID_CLIENT_ID": CLIENT_ID, "PLAID_SECRET": SECRET, "CLERA_PLAID_HOST": standin.url},
+                             env_file=None)
+    client = PlaidLink(settings, key_refresh_s=0.0)  # every webhook fetches its key again
+    try:
+        client.verify_webhook(ITEM_ERROR, {"plaid-verification": standin.sign_webhook(ITEM_ERROR)})
+        standin.key_expired_at = int(time.time()) - 1  # Plaid rotated the key out
+        with pytest.raises(WebhookUnverified, match="expired") as caught:
+            client.verify_webhook(ITEM_ERROR, {"plaid-verification": standin.sign_webhook(ITEM_ERROR)})
+        assert caught.value.status == 401
+    finally:
+        standin.key_expired_at = None
+        client.close()
+
+
 def test_tampered_body_is_rejected(link: PlaidLink, standin: PlaidStandin) -> None:
     token = standin.sign_webhook(ITEM_ERROR)
     tampered = ITEM_ERROR.replace(b"item-1", b"item-2")

@@ -69,6 +69,7 @@ class PlaidStandin:
         self._lock = threading.Lock()
         self._signing_key = ec.generate_private_key(ec.SECP256R1())
         self.kid = str(uuid.uuid4())
+        self.key_expired_at: int | None = None  # set when the signing key is rotated out
         self._created_at = int(time.time())
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -262,7 +263,8 @@ class PlaidStandin:
                              "invalid key_id provided")
         jwk = ECAlgorithm.to_jwk(self._signing_key.public_key(), as_dict=True)
         return {"key": {"alg": "ES256", "crv": jwk["crv"], "kid": self.kid, "kty": "EC", "use": "sig",
-                        "x": jwk["x"], "y": jwk["y"], "created_at": self._created_at, "expired_at": None}}
+                        "x": jwk["x"], "y": jwk["y"], "created_at": self._created_at,
+                        "expired_at": self.key_expired_at}}
 
     def _item(self, body: dict[str, Any], *, healthy: bool = False) -> dict[str, Any]:
         _required(body, "access_token")
