@@ -155,6 +155,23 @@ class Engine:
         return [s["stats"]["live_hz"] for s in statuses]
 
 
+async def wait_for_last_values(redis_url: str, accounts: int, timeout_s: float = 60.0) -> None:
+    """Every account valued once (the shards write each one's first last value within seconds)."""
+    from engine.pubsub import connect, last_key
+
+    client = connect(redis_url)
+    try:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            values = await client.mget([last_key(_account(i)) for i in range(accounts)])
+            if all(v is not None for v in values):
+                return
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"not every account had a last value after {timeout_s:.0f} s")
+    finally:
+        await client.aclose()
+
+
 async def forget_interest(redis_url: str, accounts: int) -> None:
     """No account stays live from an earlier run: the engine publishes only what this run watches."""
     from engine.pubsub import connect, interest_key
@@ -211,9 +228,12 @@ class Watcher(asyncio.Protocol):
         self.on_gone(type(exc).__name__ if exc else "connection closed")
 
     def close(self) -> None:
+        from websockets.protocol import State
+
         if self.transport is not None and not self.transport.is_closing():
-            self.ws.send_close()
-            self._flush()
+            if self.ws.state is State.OPEN:
+                self.ws.send_close()
+                self._flush()
             self.transport.close()
 
 
@@ -456,7 +476,7 @@ def main() -> None:
         _wait_http(f"http://127.0.0.1:{uv_port}/api/health")
         _wait_http(f"http://127.0.0.1:{serve_port}/api/health")
         _wait_http(f"http://127.0.0.1:{direct_port}/api/health")
-        time.sleep(2.0)  # every account's first last value (the shards spread them over a second)
+        asyncio.run(wait_for_last_values(redis_url, accounts))
         for name, port in (("serve", serve_port), ("uvicorn", uv_port)):
             result["rest"][name] = asyncio.run(
                 rest_load(f"http://127.0.0.1:{port}", token, accounts, rest_s, concurrency=32)
