@@ -65,18 +65,17 @@ async def _run_chunked(client: aioredis.Redis, commands: list[tuple]) -> list:
 # writer's CPU packing each command and parsing its reply, most of a shard's publishing cost, while
 # the script costs Redis ~2.5 us a snapshot more than the plain commands (measured with 5-position
 # snapshots: 13.5 + 4.9 us against 24.0 + 2.4 us). KEYS are the last-value keys; ARGV[1] says how many
-# of them, in order, are also published live, on the key's channel (the key without "last:").
-_PUBLISH_SCRIPT = """
+# of them, in order, are also published live, on the account's channel.
+_PUBLISH_SCRIPT = f"""
 local live = tonumber(ARGV[1])
 for i = 1, #KEYS do
   redis.call('SET', KEYS[i], ARGV[i + 1])
   if i <= live then
-    redis.call('PUBLISH', 'portfolio:' .. string.sub(KEYS[i], 16), ARGV[i + 1])
+    redis.call('PUBLISH', '{portfolio_channel("")}' .. string.sub(KEYS[i], {len(last_key("")) + 1}), ARGV[i + 1])
   end
 end
 return #KEYS
 """
-assert len(last_key("")) == 15  # the script's string.sub offset
 _scripts: weakref.WeakKeyDictionary[aioredis.Redis, AsyncScript] = weakref.WeakKeyDictionary()
 
 
