@@ -5,8 +5,8 @@ symbol shards -> portfolio shards -> Redis) values one account per socket and pu
 coalescing rate (CLERA_PUBLISH_HZ per account, CLERA_PUBLISH_BUDGET per portfolio shard), while
 clients watch those accounts over WebSockets.
 
-REST: requests/s and latency of `GET /api/portfolio/{id}` through Serve's proxy and through plain
-uvicorn serving the same app, in the same run (their ratio is the cost of Serve).
+REST: requests/s and latency of `GET /api/portfolio/{id}` through Serve's proxy, on the replica's own
+port and through plain uvicorn serving the same app, in the same run (the ratios are the cost of Serve).
 WebSocket fan-out: N clients, one account each, on ONE gateway process: a Serve replica reached on
 its own port (direct ingress, how `clera serve` runs it), the same replica through Serve's HTTP
 proxy, and plain uvicorn. Reports messages/s delivered against what the engine published for those
@@ -477,13 +477,14 @@ def main() -> None:
         _wait_http(f"http://127.0.0.1:{serve_port}/api/health")
         _wait_http(f"http://127.0.0.1:{direct_port}/api/health")
         asyncio.run(wait_for_last_values(redis_url, accounts))
-        for name, port in (("serve", serve_port), ("uvicorn", uv_port)):
+        for name, port in (("serve", serve_port), ("serve_direct", direct_port), ("uvicorn", uv_port)):
             result["rest"][name] = asyncio.run(
                 rest_load(f"http://127.0.0.1:{port}", token, accounts, rest_s, concurrency=32)
             )
-        result["rest"]["serve_over_uvicorn_rps"] = round(
-            result["rest"]["serve"]["rps"] / max(result["rest"]["uvicorn"]["rps"], 1e-9), 3
-        )
+        for name in ("serve", "serve_direct"):
+            result["rest"][f"{name}_over_uvicorn_rps"] = round(
+                result["rest"][name]["rps"] / max(result["rest"]["uvicorn"]["rps"], 1e-9), 3
+            )
         targets = args.ws_targets or (["serve-direct"] if args.quick else ["serve-direct", "uvicorn", "serve"])
         ports = {"serve": serve_port, "uvicorn": uv_port, "serve-direct": direct_port}
         finders = {"serve": (f"ServeReplica:{APP}", "ProxyActor"), "uvicorn": ("--serve-uvicorn",),
