@@ -1,7 +1,8 @@
 """Redis names and I/O of the realtime path (asyncio redis-py).
 
-Writers (the shards) publish snapshots and prices in pipelined batches; readers (the gateway, the
-console, Ray-free code) read the last values and subscribe. One `PortfolioSubscriber` holds one
+Writers (the shards) publish snapshots in batches (one script call per chunk) and prices in one MSET;
+readers (the gateway, the console, Ray-free code) read the last values and subscribe. The gateway
+reads its subscription in bulk (`gateway.channels`); one `PortfolioSubscriber` (console, tools) holds one
 Redis connection for any number of local listeners: each channel is subscribed once, while some
 listener wants it, and every listener keeps only the latest snapshot (a slow reader skips states,
 it never builds a backlog). Whoever listens keeps `interest:{account}` alive, which is how the
