@@ -9,12 +9,14 @@ each rebuilds its state from the position source, Redis and the other actors.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.common import (
     lookup,
@@ -33,10 +35,7 @@ from engine.positions import PositionSource
 log = logging.getLogger(__name__)
 
 SourceFactory = Callable[[Settings], PositionSource]
-# SPREAD: shards land on different nodes of a cluster, so one node's death takes only part of the engine.
-RESTARTABLE: dict[str, Any] = {
-    "lifetime": "detached", "max_restarts": -1, "max_task_retries": 2, "num_cpus": 0, "scheduling_strategy": "SPREAD",
-}
+RESTARTABLE: dict[str, Any] = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 2, "num_cpus": 0}
 
 
 def position_source_from_settings(settings: Settings) -> PositionSource:
@@ -61,10 +60,21 @@ class Topology(msgspec.Struct, kw_only=True):
     position_sync: Any
 
 
-def _actor(cls: Any, name: str, settings: Settings, *args: Any) -> Any:
-    return cls.options(name=name, namespace=settings.ray_namespace, get_if_exists=True, **RESTARTABLE).remote(
-        settings, *args
-    )
+def _placements() -> Iterator[Any]:
+    """Where each new actor goes: the alive nodes dealt out in turn, so one node's death takes only
+    part of the engine. Soft affinity: a node that is gone (or the one a restart cannot use) lets
+    Ray place the actor elsewhere. Ray's own SPREAD strategy is best effort and was seen to put
+    every shard on one node when they all start at once."""
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    if len(nodes) < 2:
+        return itertools.repeat("DEFAULT")
+    return (NodeAffinitySchedulingStrategy(node, soft=True) for node in itertools.cycle(nodes))
+
+
+def _actor(cls: Any, name: str, settings: Settings, placement: Any, *args: Any) -> Any:
+    return cls.options(
+        name=name, namespace=settings.ray_namespace, get_if_exists=True, scheduling_strategy=placement, **RESTARTABLE
+    ).remote(settings, *args)
 
 
 def start_topology(
@@ -80,15 +90,17 @@ def start_topology(
     Symbol shards come first (the portfolio shards register with them), the feed last but one,
     the position sync last (it tells every shard to reload when it starts).
     """
+    place = _placements()
     symbol_shards = [
-        _actor(SymbolShard, symbol_shard_name(i), settings, i, redis_url) for i in range(settings.symbol_shards)
+        _actor(SymbolShard, symbol_shard_name(i), settings, next(place), i, redis_url)
+        for i in range(settings.symbol_shards)
     ]
     portfolio_shards = [
-        _actor(PortfolioShard, portfolio_shard_name(j), settings, j, redis_url, source_factory)
+        _actor(PortfolioShard, portfolio_shard_name(j), settings, next(place), j, redis_url, source_factory)
         for j in range(settings.portfolio_shards)
     ]
-    market_feed = _actor(MarketFeed, market_feed_name(), settings, feed_factory)
-    position_sync = _actor(PositionSync, position_sync_name(), settings, redis_url)
+    market_feed = _actor(MarketFeed, market_feed_name(), settings, next(place), feed_factory)
+    position_sync = _actor(PositionSync, position_sync_name(), settings, next(place), redis_url)
     topology = Topology(
         market_feed=market_feed,
         symbol_shards=symbol_shards,

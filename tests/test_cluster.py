@@ -8,6 +8,8 @@ publishing resumes from Redis state, not from anything the dead node held.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import ray
 from ray.cluster_utils import Cluster
@@ -34,6 +36,10 @@ def cluster():
     worker = cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="warning")
+    # the topology deals its actors out to the nodes it sees alive: wait until both show, resources too
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
     yield cluster, worker
     ray.shutdown()
     cluster.shutdown()
