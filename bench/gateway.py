@@ -148,13 +148,10 @@ class Engine:
         self.topology = topology
         self.meter = meter
 
-    async def published(self) -> int:
+    async def published(self) -> tuple[int, list[float]]:
+        """Live snapshots published so far, and the rate each watched account gets per shard."""
         statuses = await asyncio.gather(*(p.status.remote() for p in self.topology.portfolio_shards))
-        return sum(s["stats"]["published"] for s in statuses)
-
-    async def live_hz(self) -> list[float]:
-        statuses = await asyncio.gather(*(p.status.remote() for p in self.topology.portfolio_shards))
-        return [s["stats"]["live_hz"] for s in statuses]
+        return sum(s["stats"]["published"] for s in statuses), [s["stats"]["live_hz"] for s in statuses]
 
 
 async def wait_for_last_values(redis_url: str, accounts: int, timeout_s: float = 60.0) -> None:
@@ -346,12 +343,11 @@ async def ws_fanout(
     await asyncio.sleep(3.0 + clients / 1000)
     measuring = True
     started = time.time()
-    published0, cpu_before = await engine.published(), (rss_of.cpu(), engine.meter.cpu(), psutil.Process().cpu_times())
+    (published0, _), cpu_before = await engine.published(), (rss_of.cpu(), engine.meter.cpu(), psutil.Process().cpu_times())
     await asyncio.sleep(seconds)
     measuring = False
     elapsed = time.time() - started
-    published1, cpu_after = await engine.published(), (rss_of.cpu(), engine.meter.cpu(), psutil.Process().cpu_times())
-    live_hz = await engine.live_hz()
+    (published1, live_hz), cpu_after = await engine.published(), (rss_of.cpu(), engine.meter.cpu(), psutil.Process().cpu_times())
     closing = True
     for sock in sockets:
         sock.close()
