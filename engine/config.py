@@ -123,6 +123,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 else ""
             )
             raise ConfigError(f"PLAID_ENV={self.plaid_env!r}: must be 'sandbox' or 'production'{hint}")
+        if self.plaid_env == "production" and not self.plaid_webhook_verify:
+            # Unsigned webhooks are a local-development convenience; in production anyone could forge one.
+            raise ConfigError(
+                "CLERA_PLAID_WEBHOOK_VERIFY=false is refused with PLAID_ENV='production':"
+                " Plaid webhooks must be signature-checked in production"
+            )
         if self.store == "supabase" and not (self.supabase_url and self.supabase_service_role_key):
             raise ConfigError("CLERA_STORE='supabase' needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
         if self.broker == "alpaca" and not (self.broker_api_key and self.broker_secret_key):

@@ -30,6 +30,10 @@ def test_defaults_are_the_embedded_ones() -> None:
         ({"CLERA_ACH_DAILY_LIMIT": "-5"}, "CLERA_ACH_DAILY_LIMIT must be > 0"),
         ({"CLERA_PDT_ENABLED": "maybe"}, "CLERA_PDT_ENABLED='maybe'"),
         ({"PLAID_ENV": "development"}, "plaid-python has no 'development' environment"),
+        (
+            {"PLAID_ENV": "production", "CLERA_PLAID_WEBHOOK_VERIFY": "false"},
+            "CLERA_PLAID_WEBHOOK_VERIFY=false is refused with PLAID_ENV='production'",
+        ),
         ({"CLERA_BROKER": "alpaca"}, "needs BROKER_API_KEY and BROKER_SECRET_KEY"),
         ({"CLERA_STORE": "supabase"}, "needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"),
         ({"CLERA_SERVE_MIN_REPLICAS": "5", "CLERA_SERVE_MAX_REPLICAS": "2"}, "must not exceed"),
@@ -42,6 +46,14 @@ def test_bad_values_name_the_variable(env: dict[str, str], fragment: str) -> Non
     with pytest.raises(ConfigError) as err:
         load_settings(env, env_file=None)
     assert fragment in str(err.value)
+
+
+def test_unverified_plaid_webhooks_only_outside_production() -> None:
+    """Switching verification off is for local sandboxes; production keeps it on (the default)."""
+    assert load_settings({"CLERA_PLAID_WEBHOOK_VERIFY": "false"}, env_file=None).plaid_webhook_verify is False
+    assert load_settings({"PLAID_ENV": "production"}, env_file=None).plaid_webhook_verify is True
+    with pytest.raises(ConfigError, match="CLERA_PLAID_WEBHOOK_VERIFY"):
+        Settings(plaid_env="production", plaid_webhook_verify=False)
 
 
 def test_environment_wins_over_dotenv_and_empty_means_unset(tmp_path: Path) -> None:
