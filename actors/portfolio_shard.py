@@ -19,6 +19,8 @@ import ray
 
 from actors.common import Outbox, symbol_shard_name
 from engine import pubsub
+from engine.calendar import session_of
+from engine.clock import clock_from_settings
 from engine.config import Settings
 from engine.positions import PositionSource
 from engine.realtime import PortfolioCore, publish_step, refresh_interest, restore_from_redis
@@ -50,6 +52,7 @@ class PortfolioShard:
             publish_budget=settings.publish_budget,
         )
         self.source = source_factory(settings)
+        self.clock = clock_from_settings(settings)
         self.redis = pubsub.connect(redis_url)
         self.symbol_shards = Outbox(symbol_shard_name, settings.ray_namespace)
         self.unknown_symbols: list[str] = []
@@ -65,7 +68,7 @@ class PortfolioShard:
         while True:
             try:
                 await self.reload_all()
-                await restore_from_redis(self.core, self.redis)
+                await restore_from_redis(self.core, self.redis, self._session_now())
                 await refresh_interest(self.core, self.redis)
                 break
             except Exception:
@@ -112,7 +115,11 @@ class PortfolioShard:
         self._registered = held
         self.unknown_symbols = sorted(unknown)
         if new:
-            self.core.seed_prices((await pubsub.read_prices(self.redis, new)).values())
+            self.core.seed_prices((await pubsub.read_prices(self.redis, new)).values(), self._session_now())
+
+    def _session_now(self) -> str:
+        """The market's trading day now, as the feed names sessions."""
+        return session_of(self.clock.now()).isoformat()
 
     # --- holdings -------------------------------------------------------------------------
     async def reload_all(self) -> None:

@@ -286,9 +286,18 @@ class PortfolioCore:
             accepted += len(c.symbols) - rejected
         return accepted
 
-    def seed_prices(self, prices: Iterable[LastPrice]) -> None:
-        """Last known prices (from Redis) for a shard that starts while a symbol is quiet."""
-        ticks = [Tick(p.symbol, p.last, p.prev_close, p.ts, p.session, p.source) for p in prices]
+    def seed_prices(self, prices: Iterable[LastPrice], session_now: str | None = None) -> None:
+        """Last known prices (from Redis) for a shard that starts while a symbol is quiet.
+
+        A price of a session later than the market's `session_now` was left by an earlier run of
+        another replay epoch: taking it would move the book to that day and drop every tick of
+        today as stale, so it is ignored (the feed prices the symbol afresh).
+        """
+        ticks = [
+            Tick(p.symbol, p.last, p.prev_close, p.ts, p.session, p.source)
+            for p in prices
+            if session_now is None or p.session <= session_now
+        ]
         self.book.apply(ticks, time.time())
 
     def set_live(self, flags: Collection[bool], now: float) -> None:
@@ -348,8 +357,9 @@ async def refresh_interest(core: PortfolioCore, client: aioredis.Redis) -> None:
     core.set_live(await pubsub.interested(client, ids), time.time())
 
 
-async def restore_from_redis(core: PortfolioCore, client: aioredis.Redis) -> None:
-    """What a (re)started shard takes from Redis: last prices of its symbols and the seq reached."""
-    core.seed_prices((await pubsub.read_prices(client, core.symbols())).values())
+async def restore_from_redis(core: PortfolioCore, client: aioredis.Redis, session_now: str | None = None) -> None:
+    """What a (re)started shard takes from Redis: last prices of its symbols (none of a session
+    after `session_now`) and the seq reached."""
+    core.seed_prices((await pubsub.read_prices(client, core.symbols())).values(), session_now)
     last = await pubsub.read_last_snapshots(client, core.book.account_ids())
     core.book.restore_seq({a: s.seq for a, s in last.items()})

