@@ -228,6 +228,12 @@ class SqlStore:
         )
         return self._account(row) if row else None
 
+    def list_account_ids(self) -> list[str]:
+        rows = self.db.fetchall(
+            "SELECT account_id FROM user_accounts WHERE status <> ? ORDER BY account_id", ("closed",)
+        )
+        return [r["account_id"] for r in rows]
+
     def set_account_status(
         self, account_id: str, status: OnboardingStatus, *, confirmation_code: str | None = None
     ) -> AccountRecord:

@@ -37,6 +37,7 @@ TABLES = ("app_users", "user_accounts", "company_profiles")
 _MISSING_TABLE_CODES = {"PGRST205", "42P01"}
 _STATUS_RETRIES = 20
 _UPSERT_CHUNK = 500
+_PAGE = 1000  # ids asked for at once when listing accounts
 
 
 def error_from_postgrest(error: APIError) -> BrokerageError:
@@ -222,6 +223,23 @@ class SupabaseStore:
             )
         ).data
         return _account(rows[0]) if rows else None
+
+    def list_account_ids(self) -> list[str]:
+        """Read in pages keyed on the last id seen, until an empty page: PostgREST cuts every answer
+        at its `max-rows` (1000 on Supabase unless changed), so a short page does not mean the end."""
+        ids: list[str] = []
+        while page := self._account_ids_after(ids[-1] if ids else None):
+            ids += page
+        return ids
+
+    def _account_ids_after(self, after: str | None) -> list[str]:
+        def build(c: Client) -> Any:
+            query = c.table("user_accounts").select("account_id").neq("status", "closed")
+            if after is not None:
+                query = query.gt("account_id", after)
+            return query.order("account_id").limit(_PAGE)
+
+        return [r["account_id"] for r in self._run(build).data]
 
     def set_account_status(
         self, account_id: str, status: OnboardingStatus, *, confirmation_code: str | None = None

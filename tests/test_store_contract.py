@@ -161,6 +161,21 @@ def test_account_by_email_ignores_case_and_finds_nothing_for_strangers(store: St
     assert store.account_by_email("nobody@example.com") is None
 
 
+def test_list_account_ids_spans_every_user_and_leaves_out_closed_accounts(store: Store) -> None:
+    """The accounts the live portfolio values with Alpaca: a new one shows at the next listing."""
+    assert store.list_account_ids() == []
+    store.add_account("bob", "acc-2")
+    store.add_account("alice", "acc-3", status="active")
+    store.add_account("alice", "acc-1")
+    assert store.list_account_ids() == ["acc-1", "acc-2", "acc-3"]
+
+    store.set_account_status("acc-2", "pending_closure")  # still holds money until it is closed
+    store.add_account("carol", "acc-4")
+    assert store.list_account_ids() == ["acc-1", "acc-2", "acc-3", "acc-4"]
+    store.set_account_status("acc-2", "closed")
+    assert store.list_account_ids() == ["acc-1", "acc-3", "acc-4"]
+
+
 # -- onboarding status ----------------------------------------------------------------------------
 
 
@@ -350,6 +365,21 @@ def test_supabase_store_without_a_server_is_unavailable() -> None:
         url = f"http://127.0.0.1:{probe.getsockname()[1]}"
     with pytest.raises(Unavailable, match="not reachable"):
         SupabaseStore(url, SERVICE_KEY).add_account("alice", "acc-1")
+
+
+def test_supabase_store_lists_accounts_past_postgrest_max_rows(pg_url: str) -> None:
+    """A PostgREST that answers at most 2 rows a request (Supabase caps at 1000) still lists every account."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(SCHEMA_FILE.read_text())
+    with PostgrestStandIn(pg_url, SERVICE_KEY, max_rows=2) as server:
+        store = SupabaseStore(server.url, SERVICE_KEY)
+        ids = [f"acc-{i}" for i in range(7)]
+        for account_id in ids:
+            store.add_account("alice", account_id)
+        store.set_account_status("acc-3", "closed")
+        assert store.list_account_ids() == [a for a in ids if a != "acc-3"]
+        reads = [path for method, path, _ in server.requests if method == "GET" and "select=account_id" in path]
+        assert len(reads) == 4  # three capped pages, then the empty one that ends the listing
 
 
 def test_supabase_store_speaks_postgrest(postgrest: PostgrestStandIn) -> None:

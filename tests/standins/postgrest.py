@@ -5,7 +5,8 @@ constraints, `timestamptz` and `jsonb` behave as they do behind Supabase, and co
 back in PostgREST's error JSON (`{"code","message","details","hint"}`) with PostgREST's statuses.
 Supported query syntax: `select` (column lists), filters `eq neq gt gte lt lte is in` (and `not.`),
 `order`, `limit`, `offset`, `on_conflict`, `columns`; `Prefer: return=`, `resolution=`, `missing=`,
-`count=exact`. Every request runs in its own transaction, as PostgREST does.
+`count=exact`. Every request runs in its own transaction, as PostgREST does. `max_rows` cuts every
+read at that many rows, as PostgREST's `db-max-rows` setting does (Supabase: 1000 by default).
 """
 
 from __future__ import annotations
@@ -94,9 +95,10 @@ class _Table:
 class PostgrestStandIn:
     """Serves PostgREST over the PostgreSQL database `db_url` on a free loopback port, in a thread."""
 
-    def __init__(self, db_url: str, api_key: str) -> None:
+    def __init__(self, db_url: str, api_key: str, *, max_rows: int | None = None) -> None:
         self.db_url = db_url
         self.api_key = api_key
+        self.max_rows = max_rows
         self.requests: list[tuple[str, str, int]] = []  # (method, path?query, status) as seen on the wire
         self._tables: dict[str, _Table] = {}
         self._local = threading.local()
@@ -270,11 +272,17 @@ class PostgrestStandIn:
                 )
                 terms.append(table.column(name) + direction + nulls)
             query += sql.SQL(" ORDER BY ") + sql.SQL(", ").join(terms)
+        bounds: dict[str, int] = {}
         for keyword in ("limit", "offset"):
             if keyword in options:
                 if not options[keyword].isdigit():
                     raise PostgrestError(400, "PGRST100", f'"failed to parse {keyword} ({options[keyword]})"')
-                query += sql.SQL(f" {keyword.upper()} ") + sql.Literal(int(options[keyword]))
+                bounds[keyword] = int(options[keyword])
+        if self.max_rows is not None:
+            bounds["limit"] = min(bounds.get("limit", self.max_rows), self.max_rows)
+        for keyword in ("limit", "offset"):
+            if keyword in bounds:
+                query += sql.SQL(f" {keyword.upper()} ") + sql.Literal(bounds[keyword])
         rows = conn.execute(query).fetchall()
         total = None
         if count:
