@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from dotenv import dotenv_values
 
+from engine.prices_data import SHIPPED_FIRST_DAY, SHIPPED_LAST_DAY
+
 Positive = msgspec.Meta(gt=0)
 AtLeastOne = msgspec.Meta(ge=1)
 
@@ -128,6 +130,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 "CLERA_PLAID_WEBHOOK_VERIFY=false is refused with PLAID_ENV='production':"
                 " Plaid webhooks must be signature-checked in production"
+            )
+        if self.feed == "replay" and not SHIPPED_FIRST_DAY <= self.replay_start <= SHIPPED_LAST_DAY:
+            raise ConfigError(
+                f"CLERA_REPLAY_START={self.replay_start.isoformat()!r}: the shipped prices cover "
+                f"{SHIPPED_FIRST_DAY.isoformat()}..{SHIPPED_LAST_DAY.isoformat()}"
             )
         if self.store == "supabase" and not (self.supabase_url and self.supabase_service_role_key):
             raise ConfigError("CLERA_STORE='supabase' needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")

@@ -19,6 +19,10 @@ from pathlib import Path
 import msgspec
 
 DATA_FILE = "daily-ohlcv-quandl-wiki.csv.gz"
+# The days the shipped file covers, known without reading it (settings check a replay start
+# against them at start-up; a test keeps them equal to the file's).
+SHIPPED_FIRST_DAY = dt.date(2000, 3, 1)
+SHIPPED_LAST_DAY = dt.date(2013, 3, 1)
 COLUMNS = ("Ticker", "Date", "Open", "High", "Low", "Close", "Volume", "Adj Close")
 
 

@@ -128,6 +128,16 @@ def test_replay_can_start_on_any_day_and_stops_after_the_data() -> None:
     assert [t.symbol for t in ticks] == ["AAPL"]  # GOOG only from 2004-08-19
     beyond = len(feed.days)
     assert feed.ticks_at(feed.clock.wall_time_of(beyond + 3, 0.3), ["AAPL"]) == []
+    assert ReplayFeed(ReplayClock(dt.date(2013, 2, 27), 100.0, time.time() - 250.0, 0.8)).status().error is None
+    ended = ReplayFeed(ReplayClock(dt.date(2013, 2, 27), 100.0, time.time() - 350.0, 0.8))  # 3 days of data
+    assert ended.status().error is not None and "ended (2013-03-01)" in ended.status().error
+
+
+def test_the_shipped_range_the_settings_check_is_the_files() -> None:
+    from engine.prices_data import SHIPPED_FIRST_DAY, SHIPPED_LAST_DAY
+
+    data = load_price_data()
+    assert (min(data.first_day(s) for s in data.symbols()), data.last_day()) == (SHIPPED_FIRST_DAY, SHIPPED_LAST_DAY)
 
 
 def test_two_instances_and_two_processes_agree() -> None:

@@ -237,4 +237,12 @@ class ReplayFeed:
             ticks=self._ticks,
             rejected=self._rejected,
             last_data_ts=self._last_data_ts,
+            error=self._ended(),
         )
+
+    def _ended(self) -> str | None:
+        """Say so once the replay has run past the data: the market goes quiet for good."""
+        if self.clock.position()[0] < len(self.days):
+            return None
+        last = self.days[-1].isoformat() if self.days else "before the replay start"
+        return f"the replayed prices ended ({last}): restart with an earlier CLERA_REPLAY_START or a slower CLERA_REPLAY_SESSION_SECONDS"
