@@ -44,7 +44,8 @@ class PositionSync:
 
         Paper: deposits land and queued orders fill when the market clock reaches them; one
         `process_due` a second applies that (its change hook announces the accounts). Alpaca:
-        fills arrive after the order call returns, so every account is re-synced on a schedule.
+        fills arrive after the order call returns, so every account is re-synced on a schedule;
+        the accounts are listed from the store at each re-sync, so one opened since joins then.
         """
         if self.settings.broker == "alpaca":
             while True:

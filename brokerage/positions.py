@@ -8,6 +8,7 @@ changed accounts on `holdings:changed` so `PositionSync` reloads just those.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Collection, Iterable
@@ -151,7 +152,9 @@ def position_source_from_settings(
     """The CLERA_POSITIONS=broker source.
 
     Redis comes from `redis_url`, else the settings, else the process environment's REDIS_URL
-    (`clera serve` exports the embedded server's URL there before starting the actors).
+    (`clera serve` exports the embedded server's URL there before starting the actors). The paper
+    ledger lists its own accounts; with Alpaca the accounts are the ones our store knows (see
+    `store_account_ids`), unless `account_ids` says otherwise.
     """
     from brokerage.factory import broker_from_settings
 
@@ -162,4 +165,21 @@ def position_source_from_settings(
     broker = broker_from_settings(
         settings, clock, prices or RedisPriceReader(url), on_change=HoldingsNotifier(url)
     )
+    if account_ids is None and settings.broker == "alpaca":
+        account_ids = store_account_ids(settings)
     return BrokerPositionSource(broker, clock, account_ids)
+
+
+def store_account_ids(settings: Settings) -> Callable[[], list[str]]:
+    """The accounts to value when the broker cannot tell which of its accounts are ours.
+
+    Alpaca's partner account holds whatever else shares its keys, so the store (where every account
+    the product opens is recorded) decides. The list is read again at each full load, so an account
+    opened since the last one joins at the next scheduled re-sync (sooner if it trades: the order's
+    change hook reloads it by id). The store is opened at the first listing, not here, so a store
+    that is down fails the load (which the shards retry), not the building of the source.
+    """
+    from brokerage.store import store_from_settings
+
+    store = functools.cache(lambda: store_from_settings(settings))
+    return lambda: store().list_account_ids()

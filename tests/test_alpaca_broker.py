@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import http.server
 import json
 import socket
 import threading
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -21,7 +23,8 @@ from pydantic import ValidationError
 from brokerage.alpaca_broker import AlpacaBroker
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected, Unavailable
 from brokerage.models import AccountApplication, BrokerAccount, ManualAchRequest, OrderRequest
-from brokerage.positions import BrokerPositionSource
+from brokerage.positions import position_source_from_settings
+from brokerage.store import store_from_settings
 from engine.clock import ManualClock
 from engine.config import Settings, load_settings
 from standins.alpaca_broker_api import NEW_YORK, AlpacaBrokerStandIn, Spec
@@ -90,8 +93,9 @@ def test_create_account_reads_back_with_balances(broker: AlpacaBroker) -> None:
     assert (read.cash, read.cash_withdrawable, read.equity, read.buying_power) == (Decimal(0),) * 4
     assert isinstance(read.cash, Decimal) and read.pattern_day_trader is False and read.daytrade_count == 0
 
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as taken:
         broker.create_account(application())  # same email
+    assert (taken.value.status, taken.value.code) == (409, "email_in_use")  # the paper broker's code
 
 
 def test_manual_ach_relationship_and_the_409_on_a_second(broker: AlpacaBroker) -> None:
@@ -104,7 +108,10 @@ def test_manual_ach_relationship_and_the_409_on_a_second(broker: AlpacaBroker) -
     with pytest.raises(Conflict) as second:
         broker.create_ach_relationship(account.id, BANK)
     assert "already has an active relationship" in second.value.message
-    assert second.value.status == 409
+    assert (second.value.status, second.value.code) == (409, "ach_relationship_exists")  # as the paper broker says
+    with pytest.raises(Conflict) as plaid:
+        broker.create_ach_relationship_from_processor_token(account.id, "processor-sandbox-0a1b2c3d")
+    assert plaid.value.code == "ach_relationship_exists"
     assert [r.status for r in broker.list_ach_relationships(account.id)] == ["APPROVED"]
 
 
@@ -293,12 +300,22 @@ def test_close_account(broker: AlpacaBroker, api: AlpacaBrokerStandIn) -> None:
 
 def test_error_mapping(broker: AlpacaBroker, api: AlpacaBrokerStandIn) -> None:
     sent = len(api.requests_seen())
+    some = str(uuid.uuid4())
     for call in (lambda: broker.get_account("acct-1"), lambda: broker.list_ach_relationships("acct-1"),
                  lambda: broker.list_activities("acct-1"), lambda: broker.list_positions("1234"),
-                 lambda: broker.delete_ach_relationship(str(uuid.uuid4()), "rel-1")):
-        with pytest.raises(NotFound):
+                 lambda: broker.delete_ach_relationship(some, "rel-1"),
+                 lambda: broker.delete_ach_relationship("acct-1", some),
+                 lambda: broker.create_ach_relationship("acct-1", BANK),
+                 lambda: broker.create_ach_relationship_from_processor_token("acct-1", "processor-sandbox-1"),
+                 lambda: broker.submit_order("acct-1", OrderRequest(symbol="AAPL", side="buy", qty=Decimal(1))),
+                 lambda: broker.get_order(some, "order-1"), lambda: broker.cancel_order(some, "order-1"),
+                 lambda: broker.list_orders("acct-1"), lambda: broker.list_transfers("acct-1"),
+                 lambda: broker.cancel_transfer(some, "transfer-1"), lambda: broker.close_all_positions("acct-1"),
+                 lambda: broker.close_account("acct-1")):
+        with pytest.raises(NotFound) as e:
             call()
-    assert len(api.requests_seen()) == sent  # the SDK refused them before sending
+        assert e.value.status == 404 and "not found" in e.value.message
+    assert len(api.requests_seen()) == sent  # refused before anything was sent
 
     unknown = str(uuid.uuid4())
     for call in (lambda: broker.get_account(unknown), lambda: broker.list_ach_relationships(unknown),
@@ -340,6 +357,39 @@ def test_unreachable_and_hung_upstream_are_unavailable() -> None:
         port = closed.getsockname()[1]
     with pytest.raises(Unavailable):
         AlpacaBroker(settings(f"http://127.0.0.1:{port}")).list_positions(str(uuid.uuid4()))
+
+
+class _OddAlpaca(http.server.BaseHTTPRequestHandler):
+    """An upstream that answers 200 with bodies alpaca-py cannot read."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server hook
+        body = b"<html>maintenance</html>" if "/positions" in self.path else b'[{"id": "a1", "account_id": "x"}]'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_answers_alpaca_py_cannot_read_are_unavailable_not_not_found() -> None:
+    """Only the SDK's non-UUID id check means 404; any other ValueError in a call is a protocol problem."""
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OddAlpaca) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            broker = AlpacaBroker(settings(f"http://127.0.0.1:{server.server_address[1]}"))
+            account = str(uuid.uuid4())
+            with pytest.raises(Unavailable) as activity:  # an activity without activity_type: the SDK's ValueError
+                broker.list_activities(account)
+            assert (activity.value.status, activity.value.code) == (503, "broker_protocol")
+            assert "activity_type" in activity.value.message
+            with pytest.raises(Unavailable) as html:  # a 200 that is not JSON
+                broker.list_positions(account)
+            assert (html.value.status, html.value.code) == (503, "broker_protocol")
+        finally:
+            server.shutdown()
 
 
 def test_settings_pick_the_endpoint_and_missing_keys_are_unavailable(api: AlpacaBrokerStandIn) -> None:
@@ -423,20 +473,49 @@ def test_concurrent_calls_share_one_client(broker: AlpacaBroker, api: AlpacaBrok
 
 
 def test_holdings_for_the_live_portfolio_come_from_positions_and_fills(
-    broker: AlpacaBroker, api: AlpacaBrokerStandIn
+    api: AlpacaBrokerStandIn, tmp_path: Path, redis_url: str
 ) -> None:
-    """The generic BrokerPositionSource over AlpacaBroker: today's fills split a position into start and today."""
+    """The engine's source over AlpacaBroker (as the shards build it): today's fills split a position
+    into start and today."""
+    conf = settings(api.url, CLERA_DATA_DIR=str(tmp_path))
+    broker = AlpacaBroker(conf)
     api.set_price("AAPL", "100.00")
     account = funded(broker, api, "1000.00")
+    store_from_settings(conf).add_account("user-ada", account.id)
     broker.submit_order(account.id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(2)))
     broker.submit_order(account.id, OrderRequest(symbol="AAPL", side="buy", notional=Decimal("50.00")))
     now = dt.datetime.now(dt.UTC)
 
-    [today] = BrokerPositionSource(broker, ManualClock(now), account_ids=lambda: [account.id]).load_all()
+    [today] = position_source_from_settings(conf, redis_url=redis_url, clock=ManualClock(now)).load_all()
     [aapl] = today.positions
+    assert today.account_id == account.id
     assert today.cash == Decimal("750.00") and aapl.qty == Decimal("2.5")
     assert (aapl.start_qty, aapl.net_cost_today) == (Decimal(0), Decimal("250.00"))
 
     later = ManualClock(now + dt.timedelta(days=7))  # another session: the same shares were all held at its start
-    [next_week] = BrokerPositionSource(broker, later, account_ids=lambda: [account.id]).load_all()
+    [next_week] = position_source_from_settings(conf, redis_url=redis_url, clock=later).load_all()
     assert (next_week.positions[0].start_qty, next_week.positions[0].net_cost_today) == (Decimal("2.5"), Decimal(0))
+
+
+def test_the_alpaca_position_source_values_the_accounts_the_store_knows(
+    api: AlpacaBrokerStandIn, tmp_path: Path, redis_url: str
+) -> None:
+    """Alpaca cannot say which of its accounts are ours: the store does, read again at every full load."""
+    conf = settings(api.url, CLERA_DATA_DIR=str(tmp_path))
+    broker = AlpacaBroker(conf)
+    store = store_from_settings(conf)
+    ours = funded(broker, api, "300.00", "ours@example.com")
+    closed = funded(broker, api, "10.00", "closed@example.com")
+    stranger = funded(broker, api, "900.00", "stranger@example.com")  # at Alpaca, never recorded by us
+    store.add_account("user-a", ours.id, status="active")
+    store.add_account("user-b", closed.id, status="active")
+    store.set_account_status(closed.id, "closed")
+    source = position_source_from_settings(conf, redis_url=redis_url, clock=ManualClock(dt.datetime.now(dt.UTC)))
+
+    assert [(h.account_id, h.cash) for h in source.load_all()] == [(ours.id, Decimal("300.00"))]
+
+    newcomer = funded(broker, api, "42.50", "new@example.com")  # opened while the engine runs
+    store.add_account("user-c", newcomer.id)
+    loaded = {h.account_id: h.cash for h in source.load_all()}
+    assert loaded == {ours.id: Decimal("300.00"), newcomer.id: Decimal("42.50")}
+    assert stranger.id not in loaded
