@@ -26,6 +26,7 @@ import numpy as np
 from engine.types import AccountHoldings, PortfolioSnapshot, PositionValue, Tick
 
 _GROW = 1.5
+_SYM, _QTY, _START, _COST, _ENTRY = range(5)  # rows of an account's position table
 
 
 def _grown(array: np.ndarray, size: int, fill: float) -> np.ndarray:
@@ -76,6 +77,9 @@ class ValuationBook:
         self._acct_index: dict[str, int] = {}
         self._acct_ids: list[str] = []
         self._holdings: list[AccountHoldings | None] = []
+        # each account's positions as one (5, n) array (symbol index, qty, start qty, net cost today,
+        # entry price), converted from Decimal once when its holdings are set: a rebuild concatenates
+        self._rows: list[np.ndarray | None] = []
         self._cash = np.empty(0)
         self._pv = np.empty(0)
         self._base = np.empty(0)  # sum(start_qty * prev_close + net_cost_today) per account
@@ -131,21 +135,31 @@ class ValuationBook:
                 self._acct_index[holdings.account_id] = index
                 self._acct_ids.append(holdings.account_id)
                 self._holdings.append(None)
+                self._rows.append(None)
                 self._grow_accounts(index + 1)
             if self.session and holdings.session < self.session:
                 holdings = _rolled(holdings, self.session)
             self._holdings[index] = holdings
+            self._rows[index] = self._rows_of(holdings)
             self._cash[index] = float(holdings.cash)
             self._changed[index] = True
-            for position in holdings.positions:
-                self._symbol(position.symbol)
         self._dirty = True
+
+    def _rows_of(self, holdings: AccountHoldings) -> np.ndarray:
+        return np.array(
+            [
+                (self._symbol(p.symbol), p.qty, p.start_qty, p.net_cost_today, p.avg_entry_price)
+                for p in holdings.positions
+            ],
+            dtype=float,
+        ).reshape(-1, 5).T
 
     def remove_accounts(self, account_ids: Iterable[str]) -> None:
         for account_id in account_ids:
             index = self._acct_index.pop(account_id, None)
             if index is not None:
                 self._holdings[index] = None
+                self._rows[index] = None
                 self._cash[index] = 0.0
                 self._changed[index] = False
                 self._dirty = True
@@ -331,29 +345,25 @@ class ValuationBook:
         for index, holdings in enumerate(self._holdings):
             if holdings is not None and holdings.session < session:
                 self._holdings[index] = _rolled(holdings, session)
+                rows = self._rows[index].copy()
+                rows[_START], rows[_COST] = rows[_QTY], 0.0
+                self._rows[index] = rows
                 self._changed[index] = True
 
     def _rebuild(self) -> None:
-        accts, syms, qty, start, cost, entry = [], [], [], [], [], []
-        for index, holdings in enumerate(self._holdings):
-            if holdings is None:
-                continue
-            for p in holdings.positions:
-                accts.append(index)
-                syms.append(self._sym_index[p.symbol])
-                qty.append(float(p.qty))
-                start.append(float(p.start_qty))
-                cost.append(float(p.net_cost_today))
-                entry.append(float(p.avg_entry_price))
+        held = [(index, rows) for index, rows in enumerate(self._rows) if rows is not None]
         n_acct, n_sym = len(self._acct_ids), len(self._sym_names)
-        self._pos_acct = np.asarray(accts, dtype=np.int64)
-        self._pos_sym = np.asarray(syms, dtype=np.int64)
-        self._pos_qty = np.asarray(qty, dtype=float)
-        self._pos_start = np.asarray(start, dtype=float)
-        self._pos_cost = np.asarray(cost, dtype=float)
-        self._pos_entry = np.asarray(entry, dtype=float)
+        counts = np.fromiter((rows.shape[1] for _, rows in held), dtype=np.int64, count=len(held))
+        self._pos_acct = np.repeat(np.fromiter((i for i, _ in held), dtype=np.int64, count=len(held)), counts)
+        table = np.concatenate([rows for _, rows in held], axis=1) if held else np.empty((5, 0))
+        self._pos_sym = table[_SYM].astype(np.int64)
+        self._pos_qty, self._pos_start, self._pos_cost, self._pos_entry = (
+            np.ascontiguousarray(table[k]) for k in (_QTY, _START, _COST, _ENTRY)
+        )
         self._acct_ptr = np.concatenate(([0], np.cumsum(np.bincount(self._pos_acct, minlength=n_acct))))
-        self._by_sym = np.argsort(self._pos_sym, kind="stable")
+        # a stable sort of 16-bit keys is a radix sort: ten times faster than of int64 ones
+        keys = self._pos_sym.astype(np.uint16) if n_sym <= 1 << 16 else self._pos_sym
+        self._by_sym = np.argsort(keys, kind="stable")
         self._sym_ptr = np.concatenate(([0], np.cumsum(np.bincount(self._pos_sym, minlength=n_sym))))
         last, prev = self._effective_prices(np.arange(len(self._pos_acct)))
         size = len(self._pv)
