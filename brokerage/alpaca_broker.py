@@ -8,8 +8,11 @@ as `Decimal`) and every failure into a `brokerage.errors` type, so the gateway n
   holds a CANCELED or CANCEL_REQUESTED relationship (every account that ever replaced its bank link)
   fails to parse. Lists are therefore read raw through the client's own transport and mapped field
   by field, tolerating unknown statuses and missing optional fields.
-- Non-UUID ids are refused by the SDK before any request (`ValueError`): they name nothing, so they
-  become `NotFound`, as an unknown UUID does.
+- Non-UUID ids are refused by the SDK before any request (`ValueError`). They name nothing, so each
+  method checks its ids first (`_id`) and answers `NotFound`, as for an unknown UUID; any other
+  `ValueError` the SDK raises during a call comes from reading Alpaca's answer (`broker_protocol`).
+- A 409 means different things per call: on a second ACH relationship it is `ach_relationship_exists`,
+  on an account application `email_in_use`, the codes the paper broker gives for the same refusals.
 - The SDK's session has no timeout: a default one is mounted so a hung connection ends as `Unavailable`.
 - There is no GET for one transfer and no spec'd lookup by client order id: both are found by listing.
 
@@ -52,7 +55,6 @@ from alpaca.broker.requests import (
     MarketOrderRequest,
 )
 from alpaca.common.exceptions import APIError
-from alpaca.common.utils import validate_uuid_id_param
 from alpaca.trading.models import ClosePositionResponse, NonTradeActivity, TradeActivity
 from alpaca.trading.requests import GetOrdersRequest
 from pydantic import BaseModel, ValidationError
@@ -126,25 +128,25 @@ class AlpacaBroker:
     # --- accounts ---------------------------------------------------------------------------
     def create_account(self, application: AccountApplication) -> BrokerAccount:
         request = _build("account application", lambda: _account_request(application))
-        account = self._call("create account", self._client.create_account, request)
+        account = self._call("create account", self._client.create_account, request, conflict_code="email_in_use")
         return _account_from(account, None)
 
     def get_account(self, account_id: str) -> BrokerAccount:
+        _id(account_id, "account")
         account = self._call(f"account {account_id}", self._client.get_account_by_id, account_id)
         trade = self._call(f"account {account_id}", self._client.get_trade_account_by_id, account_id)
         return _account_from(account, trade)
 
     def close_account(self, account_id: str) -> BrokerAccount:
+        _id(account_id, "account")
         self._call(f"close account {account_id}", self._client.close_account, account_id)
         return self.get_account(account_id)
 
     # --- bank links -------------------------------------------------------------------------
     def list_ach_relationships(self, account_id: str) -> list[AchRelationship]:
-        def fetch() -> Any:
-            path_id = validate_uuid_id_param(account_id)
-            return self._client.get(f"/accounts/{path_id}/ach_relationships")
-
-        raw = self._call(f"ACH relationships of account {account_id}", fetch)
+        path_id = _id(account_id, "account")
+        raw = self._call(f"ACH relationships of account {account_id}", self._client.get,
+                         f"/accounts/{path_id}/ach_relationships")
         if not isinstance(raw, list):
             raise Unavailable("Alpaca answered an ACH relationship list that is not a list", code="broker_protocol")
         out = []
@@ -157,6 +159,7 @@ class AlpacaBroker:
         return out
 
     def create_ach_relationship(self, account_id: str, request: ManualAchRequest) -> AchRelationship:
+        _id(account_id, "account")
         account = self._call(f"account {account_id}", self._client.get_account_by_id, account_id)
         owner = _account_from(account, None).owner_name
         if not owner:
@@ -169,18 +172,23 @@ class AlpacaBroker:
             nickname=request.nickname,
         ))
         rel = self._call(f"create ACH relationship for account {account_id}",
-                         self._client.create_ach_relationship_for_account, account_id, body)
+                         self._client.create_ach_relationship_for_account, account_id, body,
+                         conflict_code="ach_relationship_exists")
         return _ach_from_model(rel)
 
     def create_ach_relationship_from_processor_token(self, account_id: str, processor_token: str) -> AchRelationship:
+        _id(account_id, "account")
         if not processor_token.strip():
             raise InvalidRequest("processor_token is empty", code="invalid_processor_token")
         body = _build("ACH relationship", lambda: CreatePlaidRelationshipRequest(processor_token=processor_token))
         rel = self._call(f"create ACH relationship for account {account_id}",
-                         self._client.create_ach_relationship_for_account, account_id, body)
+                         self._client.create_ach_relationship_for_account, account_id, body,
+                         conflict_code="ach_relationship_exists")
         return _ach_from_model(rel)
 
     def delete_ach_relationship(self, account_id: str, relationship_id: str) -> None:
+        _id(account_id, "account")
+        _id(relationship_id, "ACH relationship")
         self._call(f"ACH relationship {relationship_id}", self._client.delete_ach_relationship_for_account,
                    account_id, relationship_id)
 
@@ -189,6 +197,7 @@ class AlpacaBroker:
         if direction not in ("INCOMING", "OUTGOING"):
             raise InvalidRequest(f"direction must be INCOMING or OUTGOING, not {direction!r}", code="invalid_direction")
         _check_cents(amount, "amount")
+        _id(account_id, "account")
         _id(relationship_id, "ACH relationship")
         body = _build("transfer", lambda: CreateACHTransferRequest(
             amount=str(amount), direction=direction, timing="immediate", relationship_id=relationship_id,
@@ -205,14 +214,18 @@ class AlpacaBroker:
         raise NotFound(f"transfer {transfer_id} not found for account {account_id}", code="transfer_not_found")
 
     def list_transfers(self, account_id: str) -> list[Transfer]:
+        _id(account_id, "account")
         transfers = self._call(f"transfers of account {account_id}", self._client.get_transfers_for_account, account_id)
         return [_transfer_from(_dump(t)) for t in transfers]
 
     def cancel_transfer(self, account_id: str, transfer_id: str) -> None:
+        _id(account_id, "account")
+        _id(transfer_id, "transfer")
         self._call(f"transfer {transfer_id}", self._client.cancel_transfer_for_account, account_id, transfer_id)
 
     # --- trading ----------------------------------------------------------------------------
     def submit_order(self, account_id: str, request: OrderRequest) -> Order:
+        _id(account_id, "account")
         body = _build("order", lambda: _order_request(request))
         try:
             order = self._call(f"order for account {account_id}", self._client.submit_order_for_account,
@@ -228,27 +241,34 @@ class AlpacaBroker:
         return _order_from(_dump(order), account_id)
 
     def get_order(self, account_id: str, order_id: str) -> Order:
+        _id(account_id, "account")
+        _id(order_id, "order")
         order = self._call(f"order {order_id}", self._client.get_order_for_account_by_id, account_id, order_id)
         return _order_from(_dump(order), account_id)
 
     def list_orders(self, account_id: str, status: str = "all") -> list[Order]:
         if status not in ("open", "closed", "all"):
             raise InvalidRequest(f"status must be open, closed or all, not {status!r}", code="invalid_status")
+        _id(account_id, "account")
         query = GetOrdersRequest(status=status, limit=ORDER_LIST_LIMIT)
         orders = self._call(f"orders of account {account_id}", self._client.get_orders_for_account, account_id, query)
         return [_order_from(_dump(o), account_id) for o in orders]
 
     def cancel_order(self, account_id: str, order_id: str) -> None:
+        _id(account_id, "account")
+        _id(order_id, "order")
         self._call(f"order {order_id}", self._client.cancel_order_for_account_by_id, account_id, order_id)
         self._changed(account_id)
 
     def list_positions(self, account_id: str) -> list[BrokerPosition]:
+        _id(account_id, "account")
         positions = self._call(f"positions of account {account_id}",
                                self._client.get_all_positions_for_account, account_id)
         return [_position_from(_dump(p)) for p in positions]
 
     def close_all_positions(self, account_id: str) -> list[CloseResult]:
         """Cancels open orders first (they would hold the shares) and answers one line per position."""
+        _id(account_id, "account")
         results = self._call(f"close positions of account {account_id}",
                              self._client.close_all_positions_for_account, account_id, cancel_orders=True)
         self._changed(account_id)
@@ -256,11 +276,8 @@ class AlpacaBroker:
 
     def list_activities(self, account_id: str) -> list[Activity]:
         """Fills (`FILL`) and cash movements (`CSD`/`CSW`, ...), newest first."""
-        def fetch() -> Any:
-            query = GetAccountActivitiesRequest(account_id=validate_uuid_id_param(account_id))
-            return self._client.get_account_activities(query)
-
-        activities = self._call(f"activities of account {account_id}", fetch)
+        query = GetAccountActivitiesRequest(account_id=_id(account_id, "account"))
+        activities = self._call(f"activities of account {account_id}", self._client.get_account_activities, query)
         return [_activity_from(a) for a in activities]
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -278,22 +295,31 @@ class AlpacaBroker:
                 return order
         return None
 
-    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _call(
+        self, what: str, fn: Callable[..., T], *args: Any, conflict_code: str | None = None, **kwargs: Any
+    ) -> T:
+        """One SDK call; `conflict_code` names what Alpaca's 409 means for this call.
+
+        Ids are checked (`_id`) and requests built (`_build`) before this, so a `ValueError` raised
+        in here is alpaca-py failing to read Alpaca's answer, not the caller's input.
+        """
         try:
             return fn(*args, **kwargs)
         except APIError as e:
-            raise _from_api_error(e, what) from e
+            raise _from_api_error(e, what, conflict_code) from e
+        except requests.JSONDecodeError as e:  # a RequestException too, but Alpaca did answer
+            raise Unavailable(f"{what}: Alpaca answered a body that is not JSON", code="broker_protocol") from e
         except requests.RequestException as e:
             raise Unavailable(f"{what}: Alpaca is not reachable ({type(e).__name__})", code="broker_unreachable") from e
         except ValidationError as e:
             raise Unavailable(f"{what}: Alpaca answered in a shape alpaca-py cannot parse",
                               code="broker_protocol", details=_problems(e)) from e
-        except ValueError as e:  # alpaca-py refuses a non-UUID id before sending anything
-            raise NotFound(f"{what}: not found ({e})", code="not_found") from e
+        except ValueError as e:
+            raise Unavailable(f"{what}: alpaca-py cannot read Alpaca's answer ({e})", code="broker_protocol") from e
 
 
 # --- errors -------------------------------------------------------------------------------------
-def _from_api_error(e: APIError, what: str) -> BrokerageError:
+def _from_api_error(e: APIError, what: str, conflict_code: str | None = None) -> BrokerageError:
     status = e.status_code or 0
     try:
         body = json.loads(str(e))
@@ -305,7 +331,7 @@ def _from_api_error(e: APIError, what: str) -> BrokerageError:
     if status == 404:
         return NotFound(text, details=details)
     if status == 409:
-        return Conflict(text, details=details)
+        return Conflict(text, code=conflict_code, details=details)
     if status in (403, 422):
         return Rejected(text, details=details)
     if status == 400:

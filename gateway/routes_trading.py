@@ -1,10 +1,12 @@
 """Trading: place an order, list and cancel orders, read the account's activities.
 
 `POST /api/trade` takes the frontend's names (`ticker` or `symbol`, `BUY`/`SELL`, `notional_amount`
-or `notional`, or `qty`) and checks the order here with the same rules for every broker (a notional
-of at least $1 in whole cents, positive quantities, limit prices in valid increments); whether a
-sell is covered, whether cash suffices and the PDT rule are the broker's to enforce, and its
-refusals arrive as typed errors (422 `rejected`). Money and quantities answer as strings.
+or `notional`, or `qty`) and checks the order here with the same rules for every broker: the input
+(a notional of at least $1 in whole cents, positive quantities, limit prices in valid increments),
+then the pre-trade rules of `brokerage.order_rules` (a sell needs the position, an order by qty is
+worth at least $1), read against the broker's position and the last price in Redis. Whether cash
+suffices and the PDT rule are the broker's to enforce, and its refusals arrive as typed errors
+(422 with their own code). Money and quantities answer as strings.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from brokerage import order_rules
 from brokerage import paper_rules as rules
-from brokerage.errors import InvalidRequest
-from brokerage.models import Activity, Order, OrderRequest
+from brokerage.errors import InvalidRequest, Rejected
+from brokerage.models import Activity, BrokerPosition, Order, OrderRequest
+from engine.types import LastPrice
 from gateway.auth import check_owner, services_of
 from gateway.body import json_response, parse_body
 from gateway.brokerage_access import Id, acting_user, broker_of, owned_account
+from gateway.services import AsyncBroker
 from gateway.errors import ApiError
 from gateway.openapi import ApiRoute
 
@@ -93,12 +98,48 @@ def order_request(body: TradeBody) -> OrderRequest:
     )
 
 
+async def _position(broker: AsyncBroker, account_id: str, symbol: str) -> BrokerPosition | None:
+    positions: list[BrokerPosition] = await broker.call("list_positions", account_id)
+    return next((p for p in positions if p.symbol == symbol), None)
+
+
+async def _last_price(request: Request, symbol: str) -> LastPrice | None:
+    try:
+        return await services_of(request).portfolio.last_price(symbol)
+    except msgspec.DecodeError:  # a malformed price is no price, as the paper broker reads it
+        log.warning("ignoring malformed price:%s", symbol)
+        return None
+
+
+async def _check_pre_trade(request: Request, broker: AsyncBroker, account_id: str, order: OrderRequest) -> None:
+    """`brokerage.order_rules` against the broker's position (sells only) and Redis' last price (if needed)."""
+    position = await _position(broker, account_id, order.symbol) if order.side == "sell" else None
+    last = await _last_price(request, order.symbol) if order_rules.needs_price(order, position) else None
+    order_rules.check_order(order, position, last)
+
+
+async def _placed_before(broker: AsyncBroker, account_id: str, client_order_id: str | None) -> Order | None:
+    """A retry of an order that already went through (a sell that emptied the position) finds that order."""
+    if client_order_id is None:
+        return None
+    orders: list[Order] = await broker.call("list_orders", account_id, "all")
+    return next((o for o in orders if o.client_order_id == client_order_id), None)
+
+
 async def trade(request: Request) -> Response:
     user_id = acting_user(request)
     body = await parse_body(request, TradeBody)
     order_req = order_request(body)
     await check_owner(services_of(request), user_id, body.accountId)
-    order: Order = await broker_of(request).call("submit_order", body.accountId, order_req)
+    broker = broker_of(request)
+    try:
+        await _check_pre_trade(request, broker, body.accountId, order_req)
+    except Rejected:
+        existing = await _placed_before(broker, body.accountId, order_req.client_order_id)
+        if existing is None:
+            raise
+        return json_response(existing)
+    order: Order = await broker.call("submit_order", body.accountId, order_req)
     log.info(
         "order %s %s %s on account %s: %s", order.id, order.side, order.symbol, body.accountId, order.status
     )

@@ -21,6 +21,7 @@ import httpx
 import msgspec
 import plaid
 import pytest
+import redis
 from conftest import free_port
 from gateway_support import API_KEY, Gateway, bearer, make_settings
 from paper_support import MON_MORNING, TUE_MORNING, application, make_broker, set_price, sqlite_url
@@ -394,6 +395,51 @@ async def test_bad_trades_are_refused_and_nothing_moves(tmp_path: Path, redis_ur
 
         exact = await w.ok("POST", "/api/trade", ALICE, {**base, "notional_amount": 100})
         assert (Decimal(exact["filled_qty"]), exact["notional"]) == (5, "100.00")
+
+
+async def test_pre_trade_rules_are_the_routes_and_refusals_leave_the_ledger_alone(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A sell needs the position and an order by qty is worth $1, checked by the route for every broker
+    (the Alpaca twin is in test_brokerage_routes_alpaca.py); a refusal records nothing."""
+    async with world(tmp_path, redis_url) as w:
+        account_id, _ = await w.funded("100")
+        set_price(w.redis_url, "IBM", 20.0)
+        base = {"accountId": account_id, "ticker": "IBM"}
+
+        async def refused(body: dict[str, Any], code: str) -> None:
+            before = await w.ledger(account_id)
+            assert_error(await w.call("POST", "/api/trade", ALICE, {**base, **body}), 422, code)
+            assert await w.ledger(account_id) == before, body
+
+        await refused({"side": "SELL", "qty": 1}, "no_position")
+        await refused({"side": "SELL", "notional": 5}, "no_position")
+        await refused({"side": "BUY", "qty": "0.04"}, "below_minimum")  # $0.80 at $20
+        await refused({"side": "BUY", "qty": "0.1", "order_type": "limit", "limit_price": "9.99"}, "below_minimum")
+        await refused({"side": "BUY", "ticker": "ZZZZ", "qty": 1}, "no_price")
+        redis_client = redis.Redis.from_url(w.redis_url)
+        redis_client.set("price:JUNK", b"{not a price")
+        redis_client.close()
+        await refused({"side": "BUY", "ticker": "JUNK", "qty": 1}, "no_price")  # malformed is no price, not a 400
+        assert (await w.ledger(account_id))["orders"] == []
+
+        await w.ok("POST", "/api/trade", ALICE, {**base, "side": "BUY", "qty": 2})
+        await refused({"side": "SELL", "qty": "2.5"}, "insufficient_qty")
+        await refused({"side": "SELL", "notional": "40.01"}, "insufficient_qty")
+        await refused({"side": "SELL", "qty": "0.01"}, "below_minimum")
+        resting = await w.ok("POST", "/api/trade", ALICE,
+                             {**base, "side": "SELL", "qty": "1.5", "order_type": "limit", "limit_price": 30})
+        await refused({"side": "SELL", "qty": 1}, "insufficient_qty")  # 1.5 of the 2 are promised to the limit
+        await w.ok("DELETE", f"/api/portfolio/{account_id}/orders/{resting['id']}")
+
+        # all of a position worth under $1 may go: that is how dust leaves the account
+        set_price(w.redis_url, "IBM", 0.25)
+        sell_all = {**base, "side": "SELL", "qty": 2, "client_order_id": "sell-dust"}
+        sold = await w.ok("POST", "/api/trade", ALICE, sell_all)
+        assert (sold["status"], Decimal(sold["filled_qty"])) == ("filled", 2)
+        again = await w.ok("POST", "/api/trade", ALICE, sell_all)  # a retry finds the order, not "no position"
+        assert again["id"] == sold["id"]
+        assert (await w.ledger(account_id))["positions"] == []
 
 
 async def test_someone_elses_account_is_403_and_an_unknown_one_404_everywhere(tmp_path: Path, redis_url: str) -> None:

@@ -11,7 +11,7 @@ import httpx
 import msgspec
 from conftest import free_port
 from gateway_support import API_KEY, Gateway, bearer, make_settings
-from paper_support import application
+from paper_support import application, set_price
 from standins.alpaca_broker_api import AlpacaBrokerStandIn
 
 from brokerage.alpaca_broker import AlpacaBroker
@@ -61,7 +61,7 @@ async def test_alpaca_account_bank_transfer_and_trade_through_the_routes(tmp_pat
                 rel = await ok("POST", "/create-ach-relationship-manual", {"accountId": account_id, **BANK})
                 assert set(rel) == {"id", "status", "created_at"}
                 second = await call("POST", "/create-ach-relationship-manual", {"accountId": account_id, **BANK})
-                assert second.status_code == 409 and second.json()["error"]["code"] == "conflict"
+                assert second.status_code == 409 and second.json()["error"]["code"] == "ach_relationship_exists"
                 banks = await ok("GET", "/get-ach-relationships", params={"accountId": account_id})
                 assert [(b["id"], b["last_4"], b["status"]) for b in banks["relationships"]] == [
                     (rel["id"], "6789", "APPROVED")]
@@ -96,5 +96,68 @@ async def test_alpaca_account_bank_transfer_and_trade_through_the_routes(tmp_pat
 
                 forbidden = await call("GET", f"/api/account/{account_id}", user=BOB)
                 assert forbidden.status_code == 403
+        finally:
+            await gateway.stop()
+
+
+async def test_pre_trade_rules_hold_with_alpaca_and_refusals_never_reach_it(tmp_path: Path, redis_url: str) -> None:
+    """Alpaca would take a qty order worth cents (and open a short on a whole-share sell with no
+    position on a margin account): the route refuses both with the paper broker's codes, and no
+    order request reaches Alpaca."""
+    store = SqlStore(Database(f"sqlite:///{tmp_path / 'store.db'}"))
+    store.migrate()
+    with AlpacaBrokerStandIn(KEY, SECRET) as api:
+        settings = make_settings(redis_url, tmp_path, CLERA_BROKER="alpaca", BROKER_API_KEY=KEY,
+                                 BROKER_SECRET_KEY=SECRET, CLERA_ALPACA_BROKER_URL=api.url)
+        services = Services.in_process(settings, redis_url, store, AlpacaBroker(settings))
+        gateway = Gateway(services, free_port(), [routes_brokerage.routes])
+        await gateway.start()
+        try:
+            async with httpx.AsyncClient(base_url=gateway.http, headers={"X-API-Key": API_KEY}, timeout=30) as http:
+
+                async def call(method: str, path: str, body: Any = None, **kw: Any) -> httpx.Response:
+                    return await http.request(method, path, json=body, headers=bearer(ALICE), **kw)
+
+                async def ok(method: str, path: str, body: Any = None, **kw: Any) -> Any:
+                    response = await call(method, path, body, **kw)
+                    assert response.status_code == 200, response.text
+                    return response.json()
+
+                app = msgspec.to_builtins(application("ada@example.com"))
+                account_id = (await ok("POST", "/create-alpaca-account", {"alpacaData": app}))["id"]
+                rel = await ok("POST", "/create-ach-relationship-manual", {"accountId": account_id, **BANK})
+                deposit = await ok("POST", "/initiate-ach-transfer", {
+                    "accountId": account_id, "relationshipId": rel["id"], "amount": "100", "direction": "INCOMING"})
+                api.complete_transfer(deposit["id"])
+                api.set_price("AAPL", "10.00")
+                set_price(redis_url, "AAPL", 10.0)
+                base = {"accountId": account_id, "ticker": "AAPL"}
+
+                def orders_sent() -> int:
+                    return sum(1 for m, p, _ in api.requests_seen() if m == "POST" and p.endswith("/orders"))
+
+                async def refused(body: dict[str, Any], code: str) -> None:
+                    sent, account = orders_sent(), await ok("GET", f"/api/account/{account_id}")
+                    response = await call("POST", "/api/trade", {**base, **body})
+                    assert response.status_code == 422, response.text
+                    assert response.json()["error"]["code"] == code, response.text
+                    assert orders_sent() == sent, body  # never reached Alpaca
+                    assert await ok("GET", f"/api/account/{account_id}") == account
+
+                await refused({"side": "SELL", "qty": 1}, "no_position")
+                await refused({"side": "BUY", "qty": "0.05"}, "below_minimum")  # Alpaca fills this for $0.50
+                await refused({"side": "BUY", "qty": "0.05", "order_type": "limit", "limit_price": "9.00"},
+                              "below_minimum")
+                await refused({"side": "BUY", "ticker": "IBM", "qty": 1}, "no_price")  # nobody priced IBM
+                assert (await ok("GET", f"/api/portfolio/{account_id}/orders"))["orders"] == []
+
+                bought = await ok("POST", "/api/trade", {**base, "side": "BUY", "qty": 2})
+                assert bought["status"] == "filled" and orders_sent() == 1
+                await refused({"side": "SELL", "qty": 3}, "insufficient_qty")
+                await refused({"side": "SELL", "notional": "25"}, "insufficient_qty")
+                await refused({"side": "SELL", "qty": "0.05"}, "below_minimum")
+                sold = await ok("POST", "/api/trade", {**base, "side": "SELL", "qty": 2})
+                assert (sold["status"], Decimal(sold["filled_qty"])) == ("filled", 2)
+                assert orders_sent() == 2 and Decimal((await ok("GET", f"/api/account/{account_id}"))["cash"]) == 100
         finally:
             await gateway.stop()
