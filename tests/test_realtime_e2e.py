@@ -144,4 +144,5 @@ async def test_topology_is_get_or_create_and_reports_health(redis_url, tmp_path)
         assert report["ok"] and report["feed"]["feed"]["source"] == "replay"
         assert all(s["alive"] for s in report["symbol_shards"] + report["portfolio_shards"])
     assert get_topology(settings) is None
-    assert ray.util.list_named_actors(all_namespaces=True) is not None
+    left = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == settings.ray_namespace]
+    assert left == []  # stopping the engine leaves none of its named actors behind
