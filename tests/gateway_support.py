@@ -53,6 +53,24 @@ def token(user: str, ttl_s: float = 600, secret: str = JWT_SECRET) -> str:
     return mint_jwt(user, secret, ttl_s=ttl_s)
 
 
+def unsigned_token(user: str) -> str:
+    """A token claiming to be `user` with `alg: none` and no signature (the classic JWT forgery)."""
+    import base64
+    import json
+
+    def part(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    claims = {"sub": user, "aud": "authenticated", "exp": int(time.time()) + 600}
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+def wrong_audience_token(user: str) -> str:
+    import jwt
+
+    return jwt.encode({"sub": user, "aud": "anon", "exp": int(time.time()) + 600}, JWT_SECRET, algorithm="HS256")
+
+
 def bearer(user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(user)}"}
 

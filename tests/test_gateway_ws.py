@@ -28,6 +28,8 @@ from gateway_support import (
     running_gateway,
     snapshot,
     token,
+    unsigned_token,
+    wrong_audience_token,
 )
 
 
@@ -144,7 +146,8 @@ async def test_server_pings_and_drops_silent_peers(redis_url: str, tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    "case", ["no_token", "bad_token", "expired", "wrong_secret", "someone_else", "unknown_account"]
+    "case",
+    ["no_token", "bad_token", "expired", "wrong_secret", "alg_none", "wrong_audience", "someone_else", "unknown_account"],
 )
 async def test_policy_violations_close_with_1008(env, case: str) -> None:
     settings, store = env
@@ -157,6 +160,10 @@ async def test_policy_violations_close_with_1008(env, case: str) -> None:
         query = f"?token={token(ALICE, ttl_s=-1)}"
     elif case == "wrong_secret":
         query = f"?token={token(ALICE, secret='s' * 40)}"
+    elif case == "alg_none":
+        query = f"?token={unsigned_token(ALICE)}"
+    elif case == "wrong_audience":
+        query = f"?token={wrong_audience_token(ALICE)}"
     elif case == "someone_else":
         account = BOB_ACCOUNT
     else:
