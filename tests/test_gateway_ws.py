@@ -123,7 +123,8 @@ async def test_heartbeat_and_malformed_frames(env) -> None:
 
 
 async def test_server_pings_and_drops_silent_peers(redis_url: str, tmp_path: Path) -> None:
-    settings = make_settings(redis_url, tmp_path, HEARTBEAT_INTERVAL="0.2", CONNECTION_TIMEOUT="1.0")
+    # the chatty peer speaks every 0.1 s: a 3 s timeout leaves room for a loaded machine's stalls
+    settings = make_settings(redis_url, tmp_path, HEARTBEAT_INTERVAL="0.5", CONNECTION_TIMEOUT="3.0")
     store = make_store(tmp_path / "store.db")
     async with running_gateway(settings, store, free_port()) as gw:
         url = f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}"
