@@ -1,8 +1,8 @@
 """The gateway's Starlette app, built from services so Serve and plain uvicorn run the same code.
 
-Routes come from provider functions `(services) -> list[BaseRoute]`. By default every module in
-`PROVIDER_MODULES` that exists contributes its `routes` function, which is how later features
-(brokerage, agents, closure) mount into this app without editing it.
+Routes come from provider functions `(services) -> list[BaseRoute]`. By default every module
+named in `PROVIDER_MODULES` contributes its `routes` function: a later feature (agents, account
+closure) mounts into this app by adding its module's name there and its service to `Services`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata
-import importlib.util
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from starlette.applications import Starlette
@@ -35,12 +34,8 @@ def version() -> str:
 
 
 def default_providers() -> list[RouteProvider]:
-    """`routes` of each provider module present in this checkout (a module that fails to import raises)."""
-    return [
-        importlib.import_module(name).routes
-        for name in PROVIDER_MODULES
-        if importlib.util.find_spec(name) is not None
-    ]
+    """`routes` of each provider module (one that fails to import raises: a route set never goes missing quietly)."""
+    return [importlib.import_module(name).routes for name in PROVIDER_MODULES]
 
 
 def build_app(services: Services, providers: Sequence[RouteProvider] | None = None) -> Starlette:
