@@ -3,8 +3,11 @@
 After every step the test re-derives the ledger from the broker's own activity log with an
 independent average-cost replay and checks: cash is the sum of what moved; positions are the sum
 of fills; cash + positions at cost = net deposits + realised gains, to the cent; nothing is ever
-negative; every refusal was justified by what the account showed just before. The timing and
-amount rules of `brokerage.paper_rules` get their own properties at the end.
+negative; every refusal was justified by what the account showed just before. The log itself is
+held to what the test asked for: once a week has passed, every accepted transfer is complete and
+the log moved exactly their amounts, and every fill belongs to an accepted order and adds up to
+what that order says it filled. The timing and amount rules of `brokerage.paper_rules` get their
+own properties at the end.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from hypothesis import strategies as st
 
 from brokerage import paper_rules as rules
 from brokerage.errors import InvalidRequest, Rejected
-from brokerage.models import OrderRequest
+from brokerage.models import Order, OrderRequest, Transfer
 from brokerage.paper import PaperBroker
 from engine import calendar
 from engine.clock import ManualClock
@@ -81,6 +84,28 @@ def reconcile(broker: PaperBroker, account_id: str) -> None:
     assert 0 <= account.cash_withdrawable <= account.cash and 0 <= account.buying_power <= account.cash
 
 
+def matches_what_was_asked(
+    broker: PaperBroker, account_id: str, funding: Decimal, transfers: list[Transfer], orders: list[Order]
+) -> None:
+    """The log against the test's own record of what the broker accepted (days later)."""
+    log = broker.list_activities(account_id)
+    assert all(broker.get_transfer(account_id, t.id).status == "COMPLETE" for t in transfers)
+    asked = funding + sum((t.amount if t.direction == "INCOMING" else -t.amount for t in transfers), Decimal(0))
+    assert sum((a.net_amount for a in log if a.activity_type != "FILL"), Decimal(0)) == asked
+    accepted = {o.id: o for o in orders}
+    filled: dict[str, Decimal] = {}
+    for act in log:
+        if act.activity_type == "FILL":
+            assert act.order_id in accepted, "a fill of an order nobody placed"
+            assert (act.symbol, act.side) == (accepted[act.order_id].symbol, accepted[act.order_id].side)
+            filled[act.order_id] = filled.get(act.order_id, Decimal(0)) + act.qty
+    for order in (broker.get_order(account_id, o.id) for o in orders):
+        assert order.status in ("filled", "canceled", "expired", "rejected"), f"still {order.status} days later"
+        assert order.filled_qty == filled.get(order.id, Decimal(0))
+        if order.status == "filled" and order.qty is not None:
+            assert order.filled_qty == order.qty
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(funding=fundings, script=st.lists(steps, min_size=1, max_size=25))
 def test_any_sequence_of_operations_keeps_the_ledger_reconciled(
@@ -93,29 +118,30 @@ def test_any_sequence_of_operations_keeps_the_ledger_reconciled(
         clock = ManualClock(MON_MORNING)
         broker = make_broker(sqlite_url(Path(folder)), clock, redis_url)
         account_id, rel_id = funded_account(broker, clock, str(funding))  # the market is open now
+        transfers: list[Transfer] = []
+        orders: list[Order] = []
         for step in script:
             before = broker.get_account(account_id)
             kind = step[0]
             try:
                 if kind == "deposit":
-                    broker.create_transfer(account_id, rel_id, step[1], "INCOMING")
+                    transfers.append(broker.create_transfer(account_id, rel_id, step[1], "INCOMING"))
                 elif kind == "withdraw":
-                    broker.create_transfer(account_id, rel_id, step[1], "OUTGOING")
+                    transfers.append(broker.create_transfer(account_id, rel_id, step[1], "OUTGOING"))
                 elif kind == "buy_qty":
-                    broker.submit_order(account_id, OrderRequest(symbol=step[1], side="buy", qty=step[2]))
+                    orders.append(broker.submit_order(account_id, OrderRequest(symbol=step[1], side="buy", qty=step[2])))
                 elif kind == "buy_notional":
-                    broker.submit_order(account_id, OrderRequest(symbol=step[1], side="buy", notional=step[2]))
+                    request = OrderRequest(symbol=step[1], side="buy", notional=step[2])
+                    orders.append(broker.submit_order(account_id, request))
                 elif kind == "buy_limit":
                     limit = (last[step[1]] * Decimal(step[3])).quantize(CENT)
-                    broker.submit_order(
-                        account_id,
-                        OrderRequest(symbol=step[1], side="buy", type="limit", qty=step[2], limit_price=max(limit, CENT)),
-                    )
+                    request = OrderRequest(symbol=step[1], side="buy", type="limit", qty=step[2], limit_price=max(limit, CENT))
+                    orders.append(broker.submit_order(account_id, request))
                 elif kind == "sell":
                     held = {p.symbol: p.qty_available for p in broker.list_positions(account_id)}
                     qty = (held.get(step[1], Decimal(0)) * Decimal(step[2])).quantize(Decimal("1e-9"))
                     if qty > 0:
-                        broker.submit_order(account_id, OrderRequest(symbol=step[1], side="sell", qty=qty))
+                        orders.append(broker.submit_order(account_id, OrderRequest(symbol=step[1], side="sell", qty=qty)))
                 elif kind == "price":
                     last[step[1]] = step[2]
                     set_price(redis_url, step[1], float(step[2]))
@@ -135,6 +161,11 @@ def test_any_sequence_of_operations_keeps_the_ledger_reconciled(
                     assert cents(step[2] * last[step[1]]) > before.buying_power
             clock.advance(dt.timedelta(seconds=1))  # every step at its own moment: the log has an order
             reconcile(broker, account_id)
+        # a week later, during a session (orders queued outside hours fill at an open)
+        clock.set(calendar.session_bounds(calendar.add_trading_days(clock.now().date(), 5))[0] + dt.timedelta(minutes=1))
+        broker.process_due()
+        reconcile(broker, account_id)
+        matches_what_was_asked(broker, account_id, funding, transfers, orders)
         kinds = {a.activity_type for a in broker.list_activities(account_id)}
         event(f"activities: {sorted(kinds)}")  # shown by --hypothesis-show-statistics
         broker.db.close()
