@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import ray
 
@@ -19,10 +20,12 @@ from actors.portfolio_shard import ids_by_shard
 from engine import pubsub
 from engine.config import Settings
 
+if TYPE_CHECKING:
+    from brokerage.paper_stepper import LedgerStepper
+
 log = logging.getLogger(__name__)
 
 GATHER_S = 0.05  # ids announced within this window are reloaded together
-LEDGER_STEP_S = 1.0  # how often the paper ledger applies what the market clock made due
 
 
 @ray.remote(num_cpus=0)
@@ -34,6 +37,7 @@ class PositionSync:
         self.announced = 0
         self.reloads = 0
         self._subscribed = asyncio.Event()
+        self._ledger: LedgerStepper | None = None
         loop = asyncio.get_event_loop()
         self._tasks = [loop.create_task(self._run())]
         if settings.positions == "broker":
@@ -42,8 +46,9 @@ class PositionSync:
     async def _keep_broker_current(self, redis_url: str) -> None:
         """The broker side of "holdings change without anyone asking".
 
-        Paper: deposits land and queued orders fill when the market clock reaches them; one
-        `process_due` a second applies that (its change hook announces the accounts). Alpaca:
+        Paper: deposits land and queued orders fill when the market clock reaches them; the ledger
+        stepper sleeps until the next such moment and applies it (its change hook announces the
+        accounts), and plans again whenever an announcement is heard (see `_read`). Alpaca:
         fills arrive after the order call returns, so every account is re-synced on a schedule;
         the accounts are listed from the store at each re-sync, so one opened since joins then.
         """
@@ -54,21 +59,10 @@ class PositionSync:
                     await self.reload_all()
                 except Exception:
                     log.exception("scheduled re-sync from Alpaca failed")
-        from brokerage.factory import broker_from_settings
-        from brokerage.positions import HoldingsNotifier
-        from brokerage.prices import RedisPriceReader
-        from engine.clock import clock_from_settings
+        from brokerage.paper_stepper import ledger_stepper
 
-        broker = broker_from_settings(
-            self.settings, clock_from_settings(self.settings), RedisPriceReader(redis_url),
-            on_change=HoldingsNotifier(redis_url),
-        )
-        while True:
-            await asyncio.sleep(LEDGER_STEP_S)
-            try:
-                await asyncio.to_thread(broker.process_due)
-            except Exception:
-                log.exception("paper ledger step failed")
+        self._ledger = ledger_stepper(self.settings, redis_url)
+        await self._ledger.run()
 
     async def _run(self) -> None:
         queue: asyncio.Queue[list[str]] = asyncio.Queue()
@@ -93,10 +87,11 @@ class PositionSync:
                 log.exception("holdings listener failed; resubscribing")
                 await asyncio.sleep(1.0)
 
-    @staticmethod
-    async def _read(changes, queue: asyncio.Queue) -> None:
+    async def _read(self, changes, queue: asyncio.Queue) -> None:
         async for ids in changes:
             queue.put_nowait(ids)
+            if self._ledger is not None:  # a new transfer or order may be due before the planned step
+                self._ledger.wake()
 
     async def _apply(self, queue: asyncio.Queue) -> None:
         while True:

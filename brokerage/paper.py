@@ -5,8 +5,11 @@ The database is the truth: every change is one transaction that first locks the 
 that lock and only then checks and writes, so concurrent requests on one account cannot overdraw
 it and a restart loses nothing. Time-driven steps (onboarding approval, ACH transfers moving on,
 queued orders filling at the open, day limit orders expiring) are applied lazily, under the same
-lock, by whichever call touches the account next, or by `process_due()` for all accounts.
-Timing and rounding rules are in `brokerage.paper_rules`.
+lock, by whichever call touches the account next, or by `process_due()` for all accounts;
+`next_due()` says when the next one falls due, so `brokerage.paper_stepper` sleeps until exactly
+then instead of polling. The `on_change` hook hears the accounts whose holdings a call changed, and
+also those for which it scheduled a step (a new account, transfer or order), so whoever runs the
+steps plans again. Timing and rounding rules are in `brokerage.paper_rules`.
 
 Ledger rules: a buy pays `round(qty * price, cents)`; a position keeps its cost basis (average
 cost; a partial sale removes its share of the cost, rounded to cents); sale proceeds are cash at
@@ -89,6 +92,19 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
+@dataclass(frozen=True)
+class NextDue:
+    """When the ledger next changes by itself.
+
+    `at` is the market time of the earliest time-driven step, None when none is pending (already
+    past when a step is due). `waiting_on_prices` is true while orders are open during the session:
+    they fill when the price lets them, at no moment known in advance.
+    """
+
+    at: dt.datetime | None
+    waiting_on_prices: bool
+
+
 @dataclass
 class _Locked:
     """One account row held under lock for the length of a transaction."""
@@ -132,7 +148,7 @@ class PaperBroker:
     # ======================================================================================
     @_ledger_errors
     def create_account(self, application: AccountApplication) -> BrokerAccount:
-        """Validates the application and files it as SUBMITTED; approval follows on the next touch."""
+        """Validates the application and files it as SUBMITTED; approval follows on the next touch or ledger step."""
         app = self._check_application(application)
         now = self.clock.now()
         account_id = _new_id()
@@ -152,6 +168,7 @@ class PaperBroker:
                 self._event(account_id, "SUBMITTED", now, "application received")
         except _INTEGRITY:
             raise Conflict("an account with this email address already exists", code="email_in_use") from None
+        self._notify([account_id])  # its approval is a step due at once
         return self._view(account_id)
 
     @_ledger_errors
@@ -345,6 +362,7 @@ class PaperBroker:
                     _ts(a.now), _ts(a.now), _ts(sent), _ts(complete),
                 ),
             )
+            a.changed.add(a.id)  # its cut-off and completion are steps to come
         return self._transfer(account_id, transfer_id)
 
     @_ledger_errors
@@ -427,6 +445,7 @@ class PaperBroker:
                     _ts(a.now), _ts(a.now),
                 ),
             )
+            a.changed.add(a.id)  # filled now, or a step to come (the next open, the day's close)
             if a.is_open:
                 row = self._order_row(a.id, order_id)
                 if _marketable(row, price):
@@ -591,10 +610,44 @@ class PaperBroker:
     # time-driven processing
     # ======================================================================================
     @_ledger_errors
+    def next_due(self) -> NextDue:
+        """When `process_due` next has work, so its caller can sleep until then instead of polling.
+
+        The steps: an application to approve (at once), a transfer reaching its ACH cut-off or
+        completing, queued orders filling at the next open, a day order expiring at its close, and
+        sale proceeds settling (nothing is written then, withdrawable cash follows the settle date,
+        but the balances change).
+        """
+        now = self.clock.now()
+        moments: list[dt.datetime] = []
+        if self.db.fetchone("SELECT id FROM paper_accounts WHERE status = 'SUBMITTED' LIMIT 1"):
+            moments.append(now)
+        transfer = self.db.fetchone(
+            "SELECT MIN(CASE WHEN status = 'QUEUED' THEN sent_at ELSE complete_at END) AS at"
+            " FROM paper_transfers WHERE status IN ('QUEUED', 'SENT_TO_CLEARING')"
+        )
+        if transfer and transfer["at"] is not None:
+            moments.append(paper_rows.when(transfer["at"]))  # type: ignore[arg-type]
+        orders = self.db.fetchall(
+            "SELECT type, time_in_force, session FROM paper_orders WHERE status IN ('new', 'accepted')"
+        )
+        is_open = self.clock.is_open()
+        if orders and not is_open:
+            moments.append(rules.next_open_after(now))
+        moments.extend(at for at in map(_expires_at, orders) if at is not None)
+        settling = self.db.fetchone(
+            "SELECT MIN(settle_date) AS day FROM paper_fills WHERE side = 'sell' AND settle_date > ?",
+            (rules.new_york_date(now).isoformat(),),
+        )
+        if settling and settling["day"] is not None:
+            moments.append(rules.settles_at(dt.date.fromisoformat(settling["day"])))
+        return NextDue(min(moments, default=None), waiting_on_prices=bool(orders) and is_open)
+
+    @_ledger_errors
     def process_due(self) -> list[str]:
         """Applies every due step on every account; returns the accounts whose holdings changed.
 
-        Reads apply due steps lazily; a periodic call (about once a second) is what makes a deposit
+        Reads apply due steps lazily; a call when `next_due` says so is what makes a deposit
         landing or a queued order filling at the open reach the live portfolio without anyone
         reading the account. Three queries find the candidates, so an idle ledger costs little.
         """
@@ -1076,11 +1129,16 @@ def _marketable(order: Row, price: Decimal) -> bool:
     return price <= limit if order["side"] == "buy" else price >= limit
 
 
-def _expired(order: Row, now: dt.datetime) -> bool:
+def _expires_at(order: Row) -> dt.datetime | None:
     """Day limit orders end with their session; market orders wait for the next open however late."""
     if order["type"] != "limit" or order["time_in_force"] != "day":
-        return False
-    return now >= rules.session_close(dt.date.fromisoformat(order["session"]))
+        return None
+    return rules.session_close(dt.date.fromisoformat(order["session"]))
+
+
+def _expired(order: Row, now: dt.datetime) -> bool:
+    expires = _expires_at(order)
+    return expires is not None and now >= expires
 
 
 def _s(value: Decimal | None) -> str | None:

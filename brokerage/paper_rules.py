@@ -213,6 +213,11 @@ def settle_date(session: dt.date) -> dt.date:
     return calendar.add_trading_days(session, 1)
 
 
+def settles_at(day: dt.date) -> dt.datetime:
+    """When proceeds settling on `day` become withdrawable: the start of that New York date."""
+    return dt.datetime.combine(day, dt.time(), NEW_YORK).astimezone(UTC)
+
+
 def pdt_window(session: dt.date) -> dt.date:
     """First session of the 5-trading-day window ending with `session`."""
     day = session

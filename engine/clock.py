@@ -9,6 +9,7 @@ trading day's open.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 import threading
@@ -48,6 +49,9 @@ class WallClock:
 
     def is_open(self) -> bool:
         return market_is_open(self.now())
+
+    def wall_time_at(self, moment: dt.datetime) -> float:
+        return moment.timestamp()
 
 
 class ManualClock:
@@ -119,8 +123,27 @@ class ReplayClock:
         """Wall time at which replayed day `day_index` is `session_fraction` of the way from open to close."""
         return self.epoch + (day_index + session_fraction * self.open_fraction) * self.session_seconds
 
+    def wall_time_at(self, moment: dt.datetime) -> float:
+        """Wall time at which `now()` reaches `moment` (the epoch for moments before the first open).
 
-def clock_from_settings(settings: Settings) -> Clock:
+        The inverse of `now`: what lets a process sleep until a market moment instead of polling.
+        """
+        while self._days[-1] < moment.astimezone(UTC).date():
+            self._day(len(self._days))
+        index = bisect.bisect_right(self._days, moment.astimezone(UTC).date()) - 1
+        if index >= 0 and calendar.session_bounds(self._days[index])[0] > moment:
+            index -= 1
+        if index < 0:
+            return self.epoch
+        opens, closes = calendar.session_bounds(self._days[index])
+        if moment <= closes:
+            return self.wall_time_of(index, (moment - opens) / (closes - opens))
+        next_open = calendar.session_bounds(self._day(index + 1))[0]
+        night = (moment - closes) / (next_open - closes)
+        return self.epoch + (index + self.open_fraction + night * (1 - self.open_fraction)) * self.session_seconds
+
+
+def clock_from_settings(settings: Settings) -> ReplayClock | WallClock:
     """The market clock every process derives identically from the shared settings."""
     if settings.feed == "replay":
         if settings.replay_epoch is None:

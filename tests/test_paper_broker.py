@@ -13,7 +13,7 @@ import redis
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected, Unavailable
 from brokerage.factory import broker_from_settings
 from brokerage.models import ManualAchRequest, OrderRequest
-from brokerage.paper import PaperBroker
+from brokerage.paper import NextDue, PaperBroker
 from brokerage.positions import (
     HOLDINGS_CHANNEL,
     BrokerPositionSource,
@@ -340,6 +340,120 @@ def test_sale_proceeds_settle_t_plus_1_across_a_weekend_and_a_holiday(
     assert broker.get_account(account_id).cash == 0
 
 
+# --- when the next time-driven step falls due (what PositionSync sleeps until) --------------------
+TUE_OPEN_14 = dt.datetime(2025, 1, 14, 14, 30, tzinfo=UTC)
+TUE_CLOSE = dt.datetime(2025, 1, 14, 21, 0, tzinfo=UTC)
+WED_OPEN = dt.datetime(2025, 1, 15, 14, 30, tzinfo=UTC)
+
+
+def test_next_due_is_nothing_on_an_idle_ledger_and_at_once_for_an_application(
+    broker: PaperBroker, clock: ManualClock
+) -> None:
+    assert broker.next_due() == NextDue(at=None, waiting_on_prices=False)
+    created = broker.create_account(application())
+    assert broker.next_due().at == clock.now()  # the approval is due at once
+    assert broker.process_due() == [created.id]
+    assert broker.get_account(created.id).status == "ACTIVE"
+    assert broker.next_due() == NextDue(at=None, waiting_on_prices=False)
+
+
+@pytest.mark.parametrize("direction", ["INCOMING", "OUTGOING"])
+def test_next_due_follows_a_transfer_to_its_cut_off_then_its_completion(
+    db_url: str, clock: ManualClock, redis_url: str, direction: str
+) -> None:
+    changed: list[list[str]] = []
+    broker = make_broker(db_url, clock, redis_url, on_change=changed.append)
+    account_id, rel_id = funded_account(broker, clock, "100")
+    broker.process_due()  # the funding deposit lands
+    assert broker.next_due().at is None
+    changed.clear()
+    transfer = broker.create_transfer(account_id, rel_id, Decimal("40"), direction)
+    assert changed == [[account_id]]  # announced, so whoever steps the ledger plans again
+    assert broker.next_due() == NextDue(at=TUE_CLOSE, waiting_on_prices=False)  # the ACH cut-off
+    clock.set(TUE_CLOSE - dt.timedelta(microseconds=1))
+    assert broker.process_due() == [] and broker.get_transfer(account_id, transfer.id).status == "QUEUED"
+    clock.set(TUE_CLOSE)
+    broker.process_due()
+    assert broker.get_transfer(account_id, transfer.id).status == "SENT_TO_CLEARING"
+    assert broker.next_due() == NextDue(at=WED_OPEN, waiting_on_prices=False)  # completion at the open
+    clock.set(WED_OPEN)
+    assert broker.process_due() == [account_id]
+    assert broker.get_transfer(account_id, transfer.id).status == "COMPLETE"
+    assert broker.get_account(account_id).cash == Decimal("140.00" if direction == "INCOMING" else "60.00")
+    assert broker.next_due().at is None
+
+
+def test_next_due_of_a_transfer_made_at_night_is_its_cut_off_at_once(broker: PaperBroker, clock: ManualClock) -> None:
+    account_id, rel_id = open_account(broker)
+    clock.set(dt.datetime(2025, 1, 13, 23, 0, tzinfo=UTC))  # Monday night: past the cut-off already
+    broker.process_due()
+    broker.create_transfer(account_id, rel_id, Decimal("40"), "INCOMING")
+    assert broker.next_due().at == clock.now()
+    broker.process_due()
+    assert broker.next_due().at == TUE_OPEN_14
+
+
+def test_next_due_of_orders_queued_outside_hours_is_the_next_open(
+    broker: PaperBroker, clock: ManualClock
+) -> None:
+    account_id, _ = funded_account(broker, clock, "1000")
+    clock.set(dt.datetime(2025, 1, 14, 23, 0, tzinfo=UTC))  # Tuesday night
+    broker.process_due()
+    order = broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(1)))
+    assert order.status == "accepted"
+    assert broker.next_due() == NextDue(at=WED_OPEN, waiting_on_prices=False)
+    clock.set(WED_OPEN)
+    assert broker.process_due() == [account_id]
+    assert broker.get_order(account_id, order.id).status == "filled"
+    assert broker.next_due().at is None
+    friday_night = dt.datetime(2025, 1, 17, 22, 0, tzinfo=UTC)
+    clock.set(friday_night)
+    broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(1)))
+    assert broker.next_due().at == TUE_OPEN  # past the weekend and Martin Luther King Jr. Day
+
+
+def test_next_due_of_orders_resting_in_the_session_is_their_price_and_a_day_order_its_close(
+    broker: PaperBroker, clock: ManualClock
+) -> None:
+    account_id, _ = funded_account(broker, clock, "1000")
+    broker.process_due()
+    gtc = broker.submit_order(
+        account_id,
+        OrderRequest(symbol="MSFT", side="buy", type="limit", qty=Decimal(1), limit_price=Decimal("41"), time_in_force="gtc"),
+    )
+    assert gtc.status == "new"
+    assert broker.next_due() == NextDue(at=None, waiting_on_prices=True)  # no moment: it waits on the price
+    day = broker.submit_order(
+        account_id, OrderRequest(symbol="MSFT", side="buy", type="limit", qty=Decimal(1), limit_price=Decimal("40"))
+    )
+    assert broker.next_due() == NextDue(at=TUE_CLOSE, waiting_on_prices=True)
+    clock.set(TUE_CLOSE)
+    broker.process_due()
+    assert broker.get_order(account_id, day.id).status == "expired"
+    assert broker.next_due() == NextDue(at=WED_OPEN, waiting_on_prices=False)  # the gtc order, at the next open
+
+
+def test_next_due_of_sale_proceeds_is_their_settlement(broker: PaperBroker, clock: ManualClock) -> None:
+    account_id, _ = funded_account(broker, clock, "1000")
+    broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(5)))
+    clock.set(FRI_MORNING)
+    broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="sell", qty=Decimal(2)))
+    settles = dt.datetime(2025, 1, 21, 5, 0, tzinfo=UTC)  # Tue 21st 00:00 New York: T+1 past MLK day
+    assert broker.next_due() == NextDue(at=settles, waiting_on_prices=False)
+    clock.set(dt.datetime(2025, 1, 17, 22, 0, tzinfo=UTC))  # a sale queued on Friday night fills sooner
+    broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="sell", qty=Decimal(1)))
+    assert broker.next_due().at == settles  # settlement comes before Tuesday's open
+    clock.set(settles - dt.timedelta(microseconds=1))
+    assert broker.get_account(account_id).cash_withdrawable == Decimal("500.00")
+    clock.set(settles)
+    assert broker.get_account(account_id).cash_withdrawable == Decimal("700.00")
+    assert broker.next_due().at == TUE_OPEN
+    clock.set(TUE_OPEN)
+    broker.process_due()
+    wednesday = dt.datetime(2025, 1, 22, 5, 0, tzinfo=UTC)  # the Tuesday sale settles on Wednesday
+    assert broker.next_due() == NextDue(at=wednesday, waiting_on_prices=False)
+
+
 # --- pattern day trading ------------------------------------------------------------------------
 def _day_trade(broker: PaperBroker, account_id: str) -> None:
     broker.submit_order(account_id, OrderRequest(symbol="MSFT", side="buy", qty=Decimal(1)))
@@ -481,8 +595,9 @@ def test_fills_and_transfers_are_announced_on_holdings_changed(
     seen = []
     while (message := pubsub.get_message(timeout=1)) is not None:
         seen.append(json.loads(message["data"]))
-    assert [account_id] in seen and all(ids == [account_id] for ids in seen)
-    assert len(seen) >= 2  # the deposit completing, then the fill
+    mine = [ids for ids in seen if account_id in ids]  # the channel is server-wide: other runs announce too
+    assert all(ids == [account_id] for ids in mine)
+    assert len(mine) >= 2  # the deposit completing, then the fill
     pubsub.close()
     client.close()
 
