@@ -124,11 +124,10 @@ class PortfolioShard:
     # --- holdings -------------------------------------------------------------------------
     async def reload_all(self) -> None:
         async with self._lock:
-            accounts = await asyncio.to_thread(self.source.load_all)
-            mine = [a for a in accounts if self.core.owns(a.account_id)]
+            mine = await asyncio.to_thread(self.source.load_all, self.core.owns)
             gone = set(self.core.book.account_ids()) - {a.account_id for a in mine}
             self.core.replace_accounts(gone, mine)
-            del accounts
+            del mine
             await self._register_symbols()
             # the holdings are long-lived (hundreds of thousands of objects): keep them out of the
             # cyclic collector's full passes, which would otherwise stall publishing for a while

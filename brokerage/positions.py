@@ -47,8 +47,8 @@ class BrokerPositionSource:
         self.clock = clock
         self._account_ids = account_ids
 
-    def load_all(self) -> list[AccountHoldings]:
-        return self.load(list(self._account_ids()))
+    def load_all(self, keep: Callable[[str], bool] | None = None) -> list[AccountHoldings]:
+        return self.load([a for a in self._account_ids() if keep is None or keep(a)])
 
     def load(self, account_ids: Collection[str]) -> list[AccountHoldings]:
         out = []

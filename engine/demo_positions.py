@@ -7,7 +7,7 @@ Holdings without a `session` are taken as held since before the current trading 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from importlib import resources
 from pathlib import Path
 
@@ -28,7 +28,7 @@ class FilePositionSource:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path else packaged_demo_file()
 
-    def load_all(self) -> list[AccountHoldings]:
+    def load_all(self, keep: Callable[[str], bool] | None = None) -> list[AccountHoldings]:
         try:
             accounts = holdings_json_decoder.decode(self.path.read_bytes())
         except OSError as exc:
@@ -42,7 +42,7 @@ class FilePositionSource:
             symbols = [p.symbol for p in account.positions]
             if len(set(symbols)) != len(symbols):
                 raise PositionFileError(f"{self.path}: {account.account_id} lists a symbol twice")
-        return accounts
+        return accounts if keep is None else [a for a in accounts if keep(a.account_id)]
 
     def load(self, account_ids: Collection[str]) -> list[AccountHoldings]:
         wanted = set(account_ids)

@@ -7,15 +7,17 @@ Redis channel `holdings:changed` (see `engine.pubsub`), and `PositionSync` reloa
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 from engine.types import AccountHoldings
 
 
 class PositionSource(Protocol):
-    def load_all(self) -> list[AccountHoldings]:
-        """Every account with its holdings for the current trading session."""
+    def load_all(self, keep: Callable[[str], bool] | None = None) -> list[AccountHoldings]:
+        """Every account with its holdings for the current trading session; with `keep`, only the
+        accounts it accepts, chosen before any is loaded (a shard asks for its own: loading an
+        account can cost a broker several API calls)."""
         ...
 
     def load(self, account_ids: Collection[str]) -> list[AccountHoldings]:

@@ -98,6 +98,16 @@ def test_create_account_reads_back_with_balances(broker: AlpacaBroker) -> None:
     assert (taken.value.status, taken.value.code) == (409, "email_in_use")  # the paper broker's code
 
 
+def test_find_account_by_email_picks_the_exact_email(broker: AlpacaBroker, api: AlpacaBrokerStandIn) -> None:
+    assert broker.find_account_by_email("ada@example.com") is None
+    broker.create_account(application("nada@example.com"))  # Alpaca's search matches this one too
+    ada = broker.create_account(application())
+    found = broker.find_account_by_email(" ADA@example.com")
+    assert found is not None and (found.id, found.email, found.status) == (ada.id, "ada@example.com", "ACTIVE")
+    assert ("GET", "/v1/accounts", 200) in api.requests_seen()
+    assert broker.find_account_by_email("da@example.com") is None and broker.find_account_by_email(" ") is None
+
+
 def test_manual_ach_relationship_and_the_409_on_a_second(broker: AlpacaBroker) -> None:
     account = broker.create_account(application())
     rel = broker.create_ach_relationship(account.id, BANK)
@@ -519,3 +529,8 @@ def test_the_alpaca_position_source_values_the_accounts_the_store_knows(
     loaded = {h.account_id: h.cash for h in source.load_all()}
     assert loaded == {ours.id: Decimal("300.00"), newcomer.id: Decimal("42.50")}
     assert stranger.id not in loaded
+    # a shard loads only the accounts it owns: the others cost no call at Alpaca
+    before = len(api.requests_seen())
+    assert [h.account_id for h in source.load_all(keep=lambda a: a == newcomer.id)] == [newcomer.id]
+    per_account = {path for _, path, _ in api.requests_seen()[before:]} - {"/v1/accounts/activities"}
+    assert per_account and all(newcomer.id in path for path in per_account)
