@@ -167,6 +167,13 @@ async def _heartbeats(ws: Any, every_s: float) -> None:
             await ws.send(json.dumps({"type": "heartbeat"}))
 
 
+def default_watch_url(settings: Settings) -> str:
+    """The replica's own port when direct ingress is on: through Serve's proxy a slow terminal's
+    frames would pile up inside Serve, while the replica itself keeps only the latest snapshot."""
+    port = settings.direct_port if settings.serve_direct_ingress else settings.port
+    return f"ws://{settings.host}:{port}"
+
+
 def _portfolio_view(account: str, frame: dict[str, Any] | None, status: str) -> Group:
     header = Text.assemble(("clera watch ", "bold"), (account, "cyan"), "  ", (status, "dim"))
     if frame is None:
@@ -203,7 +210,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             console.print("[red]clera watch needs --token (or --user to mint a development token)[/red]")
             return 2
         token = mint_jwt(args.user, secret)
-    base = (args.url or f"ws://{settings.host}:{settings.port}").rstrip("/")
+    base = (args.url or default_watch_url(settings)).rstrip("/")
     base = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     url = f"{base}/ws/portfolio/{args.account}?token={token}"
     state: dict[str, Any] = {"frame": None, "status": "connecting"}
@@ -289,21 +296,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if broker is not None:
             demo.fund_in_background(broker, targets, _price_reader(redis_url), stop)
         url = f"http://{settings.host}:{settings.port}"
+        direct = settings.serve_direct_ingress and not settings.ray_address  # Ray started here, with direct ingress
+        watch_url = default_watch_url(settings) if direct else url.replace("http://", "ws://", 1)
         demo_token = mint_jwt(demo.DEMO_USER, settings.jwt_secret or "")
         say = functools.partial(console.print, soft_wrap=True)  # keys and tokens must stay copy-pastable
         say(f"[bold green]Clera engine is up[/bold green] at {url}  (OpenAPI: {url}/openapi.json)")
-        if settings.serve_direct_ingress and not settings.ray_address:
-            say(f"sockets straight to the gateway replica (no proxy hop): ws://{settings.host}:{settings.direct_port}")
+        if direct:
+            say(f"sockets straight to the gateway replica (no proxy hop): {watch_url}")
         say(f"API key (X-API-Key):  {settings.backend_api_key}")
         say(f"demo user {demo.DEMO_USER}, token (Authorization: Bearer ... or ?token=...):")
         say(demo_token)
-        say(f"watch one:  export CLERA_TOKEN={demo_token}; clera watch ACCOUNT --url {url}")
+        say(f"watch one:  export CLERA_TOKEN={demo_token}; clera watch ACCOUNT --url {watch_url}")
         for account_id, target in targets:
             say(f"  {target.account_id:<16} {account_id}")
         if broker is not None:
             say("[dim]paper demo accounts fund by ACH, then buy their stocks at the replayed open[/dim]")
         rows = [(account_id, target.account_id) for account_id, target in targets]
-        run_console(redis_url, rows, settings.interest_ttl_s, stop, console)
+        if console.is_terminal:
+            run_console(redis_url, rows, settings.interest_ttl_s, stop, console)
+        else:
+            # a live table is drawn only on a terminal: into a file or a pipe rich writes it once, at
+            # exit, cut to 80 columns; a log is better served by saying how to stop
+            say("output is not a terminal: no live table; Ctrl-C (SIGINT) stops")
+            stop.wait()
     except KeyboardInterrupt:
         console.print("stopping ...")
     except ConfigError as exc:
@@ -347,7 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     token_p.set_defaults(func=cmd_token)
     watch_p = sub.add_parser("watch", help="watch one portfolio live over the WebSocket")
     watch_p.add_argument("account")
-    watch_p.add_argument("--url", help="gateway base URL (default: CLERA_HOST:CLERA_PORT)")
+    watch_p.add_argument(
+        "--url", help="gateway base URL (default: CLERA_HOST:CLERA_DIRECT_PORT, the replica's own port; "
+        "CLERA_PORT, Serve's proxy, with CLERA_SERVE_DIRECT_INGRESS=false)",
+    )
     watch_p.add_argument("--token", help="user JWT (default: CLERA_TOKEN, or --user with the dev secret)")
     watch_p.add_argument("--user", help="mint a development token for this user id")
     watch_p.set_defaults(func=cmd_watch)

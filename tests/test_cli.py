@@ -12,6 +12,7 @@ import pytest
 import cli
 from conftest import free_port
 from engine.auth import verify_jwt
+from engine.config import load_settings
 from gateway_support import ALICE, ALICE_ACCOUNT, make_settings, make_store, publish, running_gateway, snapshot, token
 
 
@@ -103,3 +104,12 @@ async def test_watch_stops_on_a_wrong_url(redis_url: str, tmp_path: Path) -> Non
     async with running_gateway(settings, make_store(tmp_path / "store.db"), free_port()) as gw:
         with pytest.raises(cli.AuthRefused, match="HTTP 403"):  # Starlette refuses unknown socket paths
             await asyncio.wait_for(cli.watch_frames(f"{gw.ws}/ws/nowhere?token=x", print), 10)
+
+
+def test_watch_defaults_to_the_replicas_own_port_when_direct_ingress_is_on() -> None:
+    direct = load_settings({"CLERA_PORT": "9000", "CLERA_DIRECT_PORT": "9101"}, env_file=None)
+    assert cli.default_watch_url(direct) == "ws://127.0.0.1:9101"  # past the proxy: latest snapshot only
+    proxy_only = load_settings(
+        {"CLERA_PORT": "9000", "CLERA_DIRECT_PORT": "9101", "CLERA_SERVE_DIRECT_INGRESS": "false"}, env_file=None
+    )
+    assert cli.default_watch_url(proxy_only) == "ws://127.0.0.1:9000"

@@ -8,14 +8,20 @@ started here (its own tests cover it), so snapshots are published into Redis as 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import redis
-from websockets.asyncio.client import connect
+import websockets
+import yaml
+from websockets.asyncio.client import ClientConnection, connect
 
 from conftest import DIRECT_PORT, REDIS_URL, free_port
 from engine.config import Settings, load_settings
@@ -26,6 +32,7 @@ from gateway_support import (
     BOB,
     JWT_SECRET,
     bearer,
+    decode,
     make_store,
     publish,
     snapshot,
@@ -34,6 +41,7 @@ from gateway_support import (
 from test_gateway_ws import close_code, next_of, until_seq
 
 APP_NAME = "clera-gateway-test"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -145,47 +153,89 @@ async def test_websocket_straight_to_each_replica(served, redis_url: str) -> Non
             assert await close_code(ws) == 1008
 
 
+def _listener(port: int) -> psutil.Process:
+    """The process serving a replica's own port: the replica itself, for this test's application."""
+    pids = {
+        c.pid for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid is not None
+    }
+    assert len(pids) == 1, f"one process listens on {port}: {pids}"
+    process = psutil.Process(pids.pop())
+    assert process.name().startswith(f"ray::ServeReplica:{APP_NAME}:Gateway"), process.name()
+    return process
+
+
+async def _closed_without_news(ws: ClientConnection, last_seq: int) -> None:
+    """The socket ends (its replica is gone) and nothing newer than `last_seq` reached it first."""
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            frame = decode(await asyncio.wait_for(ws.recv(), timeout=30))
+            assert frame["type"] != "portfolio_update" or frame["seq"] <= last_seq
+
+
+async def _connect_through_proxy(url: str) -> tuple[ClientConnection, dict]:
+    """A client reconnecting through Serve's proxy: refused or cut handshakes (the proxy may still pick
+    the dead replica for a moment) are retried until one connection delivers its first snapshot."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            ws = await connect(url, open_timeout=10)
+        except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake):
+            ws = None
+        if ws is not None:
+            try:
+                return ws, await next_of(ws)
+            except (websockets.ConnectionClosed, asyncio.TimeoutError):
+                await ws.close()
+        assert time.monotonic() < deadline, "no live replica took the socket"
+        await asyncio.sleep(0.5)
+
+
 async def test_two_replicas_serve_one_account_and_clients_reconnect_after_a_replica_dies(
     served, redis_url: str
 ) -> None:
-    import ray
+    host, settings = served
+    ports = _direct_ports()
+    assert len(ports) == 2 and len(_replica_names()) == 2
+    # an account of this test alone: pub/sub channels are shared by every database of the server
+    account = f"acct-two-replicas-{uuid.uuid4().hex[:8]}"
+    make_store(settings.sqlite_path).add_account(ALICE, account, status="active")
 
-    host, _ = served
-    assert len(_replica_names()) == 2
-    await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=1))
-    url = f"ws://{host}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}"
-    sockets = [await connect(url) for _ in range(6)]
-    for ws in sockets:
+    def url(where: str) -> str:
+        return f"ws://{where}/ws/portfolio/{account}?token={token(ALICE)}"
+
+    await publish(redis_url, snapshot(account, seq=1))
+    # three sockets straight to each replica's own port, so both replicas verifiably hold sockets
+    victim_port, survivor_port = ports
+    victims = [await connect(url(f"127.0.0.1:{victim_port}")) for _ in range(3)]
+    survivors = [await connect(url(f"127.0.0.1:{survivor_port}")) for _ in range(3)]
+    for ws in victims + survivors:
         assert (await next_of(ws))["seq"] == 1
+    plain = redis.Redis.from_url(redis_url)
     # one subscription per replica, however many sockets it holds
-    numsub = redis.Redis.from_url(redis_url).pubsub_numsub(f"portfolio:{ALICE_ACCOUNT}")[0][1]
-    assert 1 <= numsub <= 2
-    await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=2))
-    for ws in sockets:
+    assert plain.pubsub_numsub(f"portfolio:{account}")[0][1] == 2
+    await publish(redis_url, snapshot(account, seq=2))
+    for ws in victims + survivors:
         assert (await next_of(ws))["seq"] == 2
 
-    ray.kill(ray.get_actor(_replica_names()[0], namespace="serve"), no_restart=True)
-    await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=3))
-    survivors = 0
-    for ws in sockets:
-        try:
-            assert (await next_of(ws))["seq"] == 3
-            survivors += 1
-        except Exception:  # this socket was on the killed replica: the client reconnects
-            pass
+    _listener(victim_port).kill()  # the replica process dies, with its three sockets
+    for ws in victims:
+        await _closed_without_news(ws, last_seq=2)
+    await publish(redis_url, snapshot(account, seq=3))
+    for ws in survivors:  # undisturbed: the next frame is the next state, on the same connection
+        assert (await next_of(ws))["seq"] == 3
+
+    # the dead replica's clients come back through the proxy and resume where the account is
+    reconnected = [await _connect_through_proxy(url(host)) for _ in victims]
+    for _, first in reconnected:
+        assert first["seq"] == 3
+    for seq in (4, 5):
+        await publish(redis_url, snapshot(account, seq=seq))
+        for ws in [ws for ws, _ in reconnected] + survivors:
+            assert (await next_of(ws))["seq"] == seq
+    for ws in [ws for ws, _ in reconnected] + survivors:
         await ws.close()
-    assert survivors < 6 or numsub == 1
-    for attempt in range(60):  # Serve routes new sockets to a live replica (and replaces the dead one)
-        try:
-            async with connect(url) as again:
-                assert (await next_of(again))["seq"] == 3
-                await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=4))
-                assert (await next_of(again))["seq"] == 4
-                break
-        except Exception:  # refused, closed or not yet routed: back off and retry
-            if attempt == 59:
-                raise
-            await asyncio.sleep(0.5 * min(2 ** attempt, 4))
+    plain.close()
 
 
 def test_outside_clera_serve_an_external_redis_is_required(tmp_path) -> None:
@@ -216,3 +266,18 @@ def test_deployment_is_sized_for_sockets() -> None:
     options = serve_app.deployment_options(settings)
     assert options["max_ongoing_requests"] == 7000
     assert options["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 1500}
+
+
+def test_serve_config_names_the_application_of_this_repository() -> None:
+    """What `serve deploy serve_config.yaml` imports exists and is a Serve application (the config
+    itself runs under `serve run` in tests/test_entry_points.py)."""
+    from ray import serve
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "serve_config.yaml").read_text()))
+    assert [app.name for app in config.applications] == ["clera"]
+    for app in config.applications:
+        module, _, attribute = app.import_path.partition(":")
+        target = getattr(importlib.import_module(module), attribute)
+        assert isinstance(target, serve.Application), f"{app.import_path} is a {type(target).__name__}"
+        assert "REDIS_URL" in app.runtime_env["env_vars"]  # the variable the replicas refuse to start without
