@@ -52,6 +52,7 @@ from alpaca.broker.requests import (
     CreatePlaidRelationshipRequest,
     GetAccountActivitiesRequest,
     LimitOrderRequest,
+    ListAccountsRequest,
     MarketOrderRequest,
 )
 from alpaca.common.exceptions import APIError
@@ -136,6 +137,17 @@ class AlpacaBroker:
         account = self._call(f"account {account_id}", self._client.get_account_by_id, account_id)
         trade = self._call(f"account {account_id}", self._client.get_trade_account_by_id, account_id)
         return _account_from(account, trade)
+
+    def find_account_by_email(self, email: str) -> BrokerAccount | None:
+        """Through Alpaca's account search, which matches tokens anywhere: the exact email is picked here."""
+        wanted = email.strip().lower()
+        if not wanted:
+            return None
+        query = _build("account search", lambda: ListAccountsRequest(query=wanted))
+        for account in self._call("account search", self._client.list_accounts, query):
+            if account.contact and (account.contact.email_address or "").strip().lower() == wanted:
+                return self.get_account(str(account.id))  # with its balances, which the search leaves out
+        return None
 
     def close_account(self, account_id: str) -> BrokerAccount:
         _id(account_id, "account")

@@ -176,6 +176,11 @@ class PaperBroker:
         self._sync(account_id)
         return self._view(account_id)
 
+    @_ledger_errors
+    def find_account_by_email(self, email: str) -> BrokerAccount | None:
+        row = self.db.fetchone("SELECT id FROM paper_accounts WHERE email = ?", (email.strip().lower(),))
+        return None if row is None else self.get_account(row["id"])
+
     def _view(self, account_id: str) -> BrokerAccount:
         row = self._account_row(account_id)
         return self._account_view(row, self.clock.now())

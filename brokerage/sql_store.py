@@ -1,24 +1,33 @@
 """`SqlStore`: the `Store` port on `brokerage.sql.Database`, one code path for SQLite and PostgreSQL.
 
-Writes that race (two requests creating the same user or account) are single upsert statements, so
-the database, not the caller, decides who wins. Timestamps are aware UTC datetimes on the way out;
+Writes that race (two requests creating the same user or account, two users claiming one email) are
+single upsert statements or meet a unique index, so the database, not the caller, decides who wins:
+an email belongs to at most one account (`user_accounts_email_key`) and is claimed by at most one
+user (`email_claims`). Timestamps are aware UTC datetimes on the way out;
 SQLite keeps them as ISO-8601 text, PostgreSQL as TIMESTAMPTZ.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
-from brokerage.errors import Conflict, NotFound
+import psycopg
+
+from brokerage.errors import Conflict, NotFound, Unavailable
 from brokerage.sql import Database, Row
 from brokerage.store import (
     ONBOARDING_STATUSES,
     AccountRecord,
     CompanyProfile,
+    EmailClaim,
     OnboardingStatus,
     User,
+    check_email,
     check_id,
     check_status,
     normalize_email,
@@ -66,20 +75,49 @@ CREATE TABLE IF NOT EXISTS company_profiles (
 );
 {{rls}}"""
 
+# Version 2: one account per email, enforced by the database rather than checked before writing, and
+# the claim an applicant holds on an email while the broker opens the account (see `claim_email`).
+# The index fails to build if two accounts already share an email: a loud start rather than a quiet duplicate.
+_V2 = """
+CREATE UNIQUE INDEX IF NOT EXISTS user_accounts_email_key ON user_accounts (email);
+DROP INDEX IF EXISTS user_accounts_email_idx;
+CREATE TABLE IF NOT EXISTS email_claims (
+    email TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES app_users (id),
+    created_at {ts} NOT NULL{now}
+);
+{rls_v2}"""
+
 # Supabase serves every public table over REST, to the browser's anon key too: row level security
 # with no policy keeps these tables to the service role (and to the owner SqlStore connects as).
-_RLS = "".join(
-    f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n" for t in ("app_users", "user_accounts", "company_profiles")
-)
+def _rls(*tables: str) -> str:
+    return "".join(f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n" for t in tables)
+
+
 _DIALECT_TYPES = {
-    "postgres": {"ts": "TIMESTAMPTZ", "now": " DEFAULT now()", "json": "JSONB", "rls": _RLS},
-    "sqlite": {"ts": "TEXT", "now": "", "json": "TEXT", "rls": ""},
+    "postgres": {
+        "ts": "TIMESTAMPTZ", "now": " DEFAULT now()", "json": "JSONB",
+        "rls": _rls("app_users", "user_accounts", "company_profiles"), "rls_v2": _rls("email_claims"),
+    },
+    "sqlite": {"ts": "TEXT", "now": "", "json": "TEXT", "rls": "", "rls_v2": ""},
 }
+_DATABASE_DOWN = (sqlite3.OperationalError, psycopg.OperationalError)
+_INTEGRITY = (sqlite3.IntegrityError, psycopg.IntegrityError)
+_CLAIM_ATTEMPTS = 5
 
 
 def schema_sql(dialect: str) -> list[str]:
     """The migration steps for one dialect ("postgres" or "sqlite")."""
-    return [_V1.format(**_DIALECT_TYPES[dialect]).strip() + "\n"]
+    return [step.format(**_DIALECT_TYPES[dialect]).strip() + "\n" for step in (_V1, _V2)]
+
+
+@contextlib.contextmanager
+def _unavailable_when_down() -> Iterator[None]:
+    """A database that cannot be written is Unavailable (503), as the Supabase store reports it."""
+    try:
+        yield
+    except _DATABASE_DOWN as exc:
+        raise Unavailable(f"the store database is unavailable: {exc}", code="store_unavailable") from exc
 
 
 _ACCOUNT_COLUMNS = (
@@ -185,17 +223,23 @@ class SqlStore:
         check_status(status)
         email = normalize_email(email)
         now = self._ts_in(self._now())
-        with self.db.transaction():
-            self.db.execute(
-                "INSERT INTO app_users (id, email, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (user_id, None, now),
-            )
-            self.db.execute(
-                f"INSERT INTO user_accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)"
-                " ON CONFLICT (account_id) DO NOTHING",
-                (account_id, user_id, status, email, account_number, now, now),
-            )
-            record = self.get_account(account_id)
+        try:
+            with _unavailable_when_down(), self.db.transaction():
+                self.db.execute(
+                    "INSERT INTO app_users (id, email, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    (user_id, None, now),
+                )
+                self.db.execute(
+                    f"INSERT INTO user_accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)"
+                    " ON CONFLICT (account_id) DO NOTHING",
+                    (account_id, user_id, status, email, account_number, now, now),
+                )
+                record = self.get_account(account_id)
+        except _INTEGRITY:
+            holder = self.account_by_email(email) if email else None
+            if holder is None or holder.account_id == account_id:
+                raise
+            raise Conflict("an account with this email address already exists", code="email_in_use") from None
         assert record is not None  # just written; accounts are never deleted
         if record.user_id != user_id:
             raise Conflict(f"account {account_id} belongs to another user", code="account_owned_elsewhere")
@@ -227,6 +271,31 @@ class SqlStore:
             (wanted,),
         )
         return self._account(row) if row else None
+
+    def claim_email(self, user_id: str, email: str) -> EmailClaim:
+        user_id = check_id("user_id", user_id)
+        wanted = check_email(email)
+        now = self._ts_in(self._now())
+        for _ in range(_CLAIM_ATTEMPTS):  # a claim released between our insert and our read: claim again
+            with _unavailable_when_down(), self.db.transaction():
+                self.db.execute(
+                    "INSERT INTO app_users (id, email, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    (user_id, None, now),
+                )
+                taken = self.db.execute(
+                    "INSERT INTO email_claims (email, user_id, created_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (email) DO NOTHING",
+                    (wanted, user_id, now),
+                )
+                row = self.db.fetchone("SELECT user_id FROM email_claims WHERE email = ?", (wanted,))
+            if row is not None:
+                return EmailClaim(email=wanted, user_id=row["user_id"], new=taken == 1)
+        raise Unavailable(f"the claim on {wanted} kept changing; try again", code="store_contention")
+
+    def release_email(self, user_id: str, email: str) -> None:
+        wanted = normalize_email(email)
+        with _unavailable_when_down():
+            self.db.execute("DELETE FROM email_claims WHERE email = ? AND user_id = ?", (wanted, user_id))
 
     def list_account_ids(self) -> list[str]:
         rows = self.db.fetchall(

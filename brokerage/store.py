@@ -40,6 +40,14 @@ class AccountRecord(msgspec.Struct, kw_only=True):
     confirmation_code: str | None = None
 
 
+class EmailClaim(msgspec.Struct, kw_only=True):
+    """Who is opening an account with an email: `user_id` holds the claim, `new` if this call took it."""
+
+    email: str
+    user_id: str
+    new: bool
+
+
 class CompanyProfile(msgspec.Struct, kw_only=True):
     symbol: str
     name: str
@@ -74,6 +82,14 @@ class Store(Protocol):
     def accounts_of(self, user_id: str) -> list[AccountRecord]: ...
     def owner_of(self, account_id: str) -> str | None: ...
     def account_by_email(self, email: str) -> AccountRecord | None: ...
+    def claim_email(self, user_id: str, email: str) -> EmailClaim:
+        """Reserves `email` for the account `user_id` is opening, before the broker creates it; one
+        user per email, decided atomically. Kept once the account exists, so a broker account the
+        store failed to record can be attached to its applicant later, and to nobody else."""
+        ...
+    def release_email(self, user_id: str, email: str) -> None:
+        """Drops `user_id`'s claim on `email` (the broker refused the account); another user's stays."""
+        ...
     def list_account_ids(self) -> list[str]:
         """Every account not closed, in id order: the accounts whose holdings the live portfolio values
         when the broker (Alpaca) cannot say which of its accounts are ours."""
@@ -112,6 +128,14 @@ def normalize_email(email: str | None) -> str | None:
     if not isinstance(email, str):
         raise InvalidRequest("email must be a string", code="invalid_email")
     return email.strip().lower() or None
+
+
+def check_email(email: str | None) -> str:
+    """A normalized email that must be there (a claim on "no email" would block nobody and help nobody)."""
+    wanted = normalize_email(email)
+    if wanted is None:
+        raise InvalidRequest("email must be a non-empty string", code="invalid_email")
+    return wanted
 
 
 def status_changes(

@@ -1,6 +1,7 @@
--- Tables of the Clera store for Supabase (CLERA_STORE=supabase): run once in the SQL editor.
--- Same DDL as SqlStore's PostgreSQL migration (brokerage/sql_store.py, component "store",
--- version 1); tests/test_store_contract.py checks that the two stay identical.
+-- Tables of the Clera store for Supabase (CLERA_STORE=supabase): run in the SQL editor, and again after
+-- an upgrade (every statement can be repeated). Same DDL as SqlStore's PostgreSQL migration
+-- (brokerage/sql_store.py, component "store"); tests/test_store_contract.py checks that the two stay identical.
+-- Version 1: users, account ownership, company profiles.
 CREATE TABLE IF NOT EXISTS app_users (
     id TEXT PRIMARY KEY,
     email TEXT,
@@ -35,3 +36,12 @@ CREATE TABLE IF NOT EXISTS company_profiles (
 ALTER TABLE app_users ENABLE ROW LEVEL SECURITY;
 ALTER TABLE user_accounts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE company_profiles ENABLE ROW LEVEL SECURITY;
+-- Version 2: one account per email (a unique index) and the applicants' claims on emails.
+CREATE UNIQUE INDEX IF NOT EXISTS user_accounts_email_key ON user_accounts (email);
+DROP INDEX IF EXISTS user_accounts_email_idx;
+CREATE TABLE IF NOT EXISTS email_claims (
+    email TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES app_users (id),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+ALTER TABLE email_claims ENABLE ROW LEVEL SECURITY;

@@ -3,8 +3,9 @@
 For deployments that reach Supabase only over HTTPS. The REST API cannot create tables, so the
 schema ships as `brokerage/supabase_schema.sql` (the same DDL as `SqlStore`'s PostgreSQL migration)
 and `migrate()` only checks that it has been applied. Races are settled by the database: creating a
-user or an account is an `ON CONFLICT DO NOTHING` upsert, and a status move is a compare-and-set on
-the current status, retried when another writer got there first.
+user, an account or an email claim is an `ON CONFLICT DO NOTHING` upsert (a second account with the
+same email meets the unique index: `email_in_use`), and a status move is a compare-and-set on the
+current status, retried when another writer got there first.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from brokerage.errors import BrokerageError, Conflict, InvalidRequest, NotFound,
 from brokerage.store import (
     AccountRecord,
     CompanyProfile,
+    EmailClaim,
     OnboardingStatus,
     User,
+    check_email,
     check_id,
     check_status,
     normalize_email,
@@ -33,7 +36,7 @@ from brokerage.store import (
 from engine.clock import Clock, WallClock
 
 UTC = dt.UTC
-TABLES = ("app_users", "user_accounts", "company_profiles")
+TABLES = ("app_users", "user_accounts", "company_profiles", "email_claims")
 _MISSING_TABLE_CODES = {"PGRST205", "42P01"}
 _STATUS_RETRIES = 20
 _UPSERT_CHUNK = 500
@@ -181,9 +184,15 @@ class SupabaseStore:
             "created_at": now,
             "updated_at": now,
         }
-        inserted = self._run(
-            lambda c: c.table("user_accounts").upsert(row, on_conflict="account_id", ignore_duplicates=True)
-        ).data
+        try:
+            inserted = self._run(
+                lambda c: c.table("user_accounts").upsert(row, on_conflict="account_id", ignore_duplicates=True)
+            ).data
+        except Conflict as clash:  # 23505 on the email's unique index: the email is another account's
+            holder = self.account_by_email(row["email"]) if row["email"] else None
+            if holder is None or holder.account_id == account_id:
+                raise
+            raise Conflict("an account with this email address already exists", code="email_in_use") from clash
         record = _account(inserted[0]) if inserted else self.get_account(account_id)
         assert record is not None  # inserted now or before; accounts are never deleted
         if record.user_id != user_id:
@@ -223,6 +232,30 @@ class SupabaseStore:
             )
         ).data
         return _account(rows[0]) if rows else None
+
+    def claim_email(self, user_id: str, email: str) -> EmailClaim:
+        user_id = check_id("user_id", user_id)
+        wanted = check_email(email)
+        self._insert_user(user_id)
+        row = {"email": wanted, "user_id": user_id, "created_at": _wire(self._now())}
+        for _ in range(_STATUS_RETRIES):  # a claim released between our insert and our read: claim again
+            inserted = self._run(
+                lambda c: c.table("email_claims").upsert(row, on_conflict="email", ignore_duplicates=True)
+            ).data
+            if inserted:
+                return EmailClaim(email=wanted, user_id=user_id, new=True)
+            held = self._run(lambda c: c.table("email_claims").select("user_id").eq("email", wanted).limit(1)).data
+            if held:
+                return EmailClaim(email=wanted, user_id=held[0]["user_id"], new=False)
+        raise Unavailable(f"the claim on {wanted} kept changing; try again", code="store_contention")
+
+    def release_email(self, user_id: str, email: str) -> None:
+        wanted = normalize_email(email)
+        self._run(
+            lambda c: c.table("email_claims").delete(returning=ReturnMethod.minimal).eq("email", wanted).eq(
+                "user_id", user_id
+            )
+        )
 
     def list_account_ids(self) -> list[str]:
         """Read in pages keyed on the last id seen, until an empty page: PostgREST cuts every answer

@@ -24,9 +24,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from brokerage import paper_rules as rules
-from brokerage.errors import NotFound
+from brokerage.errors import BrokerageError, Conflict, NotFound
 from brokerage.models import AccountApplication, AchRelationship, BrokerAccount, Transfer
-from brokerage.store import OnboardingStatus, normalize_email
+from brokerage.store import EmailClaim, OnboardingStatus, check_email
 from gateway import routes_ach, routes_trading
 from gateway.auth import check_owner, services_of
 from gateway.body import json_response, parse_body
@@ -86,16 +86,54 @@ async def _sync_onboarding(request: Request, account: BrokerAccount) -> None:
         await asyncio.to_thread(store.set_account_status, account.id, wanted)
 
 
+def _email_in_use() -> ApiError:
+    return ApiError(409, "email_in_use", "an account with this email address already exists")
+
+
+def _created(account: BrokerAccount) -> Response:
+    return json_response(
+        CreateAccountResponse(
+            id=account.id, account_number=account.account_number, status=account.status, created_at=account.created_at
+        )
+    )
+
+
+def _same_name(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+
 async def create_account(request: Request) -> Response:
+    """Opens an account at the broker for the signed-in user and records in the store that they own it.
+
+    The broker and the store share no transaction, so the order of the steps is what keeps a failure
+    between them recoverable instead of locking the user out:
+    1. The store's account with this email answers: someone else's -> 409 `email_in_use`; the user's
+       own -> that account (a retry after a lost answer). Otherwise the email is claimed for the user
+       (`Store.claim_email`, atomic: one user per email); someone else's claim -> 409.
+    2. The broker opens the account. If it refuses the application, a claim this request took is
+       released, so a mistyped email blocks nobody.
+    3. The store records the ownership; its unique index on the email has the last word.
+    If step 3 fails (the store is down: 503), the broker holds an account nobody owns in the store,
+    and the claim stays with the user. Their retry meets the broker's "email in use" in step 2, finds
+    the account at the broker by email and attaches it to them, as nobody owns it and its owner's
+    name is the application's. The claim is what makes this safe: nobody else gets past step 1 with
+    that email, so an account left behind can only go to the person who applied for it.
+    """
     user_id = acting_user(request)
     body = await parse_body(request, CreateAccountBody)
     if body.userId is not None and body.userId != user_id:
         raise forbidden("userId is not the signed-in user: an account can only be opened for yourself")
     store = services_of(request).store
-    email = normalize_email(body.alpacaData.contact.email_address) or ""
-    if await asyncio.to_thread(store.account_by_email, email) is not None:
-        raise ApiError(409, "email_in_use", "an account with this email address already exists")
-    account: BrokerAccount = await broker_of(request).call("create_account", body.alpacaData)
+    email = check_email(body.alpacaData.contact.email_address)
+    recorded = await asyncio.to_thread(store.account_by_email, email)
+    if recorded is not None and recorded.user_id != user_id:
+        raise _email_in_use()
+    if recorded is not None:
+        return _created(await broker_of(request).call("get_account", recorded.account_id))
+    claim = await asyncio.to_thread(store.claim_email, user_id, email)
+    if claim.user_id != user_id:
+        raise _email_in_use()
+    account = await _open_at_broker(request, body.alpacaData, claim)
     await asyncio.to_thread(
         store.add_account,
         user_id,
@@ -105,11 +143,28 @@ async def create_account(request: Request) -> Response:
         status=_ONBOARDING.get(account.status, "submitted"),
     )
     log.info("account %s opened for user %s: %s", account.id, user_id, account.status)
-    return json_response(
-        CreateAccountResponse(
-            id=account.id, account_number=account.account_number, status=account.status, created_at=account.created_at
-        )
-    )
+    return _created(account)
+
+
+async def _open_at_broker(request: Request, application: AccountApplication, claim: EmailClaim) -> BrokerAccount:
+    """Step 2 of `create_account`: a new account, or the one an earlier attempt left without an owner."""
+    broker, store = broker_of(request), services_of(request).store
+    try:
+        created: BrokerAccount = await broker.call("create_account", application)
+        return created
+    except Conflict:  # the broker knows the email already
+        found: BrokerAccount | None = await broker.call("find_account_by_email", claim.email)
+        owner = None if found is None else await asyncio.to_thread(store.owner_of, found.id)
+        applicant = f"{application.identity.given_name} {application.identity.family_name}"
+        if found is None or owner not in (None, claim.user_id) or not _same_name(found.owner_name or "", applicant):
+            raise _email_in_use() from None
+        log.warning("account %s had no owner in the store (an earlier attempt failed after the broker opened it):"
+                    " attached to user %s, who holds the claim on its email", found.id, claim.user_id)
+        return found
+    except BrokerageError as refusal:
+        if claim.new and refusal.status < 500:  # nothing was opened: the email is free again
+            await asyncio.to_thread(store.release_email, claim.user_id, claim.email)
+        raise
 
 
 async def get_account(request: Request) -> Response:

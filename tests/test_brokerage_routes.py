@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -315,6 +316,59 @@ async def test_create_account_bad_input_and_conflicts(tmp_path: Path, redis_url:
         assert_error(await w.call("POST", path, BOB, {"userId": BOB, "alpacaData": taken}), 409, "email_in_use")
         assert [a.account_id for a in w.store.accounts_of(ALICE)] == [created["id"]]
         assert w.store.accounts_of(BOB) == [] and w.broker.list_account_ids() == [created["id"]]
+
+
+@contextlib.contextmanager
+def store_writes_fail(store_file: Path) -> Iterator[None]:
+    """The store cannot record a new account (as when its database goes away mid-request): a trigger
+    on the real SQLite file that makes every insert of an ownership fail."""
+    with contextlib.closing(sqlite3.connect(store_file)) as db:
+        db.execute("CREATE TRIGGER store_down BEFORE INSERT ON user_accounts BEGIN"
+                   " INSERT INTO store_unreachable VALUES (1); END")
+        db.commit()
+    try:
+        yield
+    finally:
+        with contextlib.closing(sqlite3.connect(store_file)) as db:
+            db.execute("DROP TRIGGER store_down")
+            db.commit()
+
+
+async def test_an_account_the_store_failed_to_record_goes_to_its_applicant_on_retry(
+    tmp_path: Path, redis_url: str
+) -> None:
+    async with world(tmp_path, redis_url) as w:
+        path = "/create-alpaca-account"
+        ada = msgspec.to_builtins(application("ada@example.com"))
+        with store_writes_fail(tmp_path / "store.db"):
+            assert_error(await w.call("POST", path, ALICE, {"alpacaData": ada}), 503, "store_unavailable")
+        orphan = w.broker.list_account_ids()
+        assert len(orphan) == 1 and w.store.accounts_of(ALICE) == []  # opened at the broker, owned by nobody
+
+        # nobody else gets the account (or the email), whatever name they give
+        assert_error(await w.call("POST", path, BOB, {"alpacaData": ada}), 409, "email_in_use")
+        assert w.store.accounts_of(BOB) == [] and w.store.owner_of(orphan[0]) is None
+
+        impostor = msgspec.to_builtins(application("ada@example.com", given_name="Eve"))
+        assert_error(await w.call("POST", path, ALICE, {"alpacaData": impostor}), 409, "email_in_use")
+        attached = await w.ok("POST", path, ALICE, {"alpacaData": ada})  # the applicant's retry
+        assert attached["id"] == orphan[0] and w.store.owner_of(orphan[0]) == ALICE
+        assert w.broker.list_account_ids() == orphan  # attached, not opened twice
+        assert (await w.ok("GET", f"/api/account/{orphan[0]}"))["status"] == "ACTIVE"
+        again = await w.ok("POST", path, ALICE, {"alpacaData": ada})  # a retry after a lost answer
+        assert again == {**attached, "status": again["status"]}
+        assert_error(await w.call("POST", path, BOB, {"alpacaData": ada}), 409, "email_in_use")
+
+
+async def test_a_refused_application_leaves_the_email_free(tmp_path: Path, redis_url: str) -> None:
+    async with world(tmp_path, redis_url) as w:
+        path = "/create-alpaca-account"
+        minor = msgspec.to_builtins(application("kim@example.com", date_of_birth="2015-01-01"))
+        assert_error(await w.call("POST", path, ALICE, {"alpacaData": minor}), 422, "invalid_request")
+        created = await w.ok("POST", path, BOB, {"alpacaData": msgspec.to_builtins(application("kim@example.com"))})
+        assert w.store.owner_of(created["id"]) == BOB and w.store.accounts_of(ALICE) == []
+        assert_error(await w.call("POST", path, ALICE, {"alpacaData": msgspec.to_builtins(
+            application("Kim@Example.com"))}), 409, "email_in_use")
 
 
 async def test_transfer_amounts_are_validated_and_nothing_moves(tmp_path: Path, redis_url: str) -> None:

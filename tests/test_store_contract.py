@@ -161,6 +161,78 @@ def test_account_by_email_ignores_case_and_finds_nothing_for_strangers(store: St
     assert store.account_by_email("nobody@example.com") is None
 
 
+def test_one_account_per_email_decided_by_the_store(store: Store) -> None:
+    """The email check is not check-then-act: a second account with the email fails to be written."""
+    first = store.add_account("alice", "acc-a", email="Ada@Example.com")
+    for user, account in (("bob", "acc-b"), ("alice", "acc-a2")):
+        with pytest.raises(Conflict) as taken:
+            store.add_account(user, account, email="ada@example.COM")
+        assert (taken.value.code, taken.value.status) == ("email_in_use", 409)
+        assert store.get_account(account) is None
+    assert store.add_account("alice", "acc-a", email="ada@example.com") == first  # repeating is still harmless
+    store.add_account("bob", "acc-b")  # accounts without an email do not collide
+    store.add_account("bob", "acc-c")
+    assert store.account_by_email("ADA@example.com") == first
+
+
+def test_email_claims_hold_one_user_per_email(store: Store) -> None:
+    mine = store.claim_email("alice", " Ada@Example.com")
+    assert (mine.email, mine.user_id, mine.new) == ("ada@example.com", "alice", True)
+    assert store.claim_email("alice", "ada@example.com").new is False  # a retry keeps it
+    theirs = store.claim_email("bob", "ADA@example.com")
+    assert (theirs.user_id, theirs.new) == ("alice", False)
+
+    store.release_email("bob", "ada@example.com")  # not bob's to release
+    assert store.claim_email("bob", "ada@example.com").user_id == "alice"
+    store.release_email("alice", "ADA@example.com")
+    taken = store.claim_email("bob", "ada@example.com")
+    assert (taken.user_id, taken.new) == ("bob", True)
+    for blank in ("", "  ", None):
+        with pytest.raises(InvalidRequest):
+            store.claim_email("alice", blank)  # type: ignore[arg-type]
+
+
+def test_concurrent_claims_and_accounts_on_one_email(make_store: MakeStore) -> None:
+    """Many users race for one email: one claim wins, and of the accounts written with it only one lands."""
+    stores = [make_store() for _ in range(2)]  # two "processes" on one database
+    threads_n = 8
+    barrier = threading.Barrier(threads_n)
+    claims: list[tuple[str, bool]] = []
+    written: list[str] = []
+    refused: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        store = stores[i % 2]
+        barrier.wait()
+        try:
+            claim = store.claim_email(f"racer-{i}", "contested@example.com")
+            try:
+                store.add_account(f"racer-{i}", f"acc-{i}", email="Contested@example.com")
+                outcome = written
+            except Conflict as clash:
+                assert clash.code == "email_in_use"
+                outcome = refused
+            with lock:
+                claims.append((claim.user_id, claim.new))
+                outcome.append(f"acc-{i}")
+        except BaseException as error:  # collected: a thread's exception would otherwise vanish
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    holders = {holder for holder, _ in claims}
+    assert len(holders) == 1 and sum(new for _, new in claims) == 1
+    assert len(written) == 1 and len(refused) == threads_n - 1
+    found = make_store().account_by_email("contested@example.com")
+    assert found is not None and found.account_id == written[0]
+
+
 def test_list_account_ids_spans_every_user_and_leaves_out_closed_accounts(store: Store) -> None:
     """The accounts the live portfolio values with Alpaca: a new one shows at the next listing."""
     assert store.list_account_ids() == []
@@ -234,6 +306,26 @@ def test_migrate_again_and_reopen_keep_the_data(make_store: MakeStore) -> None:
     assert reopened.owner_of("acc-1") == "alice"
     assert reopened.get_account("acc-1") == store.get_account("acc-1")
     assert reopened.count_company_profiles() == 1
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_upgrade_from_version_1_keeps_the_accounts_and_adds_the_email_rules(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'v1.db'}" if engine == "sqlite" else request.getfixturevalue("pg_url"))
+    try:
+        db.migrate("store", schema_sql(db.dialect)[:1])  # a database a release before this one left
+        old = SqlStore(db)
+        old.add_account("alice", "acc-a", email="a@example.com")
+        old.add_account("bob", "acc-b", email="b@example.com")
+        upgraded = SqlStore(db)
+        upgraded.migrate()
+        assert upgraded.owner_of("acc-a") == "alice" and upgraded.account_by_email("b@example.com") is not None
+        with pytest.raises(Conflict):
+            upgraded.add_account("carol", "acc-c", email="a@example.com")
+        assert upgraded.claim_email("carol", "c@example.com").new is True
+    finally:
+        db.close()
 
 
 def test_migrate_from_several_processes_at_once(make_store: MakeStore) -> None:

@@ -618,6 +618,19 @@ def _create_account(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
     return 200, answer
 
 
+def _list_accounts(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    """`query` holds space-delimited tokens; an account matches when each token is in its account
+    number, phone number, name or email (case-insensitive), as Alpaca searches."""
+    tokens = c.query.get("query", "").lower().split()
+
+    def searchable(acct: Account) -> str:
+        phone = acct.application["contact"].get("phone_number") or ""
+        return " ".join((acct.account_number, phone, acct.owner_name, acct.email)).lower()
+
+    found = [a for a in api.state.accounts.values() if all(t in searchable(a) for t in tokens)]
+    return 200, [api._account_json(a) for a in sorted(found, key=lambda a: a.created_at)]
+
+
 def _get_account(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
     return 200, api._account_json(api._account(c.path["account_id"]))
 
@@ -797,6 +810,7 @@ def _activities(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
 
 HANDLERS: dict[tuple[str, str], Handler] = {
     ("POST", "/v1/accounts"): _create_account,
+    ("GET", "/v1/accounts"): _list_accounts,
     ("GET", "/v1/accounts/{account_id}"): _get_account,
     ("POST", "/v1/accounts/{account_id}/actions/close"): _close_account,
     ("GET", "/v1/trading/accounts/{account_id}/account"): _trade_account,
