@@ -76,8 +76,9 @@ def _sells_everything(order: OrderRequest, position: BrokerPosition | None) -> b
 
 
 def _price(order: OrderRequest, last: LastPrice | None) -> Decimal:
-    if last is None or not (math.isfinite(last.last) and last.last > 0):
+    price = rules.to_price(last.last) if last is not None and math.isfinite(last.last) else ZERO
+    if price <= 0:
         raise Rejected(
             f"no price for {order.symbol}: the symbol is not priced by the market data feed", code="no_price"
         )
-    return rules.to_price(last.last)
+    return price
