@@ -1,13 +1,14 @@
 """The paper ledger and the realtime engine on the same replayed clock, with nobody reading accounts.
 
-Two things no request triggers: a deposit landing when the replayed market opens (PositionSync steps
-the ledger, the ledger announces the account, the shard reloads it), and a first buy of a symbol
+Two things no request triggers: a deposit landing when the replayed market opens (PositionSync's
+ledger stepper wakes at that moment, the ledger announces the account, the shard reloads it), and a first buy of a symbol
 nobody held yet (it fills because pinned symbols keep `price:{SYMBOL}` written).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from paper_support import open_account
 from realtime_support import engine_settings, eventually, running_engine
 
 from brokerage.models import OrderRequest
+from brokerage.paper_rules import next_open_after
 from brokerage.paper import PaperBroker
 from brokerage.positions import HoldingsNotifier
 from brokerage.prices import RedisPriceReader
@@ -39,27 +41,47 @@ async def test_a_deposit_lands_at_the_replayed_open_and_reaches_the_live_portfol
         redis_url, tmp_path, [], CLERA_POSITIONS="broker", CLERA_REPLAY_START="2012-06-05",
         CLERA_REPLAY_SESSION_SECONDS=str(SESSION_S),
     )
-    # made during day 0's session, so it completes at day 1's open: SESSION_S seconds after the epoch
     setup = PaperBroker(Database.for_settings(None, settings.sqlite_path),
                         ManualClock(dt.datetime(2012, 6, 5, 15, 0, tzinfo=UTC)), RedisPriceReader(redis_url),
                         settings=settings)
     account_id, rel_id = open_account(setup)
-    setup.create_transfer(account_id, rel_id, Decimal("1500.25"), "INCOMING")
+    clock = clock_from_settings(settings)
+    notifier = HoldingsNotifier(redis_url)
+    broker = PaperBroker(Database.for_settings(None, settings.sqlite_path), clock, RedisPriceReader(redis_url),
+                         settings=settings, on_change=notifier)  # as the gateway builds it
 
     hub = pubsub.PortfolioSubscriber(redis_url, interest_ttl_s=30)
     await hub.start()
     with running_engine(settings, redis_url):
         listener = await hub.listen(account_id)
         first = await listener.get(timeout=60)  # a new subscriber of a quiet account gets a snapshot too
-        assert first.cash == 0.0, "the deposit must not count before the replayed open"
+        assert first.cash == 0.0
+
+        # The deposit is made once the engine runs (however long that took), when the next replayed
+        # open is at least a third of a replayed day away: time for the engine to show it not landed.
+        async def open_far_enough() -> bool:
+            return clock.wall_time_at(next_open_after(clock.now())) - time.time() >= SESSION_S / 3
+
+        await eventually(open_far_enough, "the replay far enough from its next open", timeout=SESSION_S * 2)
+        transfer = broker.create_transfer(account_id, rel_id, Decimal("1500.25"), "INCOMING")
+        due = broker.db.fetchone("SELECT complete_at FROM paper_transfers WHERE id = ?", (transfer.id,))
+        landing = clock.wall_time_at(dt.datetime.fromtimestamp(due["complete_at"], UTC))
+        taken: list[tuple[float, float]] = []  # (wall time a snapshot was taken, its cash)
 
         async def landed() -> bool:
-            return (await listener.get(timeout=SESSION_S * 2)).cash == pytest.approx(1500.25)
+            snap = await listener.get(timeout=SESSION_S * 2)
+            taken.append((time.time(), snap.cash))
+            return snap.cash == pytest.approx(1500.25)
 
         await eventually(landed, "the deposit on the live portfolio", timeout=SESSION_S * 3)
-        assert setup.get_transfer(account_id, setup.list_transfers(account_id)[0].id).status == "COMPLETE"
+        before_open = [cash for at, cash in taken if at < landing]
+        assert before_open, "no snapshot between the deposit and the replayed open"
+        assert set(before_open) == {0.0}, "the deposit must not count before the replayed open"
+        assert taken[-1][0] >= landing
+        assert broker.get_transfer(account_id, transfer.id).status == "COMPLETE"
         await listener.close()
     await hub.close()
+    notifier.close()
 
 
 @pytest.mark.usefixtures("ray_session")
