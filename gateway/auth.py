@@ -46,12 +46,11 @@ def require_caller(conn: HTTPConnection) -> str:
 
 
 async def check_owner(services: Services, user_id: str, account_id: str) -> None:
-    """404 for an unknown account, 403 for someone else's."""
+    """403 for any account that is not the caller's, whether it exists or not: the answer must
+    not tell a signed-in person which account ids exist."""
     owner = await asyncio.to_thread(services.store.owner_of, account_id)
-    if owner is None:
-        raise ApiError(404, "not_found", "account not found", {"account_id": account_id})
     if owner != user_id:
-        raise ApiError(403, "forbidden", "this account belongs to another user")
+        raise ApiError(403, "forbidden", "you have no account with this id", {"account_id": account_id})
 
 
 async def require_owner(conn: HTTPConnection, account_id: str) -> str:

@@ -390,7 +390,7 @@ async def test_transfer_amounts_are_validated_and_nothing_moves(tmp_path: Path, 
                                 {**base, "direction": "OUTGOING", "amount": "500.01"})
         assert_error(too_much, 422, "insufficient_funds")
         unknown = await w.call("POST", "/initiate-ach-transfer", ALICE, {**base, "accountId": "acct-nope", "amount": 5})
-        assert_error(unknown, 404)
+        assert_error(unknown, 403, "forbidden")
         assert await w.ledger(account_id) == before
 
         exact = await w.ok("POST", "/initiate-ach-transfer", ALICE, {**base, "amount": "25.5"})
@@ -413,7 +413,7 @@ async def test_invalid_bank_details_are_422_and_nothing_is_linked(tmp_path: Path
         assert_error(await w.call("POST", path, raw=b"{'accountId': 1}"), 400, "bad_request")
         assert_error(await w.call("GET", "/get-ach-relationships"), 422, "invalid_request")
         assert w.broker.list_ach_relationships(account_id) == []
-        assert_error(await w.call("POST", path, ALICE, {"accountId": "acct-nope", **BANK}), 404)
+        assert_error(await w.call("POST", path, ALICE, {"accountId": "acct-nope", **BANK}), 403, "forbidden")
 
 
 async def test_bad_trades_are_refused_and_nothing_moves(tmp_path: Path, redis_url: str) -> None:
@@ -443,7 +443,7 @@ async def test_bad_trades_are_refused_and_nothing_moves(tmp_path: Path, redis_ur
         for body, code in refused:
             assert_error(await w.call("POST", "/api/trade", ALICE, body), 422, code)
         assert_error(await w.call("POST", "/api/trade", raw=b'{"accountId": '), 400, "bad_request")
-        assert_error(await w.call("POST", "/api/trade", ALICE, {**base, "accountId": "acct-nope", "qty": 1}), 404)
+        assert_error(await w.call("POST", "/api/trade", ALICE, {**base, "accountId": "acct-nope", "qty": 1}), 403, "forbidden")
         assert_error(await w.call("GET", f"/api/portfolio/{account_id}/orders", params={"status": "sideways"}), 422)
         assert await w.ledger(account_id) == before
 
@@ -496,7 +496,7 @@ async def test_pre_trade_rules_are_the_routes_and_refusals_leave_the_ledger_alon
         assert (await w.ledger(account_id))["positions"] == []
 
 
-async def test_someone_elses_account_is_403_and_an_unknown_one_404_everywhere(tmp_path: Path, redis_url: str) -> None:
+async def test_someone_elses_account_and_an_unknown_one_are_the_same_403_everywhere(tmp_path: Path, redis_url: str) -> None:
     async with world(tmp_path, redis_url) as w:
         account_id, rel_id = await w.funded("300")
         set_price(w.redis_url, "AAPL", 10.0)
@@ -523,11 +523,12 @@ async def test_someone_elses_account_is_403_and_an_unknown_one_404_everywhere(tm
             ]
 
         for method, path, body, params in requests(account_id):
-            assert_error(await w.call(method, path, BOB, body, params=params), 403, "forbidden")
+            foreign = assert_error(await w.call(method, path, BOB, body, params=params), 403, "forbidden")
             assert_error(await w.call(method, path, None, body, params=params), 401, "unauthorized")
             assert_error(await w.call(method, path, ALICE, body, params=params, api_key=None), 401, "unauthorized")
         for method, path, body, params in requests("acct-nope"):
-            assert_error(await w.call(method, path, ALICE, body, params=params), 404, "not_found")
+            unknown = assert_error(await w.call(method, path, ALICE, body, params=params), 403, "forbidden")
+            assert unknown["message"] == foreign["message"]  # nothing tells an existing account from a made-up one
         assert await w.ledger(account_id) == before
         assert (await w.ledger(account_id))["orders"][0]["status"] == "new"
 

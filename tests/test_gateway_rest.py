@@ -158,7 +158,7 @@ async def test_portfolio_auth_and_ownership_errors(env, redis_url: str) -> None:
         # Bob's valid token on Alice's account, even with a header claiming to be Alice
         _assert_error(await http.get(path, headers={**bearer(BOB), "X-User-ID": ALICE}), 403, "forbidden")
         _assert_error(await http.get(f"{path}/positions", headers=bearer(BOB)), 403, "forbidden")
-        _assert_error(await http.get("/api/portfolio/acct-nobody", headers=bearer(ALICE)), 404, "not_found")
+        _assert_error(await http.get("/api/portfolio/acct-nobody", headers=bearer(ALICE)), 403, "forbidden")
         # the API key is for services, not a way into a person's account
         _assert_error(await http.get(path, headers={"X-API-Key": API_KEY}), 401, "unauthorized")
         assert (await http.get(f"/api/portfolio/{BOB_ACCOUNT}", headers=bearer(BOB))).status_code == 200
