@@ -128,9 +128,10 @@ class ReplayClock:
 
         The inverse of `now`: what lets a process sleep until a market moment instead of polling.
         """
-        while self._days[-1] < moment.astimezone(UTC).date():
+        day = moment.astimezone(UTC).date()
+        while self._days[-1] < day:
             self._day(len(self._days))
-        index = bisect.bisect_right(self._days, moment.astimezone(UTC).date()) - 1
+        index = bisect.bisect_right(self._days, day) - 1
         if index >= 0 and calendar.session_bounds(self._days[index])[0] > moment:
             index -= 1
         if index < 0:
