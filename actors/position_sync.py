@@ -2,8 +2,8 @@
 
 It listens on `holdings:changed` (ids announced by whoever changed cash or positions), gathers the
 ids of a short window and has the owning shards reload just those accounts from the position
-source. On (re)start it has every shard reload everything, so a change announced while it was
-down is not lost.
+source. Whenever it (re)subscribes (a start, or a lost Redis connection) it has every shard reload
+everything, so a change announced while it was not listening is not lost.
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ class PositionSync:
     async def _run(self) -> None:
         queue: asyncio.Queue[list[str]] = asyncio.Queue()
         applier = asyncio.get_event_loop().create_task(self._apply(queue))
-        first = True
         while True:
             try:
                 subscribed = asyncio.Event()
@@ -76,9 +75,7 @@ class PositionSync:
                 reader = asyncio.ensure_future(self._read(changes, queue))
                 await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 self._subscribed.set()
-                if first:
-                    first = False
-                    await self.reload_all()
+                await self.reload_all()  # whatever was announced while nobody listened
                 await reader
             except asyncio.CancelledError:
                 applier.cancel()

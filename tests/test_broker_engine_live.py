@@ -26,6 +26,7 @@ from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
 from engine import pubsub
 from engine.clock import ManualClock, clock_from_settings
+from engine.subscriptions import shard_of
 from engine.types import LastPrice
 
 UTC = dt.timezone.utc
@@ -123,4 +124,28 @@ async def test_a_first_buy_of_a_pinned_symbol_fills_and_shows_live(tmp_path: Pat
         await listener.close()
     await hub.close()
     notifier.close()
+    client.close()
+
+
+@pytest.mark.usefixtures("ray_session")
+async def test_a_change_nobody_announced_while_the_listener_was_down_is_picked_up(tmp_path: Path, redis_url: str) -> None:
+    """PositionSync reloads everything whenever it resubscribes, not only at its first start."""
+    settings = engine_settings(redis_url, tmp_path, [], CLERA_POSITIONS="broker", CLERA_REPLAY_START="2012-06-05")
+    quiet = PaperBroker(Database.for_settings(None, settings.sqlite_path),
+                        ManualClock(dt.datetime(2012, 6, 5, 15, 0, tzinfo=UTC)), RedisPriceReader(redis_url),
+                        settings=settings)  # no change hook: what it does is announced to nobody
+    client = redis.Redis.from_url(redis_url)
+    with running_engine(settings, redis_url) as topo:
+        account_id, _ = open_account(quiet)
+        shard = topo.portfolio_shards[shard_of(account_id, settings.portfolio_shards)]
+        assert account_id not in await shard.accounts.remote()  # nobody told the engine
+
+        db = client.connection_pool.connection_kwargs.get("db", 0)
+        listeners = [c["id"] for c in client.client_list(_type="pubsub") if int(c["db"]) == db]
+        assert listeners and all(client.client_kill_filter(_id=c) == 1 for c in listeners)
+
+        async def loaded() -> bool:
+            return account_id in await shard.accounts.remote()
+
+        await eventually(loaded, "the unannounced account loaded after the listener resubscribed", timeout=60)
     client.close()
