@@ -24,7 +24,6 @@ import datetime as dt
 import functools
 import hashlib
 import logging
-import sqlite3
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import msgspec
-import psycopg
 
 from brokerage import paper_rows
 from brokerage import paper_rules as rules
@@ -52,7 +50,7 @@ from brokerage.models import (
     Transfer,
 )
 from brokerage.prices import PriceReader
-from brokerage.sql import Database, Row
+from brokerage.sql import DATABASE_DOWN, INTEGRITY, Database, Row
 from engine import calendar
 from engine.clock import Clock
 from engine.config import Settings
@@ -64,8 +62,6 @@ ZERO = Decimal(0)
 OPEN_ORDER = ("new", "accepted")
 VOID_TRANSFER = ("CANCELED", "REJECTED", "RETURNED")
 CLOSED = "ACCOUNT_CLOSED"
-_INTEGRITY = (sqlite3.IntegrityError, psycopg.IntegrityError)
-_DATABASE_DOWN = (sqlite3.OperationalError, psycopg.OperationalError)
 
 OnChange = Callable[[list[str]], None]
 _T = TypeVar("_T", bound=Callable[..., Any])
@@ -78,7 +74,7 @@ def _ledger_errors(method: _T) -> _T:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return method(*args, **kwargs)
-        except _DATABASE_DOWN as exc:
+        except DATABASE_DOWN as exc:
             raise Unavailable(f"the ledger database is unavailable: {exc}", code="ledger_unavailable") from exc
 
     return wrapper  # type: ignore[return-value]
@@ -140,7 +136,7 @@ class PaperBroker:
         self.pdt_max_day_trades = settings.pdt_max_day_trades
         try:
             db.migrate(COMPONENT, STEPS)
-        except _DATABASE_DOWN as exc:
+        except DATABASE_DOWN as exc:
             raise Unavailable(f"the ledger database is unavailable: {exc}", code="ledger_unavailable") from exc
 
     # ======================================================================================
@@ -166,7 +162,7 @@ class PaperBroker:
                     (account_id, number, email, owner, stored, _ts(now), _ts(now)),
                 )
                 self._event(account_id, "SUBMITTED", now, "application received")
-        except _INTEGRITY:
+        except INTEGRITY:
             raise Conflict("an account with this email address already exists", code="email_in_use") from None
         self._notify([account_id])  # its approval is a step due at once
         return self._view(account_id)
@@ -298,7 +294,7 @@ class PaperBroker:
                         bank["bank_name"], bank["processor_token"], now, now,
                     ),
                 )
-        except _INTEGRITY:
+        except INTEGRITY:
             raise Conflict(
                 "this account already has an active ACH relationship; delete it first", code="ach_relationship_exists"
             ) from None

@@ -20,6 +20,11 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+# What a database that cannot be reached (or is locked past its timeout) raises: callers answer 503.
+DATABASE_DOWN = (sqlite3.OperationalError, psycopg.OperationalError)
+# A constraint refused the write (a unique index settling a race, for one).
+INTEGRITY = (sqlite3.IntegrityError, psycopg.IntegrityError)
+
 Row = dict[str, Any]
 _PLACEHOLDER = re.compile(r"\?")
 

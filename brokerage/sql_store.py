@@ -12,14 +12,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 
 from brokerage.errors import Conflict, NotFound, Unavailable
-from brokerage.sql import Database, Row
+from brokerage.sql import DATABASE_DOWN, INTEGRITY, Database, Row
 from brokerage.store import (
     ONBOARDING_STATUSES,
     AccountRecord,
@@ -101,8 +99,6 @@ _DIALECT_TYPES = {
     },
     "sqlite": {"ts": "TEXT", "now": "", "json": "TEXT", "rls": "", "rls_v2": ""},
 }
-_DATABASE_DOWN = (sqlite3.OperationalError, psycopg.OperationalError)
-_INTEGRITY = (sqlite3.IntegrityError, psycopg.IntegrityError)
 _CLAIM_ATTEMPTS = 5
 
 
@@ -116,7 +112,7 @@ def _unavailable_when_down() -> Iterator[None]:
     """A database that cannot be written is Unavailable (503), as the Supabase store reports it."""
     try:
         yield
-    except _DATABASE_DOWN as exc:
+    except DATABASE_DOWN as exc:
         raise Unavailable(f"the store database is unavailable: {exc}", code="store_unavailable") from exc
 
 
@@ -235,7 +231,7 @@ class SqlStore:
                     (account_id, user_id, status, email, account_number, now, now),
                 )
                 record = self.get_account(account_id)
-        except _INTEGRITY:
+        except INTEGRITY:
             holder = self.account_by_email(email) if email else None
             if holder is None or holder.account_id == account_id:
                 raise

@@ -6,6 +6,7 @@ only a genuine bug becomes a 500, and then with a generic message so no internal
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
@@ -15,7 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from brokerage.errors import BrokerageError
+from brokerage.sql import DATABASE_DOWN
 from engine.auth import AuthError
+
+log = logging.getLogger("clera.gateway")
 
 _encoder = msgspec.json.Encoder(decimal_format="string")
 
@@ -99,6 +103,11 @@ async def _redis_down(_: Request, exc: Exception) -> Response:
     return error_response(503, "unavailable", "the realtime store (Redis) is not reachable; retry shortly")
 
 
+async def _database_down(_: Request, exc: Exception) -> Response:
+    log.warning("the SQL database is unavailable: %s", exc)
+    return error_response(503, "store_unavailable", "the database is not reachable; retry shortly")
+
+
 async def _http_exception(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
@@ -124,6 +133,7 @@ EXCEPTION_HANDLERS = {
     HTTPException: _http_exception,
     redis.exceptions.ConnectionError: _redis_down,
     redis.exceptions.TimeoutError: _redis_down,
+    **dict.fromkeys(DATABASE_DOWN, _database_down),
     Exception: _unexpected,
 }
 

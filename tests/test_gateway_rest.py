@@ -16,6 +16,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from brokerage.errors import Conflict, NotFound, Rejected, Unavailable
+from brokerage.sql import Database
+from brokerage.sql_store import SqlStore
 from brokerage.store import CompanyProfile
 from conftest import free_port
 from engine.types import LastPrice, json_encoder
@@ -122,6 +124,17 @@ async def test_health_says_degraded_when_redis_is_unreachable(tmp_path: Path) ->
         failed = await http.get(f"/api/portfolio/{ALICE_ACCOUNT}", headers=bearer(ALICE))
         assert "127.0.0.1" not in failed.text
         _assert_error(failed, 503, "unavailable")
+
+
+async def test_a_database_that_cannot_be_reached_is_a_503_not_a_500(redis_url: str, tmp_path: Path) -> None:
+    """Every route that reads the store answers 503 `store_unavailable` while the database is down."""
+    down = SqlStore(Database(f"postgresql://postgres@127.0.0.1:{free_port()}/test?connect_timeout=2"))
+    settings = make_settings(redis_url, tmp_path)
+    async with running_gateway(settings, down, free_port()) as gw, httpx.AsyncClient(base_url=gw.http) as http:
+        for path in (f"/api/portfolio/{ALICE_ACCOUNT}", f"/api/portfolio/{ALICE_ACCOUNT}/positions"):
+            failed = await http.get(path, headers=bearer(ALICE))
+            assert "127.0.0.1" not in failed.text  # no internals in the answer
+            _assert_error(failed, 503, "store_unavailable")
 
 
 async def test_portfolio_and_positions_of_the_owner(env, redis_url: str) -> None:
