@@ -18,10 +18,11 @@ demo: $(STAMP)
 services:
 	scripts/ensure-services.sh
 
-# The suite in one Ray session, then the tests that need their own multi-node cluster in another process.
+# The suite in one Ray session, then, in another process, the tests that need a Ray of their own
+# (a multi-node cluster, or the commands `clera serve` and `serve run`, which start one).
 test: $(STAMP) services
-	$(BIN)/python -m pytest -q -m "not cluster" -p no:cacheprovider
-	$(BIN)/python -m pytest -q -m cluster -p no:cacheprovider
+	$(BIN)/python -m pytest -q -m "not cluster and not own_ray" -p no:cacheprovider
+	$(BIN)/python -m pytest -q -m "cluster or own_ray" -p no:cacheprovider
 
 bench: $(STAMP) services
 	$(BIN)/python bench/realtime.py --quick
