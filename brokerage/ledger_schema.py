@@ -110,4 +110,12 @@ STEPS: list[str] = [
     );
     CREATE INDEX paper_fills_account ON paper_fills (account_id, session)
     """,
+    # v2: what the ledger stepper asks on every wake-up (`PaperBroker.next_due`, `process_due`) is
+    # answered from indexes instead of scans of every transfer, order and fill ever made
+    """
+    CREATE INDEX paper_accounts_status ON paper_accounts (status);
+    CREATE INDEX paper_transfers_status ON paper_transfers (status);
+    CREATE INDEX paper_orders_status ON paper_orders (status);
+    CREATE INDEX paper_fills_unsettled_sells ON paper_fills (settle_date) WHERE side = 'sell'
+    """,
 ]

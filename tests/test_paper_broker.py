@@ -695,3 +695,26 @@ def test_an_unreachable_ledger_database_is_a_typed_error(tmp_path, clock: Manual
     (tmp_path / "ledger.db").rmdir()
     (tmp_path / "moved.db").rename(tmp_path / "ledger.db")
     assert broker.list_transfers(account_id) == []  # nothing half-written
+
+
+def test_a_ledger_of_the_first_schema_upgrades_with_its_money_intact(
+    db_url: str, clock: ManualClock, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger written by the first release (schema v1 only) is migrated in place; nothing is lost."""
+    from brokerage import ledger_schema
+
+    set_price(redis_url, "AAPL", 100.0)
+    with monkeypatch.context() as first_release:
+        first_release.setattr("brokerage.paper.STEPS", ledger_schema.STEPS[:1])
+        old = make_broker(db_url, clock, redis_url)
+        account_id, _ = funded_account(old, clock, "1000")
+        old.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(2)))
+        old.db.close()
+    broker = make_broker(db_url, clock, redis_url)
+    versions = broker.db.fetchall("SELECT version FROM schema_migrations WHERE component = ?", (ledger_schema.COMPONENT,))
+    assert sorted(r["version"] for r in versions) == list(range(1, len(ledger_schema.STEPS) + 1))
+    assert broker.get_account(account_id).cash == Decimal("800.00")
+    assert [(p.symbol, p.qty) for p in broker.list_positions(account_id)] == [("AAPL", Decimal(2))]
+    broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="sell", qty=Decimal(1)))
+    assert broker.get_account(account_id).cash == Decimal("900.00")
+    broker.db.close()
