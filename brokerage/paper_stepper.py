@@ -80,7 +80,9 @@ class LedgerStepper:
             except Exception:
                 log.exception("planning the next paper ledger step failed")
                 delay = RETRY_S
-            if await self._woken_within(delay):
+            # a step due now runs now: under a steady stream of announcements, re-planning first
+            # could otherwise put it off again and again
+            if delay > 0 and await self._woken_within(delay):
                 await asyncio.sleep(GATHER_S)
                 continue
             try:
