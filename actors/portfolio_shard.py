@@ -19,7 +19,6 @@ import ray
 
 from actors.common import Outbox, symbol_shard_name
 from engine import pubsub
-from engine.calendar import session_of
 from engine.clock import clock_from_settings
 from engine.config import Settings
 from engine.positions import PositionSource
@@ -68,7 +67,7 @@ class PortfolioShard:
         while True:
             try:
                 await self.reload_all()
-                await restore_from_redis(self.core, self.redis, self._session_now())
+                await restore_from_redis(self.core, self.redis, self._market_now())
                 await refresh_interest(self.core, self.redis)
                 break
             except Exception:
@@ -115,11 +114,11 @@ class PortfolioShard:
         self._registered = held
         self.unknown_symbols = sorted(unknown)
         if new:
-            self.core.seed_prices((await pubsub.read_prices(self.redis, new)).values(), self._session_now())
+            self.core.seed_prices((await pubsub.read_prices(self.redis, new)).values(), self._market_now())
 
-    def _session_now(self) -> str:
-        """The market's trading day now, as the feed names sessions."""
-        return session_of(self.clock.now()).isoformat()
+    def _market_now(self) -> float:
+        """The market clock now, in the unit of tick times (replayed market time under replay)."""
+        return self.clock.now().timestamp()
 
     # --- holdings -------------------------------------------------------------------------
     async def reload_all(self) -> None:

@@ -286,17 +286,18 @@ class PortfolioCore:
             accepted += len(c.symbols) - rejected
         return accepted
 
-    def seed_prices(self, prices: Iterable[LastPrice], session_now: str | None = None) -> None:
+    def seed_prices(self, prices: Iterable[LastPrice], market_now: float | None = None) -> None:
         """Last known prices (from Redis) for a shard that starts while a symbol is quiet.
 
-        A price of a session later than the market's `session_now` was left by an earlier run of
-        another replay epoch: taking it would move the book to that day and drop every tick of
-        today as stale, so it is ignored (the feed prices the symbol afresh).
+        A price stamped after the market's `market_now` was left by an earlier run of another
+        replay epoch: taking it would move the book to its day (dropping today's ticks as stale)
+        or make every tick until its moment look late, so it is ignored (the feed prices the
+        symbol afresh).
         """
         ticks = [
             Tick(p.symbol, p.last, p.prev_close, p.ts, p.session, p.source)
             for p in prices
-            if session_now is None or p.session <= session_now
+            if market_now is None or p.ts <= market_now
         ]
         self.book.apply(ticks, time.time())
 
@@ -357,9 +358,9 @@ async def refresh_interest(core: PortfolioCore, client: aioredis.Redis) -> None:
     core.set_live(await pubsub.interested(client, ids), time.time())
 
 
-async def restore_from_redis(core: PortfolioCore, client: aioredis.Redis, session_now: str | None = None) -> None:
-    """What a (re)started shard takes from Redis: last prices of its symbols (none of a session
-    after `session_now`) and the seq reached."""
-    core.seed_prices((await pubsub.read_prices(client, core.symbols())).values(), session_now)
+async def restore_from_redis(core: PortfolioCore, client: aioredis.Redis, market_now: float | None = None) -> None:
+    """What a (re)started shard takes from Redis: last prices of its symbols (none stamped after
+    `market_now`) and the seq reached."""
+    core.seed_prices((await pubsub.read_prices(client, core.symbols())).values(), market_now)
     last = await pubsub.read_last_snapshots(client, core.book.account_ids())
     core.book.restore_seq({a: s.seq for a, s in last.items()})

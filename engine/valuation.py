@@ -51,6 +51,7 @@ class BookStats(msgspec.Struct, kw_only=True):
     ticks: int = 0
     rejected: int = 0  # NaN/infinite/non-positive prices or previous closes
     stale: int = 0  # ticks of a session older than the book's
+    late: int = 0  # ticks older than the symbol's last one (batches executed out of order, an old seed)
     flushes: int = 0
     holder_updates: int = 0
     rebuilds: int = 0
@@ -261,15 +262,18 @@ class ValuationBook:
 
     @staticmethod
     def _conflate(chunks: list[tuple]) -> tuple[np.ndarray, ...]:
-        """Queued chunks -> one entry per symbol, the latest queued (symbol, price, prev, ts, ingest)."""
+        """Queued chunks -> one entry per symbol (symbol, price, prev, ts, ingest): the newest by
+        event time, the last queued among equals. Arrival order is not event order: Ray runs an
+        async actor's calls in any order, and a price seeded from Redis may be older than a tick."""
         syms = np.concatenate([c[2] for c in chunks])
         price = np.concatenate([c[3] for c in chunks])
         prev = np.concatenate([c[4] for c in chunks])
         ts = np.concatenate([c[5] for c in chunks])
         ingest = np.concatenate([np.full(len(c[2]), c[6]) for c in chunks])
         if len(chunks) > 1 or len(np.unique(syms)) < len(syms):
-            _, last_pos = np.unique(syms[::-1], return_index=True)
-            keep = len(syms) - 1 - last_pos
+            order = np.lexsort((np.arange(len(syms)), ts, syms))  # by symbol, then time, then arrival
+            ordered = syms[order]
+            keep = order[np.append(ordered[1:] != ordered[:-1], True)]  # the last of each symbol's run
             syms, price, prev, ts, ingest = syms[keep], price[keep], prev[keep], ts[keep], ingest[keep]
         return syms, price, prev, ts, ingest
 
@@ -282,13 +286,15 @@ class ValuationBook:
             if newest > self.session:
                 older = [c for c in chunks if c[0] < newest]
                 if older:
-                    self._set_prices(*self._conflate(older))
+                    self._set_prices(*self._newest(older))
                 self._roll(newest)
                 chunks = [c for c in chunks if c[0] == newest]
             self.source = chunks[-1][1]
         self.stats.flushes += 1
+        syms = np.empty(0, dtype=np.int64)
         if chunks:
-            syms, price, prev, ts, ingest = self._conflate(chunks)
+            syms, price, prev, ts, ingest = self._newest(chunks)
+        if len(syms):
             if not np.isfinite(self._last[syms]).all():
                 self._dirty = True  # a first price replaces a fallback value: recompute exactly
             incremental = not self._dirty
@@ -315,6 +321,15 @@ class ValuationBook:
         changed = np.flatnonzero(self._changed[: len(self._acct_ids)])
         self._changed[changed] = False
         return changed
+
+    def _newest(self, chunks: list[tuple]) -> tuple[np.ndarray, ...]:
+        """`_conflate`, less the symbols whose tick is older than the last one applied (it never replaces it)."""
+        syms, price, prev, ts, ingest = self._conflate(chunks)
+        current = ts >= self._sym_ts[syms]
+        if current.all():
+            return syms, price, prev, ts, ingest
+        self.stats.late += int(len(current) - current.sum())
+        return syms[current], price[current], prev[current], ts[current], ingest[current]
 
     def _set_prices(
         self, syms: np.ndarray, price: np.ndarray, prev: np.ndarray, ts: np.ndarray, ingest: np.ndarray

@@ -212,14 +212,15 @@ def _steps(core: PortfolioCore) -> list[PortfolioSnapshot]:
 
 
 async def test_a_restart_ignores_prices_of_a_later_session_left_by_an_earlier_run(redis_url) -> None:
-    """A new replay epoch starts again at an earlier day: the previous run's prices must not move the
-    book to their day, or every tick of the new run would be dropped as stale."""
+    """A new replay epoch starts again at an earlier moment: the previous run's prices must not move
+    the book to their day (every tick of the new run would be dropped as stale) or ahead of it."""
     client = pubsub.connect(redis_url)
     holding = AccountHoldings(W, Decimal("0"), [Position("IBM", Decimal(2), Decimal(2))], session="2012-06-01")
-    await pubsub.write_prices(client, [LastPrice("IBM", 205.0, 200.0, 50.0, "2012-09-14", "replay")])
+    later_day = 1_347_634_800.0  # 2012-09-14 15:00 UTC, replayed market time
+    await pubsub.write_prices(client, [LastPrice("IBM", 205.0, 200.0, later_day, "2012-09-14", "replay")])
     core = PortfolioCore(0, 1, publish_hz=100.0, idle_refresh_s=0.05)
     core.set_holdings([holding])
-    await restore_from_redis(core, client, session_now="2012-06-01")
+    await restore_from_redis(core, client, market_now=later_day - 100 * 86_400)  # in the new run's June
     core.on_batch(encode_columns([Tick("IBM", 190.0, 188.0, 100.0, "2012-06-01", "replay")], 100.5))
     quiet = _steps(core)
     assert [(s.total_value, s.day_change) for s in quiet] == [(380.0, 4.0)]
@@ -227,7 +228,7 @@ async def test_a_restart_ignores_prices_of_a_later_session_left_by_an_earlier_ru
     # the same price is taken once the market has reached its day
     later = PortfolioCore(0, 1, publish_hz=100.0, idle_refresh_s=0.05)
     later.set_holdings([holding])
-    await restore_from_redis(later, client, session_now="2012-09-14")
+    await restore_from_redis(later, client, market_now=later_day)
     assert [s.total_value for s in _steps(later)] == [410.0]
     await client.aclose()
 

@@ -176,6 +176,22 @@ def test_only_holders_are_touched_and_ticks_conflate() -> None:
     assert book.flush().size == 0
 
 
+def test_a_tick_older_than_the_last_never_replaces_it() -> None:
+    """Ray runs an async actor's calls in any order, so batches can arrive out of event order; a
+    price seeded from Redis can be older than what arrived meanwhile. Event time decides."""
+    book = ValuationBook()
+    book.set_holdings([AccountHoldings("a", Decimal(0), [Position("IBM", Decimal(2), Decimal(2))], session="2012-06-01")])
+    book.apply([Tick("IBM", 190.0, 189.0, 5, "2012-06-01", "replay")], 5)
+    book.flush()
+    book.apply([Tick("IBM", 170.0, 189.0, 4, "2012-06-01", "replay")], 6)  # an older batch, executed later
+    assert book.flush().size == 0 and book.last_price("IBM") == (190.0, 189.0) and book.stats.late == 1
+    # within one flush too: the newest by event time wins, whatever the order queued
+    book.apply([Tick("IBM", 195.0, 189.0, 8, "2012-06-01", "replay")], 7)
+    book.apply([Tick("IBM", 191.0, 189.0, 7, "2012-06-01", "replay")], 7)
+    (snap,) = book.snapshots(book.flush(), 9)
+    assert (snap.total_value, snap.as_of, book.stats.late) == (390.0, 8, 1)
+
+
 def test_bad_prices_are_rejected_and_counted() -> None:
     book = ValuationBook()
     book.set_holdings([AccountHoldings("a", Decimal(0), [Position("IBM", Decimal(1), Decimal(1))])])
