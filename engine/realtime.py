@@ -211,10 +211,16 @@ class SymbolCore:
             kept = np.flatnonzero(anyone).tolist()
             names = [symbols[k] for k in kept]
             p, c, t = price[anyone].tolist(), prev[anyone].tolist(), ts[anyone].tolist()
-            self.last.update(
-                zip(names, ((a, b, d, col.session, col.source) for a, b, d in zip(p, c, t, strict=True)), strict=True)
-            )
-            self._unwritten.update(names)
+            last, session, source = self.last, col.session, col.source
+            # batches may run out of order (an async actor's calls do): an older tick never
+            # replaces the last one in `price:{SYMBOL}`
+            newer = [
+                (name, (a, b, d, session, source))
+                for name, a, b, d in zip(names, p, c, t, strict=True)
+                if (old := last.get(name)) is None or d >= old[2]
+            ]
+            last.update(newer)
+            self._unwritten.update(name for name, _ in newer)
         return out
 
     def take_prices(self) -> list[LastPrice]:

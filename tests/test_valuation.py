@@ -192,6 +192,16 @@ def test_a_tick_older_than_the_last_never_replaces_it() -> None:
     assert (snap.total_value, snap.as_of, book.stats.late) == (390.0, 8, 1)
 
 
+def test_a_symbol_shard_keeps_the_newest_price_whatever_order_batches_run_in() -> None:
+    from engine.realtime import SymbolCore, encode_columns
+
+    core = SymbolCore()
+    core.set_holder(0, ["IBM"])
+    core.route(encode_columns([Tick("IBM", 190.0, 189.0, 5, "2012-06-01", "replay")], 5))
+    core.route(encode_columns([Tick("IBM", 170.0, 189.0, 4, "2012-06-01", "replay")], 6))  # older, later
+    assert [(p.symbol, p.last, p.ts) for p in core.take_prices()] == [("IBM", 190.0, 5)]
+
+
 def test_bad_prices_are_rejected_and_counted() -> None:
     book = ValuationBook()
     book.set_holdings([AccountHoldings("a", Decimal(0), [Position("IBM", Decimal(1), Decimal(1))])])
