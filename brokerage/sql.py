@@ -29,6 +29,20 @@ Row = dict[str, Any]
 _PLACEHOLDER = re.compile(r"\?")
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL (it stays so). Switching takes an exclusive lock and, unlike other
+    statements, fails at once with "database is locked" rather than waiting for it, which happens
+    when several processes open a new file together (every replica migrates on start): retried."""
+    for attempt in range(40):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            time.sleep(0.01 * (attempt + 1))
+    conn.execute("PRAGMA journal_mode=WAL")  # the last try raises what it meets
+
+
 class Database:
     """One logical database; `url` is `sqlite:///path` or `postgresql://...`."""
 
@@ -49,9 +63,9 @@ class Database:
         if self.dialect == "sqlite":
             conn = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
+            _use_wal(conn)
+            conn.execute("PRAGMA foreign_keys=ON")
             return conn
         return psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
 
