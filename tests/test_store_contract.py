@@ -6,6 +6,7 @@ import datetime as dt
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -192,40 +193,42 @@ def test_email_claims_hold_one_user_per_email(store: Store) -> None:
             store.claim_email("alice", blank)  # type: ignore[arg-type]
 
 
+def race(n: int, worker: Callable[[int], object]) -> None:
+    """Runs worker(0) .. worker(n-1) on n threads released together (replicas racing on one
+    database); a worker's exception fails the test."""
+    barrier = threading.Barrier(n)
+
+    def released(i: int) -> object:
+        barrier.wait()
+        return worker(i)
+
+    with ThreadPoolExecutor(n) as pool:
+        list(pool.map(released, range(n)))
+
+
 def test_concurrent_claims_and_accounts_on_one_email(make_store: MakeStore) -> None:
     """Many users race for one email: one claim wins, and of the accounts written with it only one lands."""
     stores = [make_store() for _ in range(2)]  # two "processes" on one database
     threads_n = 8
-    barrier = threading.Barrier(threads_n)
     claims: list[tuple[str, bool]] = []
     written: list[str] = []
     refused: list[str] = []
-    errors: list[BaseException] = []
     lock = threading.Lock()
 
     def worker(i: int) -> None:
         store = stores[i % 2]
-        barrier.wait()
+        claim = store.claim_email(f"racer-{i}", "contested@example.com")
         try:
-            claim = store.claim_email(f"racer-{i}", "contested@example.com")
-            try:
-                store.add_account(f"racer-{i}", f"acc-{i}", email="Contested@example.com")
-                outcome = written
-            except Conflict as clash:
-                assert clash.code == "email_in_use"
-                outcome = refused
-            with lock:
-                claims.append((claim.user_id, claim.new))
-                outcome.append(f"acc-{i}")
-        except BaseException as error:  # collected: a thread's exception would otherwise vanish
-            errors.append(error)
+            store.add_account(f"racer-{i}", f"acc-{i}", email="Contested@example.com")
+            outcome = written
+        except Conflict as clash:
+            assert clash.code == "email_in_use"
+            outcome = refused
+        with lock:
+            claims.append((claim.user_id, claim.new))
+            outcome.append(f"acc-{i}")
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    race(threads_n, worker)
     holders = {holder for holder, _ in claims}
     assert len(holders) == 1 and sum(new for _, new in claims) == 1
     assert len(written) == 1 and len(refused) == threads_n - 1
@@ -330,35 +333,18 @@ def test_upgrade_from_version_1_keeps_the_accounts_and_adds_the_email_rules(
 
 def test_migrate_from_several_processes_at_once(make_store: MakeStore) -> None:
     """Every replica migrates on start; on a fresh database they race, and all of them must succeed."""
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
-
-    def start() -> None:
-        barrier.wait()
-        try:
-            make_store().ensure_user("u1")
-        except BaseException as error:  # collected: a thread's exception would otherwise vanish
-            errors.append(error)
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    race(4, lambda _: make_store().ensure_user("u1"))
     assert make_store().get_user("u1") is not None
 
 
 def test_concurrent_ensure_user_and_add_account(make_store: MakeStore) -> None:
     stores = [make_store() for _ in range(2)]  # two "processes" on one database
     threads_n = 8
-    barrier = threading.Barrier(threads_n)
     outcomes: list[tuple[str, str]] = []
     lock = threading.Lock()
 
     def worker(i: int) -> None:
         store = stores[i % 2]
-        barrier.wait()
         store.ensure_user("shared-user")
         store.add_account("shared-user", "shared-acc")
         store.add_account("shared-user", f"own-acc-{i}")
@@ -370,12 +356,7 @@ def test_concurrent_ensure_user_and_add_account(make_store: MakeStore) -> None:
         with lock:
             outcomes.append(result)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
+    race(threads_n, worker)
     store = make_store()
     assert sorted(r.account_id for r in store.accounts_of("shared-user")) == sorted(
         ["shared-acc", *(f"own-acc-{i}" for i in range(threads_n))]
