@@ -74,6 +74,7 @@ from brokerage.models import (
     OrderRequest,
     Transfer,
 )
+from brokerage.store import normalize_email
 from engine.config import Settings
 
 log = logging.getLogger(__name__)
@@ -140,12 +141,12 @@ class AlpacaBroker:
 
     def find_account_by_email(self, email: str) -> BrokerAccount | None:
         """Through Alpaca's account search, which matches tokens anywhere: the exact email is picked here."""
-        wanted = email.strip().lower()
-        if not wanted:
+        wanted = normalize_email(email)
+        if wanted is None:
             return None
         query = _build("account search", lambda: ListAccountsRequest(query=wanted))
         for account in self._call("account search", self._client.list_accounts, query):
-            if account.contact and (account.contact.email_address or "").strip().lower() == wanted:
+            if account.contact and normalize_email(account.contact.email_address) == wanted:
                 return self.get_account(str(account.id))  # with its balances, which the search leaves out
         return None
 

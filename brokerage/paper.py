@@ -51,6 +51,7 @@ from brokerage.models import (
 )
 from brokerage.prices import PriceReader
 from brokerage.sql import DATABASE_DOWN, INTEGRITY, Database, Row
+from brokerage.store import check_email, normalize_email
 from engine import calendar
 from engine.clock import Clock
 from engine.config import Settings
@@ -148,7 +149,7 @@ class PaperBroker:
         app = self._check_application(application)
         now = self.clock.now()
         account_id = _new_id()
-        email = app.contact.email_address.strip().lower()
+        email = check_email(app.contact.email_address)
         owner = f"{app.identity.given_name.strip()} {app.identity.family_name.strip()}"
         stored = msgspec.json.encode(paper_rows.masked_application(app)).decode()
         number = "PA" + str(uuid.uuid4().int % 10**10).zfill(10)
@@ -174,7 +175,7 @@ class PaperBroker:
 
     @_ledger_errors
     def find_account_by_email(self, email: str) -> BrokerAccount | None:
-        row = self.db.fetchone("SELECT id FROM paper_accounts WHERE email = ?", (email.strip().lower(),))
+        row = self.db.fetchone("SELECT id FROM paper_accounts WHERE email = ?", (normalize_email(email),))
         return None if row is None else self.get_account(row["id"])
 
     def _view(self, account_id: str) -> BrokerAccount:
