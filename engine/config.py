@@ -93,6 +93,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     direct_port: Annotated[int, Positive] = msgspec.field(default=8001, name="CLERA_DIRECT_PORT")
     fmp_api_key: str | None = msgspec.field(default=None, name="FINANCIAL_MODELING_PREP_API_KEY")
 
+    # --- agents ----------------------------------------------------------------------------
+    llm: Literal["offline", "openai"] = msgspec.field(default="offline", name="CLERA_LLM")
+    llm_base_url: str | None = msgspec.field(default=None, name="CLERA_LLM_BASE_URL")
+    llm_model: str = msgspec.field(default="gpt-4o-mini", name="CLERA_LLM_MODEL")
+    openai_api_key: str | None = msgspec.field(default=None, name="OPENAI_API_KEY")
+    llm_timeout_s: Annotated[float, Positive] = msgspec.field(default=60.0, name="CLERA_LLM_TIMEOUT_S")
+    confirm_ttl_s: Annotated[float, Positive] = msgspec.field(default=300.0, name="CLERA_CONFIRM_TTL_S")
+    risk_free_rate: Decimal = msgspec.field(
+        default=Decimal("0.02"), name="CLERA_RISK_FREE_RATE"
+    )
+    agent_min_replicas: Annotated[int, AtLeastOne] = msgspec.field(default=1, name="CLERA_AGENT_MIN_REPLICAS")
+    agent_max_replicas: Annotated[int, AtLeastOne] = msgspec.field(default=2, name="CLERA_AGENT_MAX_REPLICAS")
+    agent_num_cpus: Annotated[float, msgspec.Meta(ge=0)] = msgspec.field(default=0.5, name="CLERA_AGENT_NUM_CPUS")
+    agent_max_ongoing: Annotated[int, AtLeastOne] = msgspec.field(default=64, name="CLERA_AGENT_MAX_ONGOING")
+
     # --- brokerage -------------------------------------------------------------------------
     broker: Literal["paper", "alpaca"] = msgspec.field(default="paper", name="CLERA_BROKER")
     broker_api_key: str | None = msgspec.field(default=None, name="BROKER_API_KEY")
@@ -144,6 +159,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("CLERA_FEED='alpaca' needs BROKER_API_KEY and BROKER_SECRET_KEY")
         if self.ach_daily_limit <= 0 or self.pdt_equity_threshold < 0:
             raise ConfigError("CLERA_ACH_DAILY_LIMIT must be > 0 and CLERA_PDT_EQUITY_THRESHOLD >= 0")
+        if self.llm == "openai" and not (self.openai_api_key or self.llm_base_url):
+            raise ConfigError(
+                "CLERA_LLM='openai' needs OPENAI_API_KEY (OpenAI) or CLERA_LLM_BASE_URL (a compatible server)"
+            )
+        if not Decimal(0) <= self.risk_free_rate < 1:
+            raise ConfigError(f"CLERA_RISK_FREE_RATE={self.risk_free_rate}: an annual rate in [0, 1), e.g. 0.02 for 2%")
+        if self.agent_min_replicas > self.agent_max_replicas:
+            raise ConfigError("CLERA_AGENT_MIN_REPLICAS must not exceed CLERA_AGENT_MAX_REPLICAS")
         if self.serve_min_replicas > self.serve_max_replicas:
             raise ConfigError("CLERA_SERVE_MIN_REPLICAS must not exceed CLERA_SERVE_MAX_REPLICAS")
         if self.serve_direct_ingress and not (
@@ -230,6 +253,17 @@ DOCS: dict[str, str] = {
     "CLERA_SERVE_DIRECT_INGRESS": "Each gateway replica also serves HTTP/WebSockets on its own port, skipping Serve's proxy (`clera serve`; on a cluster set the RAY_SERVE_* variables of `cluster.yaml`).",
     "CLERA_DIRECT_PORT": "Direct port of the first gateway replica on a node; further replicas take the next ones.",
     "FINANCIAL_MODELING_PREP_API_KEY": "Financial Modeling Prep key for company profiles (optional).",
+    "CLERA_LLM": "Agent model: `offline` (deterministic intent model, no network) or `openai` (any OpenAI-compatible endpoint).",
+    "CLERA_LLM_BASE_URL": "Base URL of the OpenAI-compatible server (vLLM, Ollama, llama.cpp: `http://host:port/v1`); unset: OpenAI.",
+    "CLERA_LLM_MODEL": "Model name sent to the OpenAI-compatible endpoint.",
+    "OPENAI_API_KEY": "API key of the OpenAI-compatible endpoint (local servers usually accept any value).",
+    "CLERA_LLM_TIMEOUT_S": "Seconds before a model call is abandoned.",
+    "CLERA_CONFIRM_TTL_S": "Seconds a trade confirmation stays valid; a later confirm is refused (409).",
+    "CLERA_RISK_FREE_RATE": "Annual risk-free rate of the Sharpe ratio (0.02 = 2%).",
+    "CLERA_AGENT_MIN_REPLICAS": "Fewest AgentGraph replicas.",
+    "CLERA_AGENT_MAX_REPLICAS": "Most AgentGraph replicas.",
+    "CLERA_AGENT_NUM_CPUS": "CPUs reserved by each AgentGraph replica.",
+    "CLERA_AGENT_MAX_ONGOING": "max_ongoing_requests per AgentGraph replica (its autoscaling target is half).",
     "CLERA_BROKER": "`paper` (embedded ledger) or `alpaca` (Alpaca Broker API).",
     "BROKER_API_KEY": "Alpaca Broker API key (also used for market data).",
     "BROKER_SECRET_KEY": "Alpaca Broker API secret.",
