@@ -253,7 +253,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.console import run_console
     from engine.redis_server import redis_from_settings
     from gateway import demo
-    from gateway.services import make_broker
+    from brokerage.factory import process_broker
 
     settings = load_settings()
     if args.host:
@@ -286,7 +286,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
             store = store_from_settings(settings)
             load_default_company_profiles(store)
-            broker = make_broker(settings, redis_url) if settings.broker == "paper" else None
+            broker = process_broker(settings, redis_url) if settings.broker == "paper" else None
             holdings = demo.demo_holdings(settings.demo_accounts_file)
             demo.create_demo_accounts(store, broker, holdings)
             targets = demo.demo_targets(store, holdings)

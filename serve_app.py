@@ -25,7 +25,8 @@ from brokerage.company_profiles import load_default_company_profiles
 from brokerage.store import store_from_settings
 from engine.config import ConfigError, Settings, get_settings, load_settings
 from gateway.app import build_app
-from gateway.services import EngineState, RedisConnector, RedisPortfolioReads, Services, make_broker
+from brokerage.factory import process_broker
+from gateway.services import EngineState, RedisConnector, RedisPortfolioReads, Services
 
 REPLAY_EPOCH_KEY = "clera:replay_epoch"
 
@@ -109,7 +110,7 @@ def _broker_call(environ: dict[str, str], method: str, args: tuple, kwargs: dict
     broker = _brokers.get(key)
     if broker is None:
         settings = load_settings(environ, env_file=None)
-        broker = _brokers[key] = make_broker(settings, require_external_redis(settings))
+        broker = _brokers[key] = process_broker(settings, require_external_redis(settings))
     return getattr(broker, method)(*args, **kwargs)
 
 

@@ -72,19 +72,6 @@ class RedisPortfolioReads:
         return None if raw is None else last_price_json_decoder.decode(raw)
 
 
-def make_broker(settings: Settings, redis_url: str) -> Broker:
-    """The configured broker as every process builds it: shared clock, prices from Redis, and
-    changed holdings announced on `holdings:changed` so the live values follow trades and transfers."""
-    from brokerage.factory import broker_from_settings
-    from brokerage.positions import HoldingsNotifier
-    from brokerage.prices import RedisPriceReader
-    from engine.clock import clock_from_settings
-
-    return broker_from_settings(
-        settings, clock_from_settings(settings), RedisPriceReader(redis_url), on_change=HoldingsNotifier(redis_url)
-    )
-
-
 class AsyncBroker(Protocol):
     """The sync Broker port, called without blocking the event loop: `await broker.call("get_account", id)`."""
 
