@@ -5,7 +5,10 @@ One port on 127.0.0.1 serves both halves, like the two Alpaca hosts it replaces:
   (success or `402 auth failed`), subscribe/unsubscribe answered with the full current set, and
   trade frames whose `t` is a msgpack Timestamp;
 - the REST snapshot call alpaca-py's `StockHistoricalDataClient.get_stock_snapshot` makes
-  (`GET /v2/stocks/snapshots?symbols=A,B`), answered from `set_snapshot`.
+  (`GET /v2/stocks/snapshots?symbols=A,B`), answered from `set_snapshot`;
+- the REST daily bars call of `get_stock_bars` (`GET /v2/stocks/bars?symbols=A,B&start=..&end=..`),
+  answered from `set_bars` in pages of `bars_page_size` bars linked by `next_page_token`, or with
+  `bars_error_status` when a test sets one.
 
 It runs on its own thread and event loop, so a test drives it with plain method calls: push
 trades or raw frames, drop the connection, go silent, and read what the client subscribed.
@@ -40,6 +43,12 @@ def _bar(day: dt.date, close: float) -> dict[str, object]:
     }
 
 
+def _utc(text: str) -> dt.datetime:
+    """An RFC 3339 time or a date from a query; Alpaca reads a time without an offset as UTC."""
+    moment = dt.datetime.fromisoformat(text)
+    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment
+
+
 class AlpacaStreamStandIn:
     def __init__(self, key: str = "test-key", secret: str = "test-secret") -> None:
         self.key, self.secret = key, secret
@@ -51,6 +60,10 @@ class AlpacaStreamStandIn:
         self.snapshot_requests: list[list[str]] = []
         self.snapshot_auth: list[str | None] = []  # Authorization header of each snapshot call
         self._snapshots: dict[str, dict[str, object]] = {}
+        self.bars_requests: list[dict[str, str]] = []  # query of each bars call, one value per key
+        self.bars_page_size = 10_000
+        self.bars_error_status: HTTPStatus | None = None
+        self._bars: dict[str, list[tuple[dt.date, float]]] = {}
         self._live: ServerConnection | None = None
         self._loop = asyncio.new_event_loop()
         self._server: Server | None = None
@@ -96,6 +109,10 @@ class AlpacaStreamStandIn:
             "dailyBar": _bar(session, daily_close if daily_close is not None else prev_close),
             "prevDailyBar": _bar(previous, prev_close),
         }
+
+    def set_bars(self, symbol: str, closes: list[tuple[dt.date, float]]) -> None:
+        """Daily bars of `symbol` (one per day, open=high=low=close), served oldest first."""
+        self._bars[symbol] = sorted(closes)
 
     def push_trades(self, *trades: dict[str, object]) -> None:
         """Send one frame of trades; `t` may be a unix time (sent as a msgpack Timestamp) or anything else."""
@@ -172,18 +189,50 @@ class AlpacaStreamStandIn:
         url = urlsplit(request.path)
         if url.path.startswith("/v2/") and "stocks" not in url.path:
             return None  # the WebSocket stream
+        if url.path == "/v2/stocks/bars":
+            return self._daily_bars(request, parse_qs(url.query))
         if url.path != "/v2/stocks/snapshots":
             return self._json(HTTPStatus.NOT_FOUND, {"code": 40410000, "message": "endpoint not found"})
-        basic = request.headers.get("Authorization")
-        keys = (request.headers.get("APCA-API-KEY-ID"), request.headers.get("APCA-API-SECRET-KEY"))
-        if basic is not None:
-            keys = tuple(base64.b64decode(basic.split(" ", 1)[1]).decode().split(":", 1))  # type: ignore[assignment]
-        self.snapshot_auth.append(basic)
-        if keys != (self.key, self.secret):
+        self.snapshot_auth.append(request.headers.get("Authorization"))
+        if not self._authorized(request):
             return self._json(HTTPStatus.UNAUTHORIZED, {"code": 40110000, "message": "request is not authorized"})
         symbols = parse_qs(url.query).get("symbols", [""])[0].split(",")
         self.snapshot_requests.append(symbols)
         return self._json(HTTPStatus.OK, {s: self._snapshots[s] for s in symbols if s in self._snapshots})
+
+    def _authorized(self, request: Request) -> bool:
+        basic = request.headers.get("Authorization")
+        keys = (request.headers.get("APCA-API-KEY-ID"), request.headers.get("APCA-API-SECRET-KEY"))
+        if basic is not None:
+            keys = tuple(base64.b64decode(basic.split(" ", 1)[1]).decode().split(":", 1))  # type: ignore[assignment]
+        return keys == (self.key, self.secret)
+
+    def _daily_bars(self, request: Request, query: dict[str, list[str]]) -> Response:
+        """Alpaca's multi-symbol bars: bars grouped by symbol, symbols in order, a page cut anywhere."""
+        if not self._authorized(request):
+            return self._json(HTTPStatus.UNAUTHORIZED, {"code": 40110000, "message": "request is not authorized"})
+        args = {k: v[0] for k, v in query.items()}
+        self.bars_requests.append(args)
+        if self.bars_error_status is not None:
+            return self._json(self.bars_error_status, {"code": 50010000, "message": "internal server error"})
+        if args.get("timeframe") != "1Day":
+            return self._json(HTTPStatus.UNPROCESSABLE_ENTITY, {"code": 42210000, "message": "daily bars only"})
+        start, end = (_utc(args[k]) if k in args else None for k in ("start", "end"))
+        rows: list[tuple[str, dict[str, object]]] = []
+        for symbol in sorted(set(args.get("symbols", "").split(","))):
+            for day, close in self._bars.get(symbol, []):
+                stamp = dt.datetime.combine(day, dt.time(0), NEW_YORK)  # as `_bar` stamps it
+                if (start is None or stamp >= start) and (end is None or stamp <= end):
+                    rows.append((symbol, _bar(day, close)))
+        offset = int(base64.b64decode(args["page_token"]).decode()) if "page_token" in args else 0
+        size = min(self.bars_page_size, int(args.get("limit", self.bars_page_size)))
+        page = rows[offset : offset + size]
+        grouped: dict[str, list[dict[str, object]]] = {}
+        for symbol, bar in page:
+            grouped.setdefault(symbol, []).append(bar)
+        more = offset + size < len(rows)
+        token = base64.b64encode(str(offset + size).encode()).decode() if more else None
+        return self._json(HTTPStatus.OK, {"bars": grouped, "next_page_token": token})
 
     @staticmethod
     def _json(status: HTTPStatus, body: object) -> Response:
