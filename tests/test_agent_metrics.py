@@ -1,0 +1,234 @@
+"""The agents' metrics against independent computations (numpy/pandas) on the shipped real prices,
+plus small cases checkable by hand and the edge cases (empty, one price, flat)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agents import metrics
+from agents.metrics import Drawdown
+from brokerage.errors import InvalidRequest
+from engine.prices_data import load_price_data
+
+START, END = dt.date(2011, 1, 1), dt.date(2012, 12, 31)
+D = dt.date
+
+
+def shipped(symbol: str, start: dt.date = START, end: dt.date = END) -> list[tuple[dt.date, float]]:
+    return [(b.day, b.close) for b in load_price_data().daily_bars(symbol) if start <= b.day <= end]
+
+
+def frame(symbol: str, start: dt.date = START, end: dt.date = END) -> pd.Series:
+    days, closes = zip(*shipped(symbol, start, end))
+    return pd.Series(closes, index=pd.DatetimeIndex(days))
+
+
+def closes(symbol: str) -> list[float]:
+    return [c for _, c in shipped(symbol)]
+
+
+# --- against independent computations on real prices ------------------------------------------
+@pytest.mark.parametrize("symbol", ["AAPL", "MSFT", "IBM", "GOOG"])
+def test_returns_volatility_and_sharpe_match_pandas(symbol: str) -> None:
+    series = frame(symbol)
+    returns = series.pct_change().dropna()
+    assert metrics.daily_returns(closes(symbol)) == pytest.approx(returns.to_list(), rel=1e-12)
+    assert metrics.total_return(closes(symbol)) == pytest.approx(series.iloc[-1] / series.iloc[0] - 1, rel=1e-12)
+    assert metrics.annualized_volatility(closes(symbol)) == pytest.approx(returns.std(ddof=1) * np.sqrt(252), rel=1e-10)
+    excess = returns - 0.02 / 252
+    expected = excess.mean() / returns.std(ddof=1) * np.sqrt(252)
+    assert metrics.sharpe(closes(symbol), Decimal("0.02")) == pytest.approx(expected, rel=1e-10)
+
+
+def test_annualized_return_is_cagr_over_calendar_days() -> None:
+    series = frame("IBM")
+    years = (series.index[-1] - series.index[0]).days / 365.25
+    expected = np.power(series.iloc[-1] / series.iloc[0], 1 / years) - 1
+    assert metrics.annualized_return(shipped("IBM")) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("symbol", ["AAPL", "GOOG", "FB"])
+def test_max_drawdown_matches_a_cumulative_maximum(symbol: str) -> None:
+    series = frame(symbol)
+    underwater = series / series.cummax() - 1
+    trough = underwater.idxmin()
+    peak = series.loc[:trough].idxmax()
+    got = metrics.max_drawdown(shipped(symbol))
+    assert got.depth == pytest.approx(underwater.min(), rel=1e-12)
+    assert (got.peak_day, got.trough_day) == (peak.date(), trough.date())
+    assert metrics.max_drawdown(closes(symbol)) == Drawdown(got.depth)  # undated: no days
+
+
+def test_fb_ipo_drawdown_is_the_real_one() -> None:
+    """FB fell from its first close (38.23 on 2012-05-18) to 17.73 on 2012-09-04."""
+    got = metrics.max_drawdown(shipped("FB"))
+    assert (got.peak_day, got.trough_day) == (D(2012, 5, 18), D(2012, 9, 4))
+    assert got.depth == pytest.approx(17.73 / 38.2318 - 1, abs=1e-3)
+
+
+@pytest.mark.parametrize("symbol", ["AAPL", "IBM", "FB"])
+def test_beta_matches_numpy_covariance(symbol: str) -> None:
+    market = frame("MSFT")
+    both = pd.concat([frame(symbol), market], axis=1, join="inner").pct_change().dropna()
+    cov = np.cov(both.iloc[:, 0], both.iloc[:, 1], ddof=1)
+    assert metrics.beta(shipped(symbol), shipped("MSFT")) == pytest.approx(cov[0, 1] / cov[1, 1], rel=1e-10)
+
+
+def test_beta_of_a_series_with_itself_is_one_and_of_a_multiple_too() -> None:
+    aapl = shipped("AAPL")
+    assert metrics.beta(aapl, aapl) == pytest.approx(1.0)
+    assert metrics.beta([(d, 3 * c) for d, c in aapl], aapl) == pytest.approx(1.0)
+
+
+def test_align_keeps_only_shared_days() -> None:
+    aapl, fb = shipped("AAPL"), shipped("FB")
+    a, b = metrics.align(aapl, fb)
+    assert [d for d, _ in a] == [d for d, _ in b] == [d for d, _ in fb]  # FB's days are a subset of AAPL's
+    assert a[0] == (D(2012, 5, 18), load_price_data().close_on("AAPL", D(2012, 5, 18)))
+
+
+def test_portfolio_series_is_quantity_times_close_on_common_days() -> None:
+    holdings = {"AAPL": Decimal("10"), "FB": Decimal("2.5"), "IBM": Decimal("0")}
+    got = metrics.portfolio_series(holdings, {"AAPL": shipped("AAPL"), "FB": shipped("FB"), "IBM": shipped("IBM")})
+    expected = (10 * frame("AAPL") + 2.5 * frame("FB")).dropna()  # pandas aligns on the index
+    assert [d for d, _ in got] == [t.date() for t in expected.index]
+    assert [v for _, v in got] == pytest.approx(expected.to_list(), rel=1e-12)
+    assert got[0][0] == D(2012, 5, 18)
+
+
+def test_portfolio_series_without_data_for_a_holding_is_empty() -> None:
+    assert metrics.portfolio_series({"AAPL": 1, "ZZZZ": 1}, {"AAPL": shipped("AAPL")}) == []
+    assert metrics.portfolio_series({}, {"AAPL": shipped("AAPL")}) == []
+
+
+# --- small cases by hand ------------------------------------------------------------------------
+def test_hand_checked_small_series() -> None:
+    prices = [100.0, 110.0, 99.0, 108.9]
+    assert metrics.daily_returns(prices) == pytest.approx([0.10, -0.10, 0.10])
+    assert metrics.total_return(prices) == pytest.approx(0.089)
+    # returns 0.1, -0.1, 0.1: mean 1/30, sample variance ((2/30)^2*2 + (4/30)^2)/2 = 0.04/3
+    assert metrics.annualized_volatility(prices) == pytest.approx(math.sqrt(0.04 / 3 * 252))
+    assert metrics.sharpe(prices, 0.0) == pytest.approx((1 / 30) / math.sqrt(0.04 / 3) * math.sqrt(252))
+    assert metrics.max_drawdown(prices).depth == pytest.approx(-0.10)
+    assert metrics.annualized_return([(D(2020, 1, 1), 100.0), (D(2022, 1, 1), 121.0)]) == pytest.approx(
+        1.21 ** (365.25 / 731) - 1
+    )
+
+
+def test_beta_by_hand() -> None:
+    days = [D(2020, 1, d) for d in range(1, 5)]
+    market = list(zip(days, [100.0, 110.0, 99.0, 108.9]))  # returns .1 -.1 .1
+    asset = list(zip(days, [50.0, 60.0, 48.0, 57.6]))  # returns .2 -.2 .2: twice the market
+    assert metrics.beta(asset, market) == pytest.approx(2.0)
+    assert metrics.beta(market, asset) == pytest.approx(0.5)
+
+
+def test_edge_cases_empty_one_price_flat() -> None:
+    assert metrics.daily_returns([]) == [] and metrics.daily_returns([5.0]) == []
+    assert metrics.total_return([]) is None
+    assert metrics.total_return([5.0]) == 0.0
+    for short in ([], [5.0], [5.0, 6.0]):
+        assert metrics.annualized_volatility(short) is None
+        assert metrics.sharpe(short, 0.02) is None
+    flat = [5.0] * 10
+    assert metrics.annualized_volatility(flat) == 0.0
+    assert metrics.sharpe(flat, 0.02) is None  # no variation: undefined, not infinite
+    assert metrics.max_drawdown([]) == Drawdown(0.0)
+    assert metrics.max_drawdown([(D(2020, 1, 1), 5.0)]) == Drawdown(0.0)
+    assert metrics.max_drawdown([1.0, 2.0, 3.0]) == Drawdown(0.0)  # only rises
+    assert metrics.annualized_return([(D(2020, 1, 1), 5.0)]) is None
+    dated_flat = [(D(2020, 1, d), 5.0) for d in range(1, 6)]
+    assert metrics.beta(dated_flat, dated_flat) is None
+    assert metrics.beta(shipped("AAPL"), []) is None
+
+
+def test_allocation_hhi_and_largest_weight() -> None:
+    weights = metrics.allocation({"AAPL": Decimal("600.00"), "MSFT": Decimal("300.00"), "IBM": Decimal("100.00")})
+    assert weights == pytest.approx({"AAPL": 0.6, "MSFT": 0.3, "IBM": 0.1})
+    assert metrics.hhi(weights) == pytest.approx(0.36 + 0.09 + 0.01)
+    assert metrics.largest_weight(weights) == ("AAPL", pytest.approx(0.6))
+    assert metrics.largest_weight({"B": 0.5, "A": 0.5}) == ("A", 0.5)
+    assert metrics.largest_weight({}) is None
+    assert metrics.allocation({}) == {} and metrics.allocation({"X": Decimal(0)}) == {}
+    assert metrics.hhi({"X": 1.0}) == 1.0 and metrics.hhi({}) == 0.0
+
+
+def equal(n: int) -> dict[str, float]:
+    return {f"S{i}": 1 / n for i in range(n)}
+
+
+def test_diversification_score_anchors() -> None:
+    assert metrics.diversification_score({"AAPL": 1.0}, {"Technology": 1.0}) == 1
+    assert metrics.diversification_score({}, {}) == 1
+    assert metrics.diversification_score(equal(10), {"Technology": 1.0}) == 7
+    assert metrics.diversification_score(equal(10), equal(3)) == 9
+    assert metrics.diversification_score(equal(12), equal(4)) in (9, 10)
+    assert metrics.diversification_score(equal(20), equal(6)) == 10
+    assert metrics.diversification_score(equal(2), equal(2)) == 4
+    # weights of the whole account (cash included) give the same score as invested weights
+    assert metrics.diversification_score({"A": 0.25, "B": 0.25}, {"x": 0.25, "y": 0.25}) == 4
+
+
+def test_diversification_score_is_monotone() -> None:
+    for sectors in (1, 2, 3, 5, 8):
+        scores = [metrics.diversification_score(equal(n), equal(min(n, sectors))) for n in range(1, 30)]
+        assert scores == sorted(scores) and all(1 <= s <= 10 for s in scores)
+    for n in (1, 3, 10, 25):
+        scores = [metrics.diversification_score(equal(n), equal(k)) for k in range(1, n + 1)]
+        assert scores == sorted(scores)
+    # one dominant holding among ten equals less than ten equal holdings
+    lopsided = {"A": 0.91, **{f"S{i}": 0.01 for i in range(9)}}
+    assert metrics.diversification_score(lopsided, equal(3)) < metrics.diversification_score(equal(10), equal(3))
+
+
+# --- period windows -----------------------------------------------------------------------------
+TODAY = D(2012, 8, 15)
+
+
+@pytest.mark.parametrize(
+    ("period", "start_date", "end_date", "expected"),
+    [
+        ("", "", "", (D(2011, 8, 15), TODAY)),
+        ("6m", "", "", (D(2012, 2, 15), TODAY)),
+        ("6M", "", "", (D(2012, 2, 15), TODAY)),
+        ("ytd", "", "", (D(2012, 1, 1), TODAY)),
+        ("30d", "", "", (D(2012, 7, 16), TODAY)),
+        ("2w", "", "", (D(2012, 8, 1), TODAY)),
+        ("2y", "", "", (D(2010, 8, 15), TODAY)),
+        ("1m", "", "2012-03-31", (D(2012, 2, 29), D(2012, 3, 31))),  # clamped to February's last day
+        ("1y", "", "2012-02-29", (D(2011, 2, 28), D(2012, 2, 29))),
+        ("", "2012-01-03", "", (D(2012, 1, 3), TODAY)),
+        ("", "2012-01-03", "2012-03-01", (D(2012, 1, 3), D(2012, 3, 1))),
+        ("", "2012-01-03", "2013-01-01", (D(2012, 1, 3), TODAY)),  # end beyond today: cut to today
+        ("", TODAY.isoformat(), "", (TODAY, TODAY)),
+    ],
+)
+def test_period_window(period: str, start_date: str, end_date: str, expected: tuple[dt.date, dt.date]) -> None:
+    assert metrics.period_window(TODAY, period, start_date, end_date) == expected
+
+
+@pytest.mark.parametrize(
+    ("period", "start_date", "end_date", "message"),
+    [
+        ("", "2012-05-01", "2012-04-01", "before start_date"),
+        ("", "2012-09-01", "", "in the future"),
+        ("", "2012/01/03", "", "YYYY-MM-DD"),
+        ("", "20120103", "", "YYYY-MM-DD"),
+        ("", "", "yesterday", "YYYY-MM-DD"),
+        ("", "2012-02-30", "", "YYYY-MM-DD"),
+        ("6 months", "", "", "not understood"),
+        ("0d", "", "", "not understood"),
+        ("3q", "", "", "not understood"),
+        ("9999y", "", "", "too far"),
+        ("1y", "2012-01-03", "", "not both"),
+    ],
+)
+def test_period_window_rejects_bad_input(period: str, start_date: str, end_date: str, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        metrics.period_window(TODAY, period, start_date, end_date)
