@@ -1,0 +1,274 @@
+"""Runs conversations: the graph with its checkpointer, thread ownership, confirmations and streaming.
+
+This is the `ChatRunner` the gateway calls, in-process under uvicorn (tests, benchmarks) or inside
+the `AgentGraph` Serve deployment. It checks that a thread is the caller's before anything else
+(an unknown thread answers like someone else's), runs one turn at a time per thread, and is the
+only way a waiting order is confirmed: `resume` with `decision: "confirm"`. A new message on a
+thread that waits for a confirmation drops the waiting order first, so no free text ever confirms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+
+from agents.catalogue import AGENTS, NO_AGENT
+from agents.deps import ACCOUNT_KEY, DEPS_KEY, USER_KEY, AgentDeps
+from agents.graph import CONFIRM, SUPERVISOR, TOOLS, build
+from agents.memory import checkpointer
+from agents.threads import ThreadRecord, ThreadRegistry
+from brokerage.errors import Conflict, Forbidden, InvalidRequest
+from engine.chat import (
+    ChatEvent,
+    ChatInterrupt,
+    ChatStep,
+    ChatTurn,
+    Decision,
+    OrderEdit,
+    ThreadDetail,
+    ThreadMessage,
+    ThreadSummary,
+)
+
+MAX_MESSAGE_CHARS = 4000
+USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
+
+
+class AgentRunner:
+    def __init__(self, deps: AgentDeps, registry: ThreadRegistry) -> None:
+        self.deps = deps
+        self.registry = registry
+        self._graph: CompiledStateGraph | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def _compiled(self) -> CompiledStateGraph:
+        """The graph on the checkpointer, opened on first use inside the loop that serves the calls."""
+        if self._graph is None:
+            stack = contextlib.AsyncExitStack()
+            saver = await stack.enter_async_context(checkpointer(self.deps.settings))
+            if self._graph is None:
+                self._stack, self._graph = stack, build().compile(checkpointer=saver)
+            else:
+                await stack.aclose()
+        return self._graph
+
+    async def aclose(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = self._graph = None
+
+    # -- ownership ---------------------------------------------------------------------------------
+    async def _owned(self, user_id: str, thread_id: str) -> ThreadRecord:
+        record = await asyncio.to_thread(self.registry.get, thread_id)
+        if record is None or record.user_id != user_id:
+            raise Forbidden("you have no conversation with this id", code="forbidden", details={"threadId": thread_id})
+        return record
+
+    async def _thread_for(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> ThreadRecord:
+        if not message.strip():
+            raise InvalidRequest("message must not be empty", details={"field": "message"})
+        if len(message) > MAX_MESSAGE_CHARS:
+            raise InvalidRequest(f"message is longer than {MAX_MESSAGE_CHARS} characters", details={"field": "message"})
+        if thread_id is None:
+            return await asyncio.to_thread(self.registry.create, uuid.uuid4().hex, user_id, account_id, message)
+        record = await self._owned(user_id, thread_id)
+        if record.account_id != account_id:
+            raise InvalidRequest(
+                "this conversation belongs to another of your accounts; start a new one for this account",
+                code="thread_account_mismatch", details={"threadId": thread_id, "accountId": record.account_id},
+            )
+        return record
+
+    def _config(self, record: ThreadRecord) -> RunnableConfig:
+        return {"configurable": {
+            "thread_id": record.thread_id, DEPS_KEY: self.deps, ACCOUNT_KEY: record.account_id, USER_KEY: record.user_id,
+        }}
+
+    @contextlib.asynccontextmanager
+    async def _turn_of(self, record: ThreadRecord) -> AsyncIterator[tuple[CompiledStateGraph, RunnableConfig]]:
+        """One turn at a time per thread in this process (a second waits for the first to finish)."""
+        lock = self._locks.setdefault(record.thread_id, asyncio.Lock())
+        async with lock:
+            yield await self._compiled(), self._config(record)
+        await asyncio.to_thread(self.registry.touch, record.thread_id)
+
+    # -- turns -------------------------------------------------------------------------------------
+    async def chat(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> ChatTurn:
+        record = await self._thread_for(user_id, account_id, thread_id, message)
+        async with self._turn_of(record) as (graph, config):
+            before = await self._start_turn(graph, config)
+            await graph.ainvoke({"messages": [HumanMessage(content=message)]}, config)
+            return await self._turn(graph, config, record, before)
+
+    async def resume(
+        self, user_id: str, thread_id: str, interrupt_id: str, decision: Decision, edit: OrderEdit | None
+    ) -> ChatTurn:
+        record = await self._owned(user_id, thread_id)
+        if decision == "edit":
+            _check_edit(edit)
+        async with self._turn_of(record) as (graph, config):
+            pending = await _waiting(graph, config)
+            if pending is None:
+                raise Conflict("this conversation is not waiting for a confirmation", code="not_waiting")
+            if pending["id"] != interrupt_id:
+                raise Conflict("interruptId is not the confirmation this conversation waits for", code="stale_interrupt")
+            if pending["expires_at"] <= time.time():
+                await graph.ainvoke(Command(resume={"decision": "expired"}), config)
+                raise Conflict("the confirmation expired: nothing was placed; ask again to get a new one",
+                               code="confirmation_expired")
+            before = len(await _messages(graph, config))
+            answer: dict[str, Any] = {"decision": decision}
+            if decision == "edit" and edit is not None:
+                answer["edit"] = msgspec.to_builtins(edit)
+            await graph.ainvoke(Command(resume=answer), config)
+            return await self._turn(graph, config, record, before)
+
+    async def stream(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> AsyncIterator[ChatEvent]:
+        """The turn as events; ownership and input are checked before the first event, so a refusal
+        raises instead of starting a stream."""
+        record = await self._thread_for(user_id, account_id, thread_id, message)
+        async with self._turn_of(record) as (graph, config):
+            before = await self._start_turn(graph, config)
+            calls: dict[str, tuple[str, str, dict[str, Any]]] = {}
+            stream = graph.astream(
+                {"messages": [HumanMessage(content=message)]}, config, stream_mode=["messages", "updates"]
+            )
+            async for mode, data in stream:
+                if mode == "messages":
+                    chunk, meta = data
+                    node = meta.get("langgraph_node")
+                    if isinstance(chunk, AIMessageChunk) and chunk.content and node in (SUPERVISOR, *AGENTS):
+                        yield ChatEvent(event="token", data={"text": chunk.content, "agent": _label(node)})
+                    continue
+                for node, update in data.items():
+                    if node not in (*AGENTS, TOOLS, CONFIRM) or not isinstance(update, dict):
+                        continue
+                    for step in _steps(update.get("messages") or [], calls):
+                        yield ChatEvent(event="step", data=step)
+            turn = await self._turn(graph, config, record, before)
+            if turn.interrupt is not None:
+                yield ChatEvent(event="interrupt", data=turn.interrupt)
+            yield ChatEvent(event="done", data=turn)
+
+    async def _start_turn(self, graph: CompiledStateGraph, config: RunnableConfig) -> int:
+        """Drops an order still waiting for confirmation, then counts the messages before the turn."""
+        if await _waiting(graph, config) is not None:
+            await graph.ainvoke(Command(resume={"decision": "superseded"}), config)
+        return len(await _messages(graph, config))
+
+    async def _turn(
+        self, graph: CompiledStateGraph, config: RunnableConfig, record: ThreadRecord, before: int
+    ) -> ChatTurn:
+        state = await graph.aget_state(config)
+        new = list(state.values.get("messages", []))[before:]
+        interrupt = _interrupt(state)
+        texts = [str(m.content) for m in new if isinstance(m, AIMessage) and isinstance(m.content, str) and m.content]
+        if interrupt is not None:
+            texts.append(interrupt.message)
+        agents = [m.name for m in new if isinstance(m, AIMessage) and m.name in AGENTS]
+        usage: dict[str, int] = {}
+        for m in new:
+            if isinstance(m, AIMessage) and m.usage_metadata:
+                for key in USAGE_KEYS:
+                    usage[key] = usage.get(key, 0) + int(m.usage_metadata.get(key, 0) or 0)
+        return ChatTurn(
+            threadId=record.thread_id,
+            reply="\n\n".join(texts),
+            agent=_label(agents[-1] if agents else None),  # type: ignore[arg-type]
+            steps=_steps(new, {}),
+            interrupt=interrupt,
+            usage=usage,
+        )
+
+    # -- threads -----------------------------------------------------------------------------------
+    async def threads(self, user_id: str, account_id: str) -> list[ThreadSummary]:
+        records = await asyncio.to_thread(self.registry.of, user_id, account_id)
+        return [_summary(r) for r in records]
+
+    async def thread(self, user_id: str, thread_id: str) -> ThreadDetail:
+        record = await self._owned(user_id, thread_id)
+        graph, config = await self._compiled(), self._config(record)
+        state = await graph.aget_state(config)
+        messages = [m for m in (_message(x) for x in state.values.get("messages", [])) if m is not None]
+        return ThreadDetail(
+            threadId=record.thread_id, accountId=record.account_id, title=record.title, messages=messages,
+            interrupt=_interrupt(state),
+        )
+
+
+def _check_edit(edit: OrderEdit | None) -> None:
+    if edit is None or not (edit.symbol or edit.notional or edit.qty):
+        raise InvalidRequest("decision 'edit' needs edit with symbol, notional or qty", details={"field": "edit"})
+    if edit.notional and edit.qty:
+        raise InvalidRequest("give notional or qty in an edit, not both", details={"field": "edit"})
+
+
+async def _messages(graph: CompiledStateGraph, config: RunnableConfig) -> list[AnyMessage]:
+    return list((await graph.aget_state(config)).values.get("messages", []))
+
+
+async def _waiting(graph: CompiledStateGraph, config: RunnableConfig) -> dict[str, Any] | None:
+    state = await graph.aget_state(config)
+    return state.values.get("pending") if state.interrupts else None
+
+
+def _interrupt(state: Any) -> ChatInterrupt | None:
+    if not state.interrupts:
+        return None
+    return msgspec.convert(state.interrupts[0].value, ChatInterrupt)
+
+
+def _label(agent: str | None) -> str:
+    return agent if agent in AGENTS else NO_AGENT
+
+
+def _steps(messages: list[AnyMessage], calls: dict[str, tuple[str, str, dict[str, Any]]]) -> list[ChatStep]:
+    """Every tool call answered in `messages`, in order; `calls` remembers calls seen earlier in a stream."""
+    steps = []
+    for m in messages:
+        if isinstance(m, AIMessage):
+            for call in m.tool_calls:
+                calls[call["id"] or ""] = (_label(m.name), call["name"], dict(call["args"]))
+        elif isinstance(m, ToolMessage):
+            agent, tool, args = calls.get(m.tool_call_id, (NO_AGENT, m.name or "", {}))
+            try:
+                result = json.loads(str(m.content))
+            except json.JSONDecodeError:
+                result = str(m.content)
+            steps.append(ChatStep(agent=agent, tool=tool, args=args, result=result))
+    return steps
+
+
+def _message(m: AnyMessage) -> ThreadMessage | None:
+    if isinstance(m, HumanMessage):
+        return ThreadMessage(role="user", content=str(m.content))
+    if isinstance(m, AIMessage):
+        return ThreadMessage(role="assistant", content=str(m.content), agent=_label(m.name)) if m.content else None
+    if isinstance(m, ToolMessage):
+        return ThreadMessage(role="tool", content=str(m.content), tool=m.name)
+    return None
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _summary(record: ThreadRecord) -> ThreadSummary:
+    return ThreadSummary(
+        threadId=record.thread_id, accountId=record.account_id, title=record.title,
+        created_at=_iso(record.created_at), updated_at=_iso(record.updated_at),
+    )
