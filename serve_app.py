@@ -1,4 +1,5 @@
-"""The Ray Serve application: the gateway (REST + WebSocket) as a `Gateway` deployment.
+"""The Ray Serve application: the gateway (REST + WebSocket) as a `Gateway` deployment, and the
+agents as an `AgentGraph` deployment it calls through a handle.
 
 `serve run serve_app:app` / `serve deploy serve_config.yaml` on a cluster, or `clera serve` locally.
 Each replica builds the Starlette app of `gateway.app` from Ray-backed services (broker calls run as
@@ -11,21 +12,25 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 import ray
 import redis
 from ray import serve
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.applications import Starlette
 
 from actors import topology
+from agents.wiring import runner_from_settings
 from brokerage.broker import Broker
 from brokerage.company_profiles import load_default_company_profiles
+from brokerage.factory import process_broker
 from brokerage.store import store_from_settings
+from engine.chat import ChatEvent, ChatTurn, Decision, OrderEdit, ThreadDetail, ThreadSummary
 from engine.config import ConfigError, Settings, get_settings, load_settings
 from gateway.app import build_app
-from brokerage.factory import process_broker
 from gateway.services import EngineState, RedisConnector, RedisPortfolioReads, Services
 
 REPLAY_EPOCH_KEY = "clera:replay_epoch"
@@ -114,6 +119,12 @@ def _broker_call(environ: dict[str, str], method: str, args: tuple, kwargs: dict
     return getattr(broker, method)(*args, **kwargs)
 
 
+def unwrapped(exc: ray.exceptions.RayTaskError) -> Exception:
+    """The typed error a task or replica raised (mapped to its HTTP status), else the Ray error itself."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, Exception) else exc
+
+
 class RayTaskBroker:
     """Broker calls as Ray tasks: blocking ledger/HTTP work leaves the replica, and scales with the cluster."""
 
@@ -124,10 +135,7 @@ class RayTaskBroker:
         try:
             return await _broker_call.remote(self._environ, method, args, kwargs)
         except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, Exception):
-                raise cause from None  # the typed brokerage error, mapped to its HTTP status
-            raise
+            raise unwrapped(exc) from None
 
 
 class RayEngineHealth:
@@ -160,12 +168,91 @@ def settings_environ(settings: Settings) -> dict[str, str]:
     return out
 
 
+@serve.deployment(name="AgentGraph")
+class AgentGraph:
+    """The agents' replica: the graph, its checkpointer, and the broker, store and prices its tools use."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        settings = load_settings({**os.environ, **(environ or {})})
+        redis_url = require_external_redis(settings)
+        self.runner = runner_from_settings(shared_replay_epoch(settings, redis_url), redis_url)
+
+    async def chat(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> ChatTurn:
+        return await self.runner.chat(user_id, account_id, thread_id, message)
+
+    async def resume(
+        self, user_id: str, thread_id: str, interrupt_id: str, decision: Decision, edit: OrderEdit | None
+    ) -> ChatTurn:
+        return await self.runner.resume(user_id, thread_id, interrupt_id, decision, edit)
+
+    async def stream(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> AsyncIterator[ChatEvent]:
+        async for event in self.runner.stream(user_id, account_id, thread_id, message):
+            yield event
+
+    async def threads(self, user_id: str, account_id: str) -> list[ThreadSummary]:
+        return await self.runner.threads(user_id, account_id)
+
+    async def thread(self, user_id: str, thread_id: str) -> ThreadDetail:
+        return await self.runner.thread(user_id, thread_id)
+
+
+class ServeChatRunner:
+    """The gateway's ChatRunner: calls on the `AgentGraph` deployment, its typed errors raised again here."""
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self._handle = handle
+
+    @staticmethod
+    async def _result(response: DeploymentResponse) -> Any:
+        try:
+            return await response
+        except ray.exceptions.RayTaskError as exc:
+            raise unwrapped(exc) from None
+
+    async def chat(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> ChatTurn:
+        return await self._result(self._handle.chat.remote(user_id, account_id, thread_id, message))
+
+    async def resume(
+        self, user_id: str, thread_id: str, interrupt_id: str, decision: Decision, edit: OrderEdit | None
+    ) -> ChatTurn:
+        return await self._result(self._handle.resume.remote(user_id, thread_id, interrupt_id, decision, edit))
+
+    async def stream(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> AsyncIterator[ChatEvent]:
+        events = self._handle.options(stream=True).stream.remote(user_id, account_id, thread_id, message)
+        try:
+            async for event in events:
+                yield event
+        except ray.exceptions.RayTaskError as exc:
+            raise unwrapped(exc) from None
+
+    async def threads(self, user_id: str, account_id: str) -> list[ThreadSummary]:
+        return await self._result(self._handle.threads.remote(user_id, account_id))
+
+    async def thread(self, user_id: str, thread_id: str) -> ThreadDetail:
+        return await self._result(self._handle.thread.remote(user_id, thread_id))
+
+
+def agent_options(settings: Settings) -> dict[str, Any]:
+    """Sized for model calls: a turn holds a replica's slot for its whole length (seconds with a real model)."""
+    return {
+        "max_ongoing_requests": settings.agent_max_ongoing,
+        "autoscaling_config": {
+            "min_replicas": settings.agent_min_replicas,
+            "max_replicas": settings.agent_max_replicas,
+            "target_ongoing_requests": max(1, settings.agent_max_ongoing // 2),
+        },
+        "ray_actor_options": {"num_cpus": settings.agent_num_cpus},
+    }
+
+
 @serve.deployment(name="Gateway")
 @serve.ingress()
 class Gateway:
     """One replica of the gateway. `environ` overrides the process environment and `.env` (tests, `clera serve`)."""
 
-    def __init__(self, environ: dict[str, str] | None = None, start_engine: bool = True) -> None:
+    def __init__(
+        self, environ: dict[str, str] | None = None, start_engine: bool = True, agents: DeploymentHandle | None = None
+    ) -> None:
         settings = load_settings({**os.environ, **(environ or {})})
         redis_url = require_external_redis(settings)
         require_shared_database(settings)
@@ -182,6 +269,7 @@ class Gateway:
             portfolio=RedisPortfolioReads(connector),
             broker=RayTaskBroker(settings_environ(settings)),
             engine=RayEngineHealth(settings),
+            chat=None if agents is None else ServeChatRunner(agents),
         )
 
     def __serve_build_asgi_app__(self) -> Starlette:
@@ -189,8 +277,10 @@ class Gateway:
 
 
 def gateway_app(settings: Settings, environ: dict[str, str] | None = None, start_engine: bool = True) -> Any:
-    """The bound application, with replica sizing and autoscaling from `settings`."""
-    return Gateway.options(**deployment_options(settings)).bind(environ, start_engine)
+    """The bound application, with replica sizing and autoscaling from `settings`: the gateway and the
+    agent deployment it calls."""
+    agents = AgentGraph.options(**agent_options(settings)).bind(environ)
+    return Gateway.options(**deployment_options(settings)).bind(environ, start_engine, agents)
 
 
 app = gateway_app(get_settings())

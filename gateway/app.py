@@ -23,7 +23,9 @@ from gateway.ws import PortfolioHub
 
 RouteProvider = Callable[[Services], list[BaseRoute]]
 
-PROVIDER_MODULES: tuple[str, ...] = ("gateway.routes_core", "gateway.ws", "gateway.routes_brokerage")
+PROVIDER_MODULES: tuple[str, ...] = (
+    "gateway.routes_core", "gateway.ws", "gateway.routes_brokerage", "gateway.routes_chat",
+)
 
 
 def version() -> str:

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from brokerage.broker import Broker
 from brokerage.store import Store
+from engine.chat import ChatRunner
 from engine.config import Settings
 from engine.types import LastPrice, PortfolioSnapshot, last_price_json_decoder, snapshot_json_decoder
 
@@ -125,10 +126,16 @@ class Services:
     portfolio: PortfolioReads
     broker: AsyncBroker | None = None
     engine: EngineHealth = field(default_factory=UnknownEngineHealth)
+    chat: ChatRunner | None = None
 
     @classmethod
     def in_process(
-        cls, settings: Settings, redis_url: str, store: Store, broker: Broker | None = None
+        cls,
+        settings: Settings,
+        redis_url: str,
+        store: Store,
+        broker: Broker | None = None,
+        chat: ChatRunner | None = None,
     ) -> "Services":
         """The plain-Python wiring used under uvicorn: no Ray anywhere."""
         connector = RedisConnector(redis_url)
@@ -138,10 +145,14 @@ class Services:
             store=store,
             portfolio=RedisPortfolioReads(connector),
             broker=None if broker is None else ThreadPoolBroker(broker),
+            chat=chat,
         )
 
     async def aclose(self) -> None:
         await self.redis.close()
+        close_chat = getattr(self.chat, "aclose", None)
+        if close_chat is not None:
+            await close_chat()
         close = getattr(self.broker, "close", None)
         if close is not None:
             close()

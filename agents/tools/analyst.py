@@ -99,9 +99,8 @@ def stock_performance(
     }
     if len(market) >= 2:
         result["market"].update(_series_figures([c for _, c in market], market))
-        result["excess_return_pct"] = pct(
-            metrics.total_return([c for _, c in closes]) - metrics.total_return([c for _, c in market])
-        )
+        mine, theirs = metrics.total_return([c for _, c in closes]), metrics.total_return([c for _, c in market])
+        result["excess_return_pct"] = None if mine is None or theirs is None else pct(mine - theirs)
     return result
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from agents import metrics, rebalance
 from agents.deps import AgentDeps
-from agents.tools.registry import agent_tool, money, pct, plain
+from agents.tools.registry import agent_tool, money, pct, plain, ratio
 from brokerage import paper_rules as rules
 from brokerage.errors import BrokerageError
 from brokerage.models import BrokerPosition
@@ -97,7 +97,7 @@ def diversification(deps: AgentDeps, account_id: str) -> dict[str, Any]:
     weights = _weights(values)
     sector_weights = metrics.allocation(_sector_values(deps, values))
     largest = max(weights, key=lambda s: weights[s])
-    hhi = metrics.hhi(list(weights.values()))
+    hhi = metrics.hhi(weights)
     return {
         "account_id": account_id,
         "positions": len(values),
@@ -128,7 +128,7 @@ def risk_metrics(deps: AgentDeps, account_id: str, period: str = "") -> dict[str
         return {"account_id": account_id, "error": exc.message}
     closes = _closes_by_symbol(deps, [p.symbol for p in positions], start, end)
     missing = sorted(s for s, c in closes.items() if len(c) < 2)
-    series = metrics.portfolio_series({p.symbol: float(p.qty) for p in positions if p.symbol not in missing},
+    series = metrics.portfolio_series({p.symbol: p.qty for p in positions if p.symbol not in missing},
                                       {s: c for s, c in closes.items() if s not in missing})
     if len(series) < 2:
         return {"account_id": account_id, "error": f"not enough price history between {start} and {end}"}
@@ -143,8 +143,8 @@ def risk_metrics(deps: AgentDeps, account_id: str, period: str = "") -> dict[str
         "method": "today's holdings valued at each day's close over the window",
         "total_return_pct": pct(metrics.total_return(values)),
         "annualized_volatility_pct": pct(metrics.annualized_volatility(values)),
-        "beta": None if len(market) < 2 else f"{metrics.beta(series, market):.2f}",
-        "sharpe": f"{metrics.sharpe(values, rf):.2f}",
+        "beta": ratio(metrics.beta(series, market)) if len(market) >= 2 else None,
+        "sharpe": ratio(metrics.sharpe(values, rf)),
         "risk_free_rate_pct": pct(rf),
         "max_drawdown_pct": pct(drawdown.depth),
         "market": deps.history.market_label,
@@ -164,8 +164,9 @@ def rebalance_plan(deps: AgentDeps, account_id: str, target: str = "") -> dict[s
     start, end = metrics.period_window(deps.clock.now().date(), "1y", "", "")
     vols: dict[str, float] = {}
     for symbol, closes in _closes_by_symbol(deps, list(values), start, end).items():
-        if len(closes) > 2:
-            vols[symbol] = metrics.annualized_volatility([c for _, c in closes])
+        vol = metrics.annualized_volatility([c for _, c in closes])
+        if vol is not None:
+            vols[symbol] = vol
     try:
         plan = rebalance.plan(values, cash, goal, vols)
     except BrokerageError as exc:

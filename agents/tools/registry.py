@@ -73,5 +73,10 @@ def money(value: Decimal) -> str:
 
 
 def pct(fraction: float | None) -> str | None:
-    """A fraction as a percentage string with two decimals (0.1234 -> "12.34")."""
+    """A fraction as a percentage string with two decimals (0.1234 -> "12.34"); None when undefined."""
     return None if fraction is None else f"{fraction * 100:.2f}"
+
+
+def ratio(value: float | None) -> str | None:
+    """A ratio (beta, Sharpe) with two decimals; None when undefined (a flat series has no Sharpe)."""
+    return None if value is None else f"{value:.2f}"
