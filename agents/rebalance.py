@@ -19,8 +19,9 @@ Money rules, so the plan can be sent to the broker as notional orders unchanged:
 - every amount is a whole-cent `Decimal`; `cash_after + Σ values_after == total_value` exactly;
 - sells come first, then buys, and the buys never spend more than the cash after the sells minus the
   reserve (they are scaled down when rounding or skipped sells would break that);
-- target values are rounded down to the cent, buys down and sells up, so every position lands within
-  a cent of its target unless its trade was skipped or scaled;
+- target values are rounded to the cent (never adding up to more than the investable amount), buys
+  down and sells up, so every position lands within a cent below its target unless its trade was
+  skipped or scaled;
 - a trade under $1 (the broker's minimum order) is skipped and listed in `notes`.
 """
 
@@ -119,7 +120,7 @@ def plan(
         weights = _capped(weights, cap)
         if all(w == cap for w in weights.values()):
             notes.append(f"Every position is at the {profile.max_position:.0%} cap; the rest stays in cash.")
-    targets = {s: (investable * weights[s]).quantize(CENT, rounding=ROUND_DOWN) for s in held}
+    targets = _whole_cents({s: investable * weights[s] for s in held}, investable)
 
     sells, skipped = [], []
     for symbol, value in held.items():
@@ -177,6 +178,17 @@ def _weights(symbols: list[str], profile: RiskProfile, volatilities: Mapping[str
     norm = sum(inverse.values(), ZERO)
     k = profile.inverse_volatility
     return {s: (1 - k) * equal[s] + k * inverse[s] / norm for s in symbols}
+
+
+def _whole_cents(values: dict[str, Decimal], limit: Decimal) -> dict[str, Decimal]:
+    """Values to the nearest cent (so a weight that Decimal division left a hair under 0.4 still gives
+    $3,000.00, not $2,999.99), then any cents rounding added beyond `limit` taken back, one at a time
+    from the largest value."""
+    cents = {s: v.quantize(CENT) for s, v in values.items()}
+    while sum(cents.values(), ZERO) > limit:
+        largest = max(cents, key=lambda s: (cents[s], s))
+        cents[largest] -= CENT
+    return cents
 
 
 def _capped(weights: dict[str, Decimal], cap: Decimal) -> dict[str, Decimal]:

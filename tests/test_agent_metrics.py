@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agents import metrics
+from agents import metrics, rebalance
 from agents.metrics import Drawdown
 from brokerage.errors import InvalidRequest
 from engine.prices_data import load_price_data
 
 START, END = dt.date(2011, 1, 1), dt.date(2012, 12, 31)
 D = dt.date
+ZERO = Decimal(0)
 
 
 def shipped(symbol: str, start: dt.date = START, end: dt.date = END) -> list[tuple[dt.date, float]]:
@@ -232,3 +235,121 @@ def test_period_window(period: str, start_date: str, end_date: str, expected: tu
 def test_period_window_rejects_bad_input(period: str, start_date: str, end_date: str, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
         metrics.period_window(TODAY, period, start_date, end_date)
+
+
+# --- rebalancing plans ----------------------------------------------------------------------------
+def buys_and_sells(plan: rebalance.RebalancePlan) -> list[tuple[str, str, Decimal]]:
+    return [(t.side, t.symbol, t.notional) for t in plan.trades]
+
+
+def test_equal_weight_by_hand() -> None:
+    got = rebalance.plan({"A": Decimal("600"), "B": Decimal("300"), "C": Decimal("100")}, Decimal("50"), "equal_weight", {})
+    assert buys_and_sells(got) == [("sell", "A", Decimal("266.67")), ("buy", "B", Decimal("33.33")),
+                                   ("buy", "C", Decimal("233.33"))]
+    assert got.cash_reserve == Decimal("50") and got.cash_after == Decimal("50.01")
+    assert got.values_after == {"A": Decimal("333.33"), "B": Decimal("333.33"), "C": Decimal("333.33")}
+    assert got.current_weights == pytest.approx({"A": 600 / 1050, "B": 300 / 1050, "C": 100 / 1050})
+
+
+def test_conservative_by_hand_inverse_volatility_with_a_cap() -> None:
+    """Inverse volatility gives 4/7, 2/7, 1/7 of the invested 75%; A's 42.9% of the account is cut to the
+    30% cap and its excess goes to B and C pro rata (B 30%, C 15%)."""
+    got = rebalance.plan({"A": Decimal("4000"), "B": Decimal("3000"), "C": Decimal("3000")}, ZERO, "conservative",
+                         {"A": 0.1, "B": 0.2, "C": 0.4})
+    assert got.target_values == {"A": Decimal("3000.00"), "B": Decimal("3000.00"), "C": Decimal("1500.00")}
+    assert buys_and_sells(got) == [("sell", "A", Decimal("1000.00")), ("sell", "C", Decimal("1500.00"))]
+    assert got.cash_reserve == Decimal("2500.00") and got.cash_after == Decimal("2500.00")
+    assert got.target_weights == pytest.approx({"A": 0.30, "B": 0.30, "C": 0.15})
+
+
+def test_balanced_mixes_equal_and_inverse_volatility() -> None:
+    got = rebalance.plan({"A": Decimal("500"), "B": Decimal("500")}, Decimal("1000"), "balanced", {"A": 0.1, "B": 0.3})
+    # invested 90%: A = 0.9 × (0.5×0.5 + 0.5×0.75) = 56.25%, over the 40% cap; B = 33.75% + A's excess = 40% too
+    assert got.target_values == {"A": Decimal("800.00"), "B": Decimal("800.00")}
+    assert got.cash_after == Decimal("400.00") and got.cash_reserve == Decimal("200.00")
+    assert any("at the 40% cap" in note for note in got.notes)
+    uncapped = rebalance.plan({f"S{i}": Decimal("100") for i in range(4)}, ZERO, "balanced",
+                              {"S0": 0.1, "S1": 0.2, "S2": 0.2, "S3": 0.4})
+    inverse = np.array([10, 5, 5, 2.5]) / 22.5
+    expected = 0.9 * (0.5 * 0.25 + 0.5 * inverse)
+    assert list(uncapped.target_weights.values()) == pytest.approx(expected.tolist(), abs=1e-4)
+
+
+def test_aggressive_keeps_two_percent() -> None:
+    got = rebalance.plan({"A": Decimal("1000"), "B": Decimal("0")}, ZERO, "aggressive", {})
+    assert got.cash_reserve == Decimal("20.00") and got.cash_after == Decimal("20.00")
+    assert buys_and_sells(got) == [("sell", "A", Decimal("20.00"))]  # B (zero value) is not a holding
+
+
+def test_missing_volatility_uses_the_median_and_says_so() -> None:
+    got = rebalance.plan({"A": Decimal("100"), "B": Decimal("100"), "C": Decimal("100")}, ZERO, "conservative",
+                         {"A": 0.2, "B": float("nan")})
+    assert got.target_values["A"] == got.target_values["B"] == got.target_values["C"]
+    assert any("No volatility for B, C" in note for note in got.notes)
+
+
+def test_small_trades_are_skipped_and_listed() -> None:
+    got = rebalance.plan({"A": Decimal("100.50"), "B": Decimal("99.50")}, ZERO, "equal_weight", {})
+    assert got.trades == [] and got.cash_after == ZERO
+    assert any("under $1" in note and "sell A $0.50" in note for note in got.notes)
+
+
+def test_no_positions_and_bad_input() -> None:
+    empty = rebalance.plan({}, Decimal("500"), "aggressive", {})
+    assert empty.trades == [] and empty.cash_after == Decimal("500")
+    with pytest.raises(InvalidRequest, match="conservative, balanced, aggressive"):
+        rebalance.plan({"A": Decimal("1")}, ZERO, "yolo", {})
+    with pytest.raises(InvalidRequest, match="negative"):
+        rebalance.plan({"A": Decimal("1")}, Decimal("-1"), "balanced", {})
+
+
+def test_buys_wait_for_the_reserve() -> None:
+    """Cash below the reserve and nothing to sell above $1: no buy may spend the reserve."""
+    got = rebalance.plan({"A": Decimal("50"), "B": Decimal("50.40")}, Decimal("0.50"), "balanced", {})
+    assert all(t.side == "sell" for t in got.trades)
+
+
+money = st.decimals(min_value=0, max_value=2_000_000, places=3, allow_nan=False, allow_infinity=False)
+volatility = st.one_of(st.none(), st.floats(min_value=0.01, max_value=3.0))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    positions=st.dictionaries(st.sampled_from(["AAPL", "MSFT", "IBM", "GOOG", "FB", "T", "XOM", "KO"]), money,
+                              min_size=1, max_size=8),
+    cash=money,
+    target=st.sampled_from(list(rebalance.PROFILES)),
+    vols=st.dictionaries(st.sampled_from(["AAPL", "MSFT", "IBM", "GOOG", "FB", "T", "XOM", "KO"]), volatility),
+)
+def test_plans_are_exact_and_safe(positions: dict[str, Decimal], cash: Decimal, target: str,
+                                  vols: dict[str, float | None]) -> None:
+    usable = {s: v for s, v in vols.items() if v is not None}
+    got = rebalance.plan(positions, cash, target, usable)
+    total = cash + sum(positions.values(), ZERO)
+    assert got.total_value == total
+    assert got.cash_after + sum(got.values_after.values(), ZERO) == total  # exact, not approximately
+    sides = [t.side for t in got.trades]
+    assert sides == sorted(sides, key=lambda side: side != "sell")  # sells, then buys
+    assert len({t.symbol for t in got.trades}) == len(got.trades)
+    for trade in got.trades:
+        assert trade.notional == trade.notional.quantize(Decimal("0.01")) and trade.notional >= 1
+        if trade.side == "sell":
+            assert trade.notional <= positions[trade.symbol]
+    sold = sum((t.notional for t in got.trades if t.side == "sell"), ZERO)
+    bought = sum((t.notional for t in got.trades if t.side == "buy"), ZERO)
+    if bought:
+        assert bought <= cash + sold - got.cash_reserve
+        assert got.cash_after >= got.cash_reserve
+    assert got.cash_after >= min(cash, got.cash_reserve)
+    profile = rebalance.PROFILES[target]
+    if profile.cash_reserve is not None and total > 0:
+        assert got.cash_reserve == min(total, (total * profile.cash_reserve).quantize(Decimal("0.01"), rounding=ROUND_UP))
+    else:
+        assert got.cash_reserve == cash
+    assert sum(got.target_values.values(), ZERO) <= total - got.cash_reserve or not got.trades
+    if profile.max_position is not None and got.trades:
+        assert all(v <= profile.max_position * total + Decimal("0.005") for v in got.target_values.values())
+    untouched = not any(word in note for note in got.notes for word in ("Skipped", "scaled", "No buys"))
+    if untouched:
+        for symbol, value in got.values_after.items():
+            assert Decimal(0) <= got.target_values[symbol] - value < Decimal("0.01")
