@@ -30,6 +30,7 @@ FULL_SECTORS = 5.0
 HOLDINGS_SHARE = 0.7  # of the score; the rest comes from sectors
 
 DatedSeries = Sequence[tuple[dt.date, float]]
+DatedList = list[tuple[dt.date, float]]
 
 
 class Drawdown(msgspec.Struct, frozen=True):
@@ -107,7 +108,7 @@ def max_drawdown(closes: Sequence[float] | DatedSeries) -> Drawdown:
     return Drawdown(worst, days[peak_i], days[trough_i])
 
 
-def align(series_a: DatedSeries, series_b: DatedSeries) -> tuple[list[tuple[dt.date, float]], list[tuple[dt.date, float]]]:
+def align(series_a: DatedSeries, series_b: DatedSeries) -> tuple[DatedList, DatedList]:
     """Both series restricted to the days they share, oldest first, so their returns pair up day by day."""
     b_by_day = dict(series_b)
     common = sorted(day for day, _ in series_a if day in b_by_day)
@@ -131,7 +132,7 @@ def beta(asset: DatedSeries, market: DatedSeries) -> float | None:
 
 def portfolio_series(
     holdings: Mapping[str, Decimal | float], closes_by_symbol: Mapping[str, DatedSeries]
-) -> list[tuple[dt.date, float]]:
+) -> DatedList:
     """Value of today's holdings on each past day: Σ qty × close, on the days every held symbol has a close.
 
     This back-casts the current quantities (trades in the period are not replayed), so it answers

@@ -110,7 +110,7 @@ def plan(
         reserve = min(total, (total * profile.cash_reserve).quantize(CENT, rounding=ROUND_UP))
     investable = total - reserve
     if not held or investable <= 0:
-        notes.append("Nothing to rebalance: no positions." if not held else "Nothing to invest after the cash reserve.")
+        notes.append("Nothing to invest after the cash reserve." if held else "Nothing to rebalance: no positions.")
         return RebalancePlan(profile.name, total, [], current, current, dict(held), dict(held), cash, reserve, cash,
                              notes)
 
@@ -122,12 +122,15 @@ def plan(
             notes.append(f"Every position is at the {profile.max_position:.0%} cap; the rest stays in cash.")
     targets = _whole_cents({s: investable * weights[s] for s in held}, investable)
 
-    sells, skipped = [], []
+    sells: list[Trade] = []
+    skipped: list[Trade] = []
     for symbol, value in held.items():
         if targets[symbol] < value:
-            amount = min((value - targets[symbol]).quantize(CENT, rounding=ROUND_UP), value.quantize(CENT, rounding=ROUND_DOWN))
+            # Up to the cent, but never more than the whole cents held (a $0.00 target of $10.005).
+            amount = min((value - targets[symbol]).quantize(CENT, rounding=ROUND_UP),
+                         value.quantize(CENT, rounding=ROUND_DOWN))
             (sells if amount >= MIN_NOTIONAL else skipped).append(Trade(symbol, "sell", amount))
-    wanted = []
+    wanted: list[Trade] = []
     for symbol, value in held.items():
         amount = (targets[symbol] - value).quantize(CENT, rounding=ROUND_DOWN)
         if amount > 0:
@@ -135,7 +138,8 @@ def plan(
     available = cash + sum((t.notional for t in sells), ZERO) - reserve
     buys = _within(wanted, available, skipped, notes)
     if skipped:
-        notes.append("Skipped trades under $1: " + ", ".join(f"{t.side} {t.symbol} ${t.notional}" for t in skipped) + ".")
+        listed = ", ".join(f"{t.side} {t.symbol} ${t.notional}" for t in skipped)
+        notes.append(f"Skipped trades under $1: {listed}.")
 
     after = dict(held)
     for trade in sells:
@@ -158,9 +162,10 @@ def plan(
     )
 
 
-def _weights(symbols: list[str], profile: RiskProfile, volatilities: Mapping[str, float], notes: list[str]) -> dict[str, Decimal]:
-    """Weights of the invested part, summing to 1, in Decimal so that whole-cent targets never add up
-    to more than the investable amount."""
+def _weights(
+    symbols: list[str], profile: RiskProfile, volatilities: Mapping[str, float], notes: list[str]
+) -> dict[str, Decimal]:
+    """Weights of the invested part, summing to 1, in Decimal so the money computed from them is exact."""
     n = Decimal(len(symbols))
     equal = {s: 1 / n for s in symbols}
     if profile.inverse_volatility == 0:

@@ -83,20 +83,26 @@ def test_fb_joins_the_index_without_a_jump() -> None:
     history = OfflineHistory()
     data = load_price_data()
     index = dict(history.market_closes(D(2012, 5, 17), D(2012, 5, 21)))
-    four = [data.close_on(s, D(2012, 5, 18)) / data.close_on(s, D(2012, 5, 17)) - 1 for s in ("AAPL", "GOOG", "IBM", "MSFT")]
+
+    def day_return(symbol: str, before: dt.date, day: dt.date) -> float:
+        return data.close_on(symbol, day) / data.close_on(symbol, before) - 1
+
+    four = [day_return(s, D(2012, 5, 17), D(2012, 5, 18)) for s in ("AAPL", "GOOG", "IBM", "MSFT")]
     assert index[D(2012, 5, 18)] == pytest.approx(100 * (1 + sum(four) / 4))
-    five = [data.close_on(s, D(2012, 5, 21)) / data.close_on(s, D(2012, 5, 18)) - 1 for s in ("AAPL", "FB", "GOOG", "IBM", "MSFT")]
+    five = [day_return(s, D(2012, 5, 18), D(2012, 5, 21)) for s in ("AAPL", "FB", "GOOG", "IBM", "MSFT")]
     assert index[D(2012, 5, 21)] == pytest.approx(index[D(2012, 5, 18)] * (1 + sum(five) / 5))
 
 
 def test_offline_market_label_names_what_it_is() -> None:
     history = OfflineHistory()
-    assert history.market_label == "equal-weight index of the shipped symbols (AAPL, FB, GOOG, IBM, MSFT), not the S&P 500"
+    assert history.market_label == (
+        "equal-weight index of the shipped symbols (AAPL, FB, GOOG, IBM, MSFT), not the S&P 500"
+    )
     assert "SPY" not in history.market_label
 
 
 # --- Alpaca through the stand-in ------------------------------------------------------------------
-WEEKDAYS = [D(2024, 6, 24) + dt.timedelta(days=i) for i in range(28) if (D(2024, 6, 24) + dt.timedelta(days=i)).weekday() < 5]
+WEEKDAYS = [day for i in range(28) if (day := D(2024, 6, 24) + dt.timedelta(days=i)).weekday() < 5]
 
 
 @pytest.fixture

@@ -243,7 +243,8 @@ def buys_and_sells(plan: rebalance.RebalancePlan) -> list[tuple[str, str, Decima
 
 
 def test_equal_weight_by_hand() -> None:
-    got = rebalance.plan({"A": Decimal("600"), "B": Decimal("300"), "C": Decimal("100")}, Decimal("50"), "equal_weight", {})
+    positions = {"A": Decimal("600"), "B": Decimal("300"), "C": Decimal("100")}
+    got = rebalance.plan(positions, Decimal("50"), "equal_weight", {})
     assert buys_and_sells(got) == [("sell", "A", Decimal("266.67")), ("buy", "B", Decimal("33.33")),
                                    ("buy", "C", Decimal("233.33"))]
     assert got.cash_reserve == Decimal("50") and got.cash_after == Decimal("50.01")
@@ -343,7 +344,8 @@ def test_plans_are_exact_and_safe(positions: dict[str, Decimal], cash: Decimal, 
     assert got.cash_after >= min(cash, got.cash_reserve)
     profile = rebalance.PROFILES[target]
     if profile.cash_reserve is not None and total > 0:
-        assert got.cash_reserve == min(total, (total * profile.cash_reserve).quantize(Decimal("0.01"), rounding=ROUND_UP))
+        reserve = (total * profile.cash_reserve).quantize(Decimal("0.01"), rounding=ROUND_UP)
+        assert got.cash_reserve == min(total, reserve)
     else:
         assert got.cash_reserve == cash
     assert sum(got.target_values.values(), ZERO) <= total - got.cash_reserve or not got.trades
