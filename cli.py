@@ -3,6 +3,7 @@
     clera serve                      Ray + Redis + engine + Serve gateway, demo accounts, live table
     clera token --user ID            a development JWT signed with the configured secret
     clera watch ACCOUNT [--url --token]   one portfolio over the WebSocket, reconnecting on its own
+    clera chat ACCOUNT [--url --token]    talk to the assistant; confirm, edit or cancel its orders
     clera config --markdown          the configuration table of the README
 """
 
@@ -201,15 +202,20 @@ def _portfolio_view(account: str, frame: dict[str, Any] | None, status: str) -> 
     return Group(header, summary, cash, table)
 
 
+def user_token(args: argparse.Namespace, settings: Settings) -> str | None:
+    """--token, else CLERA_TOKEN, else a development token minted for --user; None if none of them."""
+    token = args.token or os.environ.get("CLERA_TOKEN")
+    if token or not args.user:
+        return token
+    return mint_jwt(args.user, ensure_dev_secrets(settings)["SUPABASE_JWT_SECRET"])
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     settings = load_settings()
-    token = args.token or os.environ.get("CLERA_TOKEN")
+    token = user_token(args, settings)
     if not token:
-        secret = ensure_dev_secrets(settings)["SUPABASE_JWT_SECRET"]
-        if not args.user:
-            console.print("[red]clera watch needs --token (or --user to mint a development token)[/red]")
-            return 2
-        token = mint_jwt(args.user, secret)
+        console.print("[red]clera watch needs --token (or --user to mint a development token)[/red]")
+        return 2
     base = (args.url or default_watch_url(settings)).rstrip("/")
     base = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     url = f"{base}/ws/portfolio/{args.account}?token={token}"
@@ -239,6 +245,71 @@ def cmd_watch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+# --- clera chat ----------------------------------------------------------------------------
+def _show_turn(turn: dict[str, Any]) -> None:
+    for step in turn["steps"]:
+        args = ", ".join(f"{k}={v!r}" for k, v in step["args"].items())
+        console.print(f"[dim]{step['agent']} -> {step['tool']}({args})[/dim]")
+    console.print(f"[bold cyan]clera[/bold cyan] [dim]({turn['agent']})[/dim]: {turn['reply']}")
+
+
+def _decide(interrupt: dict[str, Any]) -> dict[str, Any]:
+    """The person's answer to a trade confirmation, asked at the terminal."""
+    from rich.prompt import Prompt
+
+    order = interrupt["order"]
+    console.print(f"[bold yellow]confirmation needed[/bold yellow] (expires {interrupt['expires_at']}): "
+                  f"{order['side']} {order.get('notional') and '$' + order['notional'] or order.get('qty') + ' shares'} "
+                  f"of {order['symbol']}, about {order['estimated_qty']} shares at ${order['estimated_price']}, "
+                  f"market {'open' if order['market_open'] else 'closed (queued for the next open)'}")
+    decision = Prompt.ask("confirm, edit or cancel", choices=["confirm", "edit", "cancel"], default="cancel")
+    answer: dict[str, Any] = {"interruptId": interrupt["id"], "decision": decision}
+    if decision == "edit":
+        edit = {"symbol": Prompt.ask("symbol", default=order["symbol"])}
+        amount = Prompt.ask("dollars (or blank for shares)", default="")
+        edit.update({"notional": amount} if amount else {"qty": Prompt.ask("shares")})
+        answer["edit"] = edit
+    return answer
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    import httpx
+    from rich.prompt import Prompt
+
+    settings = load_settings()
+    token = user_token(args, settings)
+    if not token:
+        console.print("[red]clera chat needs --token (or --user to mint a development token)[/red]")
+        return 2
+    api_key = args.api_key or settings.backend_api_key or ensure_dev_secrets(settings)["BACKEND_API_KEY"]
+    base = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    thread: str | None = args.thread
+    with httpx.Client(base_url=base, headers={"X-API-Key": api_key, "Authorization": f"Bearer {token}"},
+                      timeout=180) as client:
+        def post(path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+            response = client.post(path, json=body)
+            if response.status_code != 200:
+                error = response.json().get("error", {}) if response.headers.get("content-type", "").startswith(
+                    "application/json") else {"message": response.text}
+                console.print(f"[red]{response.status_code} {error.get('code', '')}: {error.get('message')}[/red]")
+                return None
+            return response.json()
+
+        console.print(f"chatting about account {args.account} (Ctrl-D to leave)")
+        while True:
+            try:
+                text = Prompt.ask("[bold]you[/bold]")
+            except (EOFError, KeyboardInterrupt):
+                return 0
+            turn = post("/api/chat", {"message": text, "accountId": args.account, "threadId": thread})
+            while turn is not None:
+                thread = turn["threadId"]
+                _show_turn(turn)
+                if turn["interrupt"] is None:
+                    break
+                turn = post("/api/chat/resume", {"threadId": thread, **_decide(turn["interrupt"])})
 
 
 # --- clera serve ---------------------------------------------------------------------------
@@ -369,6 +440,14 @@ def build_parser() -> argparse.ArgumentParser:
     watch_p.add_argument("--token", help="user JWT (default: CLERA_TOKEN, or --user with the dev secret)")
     watch_p.add_argument("--user", help="mint a development token for this user id")
     watch_p.set_defaults(func=cmd_watch)
+    chat_p = sub.add_parser("chat", help="chat with the assistant about one account")
+    chat_p.add_argument("account")
+    chat_p.add_argument("--url", help="gateway base URL (default: http://CLERA_HOST:CLERA_PORT)")
+    chat_p.add_argument("--token", help="user JWT (default: CLERA_TOKEN, or --user with the dev secret)")
+    chat_p.add_argument("--user", help="mint a development token for this user id")
+    chat_p.add_argument("--api-key", help="X-API-Key (default: BACKEND_API_KEY or the development key)")
+    chat_p.add_argument("--thread", help="continue this conversation")
+    chat_p.set_defaults(func=cmd_chat)
     config_p = sub.add_parser("config", help="print the configuration")
     config_p.add_argument("--markdown", action="store_true", help="the README's configuration table")
     config_p.set_defaults(func=cmd_config)

@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import time
 import uuid
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -33,7 +34,7 @@ from agents import prompts
 from agents.catalogue import AGENTS, ORDER_TOOLS, ROUTE_TOOL, TOOLS_OF
 from agents.deps import AgentDeps, account_of, deps_of
 from agents.tools import analyst, portfolio, trade  # noqa: F401  (registers the tools)
-from agents.tools.registry import REGISTRY
+from agents.tools.registry import REGISTRY, as_data
 from brokerage.errors import BrokerageError, Conflict, Rejected
 from brokerage.models import Order
 from engine.chat import ChatInterrupt, PendingOrder
@@ -159,7 +160,7 @@ def describe(order: PendingOrder) -> str:
     amount = f"${order.notional} of {order.symbol}" if order.notional else f"{order.qty} shares of {order.symbol}"
     estimate = (
         f"about {order.estimated_qty} shares at ${order.estimated_price}" if order.notional
-        else f"about ${(msgspec.convert(order.qty, float) * float(order.estimated_price)):,.2f} at ${order.estimated_price}"
+        else f"about ${Decimal(order.qty or 0) * Decimal(order.estimated_price):,.2f} at ${order.estimated_price}"
     )
     timing = "The market is open: it would fill now." if order.market_open else (
         "The market is closed: it would be queued for the next open."
@@ -193,7 +194,7 @@ def place(deps: AgentDeps, account_id: str, pending: dict[str, Any]) -> dict[str
         if existing is None:
             return {"status": "refused", "error": exc.message, "code": exc.code}
         placed = existing
-    return {"status": "placed", "order": msgspec.to_builtins(placed, decimal_format="string")}
+    return {"status": "placed", "order": as_data(placed)}
 
 
 async def confirm(state: ChatState, config: RunnableConfig) -> Command:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, get_type_hints
 
+import msgspec
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import ValidationError, create_model
 
@@ -66,6 +67,20 @@ def plain(value: Decimal) -> str:
     """A decimal in positional notation (never `3E+2`), as Alpaca's wire format writes numbers."""
     text = format(value, "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def as_data(obj: Any) -> Any:
+    """A Struct (a broker's order) as JSON data, its decimals in positional notation."""
+    def plain_decimals(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return plain(value)
+        if isinstance(value, dict):
+            return {k: plain_decimals(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain_decimals(v) for v in value]
+        return value
+
+    return plain_decimals(msgspec.to_builtins(obj, builtin_types=(Decimal,)))
 
 
 def money(value: Decimal) -> str:

@@ -6,11 +6,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import msgspec
 
 from agents.deps import AgentDeps
 from agents.tools.analyst import symbol_of
-from agents.tools.registry import agent_tool, money, plain
+from agents.tools.registry import agent_tool, as_data, money, plain
 from brokerage import order_rules
 from brokerage import paper_rules as rules
 from brokerage.errors import BrokerageError, Rejected
@@ -80,7 +79,7 @@ def _prepare(deps: AgentDeps, account_id: str, side: str, symbol: str, notional:
         pending = check(deps, account_id, side, symbol, notional, qty)
     except BrokerageError as exc:
         return {"status": "refused", "error": exc.message, "code": exc.code}
-    return {"status": AWAITING, "order": msgspec.to_builtins(pending)}
+    return {"status": AWAITING, "order": as_data(pending)}
 
 
 @agent_tool(AGENT)
