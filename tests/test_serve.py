@@ -103,6 +103,36 @@ async def test_rest_through_serve(served, redis_url: str) -> None:
         assert "/ws/portfolio/{account_id}" in doc["paths"] and "/api/portfolio/{account_id}" in doc["paths"]
 
 
+async def test_chat_through_the_agent_deployment(served, redis_url: str) -> None:
+    """The gateway replica calls the AgentGraph deployment: a turn, a stream, and the runner's typed
+    refusals answering with their own status through the handle."""
+    from paper_support import set_price
+
+    host, _ = served
+    set_price(redis_url, "AAPL", 572.16, 568.75)
+    headers = {"X-API-Key": API_KEY, **bearer(ALICE)}
+    async with httpx.AsyncClient(base_url=f"http://{host}", timeout=60) as http:
+        response = await http.post("/api/chat", json={"message": "price of AAPL?", "accountId": ALICE_ACCOUNT},
+                                   headers=headers)
+        assert response.status_code == 200, response.text
+        turn = response.json()
+        assert turn["agent"] == "financial_analyst" and turn["steps"][0]["result"]["price"] == "572.16"
+        async with http.stream("POST", "/api/chat/stream", headers=headers, json={
+            "message": "and Apple's price now?", "accountId": ALICE_ACCOUNT, "threadId": turn["threadId"],
+        }) as stream:
+            body = (await stream.aread()).decode()
+        assert stream.status_code == 200 and "event: token" in body and body.rstrip().split("\n\n")[-1].startswith(
+            "event: done")
+        listed = await http.get("/api/chat/threads", params={"accountId": ALICE_ACCOUNT}, headers=headers)
+        assert [t["threadId"] for t in listed.json()["threads"]] == [turn["threadId"]]
+        refused = await http.post("/api/chat/resume", headers={"X-API-Key": API_KEY, **bearer(BOB)}, json={
+            "threadId": turn["threadId"], "interruptId": "x", "decision": "confirm"})
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+        idle = await http.post("/api/chat/resume", headers=headers, json={
+            "threadId": turn["threadId"], "interruptId": "x", "decision": "confirm"})
+        assert idle.status_code == 409 and idle.json()["error"]["code"] == "not_waiting"
+
+
 async def test_websocket_through_serve(served, redis_url: str) -> None:
     host, _ = served
     await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=1))
