@@ -358,7 +358,7 @@ _PROFILE = _rx(
     r"\binfo\b|\binformation\b|\boverview\b|\bbackground\b|\bbusiness\b|\bdescribe\b|\bdescription\b|"
     r"\bsector\b|\bindustry\b|\bheadquarter|\bceo\b|\bfounded\b|\bemployees\b|\blearn about\b|"
     r"\bknow about\b|\bwhat (?:kind|sort|type) of\b|\bexplain\b|\bsummary\b|\bsummari[sz]e\b|"
-    r"\bfundamentals\b|\bdetails? (?:on|about|of)\b"
+    r"\bfundamentals\b|\bdetails? (?:on|about|of)\b|\bwhat §[A-Z] (?:does|do|makes|sells)\b|\brundown\b|\blowdown\b"
 )
 _PROFILE_WEAK = _rx(r"\bwhat(?:'s| is| are)\b|\babout\b|\bwho\b|\bcompany\b")
 
@@ -367,7 +367,8 @@ _CASH = _rx(
     r"have i)\b|\bavailable (?:cash|funds|balance|to (?:invest|trade|spend))\b|\b(?:cash|money|funds) "
     r"(?:is |do i have )?(?:available|free|left|uninvested)\b|\buninvested\b|\bidle cash\b|\bspare cash\b|"
     r"\bhow much (?:can|could) i (?:invest|spend|afford|trade|buy)\b|\bmy cash\b|\bspending power\b|"
-    r"\bcash do i\b|\bmoney do i have\b|\bsitting in cash\b"
+    r"\bcash do i\b|\bmoney do i have\b|\bsitting in cash\b|\bhow much (?:do|can) i have (?:left|available)\b|"
+    r"\bleft to (?:trade|invest|spend)\b|\bto (?:trade|invest) with\b"
 )
 _ACTIVITY = _rx(
     r"\bactivity\b|\btransactions?\b|\bstatements?\b|\bdeposits?\b|\bdeposited\b|\bwithdrawals?\b|\bwithdrew\b|"
@@ -379,7 +380,10 @@ _ACTIVITY = _rx(
 _ACTIVITY_TRADES = _rx(r"\btrad|\border|\bfill|\bexecution|\bpurchas|\bbuys?\b|\bbought\b|\bsold\b|\bsell|\bsales\b")
 _ACTIVITY_CASH = _rx(r"\bdeposit|\bwithdr|\btransfer|\bcash\b|\bfunding\b|\bmoney\b")
 _REBALANCE = _rx(r"\bre-?balanc|\breallocat|\brealign|\btarget (?:allocation|mix|weights?)\b|\bequal[- ]?weight")
-_TARGET_CHANGE = _rx(r"\b(?:make|shift|move|switch|turn|change|adjust|go|convert|reposition|restructure)\b")
+_TARGET_CHANGE = _rx(
+    r"\b(?:make|shift|move|switch|turn|change|adjust|go|convert|reposition|restructure|split|spread|divide|"
+    r"distribute|allocate|weight|put)\b"
+)
 _TARGETS = (
     ("equal_weight", _rx(r"\bequal[- ]?weight|\bequally\b|\bevenly\b|\bequal (?:parts|amounts|split|shares)\b|\bsame amount")),
     ("conservative", _rx(r"\bconservative|\bsafer\b|\bless risk|\blower risk|\bdefensive|\bcautious|\bless aggressive")),
@@ -398,7 +402,8 @@ _PORTFOLIO = _rx(
     r"\bportfolio|\bholdings?\b|\bpositions?\b|\bwhat do i (?:own|have|hold)\b|\bwhat i (?:own|hold)\b|"
     r"\bmy (?:stocks|shares|investments|account|assets|equities|money)\b|\ballocation\b|\bbreakdown\b|"
     r"\bnet worth\b|\bhow am i doing\b|\bhow are my\b|\bwhat(?:'s| is) in my\b|\binvested in\b|"
-    r"\btotal value\b|\baccount value\b|\bbalance\b|\bexposure\b|\bwhat stocks\b|\bstake\b|\bsectors?\b|"
+    r"\btotal value\b|\baccount value\b|\bbalance\b|\bexposure\b|\bwhat stocks\b|\bstake\b|\bby sector\b|"
+    r"\bsector (?:breakdown|exposure|split|weights?|allocation|mix)\b|"
     r"\bgains? and loss|\bp&l\b|\bpnl\b"
 )
 _HOLDING = _rx(
@@ -527,8 +532,8 @@ def _portfolio_intents(text: str, dates: _Dates, has_symbols: bool) -> list[tupl
         found.append(("risk_metrics", {"period": dates.period} if dates.period else {}))
     elif re.search(r"\btoo (?:aggressive|conservative)\b", text):
         found.append(("risk_metrics", {"period": dates.period} if dates.period else {}))
-    if not found and _PORTFOLIO.search(text):
-        found.append(("get_portfolio", {}))
+    if not found and _PORTFOLIO.search(text) and not (has_symbols and not _MINE.search(text)):
+        found.append(("get_portfolio", {}))  # "Apple's market value" is not the person's portfolio
     return found
 
 
