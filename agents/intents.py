@@ -333,7 +333,8 @@ _ADVICE = _rx(
 )
 _BUY = _rx(
     r"\b(?:buy|buying(?! power)|purchase|purchasing|acquire|grab|pick up|get me|invest|investing|put|add|adding|"
-    r"accumulate|load up(?: on)?|scoop up|place (?:an |a )?order for|order|go long(?: on)?)\b"
+    r"accumulate|load up(?: on)?|scoop up|place (?:an |a )?order for|order|go long(?: on)?)\b|"
+    r"\b(?:i want|i'd like|i would like|get)\s+(?=\$|\d)"
 )
 _SELL = _rx(
     r"\b(?:sell|selling|dump|unload|liquidate|get rid of|exit|close(?: out)?|trim|offload|ditch|"
@@ -345,7 +346,7 @@ _PERF = _rx(
     r"\bperform|\breturns?\b|\bgain(?:ed|s)?\b|\blos(?:s|t|ses)\b|\bup or down\b|"
     r"\bhow (?:much )?(?:has|have|did) .*?\b(?:done|do|gone|moved|changed|grown|grew|risen|rose|fallen|fell|"
     r"dropped|climbed|fared|been doing)\b|\bcompar|\bvs\.?\b|\bversus\b|\bchart|\btrend|\bhistory\b|"
-    r"\bhistorical|\btrack record\b|\bgrowth\b|\bchanged?\b|\bover time\b"
+    r"\bhistorical|\btrack record\b|\bgrowth\b|\bchanged?\b|\bover time\b|\blately\b|\brecently\b|\bbeen doing\b|\bsince\b"
 )
 _QUOTE = _rx(
     r"\bprices?\b|\bquotes?\b|\btrading at\b|\btrades at\b|\bworth\b|\bcosts?\b|\bvalued\b|\bvalue of\b|"
@@ -577,8 +578,8 @@ def _read_clause(text: str, symbols: list[str], dates: _Dates) -> _Clause:
         clause.holding = bool(symbols) and bool(_HOLDING.search(text))
         if not clause.holding:
             clause.analyst, clause.analyst_strong = _analyst(text, bool(symbols), has_date)
-            if clause.analyst and not symbols and clause.portfolio:
-                clause.analyst, clause.analyst_strong = "", False  # "my portfolio's performance"
+            if clause.analyst and not symbols and (clause.portfolio or re.search(r"\byou(?:rself)?\b", text)):
+                clause.analyst, clause.analyst_strong = "", False  # "my portfolio's performance", "about yourself"
     if not symbols and (clause.trade or clause.analyst_strong):
         m = _CANDIDATE.search(text)
         if m and m.group("name") not in _NOT_A_NAME and not m.group("name").isdigit():
@@ -689,8 +690,8 @@ def _understand(message: _Message) -> tuple[Parsed, bool]:
             if clause.symbols:
                 calls.extend(_call("stock_performance", {"symbol": s, **perf}) for s in clause.symbols)
                 calls.append(_call("get_portfolio", {}))
-            elif not clause.portfolio:
-                calls.append(_call("get_portfolio", {}))
+            elif not clause.portfolio and (_BUY.search(clause.text) or _SELL.search(clause.text)):
+                calls.append(_call("get_portfolio", {}))  # "should I buy more stocks?"
         elif clause.trade:
             amount, tool = clause.amount, clause.trade
             if amount.problem:
@@ -712,6 +713,9 @@ def _understand(message: _Message) -> tuple[Parsed, bool]:
             elif clause.analyst_strong:
                 pending = {"tool": clause.analyst, **(perf if clause.analyst == "stock_performance" else {})}
                 asks.append((_which_stock(clause.analyst, clause.unknown, _Amount()), pending))
+    kinds = {c.args.get("kind", "") for c in calls if c.tool == "account_activity"}
+    if len(kinds) > 1:  # "trades and deposits": all activity, once
+        calls = [c for c in calls if c.tool != "account_activity"] + [_call("account_activity", {})]
     has_intent = any(c.has_intent for c in clauses)
     if not calls and not asks:
         symbols = list(dict.fromkeys(s for c in clauses for s in c.symbols))

@@ -379,6 +379,15 @@ def from_names(names: Mapping[str, str], tickers: Iterable[str], preferred: Iter
         usable = usable_name(name)
         if usable:
             listed.setdefault(usable, []).append(ticker.upper())
+    # "Zorblax" for "Zorblax Industries": a distinctive first word that no other company starts with.
+    firsts: dict[str, set[str]] = {}
+    for name in listed:
+        words = [t.key for t in _tokens(name)]
+        if len(words) > 1 and len(words[0]) >= 4 and words[0].isalpha() and words[0] not in _ENGLISH:
+            firsts.setdefault(words[0], set()).add(name)
+    for first, owners_names in firsts.items():
+        if len(owners_names) == 1 and first not in listed:
+            listed[first] = listed[next(iter(owners_names))]
     curated_keys = {_key(n) for n in table}
     for name, owners in listed.items():
         words = [t.key for t in _tokens(name)]
