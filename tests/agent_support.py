@@ -83,6 +83,14 @@ class AgentWorld:
             body["edit"] = edit
         return await self.http.post("/api/chat/resume", json=body, headers=self.headers(user))
 
+    async def restart(self) -> None:
+        """A new runner and a new gateway on the same port and databases: what a redeploy looks like."""
+        await self.gateway.stop()
+        self.runner = AgentRunner(self.runner.deps, self.runner.registry)
+        services = Services.in_process(self.settings, self.redis_url, self.store, self.broker, chat=self.runner)
+        self.gateway = Gateway(services, self.gateway.port, self.gateway.providers)
+        await self.gateway.start()
+
     async def ok(self, response: httpx.Response) -> dict[str, Any]:
         assert response.status_code == 200, response.text
         return response.json()
