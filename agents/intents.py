@@ -251,7 +251,7 @@ def _date_bounds(m: re.Match[str]) -> tuple[str, str] | None:
 
 
 def _period(n: str, unit: str) -> str:
-    letter = _UNIT_LETTER[unit.rstrip("s") if unit not in ("s",) else unit]
+    letter = _UNIT_LETTER[unit.rstrip("s")]
     count = Decimal(n)
     if letter == "q":
         letter, count = "m", count * 3
