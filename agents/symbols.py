@@ -350,10 +350,6 @@ class SymbolResolver:
         """The distinct symbols a message names, in order of first appearance."""
         return list(dict.fromkeys(m.symbol for m in self.find(text)))
 
-    def is_word(self, word: str) -> bool:
-        """Whether a word is ordinary English rather than a possible company name or ticker."""
-        return word.lower() in _ENGLISH
-
 
 def _curated() -> tuple[dict[str, tuple[str, ...]], set[str], set[str]]:
     names: dict[str, tuple[str, ...]] = {}
