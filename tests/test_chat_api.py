@@ -306,3 +306,12 @@ async def test_the_stream_carries_tokens_steps_and_the_interrupt(tmp_path: Path,
         refused = await w.http.post("/api/chat/stream", json={**body, "accountId": w.accounts[BOB]},
                                     headers=w.headers(ALICE))
         assert_error(refused, 403)
+
+
+async def test_a_request_with_a_missing_detail_beside_a_complete_one(tmp_path: Path, redis_url: str) -> None:
+    async with agent_world(tmp_path, redis_url) as w:
+        turn = await w.ok(await w.chat(ALICE, "show my portfolio and buy Apple"))
+        assert [s["tool"] for s in turn["steps"]] == ["get_portfolio"] and turn["interrupt"] is None
+        assert "how much" in turn["reply"].lower()
+        follow = await w.ok(await w.chat(ALICE, "$300", thread=turn["threadId"]))
+        assert follow["interrupt"]["order"]["symbol"] == "AAPL" and follow["interrupt"]["order"]["notional"] == "300.00"

@@ -22,7 +22,7 @@ from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict
 
-from agents.catalogue import ROUTE_TOOL
+from agents.catalogue import ROUTE_TOOL, TOOLS_OF
 from agents.intents import Parsed, parse
 from agents.llm import wording
 from agents.symbols import SymbolResolver
@@ -97,7 +97,13 @@ class OfflineChatModel(BaseChatModel):
                 return AIMessage(content="", tool_calls=[
                     {"name": call.tool, "args": dict(call.args), "id": f"call_{uuid.uuid4().hex[:24]}", "type": "tool_call"}
                 ])
-        return AIMessage(content=_answer(turn, set(tools) | {"place_order"}, parsed))
+        text = _answer(turn, set(tools) | {"place_order"})
+        last_agent = parsed.agents[-1] if parsed.agents else None
+        if parsed.ask and last_agent is not None and set(TOOLS_OF[last_agent]) <= set(tools):
+            # what the message also asked that needs details ("... and buy Apple": how much?)
+            extra = {PENDING_KEY: dict(parsed.pending)} if parsed.pending else {}
+            return AIMessage(content=f"{text}\n\n{parsed.ask}" if text else parsed.ask, additional_kwargs=extra)
+        return AIMessage(content=text or "I have nothing to add to that.")
 
 
 def _tool_names(kwargs: dict[str, Any]) -> list[str]:
@@ -131,7 +137,7 @@ def _route(parsed: Parsed) -> AIMessage:
     return AIMessage(content=parsed.ask, additional_kwargs=extra)
 
 
-def _answer(turn: Sequence[BaseMessage], tools: set[str], parsed: Parsed) -> str:
+def _answer(turn: Sequence[BaseMessage], tools: set[str]) -> str:
     parts = []
     for m in turn:
         if isinstance(m, ToolMessage) and m.name in tools:
@@ -140,6 +146,4 @@ def _answer(turn: Sequence[BaseMessage], tools: set[str], parsed: Parsed) -> str
             except json.JSONDecodeError:
                 result = {"error": "the tool returned something unreadable"}
             parts.append(wording.word(m.name, result if isinstance(result, dict) else {"value": result}))
-    if parts:
-        return "\n\n".join(parts)
-    return parsed.ask or "I have nothing to add to that."
+    return "\n\n".join(parts)
