@@ -12,6 +12,15 @@ from typing import Any
 Result = dict[str, Any]
 
 
+def usd(value: str | None) -> str:
+    """A decimal string as dollars: "-0.77" -> "-$0.77", "49559.23" -> "$49,559.23" (digits unchanged)."""
+    if value is None:
+        return "n/a"
+    sign, digits = ("-", value[1:]) if value.startswith("-") else ("", value)
+    whole, dot, cents = digits.partition(".")
+    return f"{sign}${int(whole):,}{dot}{cents}"
+
+
 def _signed(value: str | None, suffix: str = "%") -> str:
     if value is None:
         return "n/a"
@@ -23,7 +32,7 @@ def _quote(r: Result) -> str:
         f", {_signed(r['day_change'], '')} ({_signed(r['day_change_pct'])}) on the day"
         if r.get("day_change") is not None else ""
     )
-    return f"{r['symbol']} is at ${r['price']}{change}. Source: {r['source_note']} (session {r['session']})."
+    return f"{r['symbol']} is at {usd(r['price'])}{change}. Source: {r['source_note']} (session {r['session']})."
 
 
 def _profile(r: Result) -> str:
@@ -45,7 +54,7 @@ def _profile(r: Result) -> str:
 def _performance(r: Result) -> str:
     text = (
         f"{r['symbol']} from {r['start']} to {r['end']}: total return {_signed(r['total_return_pct'])} "
-        f"(${r['start_price']} -> ${r['end_price']}), annualised volatility {r['annualized_volatility_pct']}%, "
+        f"({usd(r['start_price'])} -> {usd(r['end_price'])}), annualised volatility {r['annualized_volatility_pct']}%, "
         f"max drawdown {r['max_drawdown_pct']}%."
     )
     market = r.get("market") or {}
@@ -60,11 +69,11 @@ def _performance(r: Result) -> str:
 
 def _portfolio(r: Result) -> str:
     if not r["holdings"]:
-        return f"The account holds no positions; cash is ${r['cash']}."
-    lines = [f"Total value ${r['total_value']}: ${r['invested']} invested and ${r['cash']} cash."]
+        return f"The account holds no positions; cash is {usd(r['cash'])}."
+    lines = [f"Total value {usd(r['total_value'])}: {usd(r['invested'])} invested and {usd(r['cash'])} cash."]
     lines += [
-        f"- {h['symbol']}: {h['qty']} shares, ${h['market_value']} ({h['weight_pct']}% of holdings, "
-        f"P/L ${h['unrealized_pl']}), {h['sector']}"
+        f"- {h['symbol']}: {h['qty']} shares, {usd(h['market_value'])} ({h['weight_pct']}% of holdings, "
+        f"P/L {usd(h['unrealized_pl'])}), {h['sector']}"
         for h in r["holdings"]
     ]
     lines.append("By sector: " + ", ".join(f"{s['sector']} {s['weight_pct']}%" for s in r["sectors"]) + ".")
@@ -86,6 +95,8 @@ def _risk(r: Result) -> str:
         f"annualised volatility {r['annualized_volatility_pct']}%{beta}, Sharpe ratio {r['sharpe']} "
         f"(risk-free {r['risk_free_rate_pct']}%), max drawdown {r['max_drawdown_pct']}%."
     )
+    if r.get("window_note"):
+        text += f" The window is shorter than asked: {r['window_note']}."
     if r.get("left_out"):
         text += " Left out for lack of price history: " + ", ".join(r["left_out"]) + "."
     return text
@@ -95,8 +106,8 @@ def _rebalance(r: Result) -> str:
     if not r["trades"]:
         return f"The holdings already match the {r['target']} target: no trade is needed."
     lines = [f"To move toward {r['target'].replace('_', ' ')}:"]
-    lines += [f"- {t['side']} ${t['notional']} of {t['symbol']}" for t in r["trades"]]
-    lines.append(f"Cash afterwards: ${r['cash_after']}. Each trade is its own order that you confirm.")
+    lines += [f"- {t['side']} {usd(t['notional'])} of {t['symbol']}" for t in r["trades"]]
+    lines.append(f"Cash afterwards: {usd(r['cash_after'])}. Each trade is its own order that you confirm.")
     lines += r.get("notes") or []
     return "\n".join(lines)
 
@@ -104,20 +115,21 @@ def _rebalance(r: Result) -> str:
 def _activity(r: Result) -> str:
     if not r["activities"]:
         return "There is no activity of that kind on the account yet."
-    lines = [f"{r['count']} {r['kind'] if r['kind'] != 'all' else ''} activities (newest first):".replace("  ", " ")]
+    what = {"all": "activities", "trades": "trades", "cash": "deposits and withdrawals"}.get(r["kind"], "activities")
+    lines = [f"{r['count']} {what} (newest first):"]
     for a in r["activities"][:10]:
         if a["type"] == "FILL":
             lines.append(f"- {a['date'][:10]}: {a['side']} {a['qty']} {a['symbol']} at ${a['price']}")
         else:
-            lines.append(f"- {a['date'][:10]}: {a['type']} ${a['net_amount']}")
+            lines.append(f"- {a['date'][:10]}: {a['type']} {usd(a['net_amount'])}")
     if r["kind"] in ("all", "trades"):
-        lines.append(f"Bought ${r['total_bought']} and sold ${r['total_sold']} in total.")
+        lines.append(f"Bought {usd(r['total_bought'])} and sold {usd(r['total_sold'])} in total.")
     return "\n".join(lines)
 
 
 def _cash(r: Result) -> str:
     return (
-        f"Cash ${r['cash']}, of which ${r['cash_withdrawable']} can be withdrawn; buying power ${r['buying_power']}."
+        f"Cash {usd(r['cash'])}, of which {usd(r['cash_withdrawable'])} can be withdrawn; buying power {usd(r['buying_power'])}."
     )
 
 

@@ -150,6 +150,10 @@ def risk_metrics(deps: AgentDeps, account_id: str, period: str = "") -> dict[str
         "market": deps.history.market_label,
         "left_out": missing,
         "history_source": deps.history.source,
+        "window_note": (
+            f"asked from {start}; prices for every holding start on {series[0][0]}"
+            if (series[0][0] - start).days > 7 else None
+        ),
     }
 
 
