@@ -27,6 +27,8 @@ test: $(STAMP) services
 bench: $(STAMP) services
 	$(BIN)/python bench/realtime.py --quick
 	$(BIN)/python bench/gateway.py --quick
+	$(BIN)/python bench/intents.py
+	$(BIN)/python bench/chat.py --quick
 
 clean:
 	rm -rf $(VENV) .clera build *.egg-info
