@@ -400,7 +400,7 @@ _DIVERSIFY = _rx(
     r"\beggs in one basket\b|\boverweight\b|\bsingle stock\b|\bcorrelat|\btoo many\b|\btoo few\b|\bbalanced enough\b"
 )
 _PORTFOLIO = _rx(
-    r"\bportfolio|\bholdings?\b|\bpositions?\b|\bwhat do i (?:own|have|hold)\b|\bwhat i (?:own|hold)\b|"
+    r"\bportfolio|\bholdings?\b|\bpositions?\b|\bwhat do i (?:\w+ )?(?:own|have|hold)\b|\bwhat i (?:own|hold)\b|"
     r"\bmy (?:stocks|shares|investments|account|assets|equities|money)\b|\ballocation\b|\bbreakdown\b|"
     r"\bnet worth\b|\bhow am i doing\b|\bhow are my\b|\bwhat(?:'s| is) in my\b|\binvested in\b|"
     r"\btotal value\b|\baccount value\b|\bbalance\b|\bexposure\b|\bwhat stocks\b|\bstake\b|\bby sector\b|"
@@ -525,7 +525,8 @@ def _portfolio_intents(text: str, dates: _Dates, has_symbols: bool) -> list[tupl
     elif _CASH.search(text):
         found.append(("cash_available", {}))
     target = next((name for name, rx in _TARGETS if rx.search(text)), "")
-    if _REBALANCE.search(text) or (target and _TARGET_CHANGE.search(text) and _PORTFOLIO.search(text)):
+    wants_profile = target and re.search(rf"\b(?:an?|the|my)\s+{target.split('_')[0]}\w*\s+(?:allocation|mix|portfolio|profile)\b", text)
+    if _REBALANCE.search(text) or wants_profile or (target and _TARGET_CHANGE.search(text) and _PORTFOLIO.search(text)):
         found.append(("rebalance_plan", {"target": target} if target else {}))
     if _DIVERSIFY.search(text):
         found.append(("diversification", {}))
