@@ -26,7 +26,7 @@ PORTFOLIO_TOOLS: tuple[str, ...] = (
     "account_activity",
     "cash_available",
 )
-TRADE_TOOLS: tuple[str, ...] = ("buy", "sell")
+TRADE_TOOLS: tuple[str, ...] = ("buy", "sell", "rebalance_orders")
 
 TOOLS_OF: dict[str, tuple[str, ...]] = {
     "financial_analyst": ANALYST_TOOLS,
@@ -35,6 +35,8 @@ TOOLS_OF: dict[str, tuple[str, ...]] = {
 }
 # Only the trade agent may hold these; the graph refuses them anywhere else, whatever a model asks.
 ORDER_TOOLS: frozenset[str] = frozenset(TRADE_TOOLS)
+# The two that prepare a single order for confirmation.
+SINGLE_ORDER_TOOLS: frozenset[str] = frozenset(("buy", "sell"))
 
 RISK_PROFILES: tuple[str, ...] = ("conservative", "balanced", "aggressive")
 REBALANCE_TARGETS: tuple[str, ...] = ("equal_weight", *RISK_PROFILES)

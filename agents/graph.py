@@ -31,7 +31,7 @@ from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
 
 from agents import prompts
-from agents.catalogue import AGENTS, ORDER_TOOLS, ROUTE_TOOL, TOOLS_OF
+from agents.catalogue import AGENTS, ORDER_TOOLS, ROUTE_TOOL, SINGLE_ORDER_TOOLS, TOOLS_OF
 from agents.deps import AgentDeps, account_of, deps_of
 from agents.tools import analyst, portfolio, trade  # noqa: F401  (registers the tools)
 from agents.tools.registry import REGISTRY, as_data
@@ -42,6 +42,7 @@ from engine.chat import ChatInterrupt, PendingOrder
 SUPERVISOR = "supervisor"
 TOOLS = "tools"
 CONFIRM = "confirm"
+NEXT_ORDER = "next_order"
 PLACE_ORDER = "place_order"
 MAX_TOOL_ROUNDS = 4  # tool-calling rounds per agent per turn before it must answer
 
@@ -50,6 +51,7 @@ class ChatState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     plan: list[str]
     pending: dict[str, Any] | None
+    queue: list[dict[str, str]]  # a rebalance's orders still to show, one confirmation each
 
 
 def _route(agents: list[Literal["financial_analyst", "portfolio_management", "trade_execution"]]) -> None:
@@ -108,6 +110,8 @@ def _agent_node(agent: str):  # type: ignore[no-untyped-def]
             return Command(goto=TOOLS, update={"messages": [reply]})
         if reply.tool_calls:  # out of rounds: keep the words, drop calls nobody will answer
             reply = AIMessage(content=reply.content, name=agent, usage_metadata=reply.usage_metadata)
+        if agent == trade.AGENT and state.get("queue"):
+            return Command(goto=NEXT_ORDER, update={"messages": [reply]})
         plan = state.get("plan") or []
         return Command(goto=plan[0] if plan else END, update={"messages": [reply], "plan": plan[1:]})
 
@@ -126,9 +130,10 @@ def _run_tool(deps: AgentDeps, account_id: str, name: str, args: dict[str, Any])
         return {"error": exc.message, "code": exc.code}
 
 
-def new_pending(order: dict[str, Any], ttl_s: float) -> dict[str, Any]:
-    """A prepared order waiting for the person: its interrupt id and when the confirmation expires."""
-    return {"id": uuid.uuid4().hex, "order": order, "expires_at": time.time() + ttl_s}
+def new_pending(order: dict[str, Any], ttl_s: float, batch: bool = False) -> dict[str, Any]:
+    """A prepared order waiting for the person: its interrupt id, when the confirmation expires, and
+    whether it is one of a rebalance's orders (then cancel skips it and the next is shown)."""
+    return {"id": uuid.uuid4().hex, "order": order, "expires_at": time.time() + ttl_s, "batch": batch}
 
 
 async def tools(state: ChatState, config: RunnableConfig) -> Command:
@@ -140,20 +145,59 @@ async def tools(state: ChatState, config: RunnableConfig) -> Command:
     allowed = TOOLS_OF.get(agent, ())
     results: list[ToolMessage] = []
     pending: dict[str, Any] | None = None
+    queue: list[dict[str, str]] | None = None
     for call in call_message.tool_calls:
         name = call["name"]
         if name not in allowed:
             result: dict[str, Any] = {"error": f"{name} is not a tool of the {agent} agent; it was not run"}
-        elif name in ORDER_TOOLS and pending is not None:
+        elif name in ORDER_TOOLS and (pending is not None or queue is not None):
             result = {"error": "one order at a time: confirm or cancel the order shown first"}
         else:
             result = await asyncio.to_thread(_run_tool, deps, account_id, name, call["args"])
-            if name in ORDER_TOOLS and result.get("status") == trade.AWAITING:
+            if name in SINGLE_ORDER_TOOLS and result.get("status") == trade.AWAITING:
                 pending = new_pending(result["order"], deps.settings.confirm_ttl_s)
+            elif result.get("status") == trade.PLANNED:
+                queue = list(result["orders"])
         results.append(tool_message(call["id"] or uuid.uuid4().hex, name, result))
     if pending is not None:
         return Command(goto=CONFIRM, update={"messages": results, "pending": pending})
+    if queue is not None:
+        intro = AIMessage(
+            content=f"To rebalance: {len(queue)} orders, sells first, shown one at a time. Confirm each, "
+            "cancel to skip one, or send a new message to stop.",
+            name=trade.AGENT,
+        )
+        return Command(goto=NEXT_ORDER, update={"messages": [*results, intro], "queue": queue})
     return Command(goto=agent, update={"messages": results})
+
+
+async def next_order(state: ChatState, config: RunnableConfig) -> Command:
+    """The next order of a rebalance, checked now (prices and cash have moved) and shown for confirmation;
+    one the checks refuse is skipped and said so."""
+    deps = deps_of(config)
+    account_id = account_of(config)
+    queue = list(state.get("queue") or [])
+    messages: list[AnyMessage] = []
+    skipped: list[str] = []
+    while queue:
+        item = queue.pop(0)
+        args = {"symbol": item["symbol"], "notional": item["notional"], "qty": ""}
+        call_id = f"queued-{uuid.uuid4().hex}"
+        result = await asyncio.to_thread(_run_tool, deps, account_id, item["side"], args)
+        messages += [
+            AIMessage(content="", name=trade.AGENT,
+                      tool_calls=[{"name": item["side"], "args": args, "id": call_id, "type": "tool_call"}]),
+            tool_message(call_id, item["side"], result),
+        ]
+        if result.get("status") == trade.AWAITING:
+            pending = new_pending(result["order"], deps.settings.confirm_ttl_s, batch=True)
+            return Command(goto=CONFIRM, update={"messages": messages, "queue": queue, "pending": pending})
+        skipped.append(f"{item['side']} ${item['notional']} of {item['symbol']} ({result.get('error')})")
+    done = "That was the last order of the rebalance."
+    if skipped:
+        done += " Skipped because the checks refused them: " + "; ".join(skipped) + "."
+    messages.append(AIMessage(content=done, name=trade.AGENT))
+    return Command(goto=END, update={"messages": messages, "queue": []})
 
 
 def describe(order: PendingOrder) -> str:
@@ -218,13 +262,20 @@ async def confirm(state: ChatState, config: RunnableConfig) -> Command:
         )
     if decision == "edit":
         return await _edited(deps, account_id, pending, answer.get("edit") or {})
+    if decision == "cancel" and pending.get("batch"):
+        skipped = AIMessage(content="Skipped: that order was not placed.", name=trade.AGENT)
+        return Command(goto=NEXT_ORDER, update={"messages": [skipped], "pending": None})
     reason = {
         "cancel": "Canceled: no order was placed.",
         "expired": "The confirmation expired, so the order was dropped: nothing was placed.",
         "superseded": "The order waiting for confirmation was dropped when a new message arrived: nothing was "
         "placed. Orders are confirmed only with the confirm button.",
     }.get(decision or "", "The order was dropped: nothing was placed.")
-    return Command(goto=END, update={"messages": [AIMessage(content=reason, name=trade.AGENT)], "pending": None})
+    if state.get("queue"):
+        reason += " The rest of the rebalance was dropped too."
+    return Command(
+        goto=END, update={"messages": [AIMessage(content=reason, name=trade.AGENT)], "pending": None, "queue": []}
+    )
 
 
 async def _edited(deps: AgentDeps, account_id: str, pending: dict[str, Any], edit: dict[str, Any]) -> Command:
@@ -248,19 +299,19 @@ async def _edited(deps: AgentDeps, account_id: str, pending: dict[str, Any], edi
         messages.append(AIMessage(
             content=f"The edited order was refused: {result.get('error')}. Nothing was placed.", name=trade.AGENT
         ))
-        return Command(goto=END, update={"messages": messages, "pending": None})
-    return Command(
-        goto=CONFIRM, update={"messages": messages, "pending": new_pending(result["order"], deps.settings.confirm_ttl_s)}
-    )
+        return Command(goto=NEXT_ORDER if pending.get("batch") else END, update={"messages": messages, "pending": None})
+    renewed = new_pending(result["order"], deps.settings.confirm_ttl_s, batch=bool(pending.get("batch")))
+    return Command(goto=CONFIRM, update={"messages": messages, "pending": renewed})
 
 
 def build() -> StateGraph:
     builder = StateGraph(ChatState)
     builder.add_node(SUPERVISOR, supervisor, destinations=(*AGENTS, END))
     for agent in AGENTS:
-        builder.add_node(agent, _agent_node(agent), destinations=(TOOLS, *AGENTS, END))
-    builder.add_node(TOOLS, tools, destinations=(*AGENTS, CONFIRM))
-    builder.add_node(CONFIRM, confirm, destinations=(trade.AGENT, CONFIRM, END))
+        builder.add_node(agent, _agent_node(agent), destinations=(TOOLS, *AGENTS, NEXT_ORDER, END))
+    builder.add_node(TOOLS, tools, destinations=(*AGENTS, CONFIRM, NEXT_ORDER))
+    builder.add_node(CONFIRM, confirm, destinations=(trade.AGENT, CONFIRM, NEXT_ORDER, END))
+    builder.add_node(NEXT_ORDER, next_order, destinations=(CONFIRM, END))
     builder.add_edge(START, SUPERVISOR)
     return builder
 

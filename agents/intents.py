@@ -64,6 +64,7 @@ _AGENT_OF = {
     "cash_available": _PORTFOLIO,
     "buy": _TRADE,
     "sell": _TRADE,
+    "rebalance_orders": _TRADE,
 }
 _ANALYST_TOOLS = ("stock_performance", "get_quote", "company_profile")
 
@@ -381,6 +382,12 @@ _ACTIVITY = _rx(
 _ACTIVITY_TRADES = _rx(r"\btrad|\border|\bfill|\bexecution|\bpurchas|\bbuys?\b|\bbought\b|\bsold\b|\bsell|\bsales\b")
 _ACTIVITY_CASH = _rx(r"\bdeposit|\bwithdr|\btransfer|\bcash\b|\bfunding\b|\bmoney\b")
 _REBALANCE = _rx(r"\bre-?balanc|\breallocat|\brealign|\btarget (?:allocation|mix|weights?)\b|\bequal[- ]?weight")
+# carrying a rebalance out (orders, each confirmed) rather than seeing the plan
+_EXECUTE = _rx(
+    r"\b(?:execute|place|submit|carry out|go ahead with|go through with|make|do|start|trade|run|perform)\b"
+    r".*\b(?:re-?balanc\w*|trades|orders)\b.*|\bre-?balanc\w* (?:it |everything |my \w+ )?for me\b|"
+    r"\bre-?balanc\w*\b.*\b(?:and|then) (?:place|execute|submit|make|do) (?:the |those |these |all )?(?:trades|orders)\b"
+)
 _TARGET_CHANGE = _rx(
     r"\b(?:make|shift|move|switch|turn|change|adjust|go|convert|reposition|restructure|split|spread|divide|"
     r"distribute|allocate|weight|put)\b"
@@ -680,6 +687,10 @@ def _clauses(message: _Message) -> list[_Clause]:
 
 def _understand(message: _Message) -> tuple[Parsed, bool]:
     """The fresh reading of a message, and whether it states a request of its own."""
+    if _REBALANCE.search(message.text) and _EXECUTE.search(message.text):
+        # one request, whatever its "and"s: carry out a rebalance, each order confirmed
+        target = next((name for name, rx in _TARGETS if rx.search(message.text)), "")
+        return _assemble([_call("rebalance_orders", {"target": target})]), True
     clauses = _clauses(message)
     calls: list[ToolCall] = []
     asks: list[tuple[str, dict[str, str]]] = []

@@ -26,7 +26,7 @@ from langgraph.types import Command
 
 from agents.catalogue import AGENTS, NO_AGENT
 from agents.deps import ACCOUNT_KEY, DEPS_KEY, USER_KEY, AgentDeps
-from agents.graph import CONFIRM, SUPERVISOR, TOOLS, build
+from agents.graph import CONFIRM, NEXT_ORDER, SUPERVISOR, TOOLS, build
 from agents.memory import checkpointer
 from agents.threads import ThreadRecord, ThreadRegistry
 from brokerage.errors import Conflict, Forbidden, InvalidRequest
@@ -155,7 +155,7 @@ class AgentRunner:
                         yield ChatEvent(event="token", data={"text": chunk.content, "agent": _label(node)})
                     continue
                 for node, update in data.items():
-                    if node not in (*AGENTS, TOOLS, CONFIRM) or not isinstance(update, dict):
+                    if node not in (*AGENTS, TOOLS, CONFIRM, NEXT_ORDER) or not isinstance(update, dict):
                         continue
                     for step in _steps(update.get("messages") or [], calls):
                         yield ChatEvent(event="step", data=step)
@@ -165,10 +165,12 @@ class AgentRunner:
             yield ChatEvent(event="done", data=turn)
 
     async def _start_turn(self, graph: CompiledStateGraph, config: RunnableConfig) -> int:
-        """Drops an order still waiting for confirmation, then counts the messages before the turn."""
+        """Counts the messages before the turn, then drops an order still waiting for confirmation (the
+        turn's reply says so)."""
+        before = len(await _messages(graph, config))
         if await _waiting(graph, config) is not None:
             await graph.ainvoke(Command(resume={"decision": "superseded"}), config)
-        return len(await _messages(graph, config))
+        return before
 
     async def _turn(
         self, graph: CompiledStateGraph, config: RunnableConfig, record: ThreadRecord, before: int
@@ -179,7 +181,8 @@ class AgentRunner:
         texts = [str(m.content) for m in new if isinstance(m, AIMessage) and isinstance(m.content, str) and m.content]
         if interrupt is not None:
             texts.append(interrupt.message)
-        agents = [m.name for m in new if isinstance(m, AIMessage) and m.name in AGENTS]
+        asked = max((i for i, m in enumerate(new) if isinstance(m, HumanMessage)), default=-1)
+        agents = [m.name for m in new[asked + 1:] if isinstance(m, AIMessage) and m.name in AGENTS]
         usage: dict[str, int] = {}
         for m in new:
             if isinstance(m, AIMessage) and m.usage_metadata:

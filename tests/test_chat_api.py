@@ -315,3 +315,48 @@ async def test_a_request_with_a_missing_detail_beside_a_complete_one(tmp_path: P
         assert "how much" in turn["reply"].lower()
         follow = await w.ok(await w.chat(ALICE, "$300", thread=turn["threadId"]))
         assert follow["interrupt"]["order"]["symbol"] == "AAPL" and follow["interrupt"]["order"]["notional"] == "300.00"
+
+
+async def test_a_rebalance_is_carried_out_one_confirmed_order_at_a_time(tmp_path: Path, redis_url: str) -> None:
+    async with agent_world(tmp_path, redis_url) as w:
+        account = w.accounts[ALICE]
+        before = len(w.broker.list_orders(account, "all"))
+        plan = await w.ok(await w.chat(ALICE, "how should I rebalance to equal weight?"))
+        trades = plan["steps"][0]["result"]["trades"]
+        assert plan["agent"] == "portfolio_management" and plan["interrupt"] is None
+        assert [t["side"] for t in trades] == ["sell", "buy"] and no_orders_since(w, account, before)
+
+        turn = await w.ok(await w.chat(ALICE, "execute the rebalance to equal weight", thread=plan["threadId"]))
+        assert turn["agent"] == "trade_execution"
+        assert turn["steps"][0]["tool"] == "rebalance_orders"
+        assert turn["steps"][0]["result"]["orders"] == [{k: t[k] for k in ("side", "symbol", "notional")} for t in trades]
+        first = turn["interrupt"]["order"]
+        assert (first["side"], first["symbol"], first["notional"]) == (trades[0]["side"], trades[0]["symbol"],
+                                                                      trades[0]["notional"])
+        assert no_orders_since(w, account, before)
+
+        second = await w.ok(await w.resume(ALICE, turn["threadId"], turn["interrupt"]["id"], "confirm"))
+        assert [s["tool"] for s in second["steps"]][:1] == ["place_order"]
+        assert len(w.broker.list_orders(account, "all")) == before + 1
+        shown = second["interrupt"]["order"]
+        assert (shown["side"], shown["symbol"], shown["notional"]) == (trades[1]["side"], trades[1]["symbol"],
+                                                                      trades[1]["notional"])
+        assert "Order placed" in second["reply"]
+
+        skipped = await w.ok(await w.resume(ALICE, turn["threadId"], second["interrupt"]["id"], "cancel"))
+        assert skipped["interrupt"] is None and "last order of the rebalance" in skipped["reply"]
+        assert len(w.broker.list_orders(account, "all")) == before + 1
+
+
+async def test_a_new_message_stops_a_rebalance_in_progress(tmp_path: Path, redis_url: str) -> None:
+    async with agent_world(tmp_path, redis_url) as w:
+        account = w.accounts[ALICE]
+        before = len(w.broker.list_orders(account, "all"))
+        turn = await w.ok(await w.chat(ALICE, "rebalance my portfolio to a conservative profile and place the trades"))
+        assert turn["interrupt"] is not None
+        other = await w.ok(await w.chat(ALICE, "what's my cash?", thread=turn["threadId"]))
+        assert other["interrupt"] is None and [s["tool"] for s in other["steps"]] == ["cash_available"]
+        assert "rest of the rebalance was dropped" in other["reply"]
+        assert no_orders_since(w, account, before)
+        detail = (await w.http.get(f"/api/chat/threads/{turn['threadId']}", headers=w.headers(ALICE))).json()
+        assert detail["interrupt"] is None

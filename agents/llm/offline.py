@@ -138,12 +138,14 @@ def _route(parsed: Parsed) -> AIMessage:
 
 
 def _answer(turn: Sequence[BaseMessage], tools: set[str]) -> str:
+    """Words the results that came in since the last thing the assistant said (earlier ones were answered)."""
+    said = max((i for i, m in enumerate(turn) if isinstance(m, AIMessage) and m.content), default=-1)
     parts = []
-    for m in turn:
+    for m in turn[said + 1:]:
         if isinstance(m, ToolMessage) and m.name in tools:
             try:
                 result = json.loads(str(m.content))
             except json.JSONDecodeError:
                 result = {"error": "the tool returned something unreadable"}
             parts.append(wording.word(m.name, result if isinstance(result, dict) else {"value": result}))
-    return "\n\n".join(parts)
+    return "\n\n".join(p for p in parts if p)

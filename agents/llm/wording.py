@@ -107,7 +107,8 @@ def _rebalance(r: Result) -> str:
         return f"The holdings already match the {r['target']} target: no trade is needed."
     lines = [f"To move toward {r['target'].replace('_', ' ')}:"]
     lines += [f"- {t['side']} {usd(t['notional'])} of {t['symbol']}" for t in r["trades"]]
-    lines.append(f"Cash afterwards: {usd(r['cash_after'])}. Each trade is its own order that you confirm.")
+    lines.append(f"Cash afterwards: {usd(r['cash_after'])}. Say \"execute the rebalance\" to place these as "
+                 "orders, each shown for your confirmation.")
     lines += r.get("notes") or []
     return "\n".join(lines)
 
@@ -135,8 +136,16 @@ def _cash(r: Result) -> str:
 
 def _order_prepared(r: Result) -> str:
     if r.get("status") == "awaiting_confirmation":
-        return "The order is ready for your confirmation."
+        return ""  # the confirmation itself shows the order
     return f"I can't prepare that order: {r.get('error')}."
+
+
+def _rebalance_orders(r: Result) -> str:
+    if r.get("status") == "planned":
+        return ""  # each order is shown for confirmation
+    if r.get("status") == "nothing_to_do":
+        return f"The holdings already match the {r['target'].replace('_', ' ')} target: no order is needed."
+    return f"I can't rebalance: {r.get('error')}."
 
 
 def _placed(r: Result) -> str:
@@ -160,11 +169,12 @@ WORDING: dict[str, Callable[[Result], str]] = {
     "buy": _order_prepared,
     "sell": _order_prepared,
     "place_order": _placed,
+    "rebalance_orders": _rebalance_orders,
 }
 
 
 def word(tool: str, result: Result) -> str:
-    if "error" in result and tool not in ("buy", "sell", "place_order"):
+    if "error" in result and tool not in ("buy", "sell", "place_order", "rebalance_orders"):
         return f"I couldn't get that: {result['error']}."
     try:
         return WORDING[tool](result)

@@ -9,6 +9,7 @@ from typing import Any
 
 from agents.deps import AgentDeps
 from agents.tools.analyst import symbol_of
+from agents.tools.portfolio import rebalance_plan
 from agents.tools.registry import agent_tool, as_data, money, plain
 from brokerage import order_rules
 from brokerage import paper_rules as rules
@@ -18,6 +19,7 @@ from engine.chat import PendingOrder
 
 AGENT = "trade_execution"
 AWAITING = "awaiting_confirmation"
+PLANNED = "planned"
 
 
 def order_request(pending: PendingOrder, client_order_id: str | None = None) -> OrderRequest:
@@ -94,3 +96,15 @@ def sell(deps: AgentDeps, account_id: str, symbol: str, notional: str = "", qty:
     """Prepare a market sell for the person to confirm: `notional` dollars or `qty` shares ("all" sells the
     whole position), exactly one. Nothing is placed until the person confirms."""
     return _prepare(deps, account_id, "sell", symbol, notional, qty)
+
+
+@agent_tool(AGENT)
+def rebalance_orders(deps: AgentDeps, account_id: str, target: str = "") -> dict[str, Any]:
+    """Carry out a rebalance toward `target` ("equal_weight" default, "conservative", "balanced",
+    "aggressive"): its trades become orders shown to the person one at a time, sells first, each
+    placed only if confirmed (cancel skips one)."""
+    plan = rebalance_plan(deps, account_id, target)
+    if "error" in plan:
+        return {"status": "refused", "error": plan["error"]}
+    orders = [{"side": t["side"], "symbol": t["symbol"], "notional": t["notional"]} for t in plan["trades"]]
+    return {"status": PLANNED if orders else "nothing_to_do", "target": plan["target"], "orders": orders}
