@@ -13,12 +13,15 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import msgspec
+import openai
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
@@ -29,7 +32,7 @@ from agents.deps import ACCOUNT_KEY, DEPS_KEY, USER_KEY, AgentDeps
 from agents.graph import CONFIRM, NEXT_ORDER, SUPERVISOR, TOOLS, build
 from agents.memory import checkpointer
 from agents.threads import ThreadRecord, ThreadRegistry
-from brokerage.errors import Conflict, Forbidden, InvalidRequest
+from brokerage.errors import Conflict, Forbidden, InvalidRequest, Unavailable
 from engine.chat import (
     ChatEvent,
     ChatInterrupt,
@@ -42,7 +45,11 @@ from engine.chat import (
     ThreadSummary,
 )
 
+log = logging.getLogger("clera.agents")
+
 MAX_MESSAGE_CHARS = 4000
+# What an OpenAI-compatible server that is down, slow, overloaded or refusing our key raises.
+MODEL_DOWN = (openai.APIError, httpx.HTTPError)
 USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 
 
@@ -103,7 +110,14 @@ class AgentRunner:
         """One turn at a time per thread in this process (a second waits for the first to finish)."""
         lock = self._locks.setdefault(record.thread_id, asyncio.Lock())
         async with lock:
-            yield await self._compiled(), self._config(record)
+            try:
+                yield await self._compiled(), self._config(record)
+            except MODEL_DOWN as exc:  # the model's server, not the person: 503, and the thread stays usable
+                log.warning("chat model call failed on thread %s: %s", record.thread_id, type(exc).__name__)
+                raise Unavailable(
+                    "the assistant's language model did not answer; nothing was placed, please retry",
+                    code="model_unavailable",
+                ) from None
         await asyncio.to_thread(self.registry.touch, record.thread_id)
 
     # -- turns -------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+import httpx
+import openai
 from agent_support import agent_world
 from gateway_support import ALICE
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -107,3 +109,35 @@ async def test_two_orders_in_one_message_show_only_the_first(tmp_path: Path, red
         placed = [s for s in done["steps"] if s["tool"] == "place_order"]
         assert len(placed) == 1 and placed[0]["result"]["order"]["symbol"] == "AAPL"
         assert placed[0]["args"] == turn["interrupt"]["order"]  # the order shown is the order placed
+
+
+class Failing(GenericFakeChatModel):
+    """Scripted replies, then the error a model server that went away raises."""
+
+    def bind_tools(self, tools, **kwargs):  # type: ignore[no-untyped-def, override]
+        return self
+
+    def _generate(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        try:
+            return super()._generate(*args, **kwargs)
+        except StopIteration:
+            raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9/v1")) from None
+
+
+async def test_a_model_that_fails_is_a_503_and_a_stream_ends_with_an_error_event(tmp_path: Path, redis_url: str) -> None:
+    model = Failing(disable_streaming=True, messages=iter([
+        _call("route", {"agents": ["financial_analyst"]}),
+        _call("get_quote", {"symbol": "AAPL"}),
+    ]))
+    async with agent_world(tmp_path, redis_url, model=model) as w:
+        body = {"message": "price of Apple", "accountId": w.accounts[ALICE]}
+        async with w.http.stream("POST", "/api/chat/stream", json=body, headers=w.headers(ALICE)) as response:
+            text = (await response.aread()).decode()
+        assert response.status_code == 200
+        blocks = [b for b in text.strip().split("\n\n")]
+        assert blocks[0].startswith("event: step") and blocks[-1].startswith("event: error")
+        error = json.loads(blocks[-1].split("data: ", 1)[1])["error"]
+        assert error["code"] == "model_unavailable" and set(error) == {"code", "message", "details"}
+
+        failed = await w.chat(ALICE, "price of Apple")
+        assert failed.status_code == 503 and failed.json()["error"]["code"] == "model_unavailable"
