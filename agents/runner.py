@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import msgspec
 import openai
+from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
@@ -101,9 +102,15 @@ class AgentRunner:
         return record
 
     def _config(self, record: ThreadRecord) -> RunnableConfig:
-        return {"configurable": {
-            "thread_id": record.thread_id, DEPS_KEY: self.deps, ACCOUNT_KEY: record.account_id, USER_KEY: record.user_id,
-        }}
+        """The thread's run configuration; its callback counts the tokens of every model call of the turn
+        (the supervisor's routing call included, whose message is not kept)."""
+        return {
+            "configurable": {
+                "thread_id": record.thread_id, DEPS_KEY: self.deps, ACCOUNT_KEY: record.account_id,
+                USER_KEY: record.user_id,
+            },
+            "callbacks": [UsageMetadataCallbackHandler()],
+        }
 
     @contextlib.asynccontextmanager
     async def _turn_of(self, record: ThreadRecord) -> AsyncIterator[tuple[CompiledStateGraph, RunnableConfig]]:
@@ -197,18 +204,13 @@ class AgentRunner:
             texts.append(interrupt.message)
         asked = max((i for i, m in enumerate(new) if isinstance(m, HumanMessage)), default=-1)
         agents = [m.name for m in new[asked + 1:] if isinstance(m, AIMessage) and m.name in AGENTS]
-        usage: dict[str, int] = {}
-        for m in new:
-            if isinstance(m, AIMessage) and m.usage_metadata:
-                for key in USAGE_KEYS:
-                    usage[key] = usage.get(key, 0) + int(m.usage_metadata.get(key, 0) or 0)
         return ChatTurn(
             threadId=record.thread_id,
             reply="\n\n".join(texts),
             agent=_label(agents[-1] if agents else None),  # type: ignore[arg-type]
             steps=_steps(new, {}),
             interrupt=interrupt,
-            usage=usage,
+            usage=_usage(config),
         )
 
     # -- threads -----------------------------------------------------------------------------------
@@ -225,6 +227,17 @@ class AgentRunner:
             threadId=record.thread_id, accountId=record.account_id, title=record.title, messages=messages,
             interrupt=_interrupt(state),
         )
+
+
+def _usage(config: RunnableConfig) -> dict[str, int]:
+    """Token counts the model reported in this turn, summed over its models (empty when none reports them)."""
+    usage: dict[str, int] = {}
+    for handler in config.get("callbacks") or []:  # type: ignore[union-attr]
+        if isinstance(handler, UsageMetadataCallbackHandler):
+            for counts in handler.usage_metadata.values():
+                for key in USAGE_KEYS:
+                    usage[key] = usage.get(key, 0) + int(counts.get(key, 0) or 0)
+    return usage
 
 
 def _check_edit(edit: OrderEdit | None) -> None:

@@ -150,10 +150,6 @@ async def test_a_quote_through_the_graph(tmp_path: Path, redis_url: str, llm: Op
     assert json.loads(answered["content"]) == step["result"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "agents/graph.py supervisor(): a `route` reply is dropped (only _next(agents) is returned), so its "
-    "usage_metadata never reaches the turn; ChatTurn.usage counts only the agents' calls (239 of 296 tokens)"
-))
 async def test_turn_usage_counts_every_model_call(tmp_path: Path, redis_url: str, llm: OpenAIChatStandin) -> None:
     async with openai_world(tmp_path, redis_url, llm, quote_script()) as w:
         turn = await w.ok(await w.chat(ALICE, "What's Apple trading at?"))
