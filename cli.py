@@ -320,11 +320,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import serve_app
     from actors import topology
     from brokerage.company_profiles import load_default_company_profiles
+    from brokerage.factory import process_broker
     from brokerage.store import store_from_settings
     from engine.console import run_console
     from engine.redis_server import redis_from_settings
     from gateway import demo
-    from brokerage.factory import process_broker
 
     settings = load_settings()
     if args.host:

@@ -28,7 +28,14 @@ from brokerage.broker import Broker
 from brokerage.company_profiles import load_default_company_profiles
 from brokerage.factory import process_broker
 from brokerage.store import store_from_settings
-from engine.chat import ChatEvent, ChatTurn, Decision, OrderEdit, ThreadDetail, ThreadSummary
+from engine.chat import (
+    ChatEvent,
+    ChatTurn,
+    Decision,
+    OrderEdit,
+    ThreadDetail,
+    ThreadSummary,
+)
 from engine.config import ConfigError, Settings, get_settings, load_settings
 from gateway.app import build_app
 from gateway.services import EngineState, RedisConnector, RedisPortfolioReads, Services

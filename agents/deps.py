@@ -58,7 +58,9 @@ def account_of(config: RunnableConfig) -> str:
 @functools.cache
 def default_deps() -> AgentDeps:
     """The deps of a process that only has the settings (the graph run by `langgraph` tooling)."""
-    from agents.wiring import deps_from_settings  # heavy: a broker, a store and Redis clients
+    from agents.wiring import (
+        deps_from_settings,  # heavy: a broker, a store and Redis clients
+    )
     from engine.config import get_settings
 
     return deps_from_settings(get_settings())

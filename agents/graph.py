@@ -22,7 +22,13 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import StructuredTool
 from langgraph.graph import END, START, StateGraph
@@ -31,7 +37,13 @@ from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
 
 from agents import prompts
-from agents.catalogue import AGENTS, ORDER_TOOLS, ROUTE_TOOL, SINGLE_ORDER_TOOLS, TOOLS_OF
+from agents.catalogue import (
+    AGENTS,
+    ORDER_TOOLS,
+    ROUTE_TOOL,
+    SINGLE_ORDER_TOOLS,
+    TOOLS_OF,
+)
 from agents.deps import AgentDeps, account_of, deps_of
 from agents.tools import analyst, portfolio, trade  # noqa: F401  (registers the tools)
 from agents.tools.registry import REGISTRY, as_data

@@ -19,7 +19,15 @@ from starlette.routing import BaseRoute
 
 from brokerage.errors import BrokerageError
 from engine.auth import AuthError
-from engine.chat import ChatEvent, ChatRunner, ChatTurn, Decision, OrderEdit, ThreadDetail, ThreadsResponse
+from engine.chat import (
+    ChatEvent,
+    ChatRunner,
+    ChatTurn,
+    Decision,
+    OrderEdit,
+    ThreadDetail,
+    ThreadsResponse,
+)
 from gateway.auth import check_owner, services_of
 from gateway.body import json_response, parse_body
 from gateway.brokerage_access import Id, acting_user, query_param

@@ -22,7 +22,16 @@ from agent_support import SYMBOLS, AgentWorld, agent_world, real_close
 from gateway_support import ALICE, make_settings
 from langchain_core.messages import AIMessageChunk, HumanMessage
 from langchain_openai import ChatOpenAI
-from standins.openai_chat import OpenAIChatStandin, Reply, Script, ToolCall, call, keyed_on_tools, offered_tools, say
+from standins.openai_chat import (
+    OpenAIChatStandin,
+    Reply,
+    Script,
+    ToolCall,
+    call,
+    keyed_on_tools,
+    offered_tools,
+    say,
+)
 
 from agents.catalogue import ANALYST_TOOLS, TRADE_TOOLS
 from agents.llm import chat_model

@@ -6,7 +6,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-
 from agents.deps import AgentDeps
 from agents.tools.analyst import symbol_of
 from agents.tools.portfolio import rebalance_plan
