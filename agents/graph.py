@@ -47,7 +47,7 @@ from agents.catalogue import (
 from agents.deps import AgentDeps, account_of, deps_of
 from agents.tools import analyst, portfolio, trade  # noqa: F401  (registers the tools)
 from agents.tools.registry import REGISTRY, as_data
-from brokerage.errors import BrokerageError, Conflict, Rejected
+from brokerage.errors import BrokerageError
 from brokerage.models import Order
 from engine.chat import ChatInterrupt, PendingOrder
 
@@ -238,18 +238,15 @@ def client_order_id(interrupt_id: str) -> str:
 
 
 def place(deps: AgentDeps, account_id: str, pending: dict[str, Any]) -> dict[str, Any]:
-    """Places the confirmed order once: a repeat finds the order its client order id already placed."""
+    """Places the confirmed order once: both brokers answer a repeated client order id with the order
+    it already placed, so a confirm that runs twice (two replicas, a retry) cannot buy twice."""
     order = msgspec.convert(pending["order"], PendingOrder)
     if order.account_id != account_id:  # never: the order was prepared on this thread's account
-        return {"error": "the order belongs to another account; nothing was placed"}
-    coid = client_order_id(pending["id"])
+        return {"status": "refused", "error": "the order belongs to another account; nothing was placed"}
     try:
-        placed: Order = deps.broker.submit_order(account_id, trade.order_request(order, coid))
-    except (Conflict, Rejected) as exc:
-        existing = next((o for o in deps.broker.list_orders(account_id, "all") if o.client_order_id == coid), None)
-        if existing is None:
-            return {"status": "refused", "error": exc.message, "code": exc.code}
-        placed = existing
+        placed: Order = deps.broker.submit_order(account_id, trade.order_request(order, client_order_id(pending["id"])))
+    except BrokerageError as exc:
+        return {"status": "refused", "error": exc.message, "code": exc.code}
     return {"status": "placed", "order": as_data(placed)}
 
 

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -66,7 +67,8 @@ class AgentRunner:
         self.registry = registry
         self._graph: CompiledStateGraph | None = None
         self._stack: contextlib.AsyncExitStack | None = None
-        self._locks: dict[str, asyncio.Lock] = {}
+        # a thread's lock lives while a turn holds or waits for it
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def _compiled(self) -> CompiledStateGraph:
@@ -121,7 +123,9 @@ class AgentRunner:
     @contextlib.asynccontextmanager
     async def _turn_of(self, record: ThreadRecord) -> AsyncIterator[tuple[CompiledStateGraph, RunnableConfig]]:
         """One turn at a time per thread in this process (a second waits for the first to finish)."""
-        lock = self._locks.setdefault(record.thread_id, asyncio.Lock())
+        lock = self._locks.get(record.thread_id)
+        if lock is None:
+            lock = self._locks[record.thread_id] = asyncio.Lock()
         async with lock:
             try:
                 yield await self._compiled(), self._config(record)
