@@ -25,7 +25,6 @@ import msgspec
 from langchain_core.messages import (
     AIMessage,
     AnyMessage,
-    HumanMessage,
     SystemMessage,
     ToolMessage,
 )
@@ -45,6 +44,7 @@ from agents.catalogue import (
     TOOLS_OF,
 )
 from agents.deps import AgentDeps, account_of, deps_of
+from agents.messages import turn_start
 from agents.tools import analyst, portfolio, trade  # noqa: F401  (registers the tools)
 from agents.tools.registry import REGISTRY, as_data
 from brokerage.errors import BrokerageError
@@ -73,18 +73,6 @@ def _route(agents: list[Literal["financial_analyst", "portfolio_management", "tr
 ROUTE_SCHEMA = StructuredTool.from_function(func=_route, name=ROUTE_TOOL)
 
 
-def turn_start(messages: list[AnyMessage]) -> int:
-    """Index just after the person's latest message: where this turn's messages begin."""
-    for i in range(len(messages) - 1, -1, -1):
-        if isinstance(messages[i], HumanMessage):
-            return i + 1
-    return 0
-
-
-def _next(plan: list[str]) -> Command:
-    return Command(goto=plan[0] if plan else END, update={"plan": plan[1:]})
-
-
 async def supervisor(state: ChatState, config: RunnableConfig) -> Command:
     deps = deps_of(config)
     model = deps.model.bind_tools([ROUTE_SCHEMA])
@@ -94,7 +82,7 @@ async def supervisor(state: ChatState, config: RunnableConfig) -> Command:
             wanted = call["args"].get("agents") or []
             agents = list(dict.fromkeys(a for a in wanted if a in AGENTS))
             if agents:
-                return _next(agents)
+                return Command(goto=agents[0], update={"plan": agents[1:]})
     text = reply.content if isinstance(reply.content, str) and reply.content.strip() else (
         "I can help with quotes, company information, a stock's performance, your portfolio, its risk, "
         "rebalancing, your account activity and cash, and buying or selling. What would you like to do?"

@@ -31,6 +31,7 @@ from pydantic import ConfigDict
 from agents.catalogue import ROUTE_TOOL, TOOLS_OF
 from agents.intents import Parsed, parse
 from agents.llm import wording
+from agents.messages import turn_start
 from agents.symbols import SymbolResolver
 
 PENDING_KEY = "clera_pending"  # a partial request (e.g. "buy Apple" without an amount) a follow-up completes
@@ -84,7 +85,7 @@ class OfflineChatModel(BaseChatModel):
 
     # -- behaviour -------------------------------------------------------------------------------
     def respond(self, messages: Sequence[BaseMessage], tools: list[str]) -> AIMessage:
-        start = _turn_start(messages)
+        start = turn_start(messages)
         request = str(messages[start - 1].content) if start > 0 else ""
         parsed = parse(request, self.resolver, _pending_before(messages, start - 1))
         if ROUTE_TOOL in tools:
@@ -114,13 +115,6 @@ class OfflineChatModel(BaseChatModel):
 
 def _tool_names(kwargs: dict[str, Any]) -> list[str]:
     return [t["function"]["name"] for t in kwargs.get("tools") or []]
-
-
-def _turn_start(messages: Sequence[BaseMessage]) -> int:
-    for i in range(len(messages) - 1, -1, -1):
-        if isinstance(messages[i], HumanMessage):
-            return i + 1
-    return 0
 
 
 def _pending_before(messages: Sequence[BaseMessage], human: int) -> dict[str, str] | None:
