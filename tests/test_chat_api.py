@@ -360,3 +360,16 @@ async def test_a_new_message_stops_a_rebalance_in_progress(tmp_path: Path, redis
         assert no_orders_since(w, account, before)
         detail = (await w.http.get(f"/api/chat/threads/{turn['threadId']}", headers=w.headers(ALICE))).json()
         assert detail["interrupt"] is None
+
+
+async def test_outside_market_hours_the_order_is_shown_and_placed_as_queued(tmp_path: Path, redis_url: str) -> None:
+    import datetime as dt
+
+    async with agent_world(tmp_path, redis_url) as w:
+        w.clock.set(dt.datetime(2012, 6, 12, 23, 0, tzinfo=dt.timezone.utc))  # 19:00 in New York
+        turn = await w.ok(await w.chat(ALICE, "buy $100 of IBM"))
+        assert turn["interrupt"]["order"]["market_open"] is False
+        assert "queued for the next open" in turn["interrupt"]["message"]
+        done = await w.ok(await w.resume(ALICE, turn["threadId"], turn["interrupt"]["id"], "confirm"))
+        order = done["steps"][0]["result"]["order"]
+        assert order["status"] not in ("filled", "partially_filled") and order["filled_qty"] == "0"
