@@ -87,8 +87,8 @@ async def supervisor(state: ChatState, config: RunnableConfig) -> Command:
         "I can help with quotes, company information, a stock's performance, your portfolio, its risk, "
         "rebalancing, your account activity and cash, and buying or selling. What would you like to do?"
     )
-    answer = AIMessage(
-        content=text, name=SUPERVISOR, additional_kwargs=reply.additional_kwargs,
+    answer = AIMessage(  # the reply's id: a stream has already carried its words under that id
+        id=reply.id, content=text, name=SUPERVISOR, additional_kwargs=reply.additional_kwargs,
         usage_metadata=reply.usage_metadata, response_metadata=reply.response_metadata,
     )
     return Command(goto=END, update={"messages": [answer], "plan": []})

@@ -174,6 +174,10 @@ class AgentRunner:
         record = await self._thread_for(user_id, account_id, thread_id, message)
         async with self._turn_of(record) as (graph, config):
             before = await self._start_turn(graph, config)
+            tokens = _Tokens()
+            for m in (await _messages(graph, config))[before:]:  # the note of a dropped confirmation
+                if isinstance(m, AIMessage) and m.content:
+                    yield tokens.piece(str(m.content), m.name, m.id)
             calls: dict[str, tuple[str, str, dict[str, Any]]] = {}
             stream = graph.astream(
                 {"messages": [HumanMessage(content=message)]}, config, stream_mode=["messages", "updates"]
@@ -182,14 +186,21 @@ class AgentRunner:
                 if mode == "messages":
                     chunk, meta = data
                     node = meta.get("langgraph_node")
-                    if isinstance(chunk, AIMessageChunk) and chunk.content and node in (SUPERVISOR, *AGENTS):
-                        yield ChatEvent(event="token", data={"text": chunk.content, "agent": _label(node)})
+                    if isinstance(chunk, AIMessage) and isinstance(chunk.content, str) and chunk.content and node in (
+                        SUPERVISOR, *AGENTS
+                    ):
+                        yield tokens.piece(chunk.content, node, chunk.id)
                     continue
                 for node, update in data.items():
                     if node not in (*AGENTS, TOOLS, CONFIRM, NEXT_ORDER) or not isinstance(update, dict):
                         continue
-                    for step in _steps(update.get("messages") or [], calls):
+                    new = update.get("messages") or []
+                    for step in _steps(new, calls):
                         yield ChatEvent(event="step", data=step)
+                    if node not in AGENTS:  # words the graph itself wrote (a model's come as chunks above)
+                        for m in new:
+                            if isinstance(m, AIMessage) and isinstance(m.content, str) and m.content:
+                                yield tokens.piece(m.content, m.name, m.id)
             turn = await self._turn(graph, config, record, before)
             if turn.interrupt is not None:
                 yield ChatEvent(event="interrupt", data=turn.interrupt)
@@ -237,6 +248,20 @@ class AgentRunner:
             threadId=record.thread_id, accountId=record.account_id, title=record.title, messages=messages,
             interrupt=_interrupt(state),
         )
+
+
+class _Tokens:
+    """Text events whose concatenation is the turn's reply without the confirmation message (which
+    travels as the `interrupt` event): messages are separated by a blank line, as in `reply`."""
+
+    def __init__(self) -> None:
+        self._message: str | None = None
+
+    def piece(self, text: str, agent: str | None, message_id: str | None) -> ChatEvent:
+        if self._message is not None and message_id != self._message:
+            text = "\n\n" + text
+        self._message = message_id or ""
+        return ChatEvent(event="token", data={"text": text, "agent": _label(agent)})
 
 
 def _usage(config: RunnableConfig) -> dict[str, int]:

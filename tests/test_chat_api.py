@@ -302,6 +302,14 @@ async def test_the_stream_carries_tokens_steps_and_the_interrupt(tmp_path: Path,
             events = parse_sse((await response.aread()).decode())
         interrupt = next(d for e, d in events if e == "interrupt")
         assert interrupt["order"]["qty"] == "3" and events[-1][1]["interrupt"] == interrupt
+        tokens = "".join(d["text"] for e, d in events if e == "token")
+        assert "\n\n".join(t for t in (tokens, interrupt["message"]) if t) == events[-1][1]["reply"]
+
+        yes = {**trade, "message": "yes do it"}  # drops the waiting order: the stream says so too
+        async with w.http.stream("POST", "/api/chat/stream", json=yes, headers=w.headers(ALICE)) as response:
+            events = parse_sse((await response.aread()).decode())
+        tokens = "".join(d["text"] for e, d in events if e == "token")
+        assert tokens == events[-1][1]["reply"] and "dropped" in tokens and events[-1][1]["interrupt"] is None
 
         refused = await w.http.post("/api/chat/stream", json={**body, "accountId": w.accounts[BOB]},
                                     headers=w.headers(ALICE))
