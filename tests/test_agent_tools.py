@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from agent_support import MONDAY, PRICE_DAY, SYMBOLS, TUESDAY, agent_deps, set_real_prices
+from agent_support import (
+    MONDAY,
+    PRICE_DAY,
+    SYMBOLS,
+    TUESDAY,
+    agent_deps,
+    set_real_prices,
+)
 from gateway_support import make_settings
 from paper_support import open_account
 
@@ -340,10 +347,6 @@ def test_stock_performance_without_enough_history_is_an_error(world: World) -> N
     assert "not enough price history" in got["error"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "look-ahead: at 11:00 New York on 2012-06-12 (market open) the window ends on 2012-06-12 and uses that "
-    "day's closing price (AAPL end_price 74.0446), which the replayed market has not reached yet; the quote "
-    "in the same world is 73.4033. Today's close should only be used once the session is over."))
 def test_stock_performance_during_the_session_does_not_use_todays_close(world: World) -> None:
     world.clock.set(TUESDAY)
     assert world.clock.is_open()

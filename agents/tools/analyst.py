@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
@@ -10,6 +11,7 @@ from agents.deps import AgentDeps
 from agents.tools.registry import agent_tool, pct, plain
 from brokerage import paper_rules as rules
 from brokerage.errors import BrokerageError
+from engine import calendar
 
 AGENT = "financial_analyst"
 SOURCE_NOTES = {
@@ -17,6 +19,14 @@ SOURCE_NOTES = {
     "simulated": "simulated prices (not real market data)",
     "alpaca": "live market data from Alpaca",
 }
+
+
+def last_close_day(deps: AgentDeps) -> dt.date:
+    """The latest day whose close is known at the market clock's now: today only once its session has
+    closed (during the session today's bar is the future)."""
+    now = deps.clock.now()
+    session = rules.current_session(now)
+    return session if now >= rules.session_close(session) else calendar.previous_trading_day(session)
 
 
 def symbol_of(deps: AgentDeps, symbol: str) -> str:
@@ -75,7 +85,7 @@ def stock_performance(
     ("6m", "1y"), or "". Nothing given: the last year."""
     ticker = symbol_of(deps, symbol)
     try:
-        start, end = metrics.period_window(deps.clock.now().date(), period, start_date, end_date)
+        start, end = metrics.period_window(last_close_day(deps), period, start_date, end_date)
     except BrokerageError as exc:
         return {"symbol": ticker, "error": exc.message}
     closes = deps.history.closes(ticker, start, end)

@@ -8,6 +8,7 @@ from typing import Any
 
 from agents import metrics, rebalance
 from agents.deps import AgentDeps
+from agents.tools.analyst import last_close_day
 from agents.tools.registry import agent_tool, money, pct, plain, ratio
 from brokerage import paper_rules as rules
 from brokerage.errors import BrokerageError
@@ -123,7 +124,7 @@ def risk_metrics(deps: AgentDeps, account_id: str, period: str = "") -> dict[str
     if not positions:
         return {"account_id": account_id, "error": "the account holds no positions"}
     try:
-        start, end = metrics.period_window(deps.clock.now().date(), period, "", "")
+        start, end = metrics.period_window(last_close_day(deps), period, "", "")
     except BrokerageError as exc:
         return {"account_id": account_id, "error": exc.message}
     closes = _closes_by_symbol(deps, [p.symbol for p in positions], start, end)
@@ -165,7 +166,7 @@ def rebalance_plan(deps: AgentDeps, account_id: str, target: str = "") -> dict[s
     if not positions:
         return {"account_id": account_id, "error": "the account holds no positions to rebalance"}
     goal = target or "equal_weight"
-    start, end = metrics.period_window(deps.clock.now().date(), "1y", "", "")
+    start, end = metrics.period_window(last_close_day(deps), "1y", "", "")
     vols: dict[str, float] = {}
     for symbol, closes in _closes_by_symbol(deps, list(values), start, end).items():
         vol = metrics.annualized_volatility([c for _, c in closes])
