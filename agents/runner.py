@@ -26,7 +26,6 @@ import openai
 from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.messages import (
     AIMessage,
-    AIMessageChunk,
     AnyMessage,
     HumanMessage,
     ToolMessage,

@@ -71,12 +71,12 @@ def served(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
         serve.shutdown()
 
 
-def _replica_names() -> list[str]:
+def _replica_names(deployment: str = "Gateway") -> list[str]:
     import ray
 
     return sorted(
         a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-        if a["name"].startswith("SERVE_REPLICA::") and APP_NAME in a["name"]
+        if a["name"].startswith(f"SERVE_REPLICA::{APP_NAME}#{deployment}#")
     )
 
 
