@@ -541,7 +541,10 @@ def _portfolio_intents(text: str, dates: _Dates, has_symbols: bool) -> list[tupl
         found.append(("risk_metrics", {"period": dates.period} if dates.period else {}))
     elif re.search(r"\btoo (?:aggressive|conservative)\b", text):
         found.append(("risk_metrics", {"period": dates.period} if dates.period else {}))
-    if not found and _PORTFOLIO.search(text) and not (has_symbols and not _MINE.search(text)):
+    mine = _PORTFOLIO.search(text) and not (has_symbols and not _MINE.search(text))
+    if not found and mine and dates.period and _PERF.search(text):
+        found.append(("risk_metrics", {"period": dates.period}))  # "my portfolio's return over the past year"
+    if not found and mine:
         found.append(("get_portfolio", {}))  # "Apple's market value" is not the person's portfolio
     return found
 
