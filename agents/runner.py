@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -32,7 +32,7 @@ from langchain_core.messages import (
 )
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command
+from langgraph.types import Command, Interrupt
 
 from agents.catalogue import AGENTS, NO_AGENT
 from agents.deps import ACCOUNT_KEY, DEPS_KEY, USER_KEY, AgentDeps
@@ -55,6 +55,11 @@ from engine.chat import (
 log = logging.getLogger("clera.agents")
 
 MAX_MESSAGE_CHARS = 4000
+INTERRUPT = "__interrupt__"  # where LangGraph puts a run's interrupts in its output
+# A turn's state is saved when it ends or stops at a confirmation, not after every step: a crash
+# mid-turn loses that turn only, and a confirmation re-run after a crash places nothing twice
+# (the client order id is the interrupt's).
+DURABILITY = "exit"
 # What an OpenAI-compatible server that is down, slow, overloaded or refusing our key raises.
 MODEL_DOWN = (openai.APIError, httpx.HTTPError)
 USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
@@ -140,9 +145,9 @@ class AgentRunner:
     async def chat(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> ChatTurn:
         record = await self._thread_for(user_id, account_id, thread_id, message)
         async with self._turn_of(record) as (graph, config):
-            before = await self._start_turn(graph, config)
-            await graph.ainvoke({"messages": [HumanMessage(content=message)]}, config)
-            return await self._turn(graph, config, record, before)
+            before = await self._start_turn(graph, config, thread_id is None)
+            values = await graph.ainvoke({"messages": [HumanMessage(content=message)]}, config, durability=DURABILITY)
+            return self._turn(values, config, record, before)
 
     async def resume(
         self, user_id: str, thread_id: str, interrupt_id: str, decision: Decision, edit: OrderEdit | None
@@ -151,37 +156,44 @@ class AgentRunner:
         if decision == "edit":
             _check_edit(edit)
         async with self._turn_of(record) as (graph, config):
-            pending = await _waiting(graph, config)
+            state = await graph.aget_state(config)
+            pending = state.values.get("pending") if state.interrupts else None
             if pending is None:
                 raise Conflict("this conversation is not waiting for a confirmation", code="not_waiting")
             if pending["id"] != interrupt_id:
                 raise Conflict("interruptId is not the confirmation this conversation waits for", code="stale_interrupt")
             if pending["expires_at"] <= time.time():
-                await graph.ainvoke(Command(resume={"decision": "expired"}), config)
+                await graph.ainvoke(Command(resume={"decision": "expired"}), config, durability=DURABILITY)
                 raise Conflict("the confirmation expired: nothing was placed; ask again to get a new one",
                                code="confirmation_expired")
-            before = len(await _messages(graph, config))
+            before = len(state.values.get("messages", []))
             answer: dict[str, Any] = {"decision": decision}
             if decision == "edit" and edit is not None:
                 answer["edit"] = msgspec.to_builtins(edit)
-            await graph.ainvoke(Command(resume=answer), config)
-            return await self._turn(graph, config, record, before)
+            values = await graph.ainvoke(Command(resume=answer), config, durability=DURABILITY)
+            return self._turn(values, config, record, before)
 
     async def stream(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> AsyncIterator[ChatEvent]:
         """The turn as events; ownership and input are checked before the first event, so a refusal
         raises instead of starting a stream."""
         record = await self._thread_for(user_id, account_id, thread_id, message)
         async with self._turn_of(record) as (graph, config):
-            before = await self._start_turn(graph, config)
+            before = await self._start_turn(graph, config, thread_id is None)
             tokens = _Tokens()
-            for m in (await _messages(graph, config))[before:]:  # the note of a dropped confirmation
+            state = await graph.aget_state(config)
+            for m in state.values.get("messages", [])[before:]:  # the note of a dropped confirmation
                 if isinstance(m, AIMessage) and m.content:
                     yield tokens.piece(str(m.content), m.name, m.id)
             calls: dict[str, tuple[str, str, dict[str, Any]]] = {}
             stream = graph.astream(
-                {"messages": [HumanMessage(content=message)]}, config, stream_mode=["messages", "updates"]
+                {"messages": [HumanMessage(content=message)]}, config, stream_mode=["messages", "updates", "values"],
+                durability=DURABILITY,
             )
+            values: dict[str, Any] = {}
             async for mode, data in stream:
+                if mode == "values":
+                    values = data
+                    continue
                 if mode == "messages":
                     chunk, meta = data
                     node = meta.get("langgraph_node")
@@ -191,6 +203,8 @@ class AgentRunner:
                         yield tokens.piece(chunk.content, node, chunk.id)
                     continue
                 for node, update in data.items():
+                    if node == INTERRUPT:
+                        values = {**values, INTERRUPT: update}
                     if node not in (*AGENTS, TOOLS, CONFIRM, NEXT_ORDER) or not isinstance(update, dict):
                         continue
                     new = update.get("messages") or []
@@ -200,25 +214,25 @@ class AgentRunner:
                         for m in new:
                             if isinstance(m, AIMessage) and isinstance(m.content, str) and m.content:
                                 yield tokens.piece(m.content, m.name, m.id)
-            turn = await self._turn(graph, config, record, before)
+            turn = self._turn(values, config, record, before)
             if turn.interrupt is not None:
                 yield ChatEvent(event="interrupt", data=turn.interrupt)
             yield ChatEvent(event="done", data=turn)
 
-    async def _start_turn(self, graph: CompiledStateGraph, config: RunnableConfig) -> int:
+    async def _start_turn(self, graph: CompiledStateGraph, config: RunnableConfig, new: bool) -> int:
         """Counts the messages before the turn, then drops an order still waiting for confirmation (the
-        turn's reply says so)."""
-        before = len(await _messages(graph, config))
-        if await _waiting(graph, config) is not None:
-            await graph.ainvoke(Command(resume={"decision": "superseded"}), config)
-        return before
-
-    async def _turn(
-        self, graph: CompiledStateGraph, config: RunnableConfig, record: ThreadRecord, before: int
-    ) -> ChatTurn:
+        turn's reply says so). A thread created for this turn has nothing to read."""
+        if new:
+            return 0
         state = await graph.aget_state(config)
-        new = list(state.values.get("messages", []))[before:]
-        interrupt = _interrupt(state)
+        if state.interrupts:
+            await graph.ainvoke(Command(resume={"decision": "superseded"}), config, durability=DURABILITY)
+        return len(state.values.get("messages", []))
+
+    def _turn(self, values: dict[str, Any], config: RunnableConfig, record: ThreadRecord, before: int) -> ChatTurn:
+        """The turn from the graph's final values (what `ainvoke` returns, an interrupt included)."""
+        new = list(values.get("messages", []))[before:]
+        interrupt = _interrupt(values.get(INTERRUPT) or ())
         texts = [str(m.content) for m in new if isinstance(m, AIMessage) and isinstance(m.content, str) and m.content]
         if interrupt is not None:
             texts.append(interrupt.message)
@@ -245,7 +259,7 @@ class AgentRunner:
         messages = [m for m in (_message(x) for x in state.values.get("messages", [])) if m is not None]
         return ThreadDetail(
             threadId=record.thread_id, accountId=record.account_id, title=record.title, messages=messages,
-            interrupt=_interrupt(state),
+            interrupt=_interrupt(state.interrupts),
         )
 
 
@@ -281,19 +295,8 @@ def _check_edit(edit: OrderEdit | None) -> None:
         raise InvalidRequest("give notional or qty in an edit, not both", details={"field": "edit"})
 
 
-async def _messages(graph: CompiledStateGraph, config: RunnableConfig) -> list[AnyMessage]:
-    return list((await graph.aget_state(config)).values.get("messages", []))
-
-
-async def _waiting(graph: CompiledStateGraph, config: RunnableConfig) -> dict[str, Any] | None:
-    state = await graph.aget_state(config)
-    return state.values.get("pending") if state.interrupts else None
-
-
-def _interrupt(state: Any) -> ChatInterrupt | None:
-    if not state.interrupts:
-        return None
-    return msgspec.convert(state.interrupts[0].value, ChatInterrupt)
+def _interrupt(interrupts: Sequence[Interrupt]) -> ChatInterrupt | None:
+    return msgspec.convert(interrupts[0].value, ChatInterrupt) if interrupts else None
 
 
 def _label(agent: str | None) -> str:
