@@ -71,19 +71,19 @@ class AgentRunner:
         self.registry = registry
         self._graph: CompiledStateGraph | None = None
         self._stack: contextlib.AsyncExitStack | None = None
+        self._opening = asyncio.Lock()
         # a thread's lock lives while a turn holds or waits for it
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def _compiled(self) -> CompiledStateGraph:
-        """The graph on the checkpointer, opened on first use inside the loop that serves the calls."""
-        if self._graph is None:
-            stack = contextlib.AsyncExitStack()
-            saver = await stack.enter_async_context(checkpointer(self.deps.settings))
+        """The graph on the checkpointer, opened once, on first use, inside the loop that serves the calls
+        (concurrent first turns wait for the one that opens it)."""
+        async with self._opening:
             if self._graph is None:
+                stack = contextlib.AsyncExitStack()
+                saver = await stack.enter_async_context(checkpointer(self.deps.settings))
                 self._stack, self._graph = stack, build().compile(checkpointer=saver)
-            else:
-                await stack.aclose()
         return self._graph
 
     async def aclose(self) -> None:

@@ -381,3 +381,12 @@ async def test_outside_market_hours_the_order_is_shown_and_placed_as_queued(tmp_
         done = await w.ok(await w.resume(ALICE, turn["threadId"], turn["interrupt"]["id"], "confirm"))
         order = done["steps"][0]["result"]["order"]
         assert order["status"] not in ("filled", "partially_filled") and order["filled_qty"] == "0"
+
+
+async def test_first_turns_arriving_together_open_the_checkpointer_once(tmp_path: Path, redis_url: str) -> None:
+    async with agent_world(tmp_path, redis_url) as w:
+        turns = await asyncio.gather(*(  # straight at the runner, as a burst of requests reaches it
+            w.runner.chat(ALICE, w.accounts[ALICE], None, "what's the price of IBM?") for _ in range(8)
+        ))
+        assert [t.steps[0].tool for t in turns] == ["get_quote"] * 8
+        assert len({t.threadId for t in turns}) == 8
