@@ -9,11 +9,13 @@ is the thread's account, put in the run's configuration by the runner after the 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tools import BaseTool
 
 from agents.history import PriceHistory
 from agents.symbols import SymbolResolver
@@ -39,6 +41,14 @@ class AgentDeps:
     clock: Clock
     resolver: SymbolResolver
     model: BaseChatModel
+    _bound: dict[str, Runnable[Any, Any]] = field(default_factory=dict, repr=False)
+
+    def model_with(self, role: str, tools: Sequence[BaseTool]) -> Runnable[Any, Any]:
+        """The model bound to a role's tools, converted once per process rather than on every call."""
+        bound = self._bound.get(role)
+        if bound is None:
+            bound = self._bound[role] = self.model.bind_tools(tools)
+        return bound
 
 
 def deps_of(config: RunnableConfig) -> AgentDeps:

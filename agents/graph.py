@@ -75,7 +75,7 @@ ROUTE_SCHEMA = StructuredTool.from_function(func=_route, name=ROUTE_TOOL)
 
 async def supervisor(state: ChatState, config: RunnableConfig) -> Command:
     deps = deps_of(config)
-    model = deps.model.bind_tools([ROUTE_SCHEMA])
+    model = deps.model_with(SUPERVISOR, [ROUTE_SCHEMA])
     reply = await model.ainvoke([SystemMessage(prompts.SUPERVISOR), *state["messages"]], config)
     for call in reply.tool_calls:
         if call["name"] == ROUTE_TOOL:
@@ -103,7 +103,7 @@ def _agent_node(agent: str):  # type: ignore[no-untyped-def]
         rounds = sum(
             1 for m in messages[turn_start(messages):] if isinstance(m, AIMessage) and m.name == agent and m.tool_calls
         )
-        model = deps.model if rounds >= MAX_TOOL_ROUNDS else deps.model.bind_tools(schemas)
+        model = deps.model if rounds >= MAX_TOOL_ROUNDS else deps.model_with(agent, schemas)
         reply = await model.ainvoke([SystemMessage(prompts.agent_prompt(agent)), *messages], config)
         reply.name = agent
         if reply.tool_calls and rounds < MAX_TOOL_ROUNDS:
