@@ -48,6 +48,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_ports import free_port_range  # noqa: E402
 from engine.auth import mint_jwt
 
 USER = "bench-chat-user"
@@ -66,22 +67,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _free_port_range(width: int) -> int:
-    """A base port with `width` free ports from it (the replicas' direct ports)."""
-    for base in range(39_300, 60_000, width):
-        free = True
-        for port in range(base, base + width):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    free = False
-                    break
-        if free:
-            return base
-    raise RuntimeError("no free port range for the replicas' direct ports")
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -456,7 +441,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # The replay clock starts 85% into its first replayed day (the night): the deposits made now
         # clear at the next open, seconds away, instead of a whole replayed day later.
         epoch = time.time() - 0.85 * session_s
-        direct_port = _free_port_range(101)
+        direct_port = free_port_range(101, 39_300)
         environ = {
             **{k: v for k, v in os.environ.items() if k.startswith("CLERA_")},  # engine/agent tuning
             "REDIS_URL": redis_url, "CLERA_DATA_DIR": str(tmp / "data"), "SUPABASE_JWT_SECRET": SECRET,

@@ -43,6 +43,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_ports import free_port_range  # noqa: E402
 from engine.auth import mint_jwt  # noqa: E402
 
 USER = "bench-user"
@@ -453,7 +454,7 @@ def main() -> None:
 
     accounts_file = tmp / "accounts.json"
     make_accounts({"accounts": accounts, "positions": POSITIONS, "symbols": SYMBOLS}, accounts_file)
-    direct_port = _free_port_range(101)
+    direct_port = free_port_range(101, 38_200)
     environ = {
         # engine tuning from the environment (CLERA_PUBLISH_HZ, CLERA_PUBLISH_BUDGET, CLERA_FLUSH_MS, ...)
         **{k: v for k, v in os.environ.items() if k.startswith("CLERA_")},
@@ -560,22 +561,6 @@ def main() -> None:
         if embedded is not None:
             embedded.close()
     os.write(result_fd, (json.dumps(result) + "\n").encode())
-
-
-def _free_port_range(width: int) -> int:
-    """A base port with `width` free ports from it (the replicas' direct ports)."""
-    for base in range(38_200, 60_000, width):
-        free = True
-        for port in range(base, base + width):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    free = False
-                    break
-        if free:
-            return base
-    raise RuntimeError("no free port range for the replicas' direct ports")
 
 
 if __name__ == "__main__":
