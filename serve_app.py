@@ -55,13 +55,14 @@ def require_external_redis(settings: Settings) -> str:
 
 
 def require_shared_database(settings: Settings) -> None:
-    """On a multi-node cluster the store and the paper ledger must live in PostgreSQL: broker tasks
-    and replicas land on any node, and a SQLite file on each would be a different ledger."""
-    uses_sqlite = not settings.database_url and (settings.store == "sql" or settings.broker == "paper")
-    if uses_sqlite and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+    """On a multi-node cluster the store, the paper ledger and the conversations (checkpoints and who
+    owns each thread, kept beside the store whatever CLERA_STORE says) must live in PostgreSQL: broker
+    tasks and replicas land on any node, and a SQLite file on each would be a different ledger."""
+    if not settings.database_url and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
         raise ConfigError(
-            "DATABASE_URL is not set on a multi-node Ray cluster: the store and the paper ledger would be "
-            "a separate SQLite file on every node. Set DATABASE_URL to a PostgreSQL database all nodes reach."
+            "DATABASE_URL is not set on a multi-node Ray cluster: the store, the paper ledger and the chat "
+            "conversations would be a separate SQLite file on every node. Set DATABASE_URL to a PostgreSQL "
+            "database all nodes reach."
         )
 
 
@@ -182,6 +183,7 @@ class AgentGraph:
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         settings = load_settings({**os.environ, **(environ or {})})
         redis_url = require_external_redis(settings)
+        require_shared_database(settings)
         self.runner = runner_from_settings(shared_replay_epoch(settings, redis_url), redis_url)
 
     async def chat(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> ChatTurn:
