@@ -43,15 +43,10 @@ def _holdings(deps: AgentDeps, account_id: str) -> tuple[list[BrokerPosition], d
     return positions, values, cash
 
 
-def _weights(values: dict[str, Decimal]) -> dict[str, float]:
-    return metrics.allocation(values)
-
-
-def _sector_values(deps: AgentDeps, values: dict[str, Decimal]) -> dict[str, Decimal]:
+def _sector_values(values: dict[str, Decimal], sector_of: dict[str, str]) -> dict[str, Decimal]:
     sectors: dict[str, Decimal] = {}
     for symbol, value in values.items():
-        sector = _sector(deps, symbol)
-        sectors[sector] = sectors.get(sector, ZERO) + value
+        sectors[sector_of[symbol]] = sectors.get(sector_of[symbol], ZERO) + value
     return sectors
 
 
@@ -60,8 +55,9 @@ def get_portfolio(deps: AgentDeps, account_id: str) -> dict[str, Any]:
     """Holdings of the account with their values, allocation by position and by sector, cash and total."""
     positions, values, cash = _holdings(deps, account_id)
     invested = sum(values.values(), ZERO)
-    weights = _weights(values)
-    sectors = _sector_values(deps, values)
+    weights = metrics.allocation(values)
+    sector_of = {symbol: _sector(deps, symbol) for symbol in values}
+    sectors = _sector_values(values, sector_of)
     sector_weights = metrics.allocation(sectors)
     holdings = [
         {
@@ -71,7 +67,7 @@ def get_portfolio(deps: AgentDeps, account_id: str) -> dict[str, Any]:
             "cost_basis": money(p.cost_basis),
             "unrealized_pl": money(values[p.symbol] - p.cost_basis),
             "weight_pct": pct(weights[p.symbol]),
-            "sector": _sector(deps, p.symbol),
+            "sector": sector_of[p.symbol],
         }
         for p in sorted(positions, key=lambda p: values[p.symbol], reverse=True)
     ]
@@ -95,8 +91,8 @@ def diversification(deps: AgentDeps, account_id: str) -> dict[str, Any]:
     _, values, _ = _holdings(deps, account_id)
     if not values:
         return {"account_id": account_id, "error": "the account holds no positions"}
-    weights = _weights(values)
-    sector_weights = metrics.allocation(_sector_values(deps, values))
+    weights = metrics.allocation(values)
+    sector_weights = metrics.allocation(_sector_values(values, {s: _sector(deps, s) for s in values}))
     largest = max(weights, key=lambda s: weights[s])
     hhi = metrics.hhi(weights)
     return {
