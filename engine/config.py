@@ -93,6 +93,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     direct_port: Annotated[int, Positive] = msgspec.field(default=8001, name="CLERA_DIRECT_PORT")
     fmp_api_key: str | None = msgspec.field(default=None, name="FINANCIAL_MODELING_PREP_API_KEY")
 
+    # --- account closure and email ---------------------------------------------------------
+    closure_pdt_check: bool = msgspec.field(default=False, name="CLERA_CLOSURE_PDT_CHECK")
+    closure_wake_s: Annotated[float, Positive] = msgspec.field(default=5.0, name="CLERA_CLOSURE_WAKE_S")
+    closure_max_transfer_attempts: Annotated[int, AtLeastOne] = msgspec.field(
+        default=3, name="CLERA_CLOSURE_MAX_TRANSFER_ATTEMPTS"
+    )
+    smtp_host: str | None = msgspec.field(default=None, name="CLERA_SMTP_HOST")
+    smtp_port: Annotated[int, Positive] = msgspec.field(default=587, name="CLERA_SMTP_PORT")
+    smtp_user: str | None = msgspec.field(default=None, name="CLERA_SMTP_USER")
+    smtp_password: str | None = msgspec.field(default=None, name="CLERA_SMTP_PASSWORD")
+    smtp_starttls: bool = msgspec.field(default=True, name="CLERA_SMTP_STARTTLS")
+    email_from: str = msgspec.field(default="Clera <support@askclera.com>", name="CLERA_EMAIL_FROM")
+
     # --- agents ----------------------------------------------------------------------------
     llm: Literal["offline", "openai"] = msgspec.field(default="offline", name="CLERA_LLM")
     llm_base_url: str | None = msgspec.field(default=None, name="CLERA_LLM_BASE_URL")
@@ -253,6 +266,15 @@ DOCS: dict[str, str] = {
     "CLERA_SERVE_DIRECT_INGRESS": "Each gateway replica also serves HTTP/WebSockets on its own port, skipping Serve's proxy (`clera serve`; on a cluster set the RAY_SERVE_* variables of `cluster.yaml`).",
     "CLERA_DIRECT_PORT": "Direct port of the first gateway replica on a node; further replicas take the next ones.",
     "FINANCIAL_MODELING_PREP_API_KEY": "Financial Modeling Prep key for company profiles (optional).",
+    "CLERA_CLOSURE_PDT_CHECK": "Refuse to close an account under the pattern-day-trader restriction (off by default).",
+    "CLERA_CLOSURE_WAKE_S": "How often (wall seconds) the closure orchestrator wakes to advance unfinished closures.",
+    "CLERA_CLOSURE_MAX_TRANSFER_ATTEMPTS": "Times a rejected or returned closure withdrawal is retried before the closure fails.",
+    "CLERA_SMTP_HOST": "SMTP server for emails; unset writes them as .eml files to CLERA_DATA_DIR/outbox.",
+    "CLERA_SMTP_PORT": "SMTP port.",
+    "CLERA_SMTP_USER": "SMTP user (optional).",
+    "CLERA_SMTP_PASSWORD": "SMTP password (optional).",
+    "CLERA_SMTP_STARTTLS": "Use STARTTLS with the SMTP server.",
+    "CLERA_EMAIL_FROM": "From address of the emails.",
     "CLERA_LLM": "Agent model: `offline` (deterministic intent model, no network) or `openai` (any OpenAI-compatible endpoint).",
     "CLERA_LLM_BASE_URL": "Base URL of the OpenAI-compatible server (vLLM, Ollama, llama.cpp: `http://host:port/v1`); unset: OpenAI.",
     "CLERA_LLM_MODEL": "Model name sent to the OpenAI-compatible endpoint.",
