@@ -5,6 +5,7 @@
     clera watch ACCOUNT [--url --token]   one portfolio over the WebSocket, reconnecting on its own
     clera chat ACCOUNT [--url --token]    talk to the assistant; confirm, edit or cancel its orders
     clera config --markdown          the configuration table of the README
+    clera closure monitor ...        account closures' logs and progress (--account/--user/--all)
 """
 
 from __future__ import annotations
@@ -419,6 +420,13 @@ def _price_reader(redis_url: str) -> Callable[[str], float | None]:
     return price_of
 
 
+# --- clera closure monitor ------------------------------------------------------------------
+def cmd_closure_monitor(args: argparse.Namespace) -> int:
+    from brokerage.closure import monitor
+
+    return monitor.run(args, load_settings())
+
+
 # --- entry point ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clera", description="Clera engine: realtime portfolios and brokerage on Ray")
@@ -451,6 +459,16 @@ def build_parser() -> argparse.ArgumentParser:
     config_p = sub.add_parser("config", help="print the configuration")
     config_p.add_argument("--markdown", action="store_true", help="the README's configuration table")
     config_p.set_defaults(func=cmd_config)
+    closure_p = sub.add_parser("closure", help="account closures")
+    closure_sub = closure_p.add_subparsers(dest="closure_command", required=True)
+    monitor_p = closure_sub.add_parser(
+        "monitor", help="closure logs and progress, colour-coded",
+        description="--account ID [--follow], --user ID (or USER_ID) [--recent] [--lines N] [--summary], or --all",
+    )
+    from brokerage.closure.monitor import add_arguments as add_monitor_arguments
+
+    add_monitor_arguments(monitor_p)
+    monitor_p.set_defaults(func=cmd_closure_monitor)
     return parser
 
 
