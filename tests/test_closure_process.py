@@ -146,7 +146,7 @@ def test_whole_closure_day_by_day(tmp_path: Path, redis_url: str, db_url: str | 
 
 def test_closure_while_the_market_is_closed_queues_the_sells(tmp_path: Path, redis_url: str) -> None:
     world = make_world(tmp_path / "data", redis_url)
-    account_id, rel_id = funded_account(world, amount="30000")
+    account_id, rel_id = funded_account(world, amount="60000")
     world.clock.set(ny_morning(WED) + dt.timedelta(hours=8))  # 18:00 New York, closed
     world.process.initiate(account_id, USER, rel_id)
     assert world.process.advance(account_id).step == "liquidating_positions"
@@ -156,7 +156,7 @@ def test_closure_while_the_market_is_closed_queues_the_sells(tmp_path: Path, red
     assert steps[dt.date(2025, 1, 16)] == "waiting_settlement"  # sold Thursday at the open, settles Friday
     assert steps[dt.date(2025, 1, 22)] == "completed"
     assert len(sell_orders(world, account_id)) == 2
-    assert sum(t.amount for t in withdrawals(world, account_id)) == Decimal("30000.00")
+    assert sum(t.amount for t in withdrawals(world, account_id)) == Decimal("60000.00")
 
 
 # --- idempotency -----------------------------------------------------------------------------------
@@ -211,6 +211,8 @@ def run_killed(world: World, account_id: str, action: str, kill_on: str, rel_id:
 def test_killed_after_the_liquidation_was_accepted(tmp_path: Path, redis_url: str, db_url: str | None) -> None:
     world = make_world(tmp_path / "data", redis_url, db_url)
     account_id, rel_id = funded_account(world, buys={"AAPL": "100"})  # one position: one sell order
+    # the market is closed: the sell order waits for the open, where a second liquidation would replace it
+    world.clock.set(ny_morning(WED) + dt.timedelta(hours=8))
     run_killed(world, account_id, "initiate", "sell", rel_id)
     record = world.records.get(account_id)
     # killed between the broker accepting the sell and the record's save
@@ -329,8 +331,10 @@ def test_close_with_money_left_is_refused(tmp_path: Path, redis_url: str) -> Non
     assert world.store.get_account(account_id).status == "pending_closure"
     account = world.broker.get_account(account_id)
     assert account.status == "ACTIVE" and account.cash == Decimal("100.00")
-    with pytest.raises(Rejected):
-        world.process.withdrawal_status(account_id, "x") if False else world.process.close_account(account_id)
+    world.process.advance(account_id)  # sends the $100 withdrawal; closing waits for it to complete
+    with pytest.raises(Rejected) as in_flight:
+        world.process.close_account(account_id)
+    assert "in flight" in in_flight.value.message
     with pytest.raises(NotFound):
         world.process.withdrawal_status(account_id, "not-a-transfer-of-this-closure")
 
