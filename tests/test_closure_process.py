@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import redis
 from closure_support import (
     USER,
     WED,
@@ -24,10 +25,12 @@ from closure_support import (
     make_world,
     ny_morning,
     sell_orders,
+    set_prices,
     withdrawals,
 )
 
 from brokerage.closure.records import ClosureRecord, HistoryEntry
+from brokerage.email import OutboxMailer
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected
 
 TESTS = Path(__file__).parent
@@ -413,3 +416,37 @@ def test_the_store_on_both_databases(tmp_path: Path, redis_url: str, db_url: str
     assert world.records.log_lines("acct-0") == [f"line {i}" for i in range(5)]
     assert world.records.log_lines("acct-0", limit=2) == ["line 3", "line 4"]
     world.records.migrate()  # idempotent
+
+
+def test_a_failed_email_is_logged_and_never_blocks(tmp_path: Path, redis_url: str) -> None:
+    world = make_world(tmp_path / "data", redis_url)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the outbox folder should be")
+    world.process.mailer = OutboxMailer(blocker / "outbox")  # writing there fails: MailError
+    account_id, rel_id = funded_account(world, amount="500", buys={})
+    assert world.process.initiate(account_id, USER, rel_id)["success"]
+    world.process.advance(account_id)
+    world.clock.set(ny_morning(WED + dt.timedelta(days=1)))
+    assert world.process.advance(account_id).step == "completed"
+    text = "\n".join(world.records.log_lines(account_id))
+    assert "📧 INITIATION_EMAIL to ada@example.com: FAILED" in text
+    assert "📧 COMPLETION_EMAIL to ada@example.com: FAILED" in text
+
+
+def test_positions_left_after_a_refused_sell_are_sold_again_the_next_day(tmp_path: Path, redis_url: str) -> None:
+    world = make_world(tmp_path / "data", redis_url)
+    account_id, rel_id = funded_account(world)
+    redis.Redis.from_url(redis_url).delete("price:MSFT")  # the feed lost MSFT: its sell is refused
+    world.process.initiate(account_id, USER, rel_id)
+    assert [p.symbol for p in world.broker.list_positions(account_id)] == ["MSFT"]
+    record = world.process.advance(account_id)
+    assert record.step == "liquidating_positions" and record.liquidations == 1  # not again the same day
+    set_prices(redis_url)
+    world.clock.set(ny_morning(WED + dt.timedelta(days=1)))
+    record = world.process.advance(account_id)
+    assert record.liquidations == 2 and world.broker.list_positions(account_id) == []
+    world.process.advance(account_id)
+    assert sorted(o.symbol for o in sell_orders(world, account_id)) == ["AAPL", "MSFT"]
+    run_days(world, account_id, WED + dt.timedelta(days=2), 8)
+    assert world.records.get(account_id).step == "completed"
+    assert sum(t.amount for t in withdrawals(world, account_id)) == Decimal("120000.00")

@@ -166,11 +166,14 @@ class ClosureProcess:
         record.updated_at = self.clock.now()
         self.records.save(record)
 
-    def _move(self, record: ClosureRecord, step: Step, message: str, log: ClosureLog) -> None:
-        if record.step != step:
-            record.history.append(HistoryEntry(step=step, at=self.clock.now(), message=message))
-            record.step = step
-            log.line("📋", f"Current Step: {step} ({message})")
+    def _move(self, record: ClosureRecord, step: Step, message: str, log: ClosureLog) -> bool:
+        """Enters `step` (history and log); False when the record was already there."""
+        if record.step == step:
+            return False
+        record.history.append(HistoryEntry(step=step, at=self.clock.now(), message=message))
+        record.step = step
+        log.line("📋", f"Current Step: {step} ({message})")
+        return True
 
     def _send(self, kind: str, email: Email | None, record: ClosureRecord, log: ClosureLog) -> bool:
         """Sends one email; a failure is logged and never raised."""
@@ -319,26 +322,29 @@ class ClosureProcess:
             self._liquidate(record, log)
             return
         if step == "liquidating_positions":
-            self._move(record, step, "waiting for the sell orders to fill", log)
-            self._save(record)
+            if self._move(record, step, "waiting for the sell orders to fill", log):
+                self._save(record)
             self._maybe_reliquidate(record, snap, log)
             return
         if step == "partial_withdrawal_waiting":
-            self._move(record, step, "waiting for the withdrawal to complete", log)
-            self._save(record)
+            if self._move(record, step, "waiting for the withdrawal to complete", log):
+                self._save(record)
             return
         if step == "waiting_settlement":
-            self._move(record, step, "waiting for T+1 settlement of the sale proceeds", log)
-            self._save(record)
+            if self._move(record, step, "waiting for T+1 settlement of the sale proceeds", log):
+                self._save(record)
             return
         if step == "withdrawing_funds":
-            self._move(record, step, "settled cash to withdraw", log)
-            self._save(record)
+            if self._move(record, step, "settled cash to withdraw", log):
+                self._save(record)
             self._withdraw(record, snap, log)
             return
-        self._move(record, "closing_account", "cash withdrawn", log)
-        self._save(record)
-        self._close(record, snap, log)
+        if self._move(record, "closing_account", "cash withdrawn", log):
+            self._save(record)
+        try:
+            self._close(record, snap, log)
+        except Rejected as exc:  # e.g. a deposit still in flight: the next pass tries again
+            log.warning(f"the account cannot be closed yet: {exc.message}")
 
     def _reconcile(self, record: ClosureRecord, snap: Snapshot, log: ClosureLog) -> None:
         """Brings the record up to the broker's truth: lost outcomes of intents, transfer statuses."""
@@ -509,7 +515,8 @@ class ClosureProcess:
                 raise Conflict(f"the closure is {record.step}: {record.failure_reason}", code="closure_finished")
             step = derive_step(snap, record)
             if step == "withdrawing_funds":
-                self._move(record, step, "settled cash to withdraw", log)
+                if self._move(record, step, "settled cash to withdraw", log):
+                    self._save(record)
                 sent = self._withdraw(record, snap, log)
                 if sent is not None:
                     return {"success": True, "transfer_id": sent.id, "amount": _s(sent.amount)}
