@@ -58,7 +58,7 @@ FAILED_TRANSFER = frozenset(("REJECTED", "RETURNED"))
 COMPLETE_TRANSFER = "COMPLETE"
 TERMINAL_ORDER = frozenset(("filled", "canceled", "expired", "rejected", "replaced", "done_for_day"))
 # an outcome found at the broker may be stamped by its own clock: allow this much skew
-SKEW = dt.timedelta(minutes=5)
+SKEW = dt.timedelta(minutes=1)
 _CODE_ALPHABET = string.ascii_uppercase + string.digits
 
 STEP_NAMES: dict[str, str] = {
