@@ -4,6 +4,7 @@ ClosureLog (the writers the closure itself uses): each flag, the log-file fallba
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 import signal
@@ -308,3 +309,23 @@ def test_a_store_without_closure_tables_falls_back(seeded: Seeded, tmp_path: Pat
     assert "closure store not readable" in result.stdout and "WITHDRAW_ALL_FUNDS FAILED" in result.stdout
     tables = Database.for_settings(None, other / "clera.db").fetchall("SELECT name FROM sqlite_master WHERE type='table'")
     assert {t["name"] for t in tables} == {"unrelated"}  # nothing migrated by the monitor
+
+
+def test_reads_a_postgresql_store(pg_url: str, tmp_path: Path) -> None:
+    """On a cluster the store is DATABASE_URL: the monitor reads it there (this machine has no log files)."""
+    store = ClosureStore(Database(pg_url))
+    store.migrate()
+    store.save(_record("acct-pg", "user-pg", "closing_account", START))
+    clock = ManualClock(START)
+    ClosureLog("acct-pg", START, tmp_path / "elsewhere", clock, store).step_start("CLOSE_ACCOUNT")
+    data = tmp_path / "data"
+    env = {**_env(data), "DATABASE_URL": pg_url}
+    run = functools.partial(subprocess.run, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    account = run([str(CLERA), "closure", "monitor", "--account", "acct-pg", "--summary"])
+    assert account.returncode == 0, account.stderr
+    assert "closing_account" in account.stdout and "step 4/5" in account.stdout and "closure store" in account.stdout
+    lines = run([str(CLERA), "closure", "monitor", "--account", "acct-pg"])
+    assert log_lines(lines.stdout) == store.log_lines("acct-pg") and len(log_lines(lines.stdout)) == 1
+    every = run([str(CLERA), "closure", "monitor", "--all"])
+    assert "unfinished closures: 1" in every.stdout and "acct-pg" in every.stdout
+    assert not data.exists()  # nothing written locally

@@ -168,7 +168,11 @@ def open_source(settings: object) -> Source:
 
 # --- rendering --------------------------------------------------------------------------------
 def _when(at: dt.datetime | None) -> str:
-    return "-" if at is None else at.strftime("%Y-%m-%d %H:%M:%S")
+    if at is None:
+        return "-"
+    if at.tzinfo is not None:
+        return at.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return at.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _withdrawn(record: ClosureRecord) -> Decimal:
