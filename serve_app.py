@@ -23,6 +23,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.applications import Starlette
 
 from actors import topology
+from actors.closure_orchestrator import closure_call, start_orchestrator
 from agents.wiring import runner_from_settings
 from brokerage.broker import Broker
 from brokerage.company_profiles import load_default_company_profiles
@@ -144,6 +145,56 @@ class RayTaskBroker:
             return await _broker_call.remote(self._environ, method, args, kwargs)
         except ray.exceptions.RayTaskError as exc:
             raise unwrapped(exc) from None
+
+
+class RayClosureRunner:
+    """The gateway's ClosureRunner: each ClosureProcess call a Ray task on the cluster (retried when its
+    worker dies; the process checks the broker's state before acting, so a repeated step is safe)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return await closure_call.remote(self._settings, method, args)
+        except ray.exceptions.RayTaskError as exc:
+            raise unwrapped(exc) from None
+
+    async def readiness(self, account_id: str) -> Any:
+        return await self._call("readiness", account_id)
+
+    async def initiate(self, account_id: str, user_id: str, ach_relationship_id: str) -> dict[str, Any]:
+        return await self._call("initiate", account_id, user_id, ach_relationship_id)
+
+    async def advance(self, account_id: str) -> Any:
+        return await self._call("advance", account_id)
+
+    async def settlement_status(self, account_id: str) -> dict[str, Any]:
+        return await self._call("settlement_status", account_id)
+
+    async def withdraw_funds(self, account_id: str) -> dict[str, Any]:
+        return await self._call("withdraw_funds", account_id)
+
+    async def withdrawal_status(self, account_id: str, transfer_id: str) -> dict[str, Any]:
+        return await self._call("withdrawal_status", account_id, transfer_id)
+
+    async def close_account(self, account_id: str) -> dict[str, Any]:
+        return await self._call("close_account", account_id)
+
+    async def progress(self, account_id: str) -> dict[str, Any]:
+        return await self._call("progress", account_id)
+
+    async def resume(self, account_id: str) -> dict[str, Any]:
+        return await self._call("resume", account_id)
+
+    async def cancel(self, account_id: str) -> dict[str, Any]:
+        return await self._call("cancel", account_id)
+
+    async def status(self, account_id: str) -> dict[str, Any]:
+        return await self._call("status", account_id)
+
+    async def unfinished(self) -> list[str]:
+        return await self._call("unfinished")
 
 
 class RayEngineHealth:
@@ -270,6 +321,7 @@ class Gateway:
         load_default_company_profiles(store)
         if start_engine:
             topology.start_topology(settings, redis_url, wait=False)
+            start_orchestrator(settings)  # get-or-create: unfinished closures keep moving on the cluster
         connector = RedisConnector(redis_url)
         self.services = Services(
             settings=settings,
@@ -279,6 +331,7 @@ class Gateway:
             broker=RayTaskBroker(settings_environ(settings)),
             engine=RayEngineHealth(settings),
             chat=None if agents is None else ServeChatRunner(agents),
+            closure=RayClosureRunner(settings),
         )
 
     def __serve_build_asgi_app__(self) -> Starlette:

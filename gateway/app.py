@@ -24,7 +24,7 @@ from gateway.ws import PortfolioHub
 RouteProvider = Callable[[Services], list[BaseRoute]]
 
 PROVIDER_MODULES: tuple[str, ...] = (
-    "gateway.routes_core", "gateway.ws", "gateway.routes_brokerage", "gateway.routes_chat",
+    "gateway.routes_core", "gateway.ws", "gateway.routes_brokerage", "gateway.routes_chat", "gateway.routes_closure",
 )
 
 

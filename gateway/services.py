@@ -10,7 +10,7 @@ import asyncio
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
 import redis.asyncio as aioredis
@@ -20,6 +20,9 @@ from brokerage.store import Store
 from engine.chat import ChatRunner
 from engine.config import Settings
 from engine.types import LastPrice, PortfolioSnapshot, last_price_json_decoder, snapshot_json_decoder
+
+if TYPE_CHECKING:
+    from brokerage.closure.process import ClosureProcess
 
 
 MAX_REDIS_CONNECTIONS = 64
@@ -118,6 +121,87 @@ class UnknownEngineHealth:
         return EngineState(state="unknown", detail={"reason": "engine topology not visible from this process"})
 
 
+class ClosureRunner(Protocol):
+    """Account closure as the routes call it: `brokerage.closure.process.ClosureProcess`'s route-facing
+    methods, awaited. In process (uvicorn, tests) its blocking calls run on a thread pool; under Serve
+    each call is a Ray task on the cluster. The process raises typed brokerage errors, raised again here."""
+
+    async def readiness(self, account_id: str) -> Any: ...
+    async def initiate(self, account_id: str, user_id: str, ach_relationship_id: str) -> dict[str, Any]: ...
+    async def advance(self, account_id: str) -> Any: ...
+    async def settlement_status(self, account_id: str) -> dict[str, Any]: ...
+    async def withdraw_funds(self, account_id: str) -> dict[str, Any]: ...
+    async def withdrawal_status(self, account_id: str, transfer_id: str) -> dict[str, Any]: ...
+    async def close_account(self, account_id: str) -> dict[str, Any]: ...
+    async def progress(self, account_id: str) -> dict[str, Any]: ...
+    async def resume(self, account_id: str) -> dict[str, Any]: ...
+    async def cancel(self, account_id: str) -> dict[str, Any]: ...
+    async def status(self, account_id: str) -> dict[str, Any]: ...
+    async def unfinished(self) -> list[str]: ...
+
+
+class ThreadPoolClosureRunner:
+    """A ClosureProcess in this process, its blocking calls (broker, SQL, SMTP) on a private thread pool.
+
+    Calls that change a closure are serialised per account here, so two clicks of one person never
+    run one closure's steps side by side in this process (the process itself checks the broker's
+    state before every action, which is what makes a step safe to repeat)."""
+
+    _CHANGES = frozenset({"initiate", "advance", "withdraw_funds", "close_account", "resume", "cancel"})
+
+    def __init__(self, process: "ClosureProcess", max_workers: int = 4) -> None:
+        self.process = process
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="closure")
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def _run(self, method: str, *args: Any) -> Any:
+        fn = functools.partial(getattr(self.process, method), *args)
+        loop = asyncio.get_running_loop()
+        if method not in self._CHANGES:
+            return await loop.run_in_executor(self._pool, fn)
+        async with self._locks.setdefault(args[0], asyncio.Lock()):  # one small lock per account ever closed
+            return await loop.run_in_executor(self._pool, fn)
+
+    async def readiness(self, account_id: str) -> Any:
+        return await self._run("readiness", account_id)
+
+    async def initiate(self, account_id: str, user_id: str, ach_relationship_id: str) -> dict[str, Any]:
+        return await self._run("initiate", account_id, user_id, ach_relationship_id)
+
+    async def advance(self, account_id: str) -> Any:
+        return await self._run("advance", account_id)
+
+    async def settlement_status(self, account_id: str) -> dict[str, Any]:
+        return await self._run("settlement_status", account_id)
+
+    async def withdraw_funds(self, account_id: str) -> dict[str, Any]:
+        return await self._run("withdraw_funds", account_id)
+
+    async def withdrawal_status(self, account_id: str, transfer_id: str) -> dict[str, Any]:
+        return await self._run("withdrawal_status", account_id, transfer_id)
+
+    async def close_account(self, account_id: str) -> dict[str, Any]:
+        return await self._run("close_account", account_id)
+
+    async def progress(self, account_id: str) -> dict[str, Any]:
+        return await self._run("progress", account_id)
+
+    async def resume(self, account_id: str) -> dict[str, Any]:
+        return await self._run("resume", account_id)
+
+    async def cancel(self, account_id: str) -> dict[str, Any]:
+        return await self._run("cancel", account_id)
+
+    async def status(self, account_id: str) -> dict[str, Any]:
+        return await self._run("status", account_id)
+
+    async def unfinished(self) -> list[str]:
+        return await self._run("unfinished")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -127,6 +211,7 @@ class Services:
     broker: AsyncBroker | None = None
     engine: EngineHealth = field(default_factory=UnknownEngineHealth)
     chat: ChatRunner | None = None
+    closure: ClosureRunner | None = None
 
     @classmethod
     def in_process(
@@ -136,6 +221,7 @@ class Services:
         store: Store,
         broker: Broker | None = None,
         chat: ChatRunner | None = None,
+        closure: "ClosureProcess | None" = None,
     ) -> "Services":
         """The plain-Python wiring used under uvicorn: no Ray anywhere."""
         connector = RedisConnector(redis_url)
@@ -146,6 +232,7 @@ class Services:
             portfolio=RedisPortfolioReads(connector),
             broker=None if broker is None else ThreadPoolBroker(broker),
             chat=chat,
+            closure=None if closure is None else ThreadPoolClosureRunner(closure),
         )
 
     async def aclose(self) -> None:
@@ -153,6 +240,7 @@ class Services:
         close_chat = getattr(self.chat, "aclose", None)
         if close_chat is not None:
             await close_chat()
-        close = getattr(self.broker, "close", None)
-        if close is not None:
-            close()
+        for closable in (self.broker, self.closure):
+            close = getattr(closable, "close", None)
+            if close is not None:
+                close()
