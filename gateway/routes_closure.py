@@ -79,24 +79,67 @@ class MessageResponse(msgspec.Struct):
     message: str
 
 
+class HistoryItem(msgspec.Struct):
+    step: str
+    at: dt.datetime
+    message: str
+
+
 class ProgressResponse(msgspec.Struct):
     """`step_number`: 0 initiated, 1 canceling orders / liquidating, 2 waiting settlement, 3 withdrawing,
-    4 closing, 5 completed, -1 failed, of `total_steps` 5."""
+    4 closing, 5 completed, -1 failed, of `total_steps` 5. `withdrawn`: completed withdrawals so far."""
 
     account_id: str
     step: str
     step_number: int
     total_steps: int
     step_name: str
+    history: list[HistoryItem]
     confirmation_code: str
     initiated_at: dt.datetime
-    history: list[dict[str, Any]]
+    completed_at: dt.datetime | None
+    failure_reason: str | None
+    withdrawn: str
 
 
 class TransferStatusResponse(msgspec.Struct):
     transfer_id: str
     status: str
     amount: str
+    complete: bool
+    reason: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ClosureTransferItem(msgspec.Struct):
+    id: str
+    amount: str
+    status: str
+    created_at: dt.datetime
+    attempt: int
+
+
+class StatusResponse(msgspec.Struct):
+    """The closure record, the store's status of the account and the last lines of its log."""
+
+    account_id: str
+    user_id: str
+    step: str
+    step_number: int
+    total_steps: int
+    step_name: str
+    confirmation_code: str
+    account_status: str | None
+    initiated_at: dt.datetime
+    updated_at: dt.datetime
+    completed_at: dt.datetime | None
+    failure_reason: str | None
+    liquidation_sent_at: dt.datetime | None
+    transfers: list[ClosureTransferItem]
+    withdrawn: str
+    rejected_transfers: int
+    log: list[str]
 
 
 def runner_of(request: Request) -> ClosureRunner:
@@ -222,7 +265,8 @@ _ROUTES: tuple[tuple[str, Any, str, str, Any, Any, tuple[int, ...]], ...] = (
     ("/cancel/{account_id}", cancel, "POST",
      "Cancel the closure; only before its liquidation was sent (409 after)", None, MessageResponse, (409, 503)),
     ("/status/{account_id}", status, "GET",
-     "The closure record: step, transfers, confirmation code, times, failure reason", None, None, (503,)),
+     "The closure record: step, transfers, confirmation code, times, failure reason, last log lines",
+     None, StatusResponse, (503,)),
 )
 
 

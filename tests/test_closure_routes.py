@@ -14,9 +14,10 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import msgspec
 import pytest
 from conftest import free_port
 from gateway_support import Gateway, make_settings
@@ -31,6 +32,17 @@ from brokerage.sql_store import SqlStore
 from engine import calendar
 from engine.clock import ManualClock
 from gateway import routes_brokerage, routes_closure
+from gateway.routes_closure import (
+    InitiateResponse,
+    MessageResponse,
+    ProgressResponse,
+    ReadinessResponse,
+    SettlementResponse,
+    StatusResponse,
+    StepResponse,
+    TransferStatusResponse,
+    WithdrawResponse,
+)
 from gateway.services import Services
 
 ALICE, BOB = "user-alice", "user-bob"
@@ -61,6 +73,16 @@ async def closure_world(tmp_path: Path, redis_url: str, **env: str) -> AsyncIter
             yield w
     finally:
         await gateway.stop()
+
+
+T = TypeVar("T")
+
+
+def shaped(answer: Any, documented: type[T]) -> T:
+    """The answer has exactly the documented shape (/openapi.json): every field, nothing more, right types."""
+    fields = {f.encode_name for f in msgspec.structs.fields(documented)}
+    assert set(answer) == fields, (sorted(answer), sorted(fields))
+    return msgspec.convert(answer, documented, strict=False)
 
 
 def next_morning(clock: ManualClock) -> None:
@@ -103,8 +125,8 @@ async def test_readiness_and_refused_initiations_change_nothing(tmp_path: Path, 
         bob_account, _ = await holding(w, "100", None, BOB, "bob@example.com")
         for prefix in PREFIXES:
             ready = await w.ok("GET", f"{prefix}/check-readiness/{account_id}")
-            assert ready["ready"] is True, ready
-            assert set(ready) == {"ready", "reason", "details"} and isinstance(ready["details"], dict)
+            assert shaped(ready, ReadinessResponse).ready is True, ready
+            assert ready["details"]["cash"] == "4000.00" and ready["details"]["positions"] == 1, ready
         before = await closure_state(w, account_id)
 
         # someone else's account (and no credentials at all)
@@ -153,6 +175,7 @@ async def test_the_whole_closure_day_by_day(tmp_path: Path, redis_url: str) -> N
 
         started = await w.ok("POST", f"/account-closure/initiate/{account_id}", body={"ach_relationship_id": rel_id,
                                                                                       **CONFIRMED})
+        shaped(started, InitiateResponse)
         assert started["success"] is True and started["confirmation_code"].startswith("CLA-"), started
         assert [o.status for o in sells(w, account_id)] == ["filled"]  # market open: sold at once
         cash = w.broker.get_account(account_id).cash
@@ -163,6 +186,7 @@ async def test_the_whole_closure_day_by_day(tmp_path: Path, redis_url: str) -> N
         # the same closure, the same answers, under both prefixes
         first, second = [await w.ok("GET", f"{p}/progress/{account_id}") for p in PREFIXES]
         assert first == second
+        shaped(first, ProgressResponse)
         assert first["total_steps"] == TOTAL_STEPS == 5
         assert first["step_number"] == STEP_NUMBER[first["step"]] and first["step_number"] in (1, 2), first
         assert first["confirmation_code"] == started["confirmation_code"] and first["initiated_at"]
@@ -170,7 +194,8 @@ async def test_the_whole_closure_day_by_day(tmp_path: Path, redis_url: str) -> N
 
         # before T+1: nothing to withdraw yet
         settlement = await w.ok("GET", f"/api/account-closure/settlement-status/{account_id}")
-        assert settlement["settled"] is False and isinstance(settlement["details"], dict)
+        assert shaped(settlement, SettlementResponse).settled is False
+        assert settlement["details"]["unsettled"] == "20000.00", settlement
         assert_error(await w.call("POST", f"/account-closure/close-account/{account_id}", body={}), 422)
         assert w.broker.get_account(account_id).status == "ACTIVE"
 
@@ -178,9 +203,11 @@ async def test_the_whole_closure_day_by_day(tmp_path: Path, redis_url: str) -> N
         next_morning(w.clock)
         assert (await w.ok("GET", f"/account-closure/settlement-status/{account_id}"))["settled"] is True
         sent = await w.ok("POST", f"/api/account-closure/withdraw-funds/{account_id}", body={})
+        shaped(sent, WithdrawResponse)
         assert sent["success"] is True and sent["amount"] == "50000.00", sent
         assert isinstance(sent["amount"], str)
         transfer = await w.ok("GET", f"/account-closure/withdrawal-status/{account_id}/{sent['transfer_id']}")
+        shaped(transfer, TransferStatusResponse)
         assert (transfer["transfer_id"], transfer["amount"]) == (sent["transfer_id"], "50000.00"), transfer
         assert transfer["status"] in ("QUEUED", "SENT_TO_CLEARING"), transfer
         assert_error(await w.call("GET", f"/account-closure/withdrawal-status/{account_id}/no-such-transfer"), 404)
@@ -196,8 +223,9 @@ async def test_the_whole_closure_day_by_day(tmp_path: Path, redis_url: str) -> N
                 break
             next_morning(w.clock)
             resumed = await w.ok("POST", f"/api/account-closure/resume/{account_id}", body={})
-            assert set(resumed) >= {"success", "step", "message"}, resumed
-            progress = await w.ok("GET", f"/api/account-closure/progress/{account_id}")
+            assert shaped(resumed, StepResponse).success is True, resumed
+            progress = shaped(await w.ok("GET", f"/api/account-closure/progress/{account_id}"), ProgressResponse)
+            progress = msgspec.to_builtins(progress)
             assert progress["step_number"] == STEP_NUMBER[progress["step"]]
             numbers.append(progress["step_number"])
         assert progress["step"] == "completed", progress
@@ -212,6 +240,7 @@ async def test_the_whole_closure_day_by_day(tmp_path: Path, redis_url: str) -> N
         assert w.broker.get_account(account_id).status == "ACCOUNT_CLOSED"
         assert w.store.get_account(account_id).status == "closed"
         status = await w.ok("GET", f"/account-closure/status/{account_id}")
+        shaped(status, StatusResponse)
         assert (status["step"], status["account_status"], status["withdrawn"]) == ("completed", "closed", "120000.00")
         assert sorted(t["amount"] for t in status["transfers"]) == ["20000.00", "50000.00", "50000.00"]
         assert len(list(w.outbox.glob("*.eml"))) == 2  # type: ignore[attr-defined]
@@ -233,6 +262,38 @@ async def test_close_with_money_left_is_refused(tmp_path: Path, redis_url: str) 
         assert await closure_state(w, account_id) == before
         assert w.broker.get_account(account_id).status == "ACTIVE"
 
+        # the $100 goes to the bank (settled cash: no sale to wait for), and once it has arrived the
+        # account closes through the route
+        sent = await w.ok("POST", f"/account-closure/withdraw-funds/{account_id}", body={})
+        assert sent["amount"] == "100.00", sent
+        assert_error(await w.call("POST", f"/account-closure/close-account/{account_id}", body={}), 422)
+        next_morning(w.clock)
+        closed = await w.ok("POST", f"/api/account-closure/close-account/{account_id}", body={})
+        assert shaped(closed, MessageResponse).success is True, closed
+        assert w.broker.get_account(account_id).status == "ACCOUNT_CLOSED"
+        assert w.store.get_account(account_id).status == "closed"
+        progress = await w.ok("GET", f"/account-closure/progress/{account_id}")
+        assert (progress["step"], progress["step_number"]) == ("completed", 5)
+        # closing twice is still one closure
+        assert (await w.ok("POST", f"/account-closure/close-account/{account_id}", body={}))["success"] is True
+
+
+async def test_a_closure_closed_through_the_route_reports_what_it_withdrew(tmp_path: Path, redis_url: str) -> None:
+    """close-account after the withdrawal arrived: progress and status count the $100 as withdrawn and
+    the record's transfer as COMPLETE (the route's close must bring the record up to the broker first)."""
+    async with closure_world(tmp_path, redis_url) as w:
+        account_id, rel_id = await holding(w, "100", None)
+        await w.ok("POST", f"/account-closure/initiate/{account_id}", body={"ach_relationship_id": rel_id,
+                                                                            **CONFIRMED})
+        sent = await w.ok("POST", f"/account-closure/withdraw-funds/{account_id}", body={})
+        next_morning(w.clock)
+        await w.ok("POST", f"/account-closure/close-account/{account_id}", body={})
+        assert w.broker.get_transfer(account_id, sent["transfer_id"]).status == "COMPLETE"
+        status = await w.ok("GET", f"/account-closure/status/{account_id}")
+        assert [(t["id"], t["status"]) for t in status["transfers"]] == [(sent["transfer_id"], "COMPLETE")], status
+        assert status["withdrawn"] == "100.00", status
+        assert (await w.ok("GET", f"/account-closure/progress/{account_id}"))["withdrawn"] == "100.00"
+
 
 async def test_cancel_before_and_after_the_liquidation(tmp_path: Path, redis_url: str) -> None:
     async with closure_world(tmp_path, redis_url) as w:
@@ -247,7 +308,7 @@ async def test_cancel_before_and_after_the_liquidation(tmp_path: Path, redis_url
         ))
         w.store.set_account_status(cash_only, "pending_closure", confirmation_code="CLA-TEST0001")
         canceled = await w.ok("POST", f"/api/account-closure/cancel/{cash_only}", body={})
-        assert canceled["success"] is True and canceled["message"], canceled
+        assert shaped(canceled, MessageResponse).success is True and canceled["message"], canceled
         assert w.store.get_account(cash_only).status == "active"
         assert (await w.ok("GET", f"/account-closure/progress/{cash_only}"))["step"] == "failed"
         assert outgoing(w, cash_only) == [] and w.broker.get_account(cash_only).cash == Decimal("300.00")
