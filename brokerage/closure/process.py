@@ -558,6 +558,7 @@ class ClosureProcess:
                 raise Conflict(f"the closure failed: {record.failure_reason}", code="closure_finished")
             log = self.log_for(record)
             snap = self._snapshot(account_id)
+            self._reconcile(record, snap, log)  # the withdrawals' last statuses, before the record is final
             if snap.closed:
                 self._complete(record, log)
                 return {"success": True, "message": "the account is closed"}
