@@ -379,6 +379,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         say(f"demo user {demo.DEMO_USER}, token (Authorization: Bearer ... or ?token=...):")
         say(demo_token)
         say(f"watch one:  export CLERA_TOKEN={demo_token}; clera watch ACCOUNT --url {watch_url}")
+        say(f"chat:       clera chat ACCOUNT --url {url}   (with CLERA_TOKEN exported as above)")
         for account_id, target in targets:
             say(f"  {target.account_id:<16} {account_id}")
         if broker is not None:

@@ -169,7 +169,7 @@ class AgentRunner:
             before = len(state.values.get("messages", []))
             answer: dict[str, Any] = {"decision": decision}
             if decision == "edit" and edit is not None:
-                answer["edit"] = msgspec.to_builtins(edit)
+                answer["edit"] = {k: str(v) for k, v in msgspec.structs.asdict(edit).items() if v not in (None, "")}
             values = await graph.ainvoke(Command(resume=answer), config, durability=DURABILITY)
             return self._turn(values, config, record, before)
 

@@ -90,9 +90,11 @@ class ThreadDetail(msgspec.Struct, kw_only=True):
 
 
 class OrderEdit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Amounts as decimal strings, as the API answers them; JSON numbers are taken too (clients differ)."""
+
     symbol: str | None = None
-    notional: str | None = None
-    qty: str | None = None
+    notional: str | int | float | None = None
+    qty: str | int | float | None = None
 
 
 class ChatRunner(Protocol):

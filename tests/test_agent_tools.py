@@ -813,11 +813,16 @@ def test_none_or_wrong_types_come_back_as_errors(world: World, name: str) -> Non
         base["notional"] = "10"
     if name in EXPECTED_TOOLS:
         assert "error" not in REGISTRY[name].run(world.deps, account, base)  # the valid call works
+    required = set(REGISTRY[name].schema.args_schema.model_json_schema().get("required", []))  # type: ignore[union-attr]
     for arg in properties:
-        for bad in (None, 5, 1.5, True, ["AAPL"], {"x": "y"}):
+        for bad in (5, 1.5, True, ["AAPL"], {"x": "y"}, *((None,) if arg in required else ())):
             got = REGISTRY[name].run(world.deps, account, {**base, arg: bad})
             assert isinstance(got, dict) and isinstance(got.get("error"), str), (name, arg, bad, got)
             assert arg in got["error"]
+        if arg not in required and name in EXPECTED_TOOLS and name not in ("buy", "sell"):
+            # null for an optional argument is what a model sends for "not given": the default applies
+            assert REGISTRY[name].run(world.deps, account, {**base, arg: None}) == REGISTRY[name].run(
+                world.deps, account, base), (name, arg)
     if "symbol" in properties:
         got = REGISTRY[name].run(world.deps, account, {})
         assert "symbol" in got["error"]

@@ -390,3 +390,30 @@ async def test_first_turns_arriving_together_open_the_checkpointer_once(tmp_path
         ))
         assert [t.steps[0].tool for t in turns] == ["get_quote"] * 8
         assert len({t.threadId for t in turns}) == 8
+
+
+async def test_an_edit_may_give_amounts_as_json_numbers(tmp_path: Path, redis_url: str) -> None:
+    async with agent_world(tmp_path, redis_url) as w:
+        turn = await w.ok(await w.chat(ALICE, "buy $500 of Apple"))
+        body = {"threadId": turn["threadId"], "interruptId": turn["interrupt"]["id"], "decision": "edit",
+                "edit": {"notional": 250.5}}
+        edited = await w.ok(await w.http.post("/api/chat/resume", json=body, headers=w.headers(ALICE)))
+        assert edited["interrupt"]["order"]["notional"] == "250.50"
+
+
+async def test_a_confirmation_the_account_can_no_longer_afford_places_nothing(tmp_path: Path, redis_url: str) -> None:
+    from decimal import Decimal as D
+
+    from brokerage.models import OrderRequest
+
+    async with agent_world(tmp_path, redis_url) as w:
+        account = w.accounts[ALICE]
+        cash = w.broker.get_account(account).buying_power
+        turn = await w.ok(await w.chat(ALICE, f"buy ${cash - 100:.2f} of MSFT"))
+        assert turn["interrupt"] is not None
+        w.broker.submit_order(account, OrderRequest(symbol="IBM", side="buy", notional=D("500")))  # elsewhere, meanwhile
+        before = len(w.broker.list_orders(account, "all"))
+        done = await w.ok(await w.resume(ALICE, turn["threadId"], turn["interrupt"]["id"], "confirm"))
+        placed = done["steps"][0]["result"]
+        assert placed["status"] == "refused" and "not placed" in done["reply"]
+        assert len(w.broker.list_orders(account, "all")) == before

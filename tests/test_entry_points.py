@@ -204,6 +204,13 @@ async def test_clera_serve_runs_everything_and_stops_on_ctrl_c(tmp_path: Path, c
         stranger = mint_jwt("someone-else", secrets["SUPABASE_JWT_SECRET"])
         denied = await http.get(f"/api/portfolio/{account}", headers={"Authorization": f"Bearer {stranger}"})
         assert denied.status_code == 403
+        # the demo user chats with its account at once, through the AgentGraph deployment
+        chat_headers = {**auth, "X-API-Key": secrets["BACKEND_API_KEY"]}
+        turn = await http.post("/api/chat", headers=chat_headers, timeout=60,
+                               json={"message": "what do I own?", "accountId": account})
+        assert turn.status_code == 200, turn.text
+        assert turn.json()["agent"] == "portfolio_management" and turn.json()["steps"][0]["tool"] == "get_portfolio"
+        assert re.search(r"^chat: +clera chat ACCOUNT --url \S+", out, re.MULTILINE)
 
     # the socket `clera watch` opens, at the URL printed for it, and one through Serve's proxy
     frames: list[dict] = []

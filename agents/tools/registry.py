@@ -31,8 +31,13 @@ class ToolSpec:
 
     def run(self, deps: AgentDeps, account_id: str, args: dict[str, Any]) -> dict[str, Any]:
         """Validated arguments in, JSON data out; bad arguments come back as an error the model can read."""
+        model: Any = self.schema.args_schema
+        optional = {name for name, info in model.model_fields.items() if not info.is_required()}
+        # null for an optional argument is a model's way of saying "not given" (the seed's lesson, seen
+        # from the other side): the default applies
+        given = {k: v for k, v in (args or {}).items() if not (v is None and k in optional)}
         try:
-            parsed = self.schema.args_schema.model_validate(args or {})  # type: ignore[union-attr]
+            parsed = model.model_validate(given)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}" for e in exc.errors())
             return {"error": f"invalid arguments for {self.name}: {problems}"}
