@@ -10,7 +10,9 @@ closable accounts) over in-memory state.
 
 The ledger is a toy (instant market fills at a price the test sets, no real settlement calendar), but
 the wire format is the one alpaca-py parses. Test hooks (`set_price`, `complete_transfer`,
-`end_of_day`, `halt`, `add_ach_relationship`, `fail_next`) are plain Python methods, not HTTP routes.
+`move_transfer`, `fail_transfer`, `end_of_day`, `close_market`, `open_market`, `halt`,
+`add_ach_relationship`, `fail_next`) are plain Python methods, not HTTP routes. Timestamps come from
+`clock` (real time unless a test passes its own, e.g. a `ManualClock.now`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ QTY_STEP = Decimal("0.000000001")
 ERROR_CODES = {400: 40010000, 401: 40110000, 403: 40310000, 404: 40410000, 405: 40510000, 409: 40910000,
                422: 42210000, 500: 50010000}
 OPEN_ORDER = ("new", "accepted", "pending_new", "partially_filled")
-OPEN_TRANSFER = ("QUEUED", "APPROVAL_PENDING", "PENDING")
+OPEN_TRANSFER = ("QUEUED", "APPROVAL_PENDING", "PENDING")  # still cancelable
+IN_FLIGHT_TRANSFER = (*OPEN_TRANSFER, "SENT_TO_CLEARING", "APPROVED")  # on their way, not yet booked
 ACTIVE_ACH = ("QUEUED", "APPROVED", "PENDING")
 
 
@@ -294,12 +297,16 @@ Handler = Callable[["AlpacaBrokerStandIn", Call], tuple[int, Any]]
 class AlpacaBrokerStandIn:
     """The server: `with AlpacaBrokerStandIn(key, secret) as api:` then `BrokerClient(..., url_override=api.url)`."""
 
-    def __init__(self, api_key: str = "test-key", secret_key: str = "test-secret", spec: Spec | None = None) -> None:
+    def __init__(self, api_key: str = "test-key", secret_key: str = "test-secret", spec: Spec | None = None,
+                 clock: Callable[[], dt.datetime] | None = None) -> None:
         self.spec = spec or Spec.load()
+        self.now: Callable[[], dt.datetime] = clock or _now
+        self.market_open = True  # market orders fill at once; while closed they queue for `open_market`
         self._auth = "Basic " + base64.b64encode(f"{api_key}:{secret_key}".encode()).decode()
         self.state = State()
         self._lock = threading.RLock()
         self._fail_next: tuple[int, str] | None = None
+        self._lose_next: tuple[str, str, int] | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -340,7 +347,7 @@ class AlpacaBrokerStandIn:
         """Move a queued transfer to COMPLETE and book it, as Alpaca's clearing eventually does."""
         with self._lock:
             t = self.state.transfers[transfer_id]
-            assert t["status"] in OPEN_TRANSFER, t["status"]
+            assert t["status"] in IN_FLIGHT_TRANSFER, t["status"]
             acct = self.state.accounts[t["account_id"]]
             amount = Decimal(t["amount"])
             if t["direction"] == "INCOMING":
@@ -349,13 +356,51 @@ class AlpacaBrokerStandIn:
                 acct.cash -= amount
                 acct.pending_out -= amount
             t["status"] = "COMPLETE"
-            t["updated_at"] = _ts(_now())
+            t["updated_at"] = _ts(self.now())
             self._activity(acct.id, {
                 "activity_type": "CSD" if t["direction"] == "INCOMING" else "CSW",
-                "date": _now().astimezone(NEW_YORK).date().isoformat(),
+                "date": self.now().astimezone(NEW_YORK).date().isoformat(),
                 "net_amount": _money(amount if t["direction"] == "INCOMING" else -amount),
                 "description": f"ACH transfer {t['id']}", "status": "executed",
             })
+
+    def move_transfer(self, transfer_id: str, status: str) -> None:
+        """Move an in-flight transfer along Alpaca's clearing statuses (PENDING, SENT_TO_CLEARING, APPROVED)."""
+        with self._lock:
+            t = self.state.transfers[transfer_id]
+            assert t["status"] in IN_FLIGHT_TRANSFER and status in IN_FLIGHT_TRANSFER, (t["status"], status)
+            t.update(status=status, updated_at=_ts(self.now()))
+
+    def fail_transfer(self, transfer_id: str, status: str = "REJECTED", reason: str = "rejected by the bank") -> None:
+        """The transfer is REJECTED before it was booked, or RETURNED (before or after it completed):
+        an outgoing one's cash is the account's again, an incoming one's is taken back."""
+        with self._lock:
+            t = self.state.transfers[transfer_id]
+            assert status in ("REJECTED", "RETURNED"), status
+            assert t["status"] in IN_FLIGHT_TRANSFER or (status == "RETURNED" and t["status"] == "COMPLETE"), t
+            acct = self.state.accounts[t["account_id"]]
+            amount = Decimal(t["amount"])
+            if t["status"] == "COMPLETE":
+                acct.cash += -amount if t["direction"] == "INCOMING" else amount
+            elif t["direction"] == "OUTGOING":
+                acct.pending_out -= amount
+            t.update(status=status, reason=reason, updated_at=_ts(self.now()))
+
+    def close_market(self) -> None:
+        """From now on market orders are accepted and queue until `open_market`, as after the close."""
+        with self._lock:
+            self.market_open = False
+
+    def open_market(self) -> None:
+        """The open: queued market orders fill at the current prices."""
+        with self._lock:
+            self.market_open = True
+            for order in sorted(self.state.orders.values(), key=lambda o: o["submitted_at"]):
+                if order["type"] == "market" and order["status"] in OPEN_ORDER:
+                    price = self.state.prices[order["symbol"]]
+                    qty = (Decimal(order["qty"]) if order["qty"] is not None
+                           else (Decimal(order["notional"]) / price).quantize(QTY_STEP, ROUND_DOWN))
+                    self._fill(self.state.accounts[order["account_id"]], order, price, qty)
 
     def end_of_day(self) -> None:
         """Roll the day: sale proceeds settle, equity and prices become yesterday's."""
@@ -378,6 +423,12 @@ class AlpacaBrokerStandIn:
         with self._lock:
             self._fail_next = (status, message)
 
+    def lose_next_answer(self, method: str, path_suffix: str, status: int = 500) -> None:
+        """The next `method` request whose path ends with `path_suffix` takes effect, but its answer is
+        lost: the caller sees `status` (a gateway failing after Alpaca acted)."""
+        with self._lock:
+            self._lose_next = (method.upper(), path_suffix, status)
+
     def requests_seen(self) -> list[tuple[str, str, int]]:
         with self._lock:
             return list(self.state.requests)
@@ -389,6 +440,11 @@ class AlpacaBrokerStandIn:
                                     request.headers.get("authorization"), raw)
         with self._lock:
             self.state.requests.append((request.method, request.url.path, status))
+            lose = self._lose_next
+            if lose is not None and lose[0] == request.method and request.url.path.endswith(lose[1]):
+                self._lose_next = None
+                status, body = lose[2], {"code": ERROR_CODES.get(lose[2], lose[2] * 100000),
+                                         "message": "upstream connection lost"}
         if body is None:
             return Response(status_code=status)
         return JSONResponse(body, status_code=status)
@@ -438,9 +494,13 @@ class AlpacaBrokerStandIn:
         return value.quantize(CENT, ROUND_HALF_UP)
 
     def _reserved(self, acct: Account) -> Decimal:
-        """Cash held by open buy orders."""
-        return sum((Decimal(o["qty"]) * Decimal(o["limit_price"]) for o in self._open_orders(acct.id)
-                    if o["side"] == "buy"), Decimal(0))
+        """Cash held by open buy orders (a queued market order at the current price)."""
+        def held(o: dict[str, Any]) -> Decimal:
+            if o["notional"] is not None:
+                return Decimal(o["notional"])
+            return Decimal(o["qty"]) * Decimal(o["limit_price"] or self.state.prices[o["symbol"]])
+
+        return sum((held(o) for o in self._open_orders(acct.id) if o["side"] == "buy"), Decimal(0))
 
     def _held(self, account_id: str, symbol: str) -> Decimal:
         return sum((Decimal(o["qty"]) for o in self._open_orders(account_id)
@@ -453,14 +513,14 @@ class AlpacaBrokerStandIn:
         return max(Decimal(0), acct.cash - acct.unsettled - acct.pending_out - self._reserved(acct))
 
     def _activity(self, account_id: str, fields: dict[str, Any]) -> None:
-        now = _now()
+        now = self.now()
         self.state.activities.append({
             "id": f"{now.strftime('%Y%m%d%H%M%S%f')}000::{uuid.uuid4()}", "account_id": account_id, **fields,
         })
 
     def _new_relationship(self, acct: Account, kind: str, number: str, routing: str,
                           nickname: str | None, processor_token: str | None = None) -> dict[str, Any]:
-        now = _ts(_now())
+        now = _ts(self.now())
         rel = {
             "id": str(uuid.uuid4()), "account_id": acct.id, "created_at": now, "updated_at": now,
             "status": "QUEUED", "account_owner_name": acct.owner_name, "bank_account_type": kind,
@@ -489,7 +549,7 @@ class AlpacaBrokerStandIn:
             pos.qty -= qty
             if pos.qty == 0:
                 del self.state.positions[key]
-        now = _now()
+        now = self.now()
         order.update(status="filled", filled_qty=str(qty), filled_avg_price=str(price),
                      filled_at=_ts(now, True), updated_at=_ts(now, True))
         self._activity(acct.id, {
@@ -535,7 +595,7 @@ class AlpacaBrokerStandIn:
             if fill_qty > available:
                 raise ApiError(403, f"insufficient qty available for order (requested: {fill_qty}, "
                                     f"available: {available})")
-        now = _ts(_now(), True)
+        now = _ts(self.now(), True)
         order = {
             "id": str(uuid.uuid4()), "client_order_id": coid, "account_id": acct.id,
             "created_at": now, "updated_at": now, "submitted_at": now, "filled_at": None,
@@ -550,7 +610,8 @@ class AlpacaBrokerStandIn:
         }
         self.state.orders[order["id"]] = order
         if kind == "market":
-            self._fill(acct, order, price, fill_qty)
+            if self.market_open:
+                self._fill(acct, order, price, fill_qty)  # else it stays `accepted` until the open
         else:
             order["status"] = "new"
         return order
@@ -576,7 +637,7 @@ class AlpacaBrokerStandIn:
             "portfolio_value": _money(equity), "long_market_value": long_value, "short_market_value": "0",
             "pending_transfer_in": _money(sum((Decimal(t["amount"]) for t in self.state.transfers.values()
                                                if t["account_id"] == acct.id and t["direction"] == "INCOMING"
-                                               and t["status"] in OPEN_TRANSFER), Decimal(0))),
+                                               and t["status"] in IN_FLIGHT_TRANSFER), Decimal(0))),
             "pending_transfer_out": _money(acct.pending_out), "pattern_day_trader": False,
             "daytrade_count": 0, "trading_blocked": False, "transfers_blocked": False, "account_blocked": False,
             "created_at": _ts(acct.created_at), "multiplier": "1", "shorting_enabled": False,
@@ -609,7 +670,7 @@ def _create_account(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
     if any(a.email == email for a in api.state.accounts.values()):
         raise ApiError(409, "email address is already in use")
     acct = Account(
-        id=str(uuid.uuid4()), account_number=f"9{len(api.state.accounts) + 20000000:08d}", created_at=_now(),
+        id=str(uuid.uuid4()), account_number=f"9{len(api.state.accounts) + 20000000:08d}", created_at=api.now(),
         application={k: c.body[k] for k in ("contact", "identity", "disclosures", "agreements")},
     )
     api.state.accounts[acct.id] = acct
@@ -683,7 +744,7 @@ def _delete_ach(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
         raise ApiError(404, "relationship not found")
     if rel["status"] not in ACTIVE_ACH:
         raise ApiError(422, f"relationship is {rel['status']}")
-    rel.update(status="CANCELED", updated_at=_ts(_now()))
+    rel.update(status="CANCELED", updated_at=_ts(api.now()))
     return 204, None
 
 
@@ -703,7 +764,7 @@ def _create_transfer(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
         if amount > api._withdrawable(acct):
             raise ApiError(403, "insufficient withdrawable cash")
         acct.pending_out += amount
-    now = _ts(_now())
+    now = _ts(api.now())
     t = {
         "id": str(uuid.uuid4()), "relationship_id": rel["id"], "account_id": acct.id, "type": "ach",
         "status": "QUEUED", "reason": None, "amount": _money(amount), "direction": c.body["direction"],
@@ -733,7 +794,7 @@ def _cancel_transfer(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
         raise ApiError(422, f"transfer is {t['status']} and can no longer be canceled")
     if t["direction"] == "OUTGOING":
         acct.pending_out -= Decimal(t["amount"])
-    t.update(status="CANCELED", updated_at=_ts(_now()))
+    t.update(status="CANCELED", updated_at=_ts(api.now()))
     return 204, None
 
 
@@ -762,7 +823,7 @@ def _cancel_order(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
     status, order = _get_order(api, c)
     if order["status"] not in OPEN_ORDER:
         raise ApiError(422, f"order is {order['status']} and can no longer be canceled")
-    now = _ts(_now(), True)
+    now = _ts(api.now(), True)
     order.update(status="canceled", canceled_at=now, updated_at=now)
     return 204, None
 
@@ -777,7 +838,7 @@ def _close_all(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
     acct = api._account(c.path["account_id"])
     if c.query.get("cancel_orders", "false").lower() == "true":
         for order in api._open_orders(acct.id):
-            now = _ts(_now(), True)
+            now = _ts(api.now(), True)
             order.update(status="canceled", canceled_at=now, updated_at=now)
     results = []
     for (owner, symbol), pos in sorted(api.state.positions.items()):
