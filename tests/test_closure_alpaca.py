@@ -362,12 +362,6 @@ def test_a_rejected_then_returned_withdrawal_is_retried_then_the_closure_fails(m
     assert w.transfer_posts(account_id) == 2 and w.closes(account_id) == 0 and len(w.emails()) == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG in ClosureProcess._withdraw: a withdrawal Alpaca refuses at POST /transfers (here 422, the bank "
-    "relationship was canceled) is caught as Rejected, the intent dropped and nothing counted: neither "
-    "rejected_transfers nor any per-day bound. Every pass POSTs again (the orchestrator wakes every few "
-    "seconds) and the closure never fails with a reason, against 'retries ... within bounds, then fails'."
-))
 def test_withdrawals_alpaca_refuses_at_once_are_bounded_then_the_closure_fails(make_world: Any) -> None:
     w: AlpacaClosureWorld = make_world(CLERA_CLOSURE_MAX_TRANSFER_ATTEMPTS="2")
     account_id, rel_id = funded_account(w, cash="30000", buys={})

@@ -54,7 +54,6 @@ CENT = Decimal("0.01")
 MAX_CASH_TO_CLOSE = Decimal("1.00")
 ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
 VOID_TRANSFER = frozenset(("CANCELED", "REJECTED", "RETURNED"))
-FAILED_TRANSFER = frozenset(("REJECTED", "RETURNED"))
 COMPLETE_TRANSFER = "COMPLETE"
 TERMINAL_ORDER = frozenset(("filled", "canceled", "expired", "rejected", "replaced", "done_for_day"))
 # an outcome found at the broker may be stamped by its own clock: allow this much skew
@@ -387,7 +386,7 @@ class ClosureProcess:
             was = mine.status
             mine.status = theirs.status
             changed = True
-            if theirs.status in FAILED_TRANSFER and was not in VOID_TRANSFER:
+            if theirs.status in VOID_TRANSFER and was not in VOID_TRANSFER:
                 record.rejected_transfers += 1
                 log.step_failure("WITHDRAWAL", {"transfer_id": mine.id, "status": theirs.status, "reason": theirs.reason})
             elif theirs.status == COMPLETE_TRANSFER:
@@ -423,6 +422,8 @@ class ClosureProcess:
             return None
         if any(self._ny_day(t.created_at) == today and t.status not in VOID_TRANSFER for t in record.transfers):
             return None  # today's withdrawal is done; the next waits for the next banking day
+        if record.refused_withdrawal_on == today:
+            return None  # refused today: asked again on the next banking day, not on every pass
         amount = min(snap.account.cash_withdrawable, self.settings.ach_daily_limit).quantize(CENT)
         if amount <= ZERO:
             return None
@@ -432,10 +433,16 @@ class ClosureProcess:
         started = time.perf_counter()
         try:
             transfer = self.broker.create_transfer(record.account_id, record.ach_relationship_id, amount, "OUTGOING")
-        except Rejected as exc:
+        except Rejected as exc:  # refused outright (a bank unlinked, a limit): an attempt like a rejected transfer
             record.pending_withdrawal = None
-            self._save(record)
+            record.rejected_transfers += 1
+            record.refused_withdrawal_on = today
             log.step_failure("WITHDRAW_ALL_FUNDS", {"error": exc.message, "code": exc.code})
+            if record.rejected_transfers >= self.settings.closure_max_transfer_attempts:
+                self._fail(record, f"the withdrawal was refused, rejected or returned {record.rejected_transfers} "
+                                   f"times (last: {exc.message})", log)
+            else:
+                self._save(record)
             return None
         log.timing("WITHDRAWAL_OPERATION", time.perf_counter() - started)
         mine = ClosureTransfer(
