@@ -20,7 +20,12 @@ import pytest
 
 from brokerage.closure.log import ClosureLog
 from brokerage.closure.monitor import line_style
-from brokerage.closure.records import ClosureRecord, ClosureStore, ClosureTransfer, HistoryEntry
+from brokerage.closure.records import (
+    ClosureRecord,
+    ClosureStore,
+    ClosureTransfer,
+    HistoryEntry,
+)
 from brokerage.sql import Database
 from engine.clock import ManualClock
 

@@ -22,7 +22,12 @@ import pytest
 import ray
 from paper_support import open_account, set_price
 
-from actors.closure_orchestrator import closure_process, get_orchestrator, start_orchestrator, stop_orchestrator
+from actors.closure_orchestrator import (
+    closure_process,
+    get_orchestrator,
+    start_orchestrator,
+    stop_orchestrator,
+)
 from brokerage.closure.records import ClosureRecord, ClosureStore
 from brokerage.errors import NotFound
 from brokerage.models import OrderRequest

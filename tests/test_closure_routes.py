@@ -25,7 +25,13 @@ from paper_support import MON_MORNING, make_broker, set_price, sqlite_url
 from test_brokerage_routes import World, assert_error
 
 from brokerage.closure.process import ClosureProcess
-from brokerage.closure.records import STEP_NUMBER, TOTAL_STEPS, ClosureRecord, ClosureStore, HistoryEntry
+from brokerage.closure.records import (
+    STEP_NUMBER,
+    TOTAL_STEPS,
+    ClosureRecord,
+    ClosureStore,
+    HistoryEntry,
+)
 from brokerage.email import OutboxMailer
 from brokerage.sql import Database
 from brokerage.sql_store import SqlStore

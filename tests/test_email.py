@@ -16,11 +16,17 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from conftest import free_port
 
 from brokerage.closure.emails import completion_email, failure_email, initiation_email
 from brokerage.closure.records import ClosureRecord, ClosureTransfer, HistoryEntry
-from brokerage.email import Email, MailError, OutboxMailer, SmtpMailer, mailer_from_settings
-from conftest import free_port
+from brokerage.email import (
+    Email,
+    MailError,
+    OutboxMailer,
+    SmtpMailer,
+    mailer_from_settings,
+)
 from engine.config import load_settings
 
 PASSWORD = "s3cret-Pa55word-never-shown"
@@ -261,10 +267,11 @@ def test_templates_go_through_smtp(smtp_server: tuple[Collector, int]) -> None:
 # --- a self-signed certificate for the STARTTLS test ------------------------------------------
 def _tls_contexts(folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     x509 = pytest.importorskip("cryptography.x509")
+    import ipaddress
+
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
