@@ -450,3 +450,43 @@ def test_positions_left_after_a_refused_sell_are_sold_again_the_next_day(tmp_pat
     run_days(world, account_id, WED + dt.timedelta(days=2), 8)
     assert world.records.get(account_id).step == "completed"
     assert sum(t.amount for t in withdrawals(world, account_id)) == Decimal("120000.00")
+
+
+def test_the_closure_emails_reach_a_real_smtp_server(tmp_path: Path, redis_url: str) -> None:
+    """The same closure with SMTP configured: initiation and completion arrive at a local server."""
+    from aiosmtpd.controller import Controller
+    from conftest import free_port
+
+    from brokerage.closure.process import ClosureProcess
+    from brokerage.email import mailer_from_settings
+    from engine.config import load_settings
+
+    received: list[email.message.EmailMessage] = []
+
+    class Inbox:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            received.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+            return "250 OK"
+
+    port = free_port()
+    smtp = Controller(Inbox(), hostname="127.0.0.1", port=port)
+    smtp.start()
+    try:
+        world = make_world(tmp_path / "data", redis_url)
+        settings = load_settings({"CLERA_DATA_DIR": str(tmp_path / "data"), "REDIS_URL": redis_url,
+                                  "CLERA_SMTP_HOST": "127.0.0.1", "CLERA_SMTP_PORT": str(port),
+                                  "CLERA_SMTP_STARTTLS": "false"}, env_file=None)
+        process = ClosureProcess(world.broker, world.records, world.store, world.clock, mailer_from_settings(settings),
+                                 settings)
+        account_id, rel_id = funded_account(world)
+        code = process.initiate(account_id, USER, rel_id)["confirmation_code"]
+        for day in days_from(WED + dt.timedelta(days=1), 7):
+            world.clock.set(ny_morning(day))
+            process.advance(account_id)
+        assert world.records.get(account_id).step == "completed"
+        assert [m["To"] for m in received] == ["ada@example.com"] * 2
+        assert all(code in m["Subject"] and code in m.get_body(("plain",)).get_content() for m in received)
+        assert world.mailer.messages() == []  # nothing fell back to the outbox
+        assert "📧 COMPLETION_EMAIL to ada@example.com: sent" in "\n".join(world.records.log_lines(account_id))
+    finally:
+        smtp.stop()
