@@ -8,12 +8,18 @@ holds one or two positions, bought on the Tuesday and sold at other prices by th
 proceeds are not the cost. Both runs close the same plan of accounts (same deposits and buys), each
 on accounts of its own:
 
-- ray: the `ClosureOrchestrator` actor (actors/closure_orchestrator.py) advancing every unfinished
-  closure as Ray tasks (`advance_closure`), the closures initiated as Ray tasks too (`closure_call`,
-  as the Serve gateway's runner does). Every Ray process reads the same replay clock
-  (`clock_from_settings`: CLERA_FEED=replay, CLERA_REPLAY_START/EPOCH/SESSION_SECONDS), one replayed
-  trading day per `--session-seconds` of wall time: short, so the clock never waits for the
-  closures and the figure is what the orchestrator and its tasks get through.
+- ray (`--ray-mode tasks`, the default): plain Ray tasks of one CPU each calling
+  `ClosureProcess.initiate` / `advance`, one per unfinished closure per day; the driver moves the
+  day and every task sets its worker's ManualClock to it (10:00 New York), so both runs make the
+  same passes on the same days.
+- ray (`--ray-mode orchestrator`): the `ClosureOrchestrator` actor (actors/closure_orchestrator.py)
+  advancing every unfinished closure as `advance_closure` tasks, the closures initiated through
+  `closure_call` tasks (as the Serve gateway's runner does, at most 2 per CPU in flight). Every Ray
+  process reads the same replay clock (`clock_from_settings`: CLERA_FEED=replay,
+  CLERA_REPLAY_START/EPOCH/SESSION_SECONDS), one replayed trading day per `--session-seconds` of
+  wall time. Its tasks are `num_cpus=0`, so Ray starts a worker process (with its PostgreSQL
+  connections) per closure in flight: at 200 closures on 2 CPUs that overran PostgreSQL's
+  max_connections=100 ("too many clients"), hence not the default.
 - in_process: one `ClosureProcess` in this process on a `ManualClock` set to 10:00 New York of each
   trading day in turn; after each day's move a loop calls `advance` for every unfinished closure
   (initiation included in the time). The baseline.
@@ -423,8 +429,13 @@ def run_ray(world: World, redis_url: str, session_s: float, timeout_s: float) ->
     meter = CpuMeter()
     started = time.perf_counter()
     day0 = clock.position()[0]
-    refs = [co.closure_call.remote(settings, "initiate", (a, u, r)) for a, r, u in world.accounts]
-    answers = ray.get(refs)
+    # at most 2 initiations in flight per CPU: closure_call is a num_cpus=0 task, so every one in
+    # flight gets a worker process of its own (and its database connections)
+    window = max(2, 2 * int(ray.available_resources().get("CPU", 2)))
+    answers, pending = [], list(world.accounts)
+    while pending:
+        batch, pending = pending[:window], pending[window:]
+        answers += ray.get([co.closure_call.remote(settings, "initiate", (a, u, r)) for a, r, u in batch])
     initiated_s = time.perf_counter() - started
     bad = [a for a in answers if not a.get("success")]
     assert not bad, bad[:3]
@@ -448,6 +459,7 @@ def run_ray(world: World, redis_url: str, session_s: float, timeout_s: float) ->
     done = counts.get("completed", 0)
     passes = status["advanced"] + status["failed"]
     return {
+        "mode": "orchestrator",
         "clock": f"ReplayClock from the shared settings (CLERA_REPLAY_*): one replayed trading day per {session_s} wall s",
         "orchestrator": "actors/closure_orchestrator.py ClosureOrchestrator (named, detached) + advance_closure tasks",
         "wake_s": settings.closure_wake_s,
@@ -461,6 +473,102 @@ def run_ray(world: World, redis_url: str, session_s: float, timeout_s: float) ->
         "advance_passes_per_closure": round(passes / max(len(world.accounts), 1), 2),
         "advance_errors": status["failed"],
         "orchestrator_wakes": status["wakes"],
+        "ms_per_initiate": round(initiated_s / max(len(world.accounts), 1) * 1000, 2),
+        "cpu": meter.result(),
+    }
+
+
+# --- (a') plain Ray tasks, bounded: one advance per unfinished closure per day -----------------------
+def _task_world(environ: dict[str, str]) -> tuple[Any, Any]:
+    """This worker's ClosureProcess on a ManualClock of its own (built once per worker and run), which
+    every task first sets to the moment the driver gives it: all processes agree on the day."""
+    import types
+
+    cache = sys.modules.setdefault("_clera_bench_closure_cache", types.ModuleType("_clera_bench_closure_cache"))
+    key = json.dumps(environ, sort_keys=True)
+    found = getattr(cache, "worlds", {}).get(key)
+    if found is None:
+        from brokerage.closure.process import ClosureProcess
+        from brokerage.closure.records import ClosureStore
+        from brokerage.email import OutboxMailer
+        from brokerage.paper import PaperBroker
+        from brokerage.prices import RedisPriceReader
+        from brokerage.sql import Database
+        from brokerage.sql_store import SqlStore
+        from engine.clock import ManualClock
+        from engine.config import load_settings
+
+        settings = load_settings(environ, env_file=None)
+        clock = ManualClock(at_ten(WED))
+        db = Database(settings.database_url or "")
+        process = ClosureProcess(
+            PaperBroker(db, clock, RedisPriceReader(environ["REDIS_URL"]), settings=settings), ClosureStore(db),
+            SqlStore(db), clock, OutboxMailer(settings.data_path / "outbox"), settings,
+        )
+        found = (process, clock)
+        cache.worlds = {**getattr(cache, "worlds", {}), key: found}
+    return found
+
+
+def _bench_task(environ: dict[str, str], now: str, method: str, args: tuple) -> Any:
+    process, clock = _task_world(environ)
+    clock.set(dt.datetime.fromisoformat(now))
+    answer = getattr(process, method)(*args)
+    return answer.step if method == "advance" else answer
+
+
+def run_ray_tasks(world: World, redis_url: str, ray_cpus: int) -> dict[str, Any]:
+    """Ray tasks of one CPU each (so at most `ray_cpus` run, on as many workers), the day moved by the
+    driver: every task sets its worker's ManualClock to 10:00 New York of the day it belongs to."""
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)(_bench_task)
+    env = world.environ
+    from brokerage.closure.records import ClosureStore
+    from brokerage.sql import Database
+
+    ClosureStore(Database(world.db_url)).migrate()
+    ray.get([task.remote(env, at_ten(WED).isoformat(), "unfinished", ()) for _ in range(ray_cpus * 2)])  # warm workers
+    meter = CpuMeter()
+    started = time.perf_counter()
+    answers = ray.get([task.remote(env, at_ten(WED).isoformat(), "initiate", (a, u, r)) for a, r, u in world.accounts])
+    initiated_s = time.perf_counter() - started
+    assert all(a.get("success") for a in answers)
+    unfinished = [a for a, _, _ in world.accounts]
+    day, days, passes, errors, done = WED, 0, 0, 0, 0
+    while unfinished and days < MAX_DAYS:
+        day = calendar.next_trading_day(day)
+        days += 1
+        refs = {task.remote(env, at_ten(day).isoformat(), "advance", (a,)): a for a in unfinished}
+        left = []
+        for ref, account_id in refs.items():
+            try:
+                step = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - counted; the next day tries again
+                errors += 1
+                progress(f"ray_tasks: advancing {account_id} failed: {exc!r}")
+                left.append(account_id)
+                continue
+            passes += 1
+            if step == "completed":
+                done += 1
+            elif step != "failed":
+                left.append(account_id)
+        unfinished = left
+        meter.sample()
+        progress(f"ray_tasks: replayed day {days} ({day}), {done}/{len(world.accounts)} completed")
+    wall = time.perf_counter() - started
+    return {
+        "mode": "plain Ray tasks (num_cpus=1) calling ClosureProcess.initiate/advance, one per unfinished closure per day",
+        "clock": "a ManualClock in each worker, set by every task to 10:00 New York of the day the driver is on",
+        "wall_s": round(wall, 2),
+        "initiate_s": round(initiated_s, 2),
+        "closures_per_minute": round(done / wall * 60, 1),
+        "replayed_days": days,
+        "advance_passes": passes,
+        "advance_passes_per_closure": round(passes / max(len(world.accounts), 1), 2),
+        "advance_errors": errors,
+        "ms_per_advance": round((wall - initiated_s) / max(passes, 1) * 1000, 2),
         "ms_per_initiate": round(initiated_s / max(len(world.accounts), 1) * 1000, 2),
         "cpu": meter.result(),
     }
@@ -481,6 +589,10 @@ def main() -> None:
     parser.add_argument("--ray-cpus", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up on the Ray run after this many s")
     parser.add_argument("--runs", nargs="*", default=["in_process", "ray"], choices=["in_process", "ray"])
+    parser.add_argument("--ray-mode", choices=["tasks", "orchestrator"], default="tasks",
+                        help="tasks (default): bounded plain Ray tasks, the day moved by the driver; orchestrator:"
+                        " C3's ClosureOrchestrator on the replay clock (its advance tasks are num_cpus=0: one worker"
+                        " process and its PostgreSQL connections per unfinished closure; mind max_connections)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupted)
     # Only the JSON goes to stdout: Ray writes to fd 1 too.
@@ -507,6 +619,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         positions = sum(len(p.buys) for p in plans)
         result: dict[str, Any] = {
             "quick": args.quick,
+            "ray_mode": args.ray_mode if "ray" in args.runs else None,
             "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": round(os.getloadavg()[0], 2)},
             "workload": {
                 "closures": n, "broker": "paper", "ledger": "PostgreSQL (a schema per run)", "redis": "embedded",
@@ -540,7 +653,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ray.init(address="local", num_cpus=args.ray_cpus, include_dashboard=False, logging_level="error",
                      log_to_driver=False, namespace=NAMESPACE)
             ray_started = True
-            result["ray"] = run_ray(worlds["ray"], redis_url, args.session_seconds, args.timeout)
+            if args.ray_mode == "orchestrator":
+                result["ray"] = run_ray(worlds["ray"], redis_url, args.session_seconds, args.timeout)
+            else:
+                result["ray"] = run_ray_tasks(worlds["ray"], redis_url, args.ray_cpus)
             result["ray"]["checks"] = checks(worlds["ray"], n)
             result["ray"]["ray_cpus"] = args.ray_cpus
 
@@ -565,7 +681,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 from actors.closure_orchestrator import stop_orchestrator
                 from engine.config import load_settings
 
-                stop_orchestrator(load_settings(worlds["ray"].environ, env_file=None))
+                if "CLERA_REPLAY_EPOCH" in worlds["ray"].environ:
+                    stop_orchestrator(load_settings(worlds["ray"].environ, env_file=None))
             with contextlib.suppress(Exception):
                 ray.shutdown()
         if embedded is not None:
