@@ -95,6 +95,10 @@ class ClosureOrchestrator:
         self.failed = 0
         self.last_steps: dict[str, str] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        # Steps are zero-CPU tasks (they wait on the broker and the database), so Ray would start a
+        # worker for each one in flight: a thousand closures would be a thousand processes and
+        # database connections. Two per CPU of the cluster run at once; the rest wait their turn.
+        self._slots = asyncio.Semaphore(max(2, 2 * int(ray.cluster_resources().get("CPU", 1))))
         self._wake = asyncio.Event()
         self._task = asyncio.get_event_loop().create_task(self._run())
 
@@ -123,7 +127,8 @@ class ClosureOrchestrator:
 
     async def _advance(self, account_id: str) -> None:
         try:
-            self.last_steps[account_id] = await advance_closure.remote(self.settings, account_id)
+            async with self._slots:
+                self.last_steps[account_id] = await advance_closure.remote(self.settings, account_id)
             self.advanced += 1
         except Exception as exc:  # the step raised (recorded by the process) or its retries ran out
             self.failed += 1
