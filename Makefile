@@ -29,6 +29,7 @@ bench: $(STAMP) services
 	$(BIN)/python bench/gateway.py --quick
 	$(BIN)/python bench/intents.py
 	$(BIN)/python bench/chat.py --quick
+	$(BIN)/python bench/closure.py --quick
 
 clean:
 	rm -rf $(VENV) .clera build *.egg-info
