@@ -133,6 +133,23 @@ async def test_chat_through_the_agent_deployment(served, redis_url: str) -> None
         assert idle.status_code == 409 and idle.json()["error"]["code"] == "not_waiting"
 
 
+async def test_account_closure_through_serve(served, redis_url: str) -> None:
+    """The gateway replica runs closure calls as Ray tasks: their typed errors come back as the documented
+    status and shape, under both prefixes, and ownership is checked before any task runs."""
+    host, _ = served
+    headers = {"X-API-Key": API_KEY, **bearer(ALICE)}
+    async with httpx.AsyncClient(base_url=f"http://{host}", timeout=60) as http:
+        for prefix in ("/account-closure", "/api/account-closure"):
+            missing = await http.get(f"{prefix}/progress/{ALICE_ACCOUNT}", headers=headers)
+            assert missing.status_code == 404 and missing.json()["error"]["code"] == "closure_not_found", missing.text
+        denied = await http.get(f"/api/account-closure/check-readiness/{ALICE_ACCOUNT}",
+                                headers={"X-API-Key": API_KEY, **bearer(BOB)})
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "forbidden"
+        refused = await http.post(f"/api/account-closure/initiate/{ALICE_ACCOUNT}", headers=headers,
+                                  json={"ach_relationship_id": "x", "confirm_liquidation": True})
+        assert refused.status_code == 422
+
+
 async def test_websocket_through_serve(served, redis_url: str) -> None:
     host, _ = served
     await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=1))
