@@ -39,7 +39,13 @@ from engine.chat import (
 )
 from engine.config import ConfigError, Settings, get_settings, load_settings
 from gateway.app import build_app
-from gateway.services import EngineState, RedisConnector, RedisPortfolioReads, Services
+from gateway.services import (
+    ClosureCalls,
+    EngineState,
+    RedisConnector,
+    RedisPortfolioReads,
+    Services,
+)
 
 REPLAY_EPOCH_KEY = "clera:replay_epoch"
 
@@ -147,54 +153,18 @@ class RayTaskBroker:
             raise unwrapped(exc) from None
 
 
-class RayClosureRunner:
+class RayClosureRunner(ClosureCalls):
     """The gateway's ClosureRunner: each ClosureProcess call a Ray task on the cluster (retried when its
     worker dies; the process checks the broker's state before acting, so a repeated step is safe)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    async def _call(self, method: str, *args: Any) -> Any:
+    async def _run(self, method: str, *args: Any) -> Any:
         try:
             return await closure_call.remote(self._settings, method, args)
         except ray.exceptions.RayTaskError as exc:
             raise unwrapped(exc) from None
-
-    async def readiness(self, account_id: str) -> Any:
-        return await self._call("readiness", account_id)
-
-    async def initiate(self, account_id: str, user_id: str, ach_relationship_id: str) -> dict[str, Any]:
-        return await self._call("initiate", account_id, user_id, ach_relationship_id)
-
-    async def advance(self, account_id: str) -> Any:
-        return await self._call("advance", account_id)
-
-    async def settlement_status(self, account_id: str) -> dict[str, Any]:
-        return await self._call("settlement_status", account_id)
-
-    async def withdraw_funds(self, account_id: str) -> dict[str, Any]:
-        return await self._call("withdraw_funds", account_id)
-
-    async def withdrawal_status(self, account_id: str, transfer_id: str) -> dict[str, Any]:
-        return await self._call("withdrawal_status", account_id, transfer_id)
-
-    async def close_account(self, account_id: str) -> dict[str, Any]:
-        return await self._call("close_account", account_id)
-
-    async def progress(self, account_id: str) -> dict[str, Any]:
-        return await self._call("progress", account_id)
-
-    async def resume(self, account_id: str) -> dict[str, Any]:
-        return await self._call("resume", account_id)
-
-    async def cancel(self, account_id: str) -> dict[str, Any]:
-        return await self._call("cancel", account_id)
-
-    async def status(self, account_id: str) -> dict[str, Any]:
-        return await self._call("status", account_id)
-
-    async def unfinished(self) -> list[str]:
-        return await self._call("unfinished")
 
 
 class RayEngineHealth:

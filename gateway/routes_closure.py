@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -24,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from gateway.auth import services_of
-from gateway.body import MAX_BODY_BYTES, json_response, parse_body
+from gateway.body import json_response, parse_body
 from gateway.brokerage_access import Id, owned_account
 from gateway.errors import ApiError, unavailable
 from gateway.openapi import ApiRoute
@@ -151,25 +152,32 @@ def runner_of(request: Request) -> ClosureRunner:
 
 async def _no_fields(request: Request) -> None:
     """An optional body: nothing, or a JSON object (whose fields are ignored)."""
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
-    if body.strip():
+    if (await request.body()).strip():
         await parse_body(request, dict[str, Any])
 
 
-def _account(request: Request) -> str:
-    return request.path_params["account_id"]
+Call = Callable[[ClosureRunner, str, Request], Awaitable[Any]]
 
 
-async def check_readiness(request: Request) -> Response:
-    account_id = _account(request)
-    await owned_account(request, account_id)
-    return json_response(await runner_of(request).readiness(account_id))
+def _step(call: Call, *, post: bool = False, note: str = "") -> Callable[[Request], Awaitable[Response]]:
+    """A route that checks the caller owns the account, takes an optional empty body when it is a POST,
+    and answers the runner's result; `note` is logged with the account id."""
+
+    async def endpoint(request: Request) -> Response:
+        account_id = request.path_params["account_id"]
+        await owned_account(request, account_id)
+        if post:
+            await _no_fields(request)
+        result = await call(runner_of(request), account_id, request)
+        if note:
+            log.info(note, account_id)
+        return json_response(result)
+
+    return endpoint
 
 
 async def initiate(request: Request) -> Response:
-    account_id = _account(request)
+    account_id = request.path_params["account_id"]
     user_id = await owned_account(request, account_id)
     body = await parse_body(request, InitiateBody)
     for field in ("confirm_liquidation", "confirm_irreversible"):
@@ -183,60 +191,17 @@ async def initiate(request: Request) -> Response:
     return json_response(result)
 
 
-async def settlement_status(request: Request) -> Response:
-    account_id = _account(request)
-    await owned_account(request, account_id)
-    return json_response(await runner_of(request).settlement_status(account_id))
-
-
-async def withdraw_funds(request: Request) -> Response:
-    account_id = _account(request)
-    await owned_account(request, account_id)
-    await _no_fields(request)
-    return json_response(await runner_of(request).withdraw_funds(account_id))
-
-
-async def withdrawal_status(request: Request) -> Response:
-    account_id = _account(request)
-    await owned_account(request, account_id)
-    return json_response(await runner_of(request).withdrawal_status(account_id, request.path_params["transfer_id"]))
-
-
-async def close_account(request: Request) -> Response:
-    account_id = _account(request)
-    await owned_account(request, account_id)
-    await _no_fields(request)
-    result = await runner_of(request).close_account(account_id)
-    log.info("account %s closed", account_id)
-    return json_response(result)
-
-
-async def progress(request: Request) -> Response:
-    account_id = _account(request)
-    await owned_account(request, account_id)
-    return json_response(await runner_of(request).progress(account_id))
-
-
-async def resume(request: Request) -> Response:
-    account_id = _account(request)
-    await owned_account(request, account_id)
-    await _no_fields(request)
-    return json_response(await runner_of(request).resume(account_id))
-
-
-async def cancel(request: Request) -> Response:
-    account_id = _account(request)
-    await owned_account(request, account_id)
-    await _no_fields(request)
-    result = await runner_of(request).cancel(account_id)
-    log.info("closure of account %s canceled", account_id)
-    return json_response(result)
-
-
-async def status(request: Request) -> Response:
-    account_id = _account(request)
-    await owned_account(request, account_id)
-    return json_response(await runner_of(request).status(account_id))
+check_readiness = _step(lambda runner, account, _: runner.readiness(account))
+settlement_status = _step(lambda runner, account, _: runner.settlement_status(account))
+withdraw_funds = _step(lambda runner, account, _: runner.withdraw_funds(account), post=True)
+withdrawal_status = _step(
+    lambda runner, account, request: runner.withdrawal_status(account, request.path_params["transfer_id"])
+)
+close_account = _step(lambda runner, account, _: runner.close_account(account), post=True, note="account %s closed")
+progress = _step(lambda runner, account, _: runner.progress(account))
+resume = _step(lambda runner, account, _: runner.resume(account), post=True)
+cancel = _step(lambda runner, account, _: runner.cancel(account), post=True, note="closure of account %s canceled")
+status = _step(lambda runner, account, _: runner.status(account))
 
 
 # (path, endpoint, method, summary, body, response, errors beyond auth)

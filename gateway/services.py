@@ -19,7 +19,12 @@ from brokerage.broker import Broker
 from brokerage.store import Store
 from engine.chat import ChatRunner
 from engine.config import Settings
-from engine.types import LastPrice, PortfolioSnapshot, last_price_json_decoder, snapshot_json_decoder
+from engine.types import (
+    LastPrice,
+    PortfolioSnapshot,
+    last_price_json_decoder,
+    snapshot_json_decoder,
+)
 
 if TYPE_CHECKING:
     from brokerage.closure.process import ClosureProcess
@@ -140,27 +145,12 @@ class ClosureRunner(Protocol):
     async def unfinished(self) -> list[str]: ...
 
 
-class ThreadPoolClosureRunner:
-    """A ClosureProcess in this process, its blocking calls (broker, SQL, SMTP) on a private thread pool.
-
-    Calls that change a closure are serialised per account here, so two clicks of one person never
-    run one closure's steps side by side in this process (the process itself checks the broker's
-    state before every action, which is what makes a step safe to repeat)."""
-
-    _CHANGES = frozenset({"initiate", "advance", "withdraw_funds", "close_account", "resume", "cancel"})
-
-    def __init__(self, process: "ClosureProcess", max_workers: int = 4) -> None:
-        self.process = process
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="closure")
-        self._locks: dict[str, asyncio.Lock] = {}
+class ClosureCalls:
+    """The ClosureRunner methods, each one call of the process's method of that name through `_run`
+    (a thread pool here, a Ray task under Serve): one list of forwarders for every runner."""
 
     async def _run(self, method: str, *args: Any) -> Any:
-        fn = functools.partial(getattr(self.process, method), *args)
-        loop = asyncio.get_running_loop()
-        if method not in self._CHANGES:
-            return await loop.run_in_executor(self._pool, fn)
-        async with self._locks.setdefault(args[0], asyncio.Lock()):  # one small lock per account ever closed
-            return await loop.run_in_executor(self._pool, fn)
+        raise NotImplementedError
 
     async def readiness(self, account_id: str) -> Any:
         return await self._run("readiness", account_id)
@@ -197,6 +187,21 @@ class ThreadPoolClosureRunner:
 
     async def unfinished(self) -> list[str]:
         return await self._run("unfinished")
+
+
+class ThreadPoolClosureRunner(ClosureCalls):
+    """A ClosureProcess in this process, its blocking calls (broker, SQL, SMTP) on a private thread pool.
+
+    Two calls changing one closure at once are safe: the process takes the closure's own lock
+    (`ClosureStore.lock`, across processes) around every step that acts."""
+
+    def __init__(self, process: "ClosureProcess", max_workers: int = 4) -> None:
+        self.process = process
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="closure")
+
+    async def _run(self, method: str, *args: Any) -> Any:
+        fn = functools.partial(getattr(self.process, method), *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
