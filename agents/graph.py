@@ -14,7 +14,6 @@ not hold is answered with an error and never runs, whatever the model asked.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import time
 import uuid
@@ -49,7 +48,7 @@ from agents.tools import analyst, portfolio, trade  # noqa: F401  (registers the
 from agents.tools.registry import REGISTRY, as_data
 from brokerage.errors import BrokerageError
 from brokerage.models import Order
-from engine.chat import ChatInterrupt, PendingOrder
+from engine.chat import ChatInterrupt, PendingOrder, iso_utc
 
 SUPERVISOR = "supervisor"
 TOOLS = "tools"
@@ -217,8 +216,8 @@ def describe(order: PendingOrder) -> str:
 
 def interrupt_of(pending: dict[str, Any]) -> ChatInterrupt:
     order = msgspec.convert(pending["order"], PendingOrder)
-    expires = dt.datetime.fromtimestamp(pending["expires_at"], dt.UTC).isoformat().replace("+00:00", "Z")
-    return ChatInterrupt(id=pending["id"], order=order, expires_at=expires, message=describe(order))
+    return ChatInterrupt(id=pending["id"], order=order, expires_at=iso_utc(pending["expires_at"]),
+                         message=describe(order))
 
 
 def client_order_id(interrupt_id: str) -> str:

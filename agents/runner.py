@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import logging
 import time
@@ -41,6 +40,7 @@ from agents.memory import checkpointer
 from agents.threads import ThreadRecord, ThreadRegistry
 from brokerage.errors import Conflict, Forbidden, InvalidRequest, Unavailable
 from engine.chat import (
+    MAX_MESSAGE_CHARS,
     ChatEvent,
     ChatInterrupt,
     ChatStep,
@@ -50,11 +50,11 @@ from engine.chat import (
     ThreadDetail,
     ThreadMessage,
     ThreadSummary,
+    iso_utc,
 )
 
 log = logging.getLogger("clera.agents")
 
-MAX_MESSAGE_CHARS = 4000
 INTERRUPT = "__interrupt__"  # where LangGraph puts a run's interrupts in its output
 # A turn's state is saved when it ends or stops at a confirmation, not after every step: a crash
 # mid-turn loses that turn only, and a confirmation re-run after a crash places nothing twice
@@ -330,12 +330,8 @@ def _message(m: AnyMessage) -> ThreadMessage | None:
     return None
 
 
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
-
-
 def _summary(record: ThreadRecord) -> ThreadSummary:
     return ThreadSummary(
         threadId=record.thread_id, accountId=record.account_id, title=record.title,
-        created_at=_iso(record.created_at), updated_at=_iso(record.updated_at),
+        created_at=iso_utc(record.created_at), updated_at=iso_utc(record.updated_at),
     )

@@ -7,10 +7,19 @@ between the gateway and the `AgentGraph` deployment. Money travels as decimal st
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol
 
 import msgspec
+
+MAX_MESSAGE_CHARS = 4000  # one person's message; the gateway's schema and the runner both hold to it
+
+
+def iso_utc(ts: float) -> str:
+    """A unix time as the API writes times: ISO 8601 in UTC with a `Z`."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
 
 AgentLabel = Literal["financial_analyst", "portfolio_management", "trade_execution", "none"]
 Decision = Literal["confirm", "cancel", "edit"]

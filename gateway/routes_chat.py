@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute
 from brokerage.errors import BrokerageError
 from engine.auth import AuthError
 from engine.chat import (
+    MAX_MESSAGE_CHARS,
     ChatEvent,
     ChatRunner,
     ChatTurn,
@@ -37,7 +38,7 @@ from gateway.openapi import ApiRoute
 log = logging.getLogger("clera.gateway.chat")
 
 _encoder = msgspec.json.Encoder(decimal_format="string")
-Message = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+Message = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_CHARS)]
 
 
 class ChatBody(msgspec.Struct, forbid_unknown_fields=False):
