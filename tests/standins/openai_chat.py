@@ -26,7 +26,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import socket
 import threading
 import time
 import uuid
@@ -34,11 +33,12 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from standins.served import ThreadedServer
 
 FINGERPRINT = "fp_standin"
 # OpenAI's patterns: a message's `name`, and a function's name (also what a tool call may name).
@@ -152,29 +152,17 @@ class OpenAIChatStandin:
         self.errors: list[str] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
         self.url = ""
 
     # --- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> OpenAIChatStandin:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         app = Starlette(routes=[Route("/v1/chat/completions", self._completions, methods=["POST"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("OpenAI stand-in failed to start")
-            time.sleep(0.01)
+        self._served = ThreadedServer(app, "OpenAI")
+        self.url = self._served.url
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._served.stop()
 
     # --- HTTP ---------------------------------------------------------------------------------
     async def _completions(self, request: Request) -> Response:

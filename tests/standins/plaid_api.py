@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import socket
 import threading
 import time
 import uuid
@@ -21,13 +20,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jwt
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from standins.served import ThreadedServer
 
 SANDBOX_ROUTING = "011401533"
 # The sandbox institution Plaid documents for Auth ("First Platypus Bank") and its accounts.
@@ -71,29 +71,16 @@ class PlaidStandin:
         self.kid = str(uuid.uuid4())
         self.key_expired_at: int | None = None  # set when the signing key is rotated out
         self._created_at = int(time.time())
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
         self.url = ""
 
     # --- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> PlaidStandin:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("Plaid stand-in failed to start")
-            time.sleep(0.01)
+        self._served = ThreadedServer(self._app(), "Plaid")
+        self.url = self._served.url
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._served.stop()
 
     # --- test controls ------------------------------------------------------------------------
     def fail_next(self, status: int, error_type: str, error_code: str, message: str = "injected") -> None:
