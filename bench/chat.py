@@ -48,7 +48,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_ports import free_port_range  # noqa: E402
+from bench_support import free_port_range, print_json_only  # noqa: E402
 from engine.auth import mint_jwt
 
 USER = "bench-chat-user"
@@ -411,12 +411,7 @@ def main() -> None:
         return
     signal.signal(signal.SIGTERM, _interrupted)
 
-    # Only the JSON goes to stdout: Ray, Serve and the child processes write to fd 1 too.
-    sys.stdout.flush()
-    result_fd = os.dup(1)
-    os.dup2(2, 1)
-    result = run(args)
-    os.write(result_fd, (json.dumps(result) + "\n").encode())
+    print_json_only(lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

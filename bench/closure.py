@@ -61,6 +61,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_support import print_json_only  # noqa: E402
 from brokerage.models import AccountApplication, ManualAchRequest, OrderRequest  # noqa: E402
 from engine import calendar  # noqa: E402
 
@@ -394,15 +395,7 @@ def run_in_process(world: World, redis_url: str) -> dict[str, Any]:
     wall = time.perf_counter() - started
     return {
         "clock": "ManualClock, set to 10:00 New York of each trading day in turn",
-        "wall_s": round(wall, 2),
-        "initiate_s": round(initiated_s, 2),
-        "closures_per_minute": round(done / wall * 60, 1),
-        "replayed_days": days,
-        "advance_passes": passes,
-        "advance_passes_per_closure": round(passes / max(len(world.accounts), 1), 2),
-        "advance_errors": errors,
-        "ms_per_advance": round((wall - initiated_s) / max(passes, 1) * 1000, 2),
-        "ms_per_initiate": round(initiated_s / max(len(world.accounts), 1) * 1000, 2),
+        **_day_by_day_figures(wall, initiated_s, done, days, passes, errors, len(world.accounts)),
         "time_to_half_s": round(sorted(completion)[len(completion) // 2], 2) if completion else None,
         "cpu": meter.result(),
     }
@@ -561,15 +554,7 @@ def run_ray_tasks(world: World, redis_url: str, ray_cpus: int) -> dict[str, Any]
     return {
         "mode": "plain Ray tasks (num_cpus=1) calling ClosureProcess.initiate/advance, one per unfinished closure per day",
         "clock": "a ManualClock in each worker, set by every task to 10:00 New York of the day the driver is on",
-        "wall_s": round(wall, 2),
-        "initiate_s": round(initiated_s, 2),
-        "closures_per_minute": round(done / wall * 60, 1),
-        "replayed_days": days,
-        "advance_passes": passes,
-        "advance_passes_per_closure": round(passes / max(len(world.accounts), 1), 2),
-        "advance_errors": errors,
-        "ms_per_advance": round((wall - initiated_s) / max(passes, 1) * 1000, 2),
-        "ms_per_initiate": round(initiated_s / max(len(world.accounts), 1) * 1000, 2),
+        **_day_by_day_figures(wall, initiated_s, done, days, passes, errors, len(world.accounts)),
         "cpu": meter.result(),
     }
 
@@ -591,17 +576,28 @@ def main() -> None:
     parser.add_argument("--runs", nargs="*", default=["in_process", "ray"], choices=["in_process", "ray"])
     parser.add_argument("--ray-mode", choices=["tasks", "orchestrator"], default="tasks",
                         help="tasks (default): bounded plain Ray tasks, the day moved by the driver; orchestrator:"
-                        " C3's ClosureOrchestrator on the replay clock (its advance tasks are num_cpus=0: one worker"
-                        " process and its PostgreSQL connections per unfinished closure; mind max_connections)")
+                        " the ClosureOrchestrator on the replay clock (two steps per cluster CPU in flight)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupted)
-    # Only the JSON goes to stdout: Ray writes to fd 1 too.
-    sys.stdout.flush()
-    result_fd = os.dup(1)
-    os.dup2(2, 1)
-    result = run(args)
-    os.write(result_fd, (json.dumps(result) + "\n").encode())
+    print_json_only(lambda: run(args))
 
+
+
+def _day_by_day_figures(
+    wall: float, initiated_s: float, done: int, days: int, passes: int, errors: int, closures: int
+) -> dict[str, Any]:
+    """What both day-by-day runs (one process, Ray tasks) report alike."""
+    return {
+        "wall_s": round(wall, 2),
+        "initiate_s": round(initiated_s, 2),
+        "closures_per_minute": round(done / wall * 60, 1),
+        "replayed_days": days,
+        "advance_passes": passes,
+        "advance_passes_per_closure": round(passes / max(closures, 1), 2),
+        "advance_errors": errors,
+        "ms_per_advance": round((wall - initiated_s) / max(passes, 1) * 1000, 2),
+        "ms_per_initiate": round(initiated_s / max(closures, 1) * 1000, 2),
+    }
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from engine.redis_server import EmbeddedRedis

@@ -43,7 +43,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_ports import free_port_range  # noqa: E402
+from bench_support import free_port_range  # noqa: E402
 from engine.auth import mint_jwt  # noqa: E402
 
 USER = "bench-user"
