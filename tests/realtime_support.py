@@ -98,11 +98,13 @@ def assert_replay_values(snap: PortfolioSnapshot, account: dict, feed: ReplayFee
     assert snap.day_change == pytest.approx(sum(q * (prices[s][0] - prices[s][1]) for s, q in qty.items()), abs=0.006)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
+async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str, timeout: float = 30.0) -> None:
+    """Polls `check` (a coroutine function or a plain one) until it holds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if await check():
+        result = check()
+        if result if isinstance(result, bool) else await result:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"never happened within {timeout}s: {what}")

@@ -93,7 +93,6 @@ async def test_cancel_places_nothing(tmp_path: Path, redis_url: str) -> None:
         account = w.accounts[ALICE]
         before = len(w.broker.list_orders(account, "all"))
         turn = await w.ok(await w.chat(ALICE, "sell 5 shares of AAPL"))
-        assert turn["interrupt"]["order"] | {} == turn["interrupt"]["order"]
         assert turn["interrupt"]["order"]["qty"] == "5" and turn["interrupt"]["order"]["side"] == "sell"
         canceled = await w.ok(await w.resume(ALICE, turn["threadId"], turn["interrupt"]["id"], "cancel"))
         assert "no order was placed" in canceled["reply"].lower() and canceled["interrupt"] is None

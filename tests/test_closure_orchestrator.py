@@ -14,13 +14,14 @@ import asyncio
 import datetime as dt
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import ray
 from paper_support import open_account, set_price
+from realtime_support import eventually
 
 from actors.closure_orchestrator import (
     closure_process,
@@ -83,19 +84,6 @@ def holding_account(settings: Settings, redis_url: str) -> tuple[str, str, Paper
     order = broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", notional=Decimal("500")))
     assert order.status == "filled", order
     return account_id, rel_id, broker
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def record(settings: Settings, account_id: str) -> ClosureRecord:
