@@ -116,8 +116,10 @@ def fund(broker: PaperBroker, clock: ManualClock, email: str, amount: str, buys:
     return account_id
 
 
-@contextlib.asynccontextmanager
-async def agent_world(tmp_path: Path, redis_url: str, model: Any = None, **env: str) -> AsyncIterator[AgentWorld]:
+def paper_world(
+    tmp_path: Path, redis_url: str, **env: str
+) -> tuple[Settings, Database, SqlStore, ManualClock, PaperBroker]:
+    """The store with the offline company profiles, the real prices in Redis, a paper ledger on Monday."""
     settings = make_settings(redis_url, tmp_path, **env)
     db = Database.for_settings(settings.database_url, settings.sqlite_path)
     store = SqlStore(db)
@@ -127,6 +129,12 @@ async def agent_world(tmp_path: Path, redis_url: str, model: Any = None, **env: 
     clock = ManualClock(MONDAY)
     broker = PaperBroker(Database(f"sqlite:///{tmp_path / 'ledger.db'}"), clock, RedisPriceReader(redis_url),
                          settings=settings)
+    return settings, db, store, clock, broker
+
+
+@contextlib.asynccontextmanager
+async def agent_world(tmp_path: Path, redis_url: str, model: Any = None, **env: str) -> AsyncIterator[AgentWorld]:
+    settings, db, store, clock, broker = paper_world(tmp_path, redis_url, **env)
     accounts = {
         ALICE: fund(broker, clock, "alice@example.com", "20000", {"AAPL": "10", "MSFT": "50"}),
         BOB: fund(broker, clock, "bob@example.com", "5000", {"IBM": "5"}),

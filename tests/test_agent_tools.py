@@ -26,9 +26,9 @@ from agent_support import (
     SYMBOLS,
     TUESDAY,
     agent_deps,
+    paper_world,
     set_real_prices,
 )
-from gateway_support import make_settings
 from paper_support import open_account
 
 import agents.tools.analyst  # noqa: F401  (importing the modules registers the tools)
@@ -36,11 +36,8 @@ import agents.tools.portfolio  # noqa: F401
 import agents.tools.trade  # noqa: F401
 from agents.deps import AgentDeps
 from agents.tools.registry import REGISTRY
-from brokerage.company_profiles import load_default_company_profiles
 from brokerage.models import OrderRequest
 from brokerage.paper import PaperBroker
-from brokerage.prices import RedisPriceReader
-from brokerage.sql import Database
 from brokerage.sql_store import SqlStore
 from engine.clock import ManualClock
 from engine.config import Settings
@@ -189,14 +186,7 @@ class World:
 
 def make_world(tmp_path: Path, redis_url: str, **env: str) -> World:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    settings = make_settings(redis_url, tmp_path, **env)
-    store = SqlStore(Database.for_settings(settings.database_url, settings.sqlite_path))
-    store.migrate()
-    load_default_company_profiles(store)
-    set_real_prices(redis_url)
-    clock = ManualClock(MONDAY)
-    broker = PaperBroker(Database(f"sqlite:///{tmp_path / 'ledger.db'}"), clock, RedisPriceReader(redis_url),
-                         settings=settings)
+    settings, _, store, clock, broker = paper_world(tmp_path, redis_url, **env)
     return World(agent_deps(settings, broker, store, clock, redis_url), broker, store, clock, settings, redis_url)
 
 
