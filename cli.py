@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import json
 import os
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -34,6 +36,7 @@ from engine.config import ConfigError, Settings, load_settings, markdown_table
 console = Console()
 SECRETS_FILE = "dev-secrets.json"
 POLICY_VIOLATION = 1008
+NEW_YORK = ZoneInfo("America/New_York")
 
 
 # --- development secrets -------------------------------------------------------------------
@@ -172,20 +175,36 @@ async def _heartbeats(ws: Any, every_s: float) -> None:
 def default_watch_url(settings: Settings) -> str:
     """The replica's own port when direct ingress is on: through Serve's proxy a slow terminal's
     frames would pile up inside Serve, while the replica itself keeps only the latest snapshot."""
-    port = settings.direct_port if settings.serve_direct_ingress else settings.port
-    return f"ws://{settings.host}:{port}"
+    return f"ws://{settings.host}:{settings.socket_port}"
 
 
-def _portfolio_view(account: str, frame: dict[str, Any] | None, status: str) -> Group:
+def watch_latency_s(snapshot: dict[str, Any], received_at: float) -> float | None:
+    """Wall time from the newest tick's entry into the engine (else the publish) to this terminal.
+
+    Never from `as_of`: that is the tick's market time, years in the past under replay."""
+    since = snapshot.get("ingest_ts") or snapshot.get("publish_ts")
+    return None if not since else max(0.0, received_at - since)
+
+
+def market_time(moment: float | None) -> str:
+    """A market moment (unix seconds) on the exchange's clock, e.g. `2012-06-04 10:31:05 ET`."""
+    if not moment:
+        return "?"
+    return dt.datetime.fromtimestamp(moment, NEW_YORK).strftime("%Y-%m-%d %H:%M:%S ET")
+
+
+def _portfolio_view(account: str, frame: dict[str, Any] | None, status: str, received_at: float = 0.0) -> Group:
     header = Text.assemble(("clera watch ", "bold"), (account, "cyan"), "  ", (status, "dim"))
     if frame is None:
         return Group(header, Text("waiting for the first snapshot ..."))
     snap = frame.get("snapshot", {})
     change_style = "green" if frame.get("raw_return", 0) >= 0 else "red"
+    latency = watch_latency_s(snap, received_at)
     summary = Text.assemble(
         ("value ", "dim"), (frame["total_value"], "bold"), ("   today ", "dim"), (frame["today_return"], change_style),
         ("   seq ", "dim"), str(frame.get("seq")), ("   source ", "dim"), str(frame.get("source") or "?"),
-        ("   latency ", "dim"), f"{max(0.0, time.time() - snap.get('as_of', time.time())) * 1000:.0f} ms",
+        ("   market time ", "dim"), market_time(snap.get("as_of")),
+        ("   latency ", "dim"), "?" if latency is None else f"{latency * 1000:.0f} ms",
     )
     table = Table(box=None, header_style="bold")
     for column in ("symbol", "qty", "last", "prev close", "value", "day $", "day %"):
@@ -220,16 +239,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
     base = (args.url or default_watch_url(settings)).rstrip("/")
     base = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     url = f"{base}/ws/portfolio/{args.account}?token={token}"
-    state: dict[str, Any] = {"frame": None, "status": "connecting"}
+    state: dict[str, Any] = {"frame": None, "status": "connecting", "received_at": 0.0}
 
     async def run() -> None:
         with Live(_portfolio_view(args.account, None, "connecting"), console=console, refresh_per_second=8) as live:
             def redraw() -> None:
-                live.update(_portfolio_view(args.account, state["frame"], state["status"]))
+                live.update(_portfolio_view(args.account, state["frame"], state["status"], state["received_at"]))
 
             def on_frame(frame: dict[str, Any]) -> None:
                 if frame.get("type") == "portfolio_update":
-                    state["frame"] = frame
+                    state["frame"], state["received_at"] = frame, time.time()
                     redraw()
 
             def on_status(status: str) -> None:
@@ -323,6 +342,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from brokerage.company_profiles import load_default_company_profiles
     from brokerage.factory import process_broker
     from brokerage.store import store_from_settings
+    from engine import world
+    from engine.clock import clock_from_settings
     from engine.console import run_console
     from engine.redis_server import redis_from_settings
     from gateway import demo
@@ -332,6 +353,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["CLERA_HOST"] = args.host
     if args.port:
         os.environ["CLERA_PORT"] = str(args.port)
+    if args.fresh and not _fresh_world(settings):
+        return 2
     settings.data_path.mkdir(parents=True, exist_ok=True)
     os.environ.update(ensure_dev_secrets(settings))
     redis_url, embedded = redis_from_settings(settings)
@@ -340,8 +363,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         console.print("[yellow]joining a Ray cluster with an embedded Redis: only this machine can reach it; "
                       "set REDIS_URL for a real cluster[/yellow]")
     if settings.feed == "replay" and settings.replay_epoch is None:
-        os.environ["CLERA_REPLAY_EPOCH"] = repr(time.time())  # once, for every process started below
+        os.environ["CLERA_REPLAY_EPOCH"] = repr(_resume_epoch(settings))  # once, for every process started below
     settings = load_settings()
+    keeper = world.PositionKeeper(settings, clock_from_settings(settings)) if settings.feed == "replay" else None
     env = serve_app.settings_environ(settings)
     if not settings.ray_address:
         # Ray starts here, so its processes inherit these; a cluster sets them on `ray start` (cluster.yaml).
@@ -351,6 +375,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     try:
+        if keeper is not None:
+            keeper.start()
         with console.status("starting Ray, the engine and the gateway ..."):
             ray.init(
                 address=settings.ray_address or "local", namespace=settings.ray_namespace,
@@ -404,9 +430,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 with contextlib.suppress(Exception):
                     serve.shutdown()
             ray.shutdown()
+        if keeper is not None:
+            keeper.close()  # everything that writes the ledger has stopped: the world stops here
         if embedded is not None:
             embedded.close()
     return 0
+
+
+def _fresh_world(settings: Settings) -> bool:
+    """`--fresh`: says so, then removes the old world's files (never without the flag); False if it cannot."""
+    if settings.database_url or settings.store == "supabase":
+        console.print("[red]--fresh removes the paper world kept in CLERA_DATA_DIR, but this one's ledger or store is "
+                      "in DATABASE_URL / Supabase, which clera does not empty: clear those tables yourself and start "
+                      "without --fresh[/red]")
+        return False
+    from agents.memory import CHECKPOINT_FILE
+    from engine import world
+
+    entries = world.world_entries(settings, [settings.sqlite_path.name, CHECKPOINT_FILE])
+    names = ", ".join(e.name for e in entries) or "nothing to remove"
+    console.print(f"--fresh: starting a new paper world; the old one in {settings.data_path} goes ({names})",
+                  soft_wrap=True)
+    world.remove(entries)
+    return True
+
+
+def _resume_epoch(settings: Settings) -> float:
+    """The replay epoch that continues the persisted world where it stopped (its saved market time, never
+    before the ledger's newest record), or that starts a new one at CLERA_REPLAY_START now."""
+    floor = None
+    if settings.broker == "paper":
+        from brokerage.paper import newest_record
+        from brokerage.sql import Database
+
+        db = Database.for_settings(settings.database_url, settings.sqlite_path)
+        try:
+            floor = newest_record(db)
+        finally:
+            db.close()
+    from engine import world
+
+    epoch, reached = world.resume_epoch(settings, floor, time.time())
+    if reached is None:
+        console.print(f"a new paper world: the replay starts at {settings.replay_start.isoformat()}")
+    else:
+        console.print(f"continuing the paper world at {market_time(reached.timestamp())} "
+                      "(`clera serve --fresh` starts a new one)")
+    return epoch
 
 
 def _price_reader(redis_url: str) -> Callable[[str], float | None]:
@@ -435,6 +505,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p = sub.add_parser("serve", help="run everything locally (Ray, Redis, engine, gateway)")
     serve_p.add_argument("--host", help="bind address (CLERA_HOST)")
     serve_p.add_argument("--port", type=int, help="port (CLERA_PORT)")
+    serve_p.add_argument(
+        "--fresh", action="store_true",
+        help="start a new paper world: remove the ledger, store, chats, closure logs, outbox and replay position "
+        "kept in CLERA_DATA_DIR (default: continue the persisted world where it stopped)",
+    )
     serve_p.set_defaults(func=cmd_serve)
     token_p = sub.add_parser("token", help="mint a development JWT")
     token_p.add_argument("--user", required=True, help="user id (the token's sub)")

@@ -1145,3 +1145,16 @@ def _expired(order: Row, now: dt.datetime) -> bool:
 
 def _s(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
+
+
+def newest_record(db: Database) -> dt.datetime | None:
+    """The latest market moment the ledger recorded anything at (None for an empty ledger): a restarted
+    paper world's clock must not start before it, or its history would lie in its future."""
+    db.migrate(COMPONENT, STEPS)
+    row = db.fetchone(
+        "SELECT MAX(t) AS t FROM ("
+        " SELECT MAX(updated_at) AS t FROM paper_accounts UNION ALL SELECT MAX(updated_at) FROM paper_transfers"
+        " UNION ALL SELECT MAX(updated_at) FROM paper_orders UNION ALL SELECT MAX(filled_at) FROM paper_fills"
+        ") AS times"
+    )
+    return None if row is None else paper_rows.when(row["t"])

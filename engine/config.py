@@ -82,7 +82,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     backend_api_key: str | None = msgspec.field(default=None, name="BACKEND_API_KEY")
     jwt_secret: str | None = msgspec.field(default=None, name="SUPABASE_JWT_SECRET")
     heartbeat_interval: Annotated[float, Positive] = msgspec.field(default=30.0, name="HEARTBEAT_INTERVAL")
-    connection_timeout: Annotated[float, Positive] = msgspec.field(default=90.0, name="CONNECTION_TIMEOUT")
+    connection_timeout: Annotated[float, Positive] = msgspec.field(default=300.0, name="CONNECTION_TIMEOUT")
     serve_min_replicas: Annotated[int, AtLeastOne] = msgspec.field(default=1, name="CLERA_SERVE_MIN_REPLICAS")
     serve_max_replicas: Annotated[int, AtLeastOne] = msgspec.field(default=4, name="CLERA_SERVE_MAX_REPLICAS")
     serve_max_ongoing: Annotated[int, AtLeastOne] = msgspec.field(default=10000, name="CLERA_SERVE_MAX_ONGOING")
@@ -209,6 +209,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.data_path / "clera.db"
 
     @property
+    def socket_port(self) -> int:
+        """Where clients open WebSockets: the first replica's own port with direct ingress, else Serve's proxy."""
+        return self.direct_port if self.serve_direct_ingress else self.port
+
+    @property
     def pinned_symbol_list(self) -> list[str]:
         if self.pinned_symbols is None:
             return self.replay_symbol_list if self.feed == "replay" else []
@@ -220,7 +225,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 DOCS: dict[str, str] = {
-    "CLERA_DATA_DIR": "Folder for the SQLite store, the embedded Redis socket and local state.",
+    "CLERA_DATA_DIR": "Folder for the SQLite store and ledger, the embedded Redis socket, the replay position and local state.",
     "RAY_ADDRESS": "Ray cluster to join (`auto` on a cluster node); unset starts a local Ray.",
     "CLERA_RAY_NAMESPACE": "Ray namespace of the named engine actors and the Serve app.",
     "REDIS_URL": "External Redis (required on a cluster); unset starts an embedded redis-server.",
@@ -232,7 +237,7 @@ DOCS: dict[str, str] = {
     "CLERA_REPLAY_START": "First replayed trading day (data covers 2000-03-01..2013-03-01; FB from 2012-05-18).",
     "CLERA_REPLAY_SESSION_SECONDS": "Wall-clock seconds per replayed trading day.",
     "CLERA_REPLAY_OPEN_FRACTION": "Share of each replayed day during which the market is open.",
-    "CLERA_REPLAY_EPOCH": "Unix time at which the replay starts; unset: set once by `clera serve` for all processes.",
+    "CLERA_REPLAY_EPOCH": "Unix time at which the replay starts; unset: `clera serve` sets it for all its processes so the persisted paper world continues where it stopped (`--fresh`: a new world from CLERA_REPLAY_START).",
     "CLERA_REPLAY_SYMBOLS": "Symbols replayed from the shipped price file.",
     "CLERA_PINNED_SYMBOLS": "Symbols always subscribed and priced though nobody holds them (first buys need a price); unset: the replay symbols with CLERA_FEED=replay, none otherwise.",
     "CLERA_TICK_HZ": "Replay ticks per second per symbol.",

@@ -22,7 +22,8 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from engine.types import LastPrice, PortfolioSnapshot, json_encoder, last_price_json_decoder, snapshot_json_decoder
+from engine.types import LastPrice, PortfolioSnapshot, last_price_json_decoder, snapshot_json_decoder
+from engine.wire import json_encoder
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,9 @@ import redis.asyncio as aioredis
 
 from engine import pubsub
 from engine.subscriptions import SymbolRefcounts, shard_of
-from engine.types import AccountHoldings, LastPrice, PortfolioSnapshot, PriceBatch, Tick, msgpack_encoder, price_batch_decoder
+from engine.types import (
+    PRICE_DECIMALS, AccountHoldings, LastPrice, PortfolioSnapshot, PriceBatch, Tick, msgpack_encoder, price_batch_decoder,
+)
 from engine.valuation import Coalescer, ValuationBook
 
 
@@ -177,8 +179,10 @@ class SymbolCore:
         if not len(col.price) == len(col.prev_close) == len(col.ts) == n:
             self.stats.rejected += max(n, len(col.price))
             return {}
-        price = np.asarray(col.price, dtype=float)
-        prev = np.asarray(col.prev_close, dtype=float)
+        # a price enters the engine as the market quotes it: a replayed split-adjusted close or a
+        # simulated path has 14 decimals, which would otherwise reach the wire (positions, price:{SYMBOL})
+        price = np.round(np.asarray(col.price, dtype=float), PRICE_DECIMALS)
+        prev = np.round(np.asarray(col.prev_close, dtype=float), PRICE_DECIMALS)
         ts = np.asarray(col.ts, dtype=float)
         valid = np.isfinite(price) & (price > 0) & np.isfinite(prev) & (prev > 0)
         symbols = col.symbols

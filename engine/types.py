@@ -13,6 +13,7 @@ from typing import Literal
 import msgspec
 
 Source = Literal["replay", "simulated", "alpaca"]
+PRICE_DECIMALS = 4  # prices as the market quotes them (NYSE's finest increment, below $1); values go to cents
 SOURCES: tuple[str, ...] = ("replay", "simulated", "alpaca")
 
 
@@ -117,7 +118,6 @@ class LastPrice(msgspec.Struct, frozen=True):
     source: str
 
 
-json_encoder = msgspec.json.Encoder(decimal_format="string")
 msgpack_encoder = msgspec.msgpack.Encoder(decimal_format="string")
 snapshot_json_decoder = msgspec.json.Decoder(PortfolioSnapshot)
 snapshot_msgpack_decoder = msgspec.msgpack.Decoder(PortfolioSnapshot)

@@ -1,4 +1,4 @@
-"""Request bodies and JSON responses through msgspec: one decode, typed errors, Decimals as strings."""
+"""Request bodies and JSON responses through msgspec: one decode, typed errors, Decimals as plain strings."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.wire import json_encoder
 from gateway.errors import ApiError, validation_details
 
 T = TypeVar("T")
 
 MAX_BODY_BYTES = 1 << 20
-_encoder = msgspec.json.Encoder(decimal_format="string")
 
 
 async def parse_body(request: Request, struct_type: type[T]) -> T:
@@ -33,4 +33,4 @@ async def parse_body(request: Request, struct_type: type[T]) -> T:
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """Any msgspec-encodable object (Structs, dicts, lists) as JSON."""
-    return Response(_encoder.encode(obj), status_code=status, media_type="application/json", headers=headers)
+    return Response(json_encoder.encode(obj), status_code=status, media_type="application/json", headers=headers)

@@ -18,10 +18,9 @@ from starlette.responses import Response
 from brokerage.errors import BrokerageError
 from brokerage.sql import DATABASE_DOWN
 from engine.auth import AuthError
+from engine.wire import json_encoder
 
 log = logging.getLogger("clera.gateway")
-
-_encoder = msgspec.json.Encoder(decimal_format="string")
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -62,7 +61,7 @@ class ErrorResponse(msgspec.Struct):
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
-    body = _encoder.encode(ErrorResponse(ErrorBody(code=code, message=message, details=details)))
+    body = json_encoder.encode(ErrorResponse(ErrorBody(code=code, message=message, details=details)))
     return Response(body, status_code=status, media_type="application/json")
 
 

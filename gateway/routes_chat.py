@@ -29,6 +29,7 @@ from engine.chat import (
     ThreadDetail,
     ThreadsResponse,
 )
+from engine.wire import json_encoder
 from gateway.auth import check_owner, services_of
 from gateway.body import json_response, parse_body
 from gateway.brokerage_access import Id, acting_user, query_param
@@ -37,7 +38,6 @@ from gateway.openapi import ApiRoute
 
 log = logging.getLogger("clera.gateway.chat")
 
-_encoder = msgspec.json.Encoder(decimal_format="string")
 Message = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_CHARS)]
 
 
@@ -85,7 +85,7 @@ async def resume(request: Request) -> Response:
 
 
 def sse(event: ChatEvent) -> bytes:
-    return b"event: " + event.event.encode() + b"\ndata: " + _encoder.encode(event.data) + b"\n\n"
+    return b"event: " + event.event.encode() + b"\ndata: " + json_encoder.encode(event.data) + b"\n\n"
 
 
 def _error_event(exc: Exception) -> ChatEvent:

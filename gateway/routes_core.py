@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import time
 
@@ -33,6 +34,19 @@ class HealthResponse(msgspec.Struct):
     websockets: int
 
 
+class WsHealthResponse(HealthResponse):
+    """The seed's `/ws/health` (`status` "healthy", `service`, `websocket_host`, `websocket_port` as a
+    string, `timestamp`) beside what the other health routes report; "degraded" when they would say so."""
+
+    service: str
+    websocket_host: str
+    websocket_port: str
+    timestamp: str
+
+
+SEED_WS_SERVICE = "api-server-websocket-proxy"  # the seed's name for this check, kept for its consumers
+
+
 class PositionsResponse(msgspec.Struct):
     account_id: str
     as_of: float
@@ -58,19 +72,36 @@ class CompanyResponse(msgspec.Struct):
     price: PriceInfo | None
 
 
-async def health(request: Request) -> Response:
+def _health(request: Request) -> HealthResponse:
     """Answered from memory (the monitor refreshes in the background): load balancers may poll freely."""
     monitor: HealthMonitor = request.app.state.monitor
     engine = monitor.engine
     ok = monitor.redis_ok is not False and engine.state in ("ok", "unknown")
+    return HealthResponse(
+        status="ok" if ok else "degraded",
+        version=request.app.state.version,
+        uptime_s=round(time.time() - monitor.started_at, 3),
+        redis_reachable=monitor.redis_ok,
+        engine=engine,
+        websockets=request.app.state.hub.sockets,
+    )
+
+
+async def health(request: Request) -> Response:
+    return json_response(_health(request))
+
+
+async def ws_health(request: Request) -> Response:
+    report = msgspec.structs.asdict(_health(request))
+    report["status"] = "healthy" if report["status"] == "ok" else report["status"]
+    settings = services_of(request).settings
     return json_response(
-        HealthResponse(
-            status="ok" if ok else "degraded",
-            version=request.app.state.version,
-            uptime_s=round(time.time() - monitor.started_at, 3),
-            redis_reachable=monitor.redis_ok,
-            engine=engine,
-            websockets=request.app.state.hub.sockets,
+        WsHealthResponse(
+            **report,
+            service=SEED_WS_SERVICE,
+            websocket_host=settings.host,
+            websocket_port=str(settings.socket_port),
+            timestamp=dt.datetime.now(dt.timezone.utc).isoformat(),
         )
     )
 
@@ -142,7 +173,10 @@ def routes(_: object) -> list[BaseRoute]:
     return [
         ApiRoute("/api/health", health, summary="Gateway health (cheap, no external calls)", **health_doc),
         ApiRoute("/health", health, summary="Gateway health (alias)", **health_doc),
-        ApiRoute("/ws/health", health, summary="Gateway health (alias for WebSocket load balancers)", **health_doc),
+        ApiRoute(
+            "/ws/health", ws_health, summary="Gateway health in the seed's WebSocket shape (for WebSocket load balancers)",
+            auth="none", response=WsHealthResponse, tags=["health"],
+        ),
         ApiRoute(
             "/api/portfolio/{account_id}", portfolio, summary="Latest portfolio snapshot",
             auth="owner", response=PortfolioSnapshot, tags=["portfolio"],

@@ -27,7 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engine.auth import AuthError
 from engine.pubsub import interest_key, last_key, portfolio_channel, register_interest
-from engine.types import json_encoder
+from engine.wire import json_encoder
 from gateway.auth import check_owner, require_user, services_of
 from gateway.channels import ChannelReader
 from gateway.errors import ApiError

@@ -11,12 +11,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.clock import clock_from_settings
 from engine.config import Settings, load_settings
 from engine.feeds.replay import ReplayFeed
-from engine.types import PortfolioSnapshot
+from engine.types import PRICE_DECIMALS, PortfolioSnapshot
 
 # Pub/sub channels are server-wide (not per db): account ids unique to this test run keep runs
 # that share the Redis server (other suites, other checkouts) from hearing each other.
@@ -74,7 +75,7 @@ def replay_of(settings: Settings) -> ReplayFeed:
 
 
 def replay_prices(feed: ReplayFeed, snap: PortfolioSnapshot) -> dict[str, tuple[float, float]]:
-    """(last, previous close) the replay gives each symbol at the snapshot's market time.
+    """(last, previous close) the replay quotes each symbol at the snapshot's market time (4 decimals).
 
     With one symbol shard every replay step reaches a portfolio shard in one batch, so all the
     prices of a snapshot belong to the step at `as_of`.
@@ -85,7 +86,8 @@ def replay_prices(feed: ReplayFeed, snap: PortfolioSnapshot) -> dict[str, tuple[
     fraction = (snap.as_of - opens) / (closes - opens)
     out = {}
     for p in snap.positions:
-        out[p.symbol] = (feed.price_at(p.symbol, index, fraction), feed.prev_close(p.symbol, day))
+        quoted = np.round([feed.price_at(p.symbol, index, fraction), feed.prev_close(p.symbol, day)], PRICE_DECIMALS)
+        out[p.symbol] = (float(quoted[0]), float(quoted[1]))
     return out
 
 

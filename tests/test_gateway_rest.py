@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.metadata
 import time
 from decimal import Decimal
@@ -20,7 +21,8 @@ from brokerage.sql import Database
 from brokerage.sql_store import SqlStore
 from brokerage.store import CompanyProfile
 from conftest import free_port
-from engine.types import LastPrice, json_encoder
+from engine.types import LastPrice
+from engine.wire import json_encoder
 from gateway import ApiRoute, json_response, parse_body, require_api_key, require_owner
 from gateway_support import (
     ALICE,
@@ -106,10 +108,32 @@ async def test_health_routes_report_version_uptime_and_redis(env) -> None:
             response = await http.get(path)
             assert response.status_code == 200
             body = response.json()
-            assert body["status"] == "ok"
+            assert body["status"] == ("healthy" if path == "/ws/health" else "ok")
             assert body["version"] == importlib.metadata.version("clera-engine")
             assert body["uptime_s"] >= 0 and body["redis_reachable"] is True
             assert body["engine"]["state"] == "unknown"
+
+
+async def test_ws_health_answers_the_seeds_shape_beside_the_engine_report(redis_url: str, tmp_path: Path) -> None:
+    """The seed's `/ws/health`: status "healthy", service, websocket_host, websocket_port (a string, as
+    the seed splits it from WEBSOCKET_SERVICE_URL) and timestamp, where the WebSockets are served."""
+    settings, store = make_settings(redis_url, tmp_path), make_store(tmp_path / "store.db")
+    async with running_gateway(settings, store, free_port()) as gw, httpx.AsyncClient(base_url=gw.http) as http:
+        before = dt.datetime.now(dt.timezone.utc)
+        body = (await http.get("/ws/health")).json()
+        seed = {"status": "healthy", "service": "api-server-websocket-proxy", "websocket_host": settings.host,
+                "websocket_port": str(settings.direct_port)}
+        assert {k: body[k] for k in seed} == seed
+        assert before <= dt.datetime.fromisoformat(body["timestamp"]) <= dt.datetime.now(dt.timezone.utc)
+        plain = (await http.get("/api/health")).json()
+        assert set(body) == set(plain) | {"service", "websocket_host", "websocket_port", "timestamp"}
+        assert body["engine"] == plain["engine"] and body["redis_reachable"] is True
+        documented = (await http.get("/openapi.json")).json()["paths"]["/ws/health"]["get"]
+        assert documented["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+            "WsHealthResponse")
+    proxy_only = make_settings(redis_url, tmp_path, CLERA_SERVE_DIRECT_INGRESS="false")
+    async with running_gateway(proxy_only, store, free_port()) as gw, httpx.AsyncClient(base_url=gw.http) as http:
+        assert (await http.get("/ws/health")).json()["websocket_port"] == str(proxy_only.port)
 
 
 async def test_health_says_degraded_when_redis_is_unreachable(tmp_path: Path) -> None:

@@ -251,7 +251,7 @@ def test_console_table_reads_last_values_and_keeps_interest(redis_url) -> None:
     from rich.console import Console
 
     from engine.console import portfolio_table, read_snapshots
-    from engine.types import json_encoder
+    from engine.wire import json_encoder
 
     client = redis.Redis.from_url(redis_url)
     client.set("portfolio:last:c1", json_encoder.encode(_snap("c1", 4, 1234.5)))

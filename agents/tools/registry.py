@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, get_type_hints
 
-import msgspec
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import ValidationError, create_model
 
 from agents.deps import AgentDeps
+from engine.wire import positional, wire_data
 
 ToolFn = Callable[..., dict[str, Any]]
 
@@ -70,22 +70,13 @@ def agent_tool(agent: str) -> Callable[[ToolFn], ToolFn]:
 
 def plain(value: Decimal) -> str:
     """A decimal in positional notation (never `3E+2`), as Alpaca's wire format writes numbers."""
-    text = format(value, "f")
+    text = positional(value)
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def as_data(obj: Any) -> Any:
     """A Struct (a broker's order) as JSON data, its decimals in positional notation."""
-    def plain_decimals(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return plain(value)
-        if isinstance(value, dict):
-            return {k: plain_decimals(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [plain_decimals(v) for v in value]
-        return value
-
-    return plain_decimals(msgspec.to_builtins(obj, builtin_types=(Decimal,)))
+    return wire_data(obj, plain)
 
 
 def money(value: Decimal) -> str:
