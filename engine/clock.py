@@ -119,6 +119,12 @@ class ReplayClock:
     def is_open(self) -> bool:
         return self.position()[1] < self.open_fraction
 
+    def ahead(self, seconds: float) -> ReplayClock:
+        """The same replay read `seconds` of wall time later: where it will be by then."""
+        return ReplayClock(
+            self.first_day, self.session_seconds, self.epoch, self.open_fraction, wall=lambda: self._wall() + seconds
+        )
+
     def wall_time_of(self, day_index: int, session_fraction: float) -> float:
         """Wall time at which replayed day `day_index` is `session_fraction` of the way from open to close."""
         return self.epoch + (day_index + session_fraction * self.open_fraction) * self.session_seconds

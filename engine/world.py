@@ -17,7 +17,6 @@ import datetime as dt
 import os
 import shutil
 import threading
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,6 +29,9 @@ POSITION_FILE = "replay-position.json"
 WORLD_FOLDERS = ("logs", "outbox")  # closure logs and emails written to files
 LEAD_S = 2.0
 SAVE_EVERY_S = 1.0
+# An epoch near 2e9 is a float good to ~0.2 us, which a replayed night stretches to tens of market
+# microseconds: a resume lands this much wall time later so that rounding never puts it earlier.
+RESUME_SLACK_S = 0.001
 
 
 class SavedPosition(msgspec.Struct, frozen=True):
@@ -74,7 +76,7 @@ def resume_epoch(settings: Settings, floor: dt.datetime | None, now: float) -> t
     if reached is None:
         return now, None
     at_zero = ReplayClock(settings.replay_start, settings.replay_session_seconds, 0.0, settings.replay_open_fraction)
-    return now - at_zero.wall_time_at(reached), reached
+    return now - at_zero.wall_time_at(reached) - RESUME_SLACK_S, reached
 
 
 class PositionKeeper:
@@ -83,9 +85,7 @@ class PositionKeeper:
     def __init__(self, settings: Settings, clock: ReplayClock) -> None:
         self._settings = settings
         self._clock = clock
-        self._ahead = ReplayClock(
-            clock.first_day, clock.session_seconds, clock.epoch, clock.open_fraction, wall=lambda: time.time() + LEAD_S
-        )
+        self._ahead = clock.ahead(LEAD_S)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="replay-position", daemon=True)
 

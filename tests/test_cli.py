@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import io
 import json
 import random
+import re
+import time
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
+from rich.console import Console
 
 import cli
 from conftest import free_port
@@ -113,3 +120,34 @@ def test_watch_defaults_to_the_replicas_own_port_when_direct_ingress_is_on() -> 
         {"CLERA_PORT": "9000", "CLERA_DIRECT_PORT": "9101", "CLERA_SERVE_DIRECT_INGRESS": "false"}, env_file=None
     )
     assert cli.default_watch_url(proxy_only) == "ws://127.0.0.1:9000"
+
+
+async def test_watch_latency_under_replay_is_within_a_second_of_the_truth(redis_url: str, tmp_path: Path) -> None:
+    """Under replay a snapshot's `as_of` is market time (2012): the watch measures its latency from the
+    snapshot's wall-clock ingest time and shows `as_of` as the market time it is."""
+    settings = make_settings(redis_url, tmp_path)
+    market = dt.datetime(2012, 6, 4, 14, 31, 5, tzinfo=dt.timezone.utc).timestamp()  # 10:31:05 in New York
+    async with running_gateway(settings, make_store(tmp_path / "store.db"), free_port()) as gw:
+        arrived: dict[str, Any] = {}
+        done = asyncio.Event()
+
+        def on_frame(frame: dict[str, Any]) -> None:  # what `clera watch` keeps of a frame
+            if frame.get("type") == "portfolio_update" and frame["seq"] == 9:
+                arrived.update(frame=frame, received_at=time.time())
+                done.set()
+
+        ingested = time.time()
+        replayed = msgspec.structs.replace(
+            snapshot(ALICE_ACCOUNT, seq=9), as_of=market, ingest_ts=ingested, publish_ts=ingested + 0.001
+        )
+        await publish(redis_url, replayed)
+        url = f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}"
+        await asyncio.wait_for(cli.watch_frames(url, on_frame, stop=done), 10)
+    truth_s = arrived["received_at"] - ingested
+    screen = Console(record=True, width=400, file=io.StringIO())
+    screen.print(cli._portfolio_view(ALICE_ACCOUNT, arrived["frame"], "connected", arrived["received_at"]))
+    shown = screen.export_text()
+    latency = re.search(r"latency (\d+) ms", shown)
+    assert latency is not None, shown
+    assert abs(int(latency[1]) / 1000 - truth_s) < 1.0, (latency[0], truth_s)
+    assert "market time 2012-06-04 10:31:05 ET" in shown
