@@ -1,5 +1,6 @@
-"""`clera serve` (what `make demo` runs) restarted, for real: the paper world continues where it stopped,
-and `--fresh` starts a new one. Each run starts its own local Ray, so the module is `own_ray`.
+"""`clera serve` (what `make demo` runs) restarted twice, for real: the paper world continues where it
+stopped (`--fresh` is tested in process, tests/test_world.py). Each run starts its own local Ray, so the
+module is `own_ray`.
 
 Replayed days last 6 s here (one a minute in the demo), so the demo accounts are funded and bought
 within the first run and each later run lives a few more days.
@@ -58,7 +59,7 @@ class Run:
         return dates
 
 
-async def test_a_restarted_demo_continues_its_world_and_fresh_starts_a_new_one(tmp_path: Path, commands) -> None:
+async def test_a_demo_restarted_twice_continues_its_world(tmp_path: Path, commands) -> None:
     port, direct = _ports()
     data, marker = tmp_path / "data", uuid.uuid4().hex
     env = _environ(marker, CLERA_DATA_DIR=str(data), CLERA_PORT=str(port), CLERA_DIRECT_PORT=str(direct),
@@ -91,15 +92,4 @@ async def test_a_restarted_demo_continues_its_world_and_fresh_starts_a_new_one(t
             assert await served.ctrl_c() == 0
             assert world.saved_moment(load_settings({"CLERA_DATA_DIR": str(data)}, env_file=None)).timestamp() >= reached
             await _nothing_left_behind(marker, tmp_path)
-
-        fresh = commands([str(BIN / "clera"), "serve", "--fresh"], env, tmp_path)
-        await fresh.wait_for(r"^output is not a terminal")
-        said = fresh.stdout()
-        assert re.search(r"^--fresh: starting a new paper world; the old one in .* goes \(.*clera\.db", said, re.M)
-        assert "a new paper world: the replay starts at 2012-06-01" in said
-        run = Run(fresh, http, data)
-        assert set(run.accounts).isdisjoint(first_accounts)  # the old ledger is gone: new accounts
-        assert (await run.snapshot())["session"] == "2012-06-01"
-        assert await fresh.ctrl_c() == 0
-    await _nothing_left_behind(marker, tmp_path)
 

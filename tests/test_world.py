@@ -9,6 +9,7 @@ week takes no real week) and the position file written by the real keeper thread
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -133,10 +134,17 @@ def test_fresh_removes_the_worlds_files_and_nothing_else(
     world_files = {"clera.db", "clera.db.closure-locks", "chat-checkpoints.db", "chat-checkpoints.db-wal", "logs",
                    "outbox", world.POSITION_FILE}
     assert world_files <= {p.name for p in data.iterdir()}
+    assert cli._resume_epoch(settings) < time.time() - 60  # the old world would continue, in the past
+    assert "continuing the paper world at 2012-06-04 11:00:00 ET" in capsys.readouterr().out
+    assert cli.build_parser().parse_args(["serve", "--fresh"]).fresh is True
     assert cli._fresh_world(settings) is True
     said = capsys.readouterr().out
     assert "--fresh: starting a new paper world" in said and all(name in said for name in world_files)
     assert sorted(p.name for p in data.iterdir()) == sorted([cli.SECRETS_FILE, "notes.txt", "redis"])
+    started = time.time()
+    epoch = cli._resume_epoch(settings)  # what `clera serve --fresh` goes on to do: a new world, starting now
+    assert started <= epoch <= time.time()
+    assert capsys.readouterr().out.startswith("a new paper world: the replay starts at 2012-06-01")
     # a world whose ledger lives in PostgreSQL is not clera's to empty: refused, nothing touched
     elsewhere = make_settings(redis_url, tmp_path, DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
     world.save_moment(elsewhere, dt.datetime(2012, 6, 4, 15, 0, tzinfo=UTC))
