@@ -74,7 +74,7 @@ def replay_of(settings: Settings) -> ReplayFeed:
     return ReplayFeed(clock, settings.replay_symbol_list, settings.tick_hz)
 
 
-def replay_prices(feed: ReplayFeed, snap: PortfolioSnapshot) -> dict[str, tuple[float, float]]:
+def replay_prices(feed: ReplayFeed, snap: PortfolioSnapshot) -> dict[str, tuple[float | None, float | None]]:
     """(last, previous close) the replay quotes each symbol at the snapshot's market time (4 decimals).
 
     With one symbol shard every replay step reaches a portfolio shard in one batch, so all the
@@ -84,11 +84,14 @@ def replay_prices(feed: ReplayFeed, snap: PortfolioSnapshot) -> dict[str, tuple[
     index = feed.days.index(day)
     opens, closes = feed._bounds(day)
     fraction = (snap.as_of - opens) / (closes - opens)
-    out = {}
-    for p in snap.positions:
-        quoted = np.round([feed.price_at(p.symbol, index, fraction), feed.prev_close(p.symbol, day)], PRICE_DECIMALS)
-        out[p.symbol] = (float(quoted[0]), float(quoted[1]))
-    return out
+
+    def quoted(price: float | None) -> float | None:  # None: a symbol the replay does not know
+        return None if price is None else float(np.round(price, PRICE_DECIMALS))
+
+    return {
+        p.symbol: (quoted(feed.price_at(p.symbol, index, fraction)), quoted(feed.prev_close(p.symbol, day)))
+        for p in snap.positions
+    }
 
 
 def assert_replay_values(snap: PortfolioSnapshot, account: dict, feed: ReplayFeed) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import json
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from conftest import free_port
 from gateway_support import ALICE, API_KEY, Gateway, make_settings, make_store, publish, snapshot, token
 from paper_support import BANK, application
 from realtime_support import engine_settings, eventually, running_engine, unique
-from test_gateway_ws import next_of
 from websockets.asyncio.client import connect
 
 from agents.runner import AgentRunner
@@ -164,7 +164,7 @@ async def test_every_route_answers_decimals_in_positional_notation(tmp_path: Pat
             await ok("POST", f"/api/account-closure/resume/{account}")
             await read_every_get()
             async with connect(f"{gateway.ws}/ws/portfolio/{account}?token={token(ALICE)}") as ws:
-                answers.append(("WS frame", json.dumps(await next_of(ws))))
+                answers.append(("WS frame", await _raw_frame(ws, lambda _: True)))
     finally:
         await gateway.stop()
 
@@ -217,7 +217,7 @@ async def test_positions_prices_go_out_to_4_decimals_and_values_to_cents(redis_u
         with running_engine(settings, redis_url):
             async with httpx.AsyncClient(base_url=gateway.http, timeout=30) as http:
                 async with connect(f"{gateway.ws}/ws/portfolio/{account}?token={token(ALICE)}") as ws:
-                    frame = await asyncio.wait_for(_priced_frame(ws), 60)
+                    frame = await _raw_frame(ws, lambda f: len(f["snapshot"]["positions"]) == 2)  # both priced
 
                 async def stored() -> bool:
                     return (await http.get(f"/api/portfolio/{account}", headers=auth)).status_code == 200
@@ -229,19 +229,20 @@ async def test_positions_prices_go_out_to_4_decimals_and_values_to_cents(redis_u
         await gateway.stop()
     assert _precision(positions.text, POSITION_FIELDS) == {name: [] for name in POSITION_FIELDS}
     assert _precision(whole.text, SNAPSHOT_FIELDS) == {name: [] for name in SNAPSHOT_FIELDS}
-    assert _precision(json.dumps(frame["snapshot"]), SNAPSHOT_FIELDS) == {name: [] for name in SNAPSHOT_FIELDS}
+    assert _precision(frame, SNAPSHOT_FIELDS) == {name: [] for name in SNAPSHOT_FIELDS}
     assert company.status_code == 200, company.text
-    price_fields = {"last": 4, "prev_close": 4}
-    assert _precision(json.dumps(company.json()["price"]), price_fields) == {name: [] for name in price_fields}
+    price_fields = {"last": 4, "prev_close": 4, "change": 4}
+    assert _precision(company.text, price_fields) == {name: [] for name in price_fields}
     # the values are those of the quoted prices
     for p in whole.json()["positions"]:
         assert p["market_value"] == pytest.approx(p["qty"] * p["last_price"], abs=0.005)
 
 
-async def _priced_frame(ws: Any) -> dict[str, Any]:
-    """The first frame whose positions all have a price."""
+async def _raw_frame(ws: Any, wanted: Callable[[dict[str, Any]], bool]) -> str:
+    """The first snapshot frame that satisfies `wanted`, as the text that came over the socket."""
     while True:
-        frame = await next_of(ws)
-        if len(frame["snapshot"]["positions"]) == 2:
-            return frame
+        raw = await asyncio.wait_for(ws.recv(), 60)
+        frame = json.loads(raw)
+        if frame["type"] == "portfolio_update" and wanted(frame):
+            return raw
 
