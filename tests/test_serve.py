@@ -63,7 +63,7 @@ def served(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
     make_store(settings.sqlite_path)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(serve_app.gateway_app(settings, environ, start_engine=False), name=APP_NAME, route_prefix="/")
+    serve.run(serve_app.gateway_app(settings, start_engine=False), name=APP_NAME, route_prefix="/")
     try:
         yield f"127.0.0.1:{port}", settings
     finally:
