@@ -1,6 +1,6 @@
-"""The deployment files as Ray reads them: both cluster configs through Ray's own offline checks (the
-schema and cross-field checks `ray up` runs before it asks any cloud for anything), Serve's schema of
-serve_config.yaml, and what the files promise an operator: the package comes from `make dist`'s wheel,
+"""The cluster files as Ray reads them: both through Ray's own offline checks (the schema and
+cross-field checks `ray up` runs before it asks any cloud for anything; serve_config.yaml's schema is
+checked in test_serve.py), and what the files promise an operator: the package comes from `make dist`'s wheel,
 every command finds its program on the node, and no file overrides a setting of the nodes' environment.
 """
 
@@ -15,22 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import msgspec
 import pytest
 import yaml
 from click.exceptions import ClickException
 from ray.autoscaler._private.local.config import bootstrap_local
 from ray.autoscaler._private.util import prepare_config, validate_config
-from ray.serve.schema import ServeDeploySchema
-
-from engine.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_FILES = ("cluster.yaml", "cluster.aws.yaml")
 VENV_BIN = "~/clera-venv/bin/"
 # programs the package or the set-up install into ~/clera-venv: never on a node's PATH
 VENV_PROGRAMS = {"ray", "serve", "clera", "pip", "python", "dotenv", "aws"}
-SETTING_NAMES = {field.encode_name for field in msgspec.structs.fields(Settings)}
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -157,12 +152,3 @@ def test_make_dist_builds_what_the_set_up_installs(tmp_path: Path) -> None:
     assert any(n.startswith("engine/data/") and n.endswith(".csv.gz") for n in names)  # the replayed prices
     assert (dist / "serve_config.yaml").read_text() == (ROOT / "serve_config.yaml").read_text()
 
-
-def test_serve_config_passes_serves_schema_and_overrides_no_setting() -> None:
-    """A runtime_env env var would beat the nodes' environment and .env on every replica: the file sets none."""
-    config = _load("serve_config.yaml")
-    schema = ServeDeploySchema.model_validate(config)
-    (app,) = schema.applications
-    assert app.import_path == "serve_app:app"
-    env_vars = (app.runtime_env or {}).get("env_vars", {})
-    assert not SETTING_NAMES & set(env_vars), env_vars
