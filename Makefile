@@ -21,8 +21,9 @@ services:
 # What `ray up cluster.yaml` / `cluster.aws.yaml` ships to the nodes: the wheel and serve_config.yaml.
 DIST ?= dist
 dist: $(STAMP)
-	rm -rf $(DIST)
+	rm -rf $(DIST) build
 	$(BIN)/python -m pip wheel -q --no-deps -w $(DIST) .
+	rm -rf build
 	cp serve_config.yaml $(DIST)/
 
 # The suite in one Ray session, then, in another process, the tests that need a Ray of their own
