@@ -360,6 +360,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 address=settings.ray_address or "local", namespace=settings.ray_namespace,
                 include_dashboard=args.dashboard, dashboard_port=args.dashboard_port, logging_level="warning",
             )
+            _stop_on_sigterm()  # again: ray.init puts its own SIGTERM handler in (it logs the signal, then aborts)
             store = store_from_settings(settings)
             load_default_company_profiles(store)
             broker = process_broker(settings, redis_url) if settings.broker == "paper" else None

@@ -419,7 +419,7 @@ async def test_a_full_run_shows_no_secret_and_stops_on_sigterm(tmp_path: Path, p
         for view, text in listed.items():
             assert not _secret_hits(text, hidden), view
 
-        assert await served.sigterm() == 0
+        assert await served.sigterm() == 0, served.stderr()[-3000:]
     assert re.search(r"^stopping \.\.\.$", served.stdout(), re.MULTILINE)
     await _nothing_left_behind(marker, tmp_path)
     logs = [path for path in ray_dir.rglob("*") if path.is_file() and not path.is_socket()]
