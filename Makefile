@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast services bench clean
+.PHONY: demo test test-fast services bench clean dist
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +17,14 @@ demo: $(STAMP)
 
 services:
 	scripts/ensure-services.sh
+
+# What `ray up cluster.yaml` / `cluster.aws.yaml` ships to the nodes: the wheel and serve_config.yaml.
+DIST ?= dist
+dist: $(STAMP)
+	rm -rf $(DIST) build
+	$(BIN)/python -m pip wheel -q --no-deps -w $(DIST) .
+	rm -rf build
+	cp serve_config.yaml $(DIST)/
 
 # The suite in one Ray session, then, in another process, the tests that need a Ray of their own
 # (a multi-node cluster, or the commands `clera serve` and `serve run`, which start one).
@@ -32,4 +40,4 @@ bench: $(STAMP) services
 	$(BIN)/python bench/closure.py --quick
 
 clean:
-	rm -rf $(VENV) .clera build *.egg-info
+	rm -rf $(VENV) .clera build dist *.egg-info

@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -31,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.auth import generate_secret, mint_jwt
-from engine.config import ConfigError, Settings, load_settings, markdown_table
+from engine.config import ConfigError, Settings, is_secret, load_settings, markdown_table
 
 console = Console()
 SECRETS_FILE = "dev-secrets.json"
@@ -76,8 +77,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     from serve_app import settings_environ
 
     for name, value in sorted(settings_environ(load_settings()).items()):
-        secret = name.endswith(("_KEY", "_SECRET")) or name == "DATABASE_URL"
-        print(f"{name}={'***' if secret else value}")
+        print(f"{name}={'***' if is_secret(name, value) else value}")
     return 0
 
 
@@ -348,6 +348,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.redis_server import redis_from_settings
     from gateway import demo
 
+    _stop_on_sigterm()
     settings = load_settings()
     if args.host:
         os.environ["CLERA_HOST"] = args.host
@@ -356,32 +357,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.fresh and not _fresh_world(settings):
         return 2
     settings.data_path.mkdir(parents=True, exist_ok=True)
+    key_configured = settings.backend_api_key is not None
     os.environ.update(ensure_dev_secrets(settings))
-    redis_url, embedded = redis_from_settings(settings)
-    os.environ["REDIS_URL"] = redis_url
-    if settings.ray_address and embedded is not None:
-        console.print("[yellow]joining a Ray cluster with an embedded Redis: only this machine can reach it; "
-                      "set REDIS_URL for a real cluster[/yellow]")
-    if settings.feed == "replay" and settings.replay_epoch is None:
-        os.environ["CLERA_REPLAY_EPOCH"] = repr(_resume_epoch(settings))  # once, for every process started below
-    settings = load_settings()
-    keeper = world.PositionKeeper(settings, clock_from_settings(settings)) if settings.feed == "replay" else None
-    env = serve_app.settings_environ(settings)
-    if not settings.ray_address:
-        # Ray starts here, so its processes inherit these; a cluster sets them on `ray start` (cluster.yaml).
-        # Local replicas drain for 2 s on shutdown instead of the 30 s a load balancer needs.
-        os.environ.update(serve_app.direct_ingress_environ(settings))
-        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
-
+    embedded = None
+    keeper: world.PositionKeeper | None = None
     stop = threading.Event()
     try:
+        redis_url, embedded = redis_from_settings(settings)
+        os.environ["REDIS_URL"] = redis_url
+        if settings.ray_address and embedded is not None:
+            console.print("[yellow]joining a Ray cluster with an embedded Redis: only this machine can reach it; "
+                          "set REDIS_URL for a real cluster[/yellow]")
+        if settings.feed == "replay" and settings.replay_epoch is None:
+            os.environ["CLERA_REPLAY_EPOCH"] = repr(_resume_epoch(settings))  # once, for every process started below
+        settings = load_settings()
+        if settings.feed == "replay":
+            keeper = world.PositionKeeper(settings, clock_from_settings(settings))
+        if not settings.ray_address:
+            # Ray starts here, so its processes inherit this environment: every setting (those of .env
+            # too, secrets included, never as a Ray argument) and Serve's switches. A cluster's nodes
+            # have their own (cluster.yaml). Local replicas drain for 2 s on shutdown, not a load balancer's 30.
+            os.environ.update(serve_app.settings_environ(settings))
+            os.environ.update(serve_app.direct_ingress_environ(settings))
+            os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
         if keeper is not None:
             keeper.start()
         with console.status("starting Ray, the engine and the gateway ..."):
-            ray.init(
+            context = ray.init(
                 address=settings.ray_address or "local", namespace=settings.ray_namespace,
-                runtime_env={"env_vars": env}, include_dashboard=False, logging_level="warning",
+                include_dashboard=args.dashboard, dashboard_port=args.dashboard_port, logging_level="warning",
             )
+            _stop_on_sigterm()  # again: ray.init puts its own SIGTERM handler in (it logs the signal, then aborts)
             store = store_from_settings(settings)
             load_default_company_profiles(store)
             broker = process_broker(settings, redis_url) if settings.broker == "paper" else None
@@ -390,7 +396,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             targets = demo.demo_targets(store, holdings)
             topology.start_topology(settings, redis_url)
             serve.start(http_options={"host": settings.host, "port": settings.port})
-            serve.run(serve_app.gateway_app(settings, env), name="clera", route_prefix="/")
+            serve.run(serve_app.gateway_app(settings), name="clera", route_prefix="/")
         if broker is not None:
             demo.fund_in_background(broker, targets, _price_reader(redis_url), stop)
         url = f"http://{settings.host}:{settings.port}"
@@ -401,7 +407,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         say(f"[bold green]Clera engine is up[/bold green] at {url}  (OpenAPI: {url}/openapi.json)")
         if direct:
             say(f"sockets straight to the gateway replica (no proxy hop): {watch_url}")
-        say(f"API key (X-API-Key):  {settings.backend_api_key}")
+        if context.dashboard_url:
+            say(f"Ray dashboard: http://{context.dashboard_url}")
+        # a key the operator set is theirs to know: only a generated development key is shown
+        say(f"API key (X-API-Key):  {'BACKEND_API_KEY (as configured)' if key_configured else settings.backend_api_key}")
         say(f"demo user {demo.DEMO_USER}, token (Authorization: Bearer ... or ?token=...):")
         say(demo_token)
         say(f"watch one:  export CLERA_TOKEN={demo_token}; clera watch ACCOUNT --url {watch_url}")
@@ -416,7 +425,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             # a live table is drawn only on a terminal: into a file or a pipe rich writes it once, at
             # exit, cut to 80 columns; a log is better served by saying how to stop
-            say("output is not a terminal: no live table; Ctrl-C (SIGINT) stops")
+            say("output is not a terminal: no live table; Ctrl-C (SIGINT) or SIGTERM stops")
             stop.wait()
     except KeyboardInterrupt:
         console.print("stopping ...")
@@ -424,6 +433,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         console.print(f"[red]configuration error:[/red] {exc}")
         return 2
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
         stop.set()
         if ray.is_initialized():
             if not settings.ray_address:
@@ -479,6 +489,16 @@ def _resume_epoch(settings: Settings) -> float:
     return epoch
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (what systemd, Docker and Kubernetes send) stops `clera serve` as Ctrl-C does, through
+    the same clean-up: Serve, Ray and the embedded redis-server end with it."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _price_reader(redis_url: str) -> Callable[[str], float | None]:
     from brokerage.prices import RedisPriceReader
 
@@ -510,6 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a new paper world: remove the ledger, store, chats, closure logs, outbox and replay position "
         "kept in CLERA_DATA_DIR (default: continue the persisted world where it stopped)",
     )
+    serve_p.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                         help="start the local Ray without its dashboard")
+    serve_p.add_argument("--dashboard-port", type=int,
+                         help="port of the Ray dashboard (default: 8265, or the next free one)")
     serve_p.set_defaults(func=cmd_serve)
     token_p = sub.add_parser("token", help="mint a development JWT")
     token_p.add_argument("--user", required=True, help="user id (the token's sub)")

@@ -10,10 +10,9 @@ and other nodes cannot reach it.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Concatenate
 
 import msgspec
 import ray
@@ -37,9 +36,12 @@ from engine.chat import (
     ThreadDetail,
     ThreadSummary,
 )
-from engine.config import ConfigError, Settings, get_settings, load_settings
+from engine.config import ConfigError, Settings, get_settings
 from gateway.app import build_app
 from gateway.services import (
+    P,
+    R,
+    AsyncBroker,
     ClosureCalls,
     EngineState,
     RedisConnector,
@@ -121,16 +123,15 @@ def direct_ingress_environ(settings: Settings) -> dict[str, str]:
 
 
 # --- Ray-backed services ----------------------------------------------------------------------
-_brokers: dict[tuple[tuple[str, str], ...], Broker] = {}
+_brokers: dict[Settings, Broker] = {}
 
 
 @ray.remote(num_cpus=0, max_retries=0)  # never retried: a retried order or transfer could happen twice
-def _broker_call(environ: dict[str, str], method: str, args: tuple, kwargs: dict) -> Any:
-    key = tuple(sorted(environ.items()))
-    broker = _brokers.get(key)
+def _broker_call(settings: Settings, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """One Broker method on this worker's broker for `settings` (its secrets this worker's own)."""
+    broker = _brokers.get(settings)
     if broker is None:
-        settings = load_settings(environ, env_file=None)
-        broker = _brokers[key] = process_broker(settings, require_external_redis(settings))
+        broker = _brokers[settings] = process_broker(settings, require_external_redis(settings))
     return getattr(broker, method)(*args, **kwargs)
 
 
@@ -140,17 +141,18 @@ def unwrapped(exc: ray.exceptions.RayTaskError) -> Exception:
     return cause if isinstance(cause, Exception) else exc
 
 
-class RayTaskBroker:
+class RayTaskBroker(AsyncBroker):
     """Broker calls as Ray tasks: blocking ledger/HTTP work leaves the replica, and scales with the cluster."""
 
-    def __init__(self, environ: dict[str, str]) -> None:
-        self._environ = environ
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def _run(self, method: Callable[Concatenate[Broker, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return await _broker_call.remote(self._environ, method, args, kwargs)
+            result: R = await _broker_call.remote(self._settings, method.__name__, args, kwargs)
         except ray.exceptions.RayTaskError as exc:
             raise unwrapped(exc) from None
+        return result
 
 
 class RayClosureRunner(ClosureCalls):
@@ -188,8 +190,9 @@ class RayEngineHealth:
 
 
 def settings_environ(settings: Settings) -> dict[str, str]:
-    """The settings as environment variables: what a broker task (or any other process) needs to
-    rebuild exactly the same settings, `.env` values and the shared replay epoch included."""
+    """The settings as environment variables: what a process started from this one needs to rebuild
+    exactly the same settings, `.env` values and the shared replay epoch included (`clera serve` puts
+    them in the environment the local Ray inherits)."""
     out: dict[str, str] = {}
     for name, value in msgspec.to_builtins(settings).items():
         if value is not None:
@@ -201,8 +204,7 @@ def settings_environ(settings: Settings) -> dict[str, str]:
 class AgentGraph:
     """The agents' replica: the graph, its checkpointer, and the broker, store and prices its tools use."""
 
-    def __init__(self, environ: dict[str, str] | None = None) -> None:
-        settings = load_settings({**os.environ, **(environ or {})})
+    def __init__(self, settings: Settings) -> None:
         redis_url = require_external_redis(settings)
         require_shared_database(settings)
         self.runner = runner_from_settings(shared_replay_epoch(settings, redis_url), redis_url)
@@ -278,12 +280,10 @@ def agent_options(settings: Settings) -> dict[str, Any]:
 @serve.deployment(name="Gateway")
 @serve.ingress()
 class Gateway:
-    """One replica of the gateway. `environ` overrides the process environment and `.env` (tests, `clera serve`)."""
+    """One replica of the gateway, on the settings of the process that deployed it (its secrets this
+    replica's own: a Settings never carries them across processes)."""
 
-    def __init__(
-        self, environ: dict[str, str] | None = None, start_engine: bool = True, agents: DeploymentHandle | None = None
-    ) -> None:
-        settings = load_settings({**os.environ, **(environ or {})})
+    def __init__(self, settings: Settings, start_engine: bool = True, agents: DeploymentHandle | None = None) -> None:
         redis_url = require_external_redis(settings)
         require_shared_database(settings)
         settings = shared_replay_epoch(settings, redis_url)
@@ -298,7 +298,7 @@ class Gateway:
             redis=connector,
             store=store,
             portfolio=RedisPortfolioReads(connector),
-            broker=RayTaskBroker(settings_environ(settings)),
+            broker=RayTaskBroker(settings),
             engine=RayEngineHealth(settings),
             chat=None if agents is None else ServeChatRunner(agents),
             closure=RayClosureRunner(settings),
@@ -308,11 +308,11 @@ class Gateway:
         return build_app(self.services)
 
 
-def gateway_app(settings: Settings, environ: dict[str, str] | None = None, start_engine: bool = True) -> Any:
+def gateway_app(settings: Settings, start_engine: bool = True) -> Any:
     """The bound application, with replica sizing and autoscaling from `settings`: the gateway and the
     agent deployment it calls."""
-    agents = AgentGraph.options(**agent_options(settings)).bind(environ)
-    return Gateway.options(**deployment_options(settings)).bind(environ, start_engine, agents)
+    agents = AgentGraph.options(**agent_options(settings)).bind(settings)
+    return Gateway.options(**deployment_options(settings)).bind(settings, start_engine, agents)
 
 
 app = gateway_app(get_settings())

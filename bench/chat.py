@@ -467,6 +467,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         serve_env = {**serve_app.direct_ingress_environ(settings), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
                      "RAY_worker_niceness": "0"}
         os.environ.update(serve_env)
+        os.environ.update(serve_app.settings_environ(settings))  # the local Ray's secrets: never an argument
+    os.environ.update(serve_app.settings_environ(settings))  # the local Ray's secrets: never an argument
         result: dict[str, Any] = {
             "quick": args.quick,
             "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": round(os.getloadavg()[0], 2)},
@@ -492,7 +494,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         began = time.time()
         start_topology(settings, redis_url)
         serve.start(http_options={"host": "127.0.0.1", "port": proxy_port})
-        serve.run(serve_app.gateway_app(settings, environ, start_engine=False), name=APP, route_prefix="/")
+        serve.run(serve_app.gateway_app(settings, start_engine=False), name=APP, route_prefix="/")
         result["startup_s"] = round(time.time() - began, 1)
         _wait_http(f"http://127.0.0.1:{proxy_port}/api/health")
         _wait_http(f"http://127.0.0.1:{direct_port}/api/health")

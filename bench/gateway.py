@@ -481,6 +481,7 @@ def main() -> None:
     serve_env = {**serve_app.direct_ingress_environ(settings), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
                  "RAY_worker_niceness": "0"}
     os.environ.update(serve_env)
+    os.environ.update(serve_app.settings_environ(settings))  # the local Ray's secrets: never an argument
     store = store_from_settings(settings)
     store.ensure_user(USER)
     for i in range(accounts):
@@ -506,7 +507,7 @@ def main() -> None:
         engine = Engine(topology, _rss_finder("ray::MarketFeed", "ray::SymbolShard", "ray::PortfolioShard",
                                               "ray::PositionSync", "redis-server"))
         serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
-        serve.run(serve_app.gateway_app(settings, environ, start_engine=False), name=APP, route_prefix="/")
+        serve.run(serve_app.gateway_app(settings, start_engine=False), name=APP, route_prefix="/")
         _wait_http(f"http://127.0.0.1:{uv_port}/api/health")
         _wait_http(f"http://127.0.0.1:{serve_port}/api/health")
         _wait_http(f"http://127.0.0.1:{direct_port}/api/health")

@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
 import jwt
@@ -35,9 +35,8 @@ from plaid.model.processor_token_create_request import ProcessorTokenCreateReque
 from plaid.model.products import Products
 from plaid.model.webhook_verification_key_get_request import WebhookVerificationKeyGetRequest
 
-from brokerage.broker import Broker
 from brokerage.errors import BrokerageError, InvalidRequest, Rejected, Unavailable
-from brokerage.models import AchRelationship
+from brokerage.models import AchRelationship, BrokerAccount
 from engine.config import Settings
 
 T = TypeVar("T")
@@ -93,6 +92,13 @@ class _CachedKey(msgspec.Struct):
 # Plaid rotates its webhook keys by setting `expired_at` on the old one: a cached key is fetched again
 # after this long, so a key Plaid has expired stops verifying webhooks within the hour.
 KEY_REFRESH_S = 3600.0
+
+
+class BankLinkBroker(Protocol):
+    """The part of the Broker port linking a bank needs (any Broker has it)."""
+
+    def get_account(self, account_id: str) -> BrokerAccount: ...
+    def create_ach_relationship_from_processor_token(self, account_id: str, processor_token: str) -> AchRelationship: ...
 
 
 class PlaidLink:
@@ -178,7 +184,7 @@ class PlaidLink:
         self._call(self._api.item_remove, ItemRemoveRequest(access_token=access_token))
 
     def link_bank(
-        self, broker: Broker, account_id: str, public_token: str, plaid_account_id: str | None = None
+        self, broker: BankLinkBroker, account_id: str, public_token: str, plaid_account_id: str | None = None
     ) -> AchRelationship:
         """The whole chain after Link; the account is checked first because a public token is single-use.
 

@@ -11,9 +11,11 @@ import datetime as dt
 import functools
 import os
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from dotenv import dotenv_values
@@ -144,6 +146,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     backend_public_url: str | None = msgspec.field(default=None, name="BACKEND_PUBLIC_URL")
     supabase_url: str | None = msgspec.field(default=None, name="SUPABASE_URL")
     supabase_service_role_key: str | None = msgspec.field(default=None, name="SUPABASE_SERVICE_ROLE_KEY")
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        """What a Settings becomes when it crosses a process boundary (a Ray task's or actor's argument,
+        a Serve deployment's): its values without the secrets, which the receiving process takes from
+        its own environment (see `received_settings`). So no secret is ever in Ray's object store or
+        its task and actor listings, and the code that passes settings around needs no care."""
+        return (received_settings, (shared_values(self),))
 
     def __post_init__(self) -> None:
         if self.plaid_env not in ("sandbox", "production"):
@@ -312,18 +321,27 @@ DOCS: dict[str, str] = {
 }
 
 _ENV_NAMES: tuple[str, ...] = tuple(f.encode_name for f in msgspec.structs.fields(Settings))
+SECRETS: frozenset[str] = frozenset({
+    "BACKEND_API_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "BROKER_API_KEY", "BROKER_SECRET_KEY",
+    "PLAID_SECRET", "OPENAI_API_KEY", "CLERA_SMTP_PASSWORD", "FINANCIAL_MODELING_PREP_API_KEY",
+})
+"""Never written to a log, a Ray argument or an answer: each process reads them from its own environment."""
+CREDENTIAL_URLS: tuple[str, ...] = ("DATABASE_URL", "REDIS_URL")  # secrets when they carry a password
 _LOCATION = re.compile(r" - at `\$\.([A-Z0-9_]+)`")
 
 
-def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
-    """Settings from `environ` (default: os.environ) over an optional `.env` file; empty strings mean unset."""
-    values: dict[str, Any] = {}
+def _environment(environ: Mapping[str, str] | None, env_file: str | Path | None) -> dict[str, str]:
+    """`environ` (default: os.environ) over an optional `.env` file, empty strings meaning unset."""
+    values: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     values.update({k: v for k, v in (os.environ if environ is None else environ).items() if v != ""})
-    picked = {k: v for k, v in values.items() if k in _ENV_NAMES and v != ""}
+    return {k: v for k, v in values.items() if k in _ENV_NAMES and v != ""}
+
+
+def _convert(values: dict[str, Any]) -> Settings:
     try:
-        return msgspec.convert(picked, Settings, strict=False)
+        return msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
         message = str(exc)
         found = _LOCATION.search(message)
@@ -331,7 +349,40 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
             raise ConfigError(message) from None
         name = found.group(1)
         reason = _LOCATION.sub("", message)
-        raise ConfigError(f"{name}={picked.get(name)!r}: {reason}") from None
+        raise ConfigError(f"{name}={values.get(name)!r}: {reason}") from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+    """Settings from `environ` (default: os.environ) over an optional `.env` file; empty strings mean unset."""
+    return _convert(_environment(environ, env_file))
+
+
+def is_secret(name: str, value: object) -> bool:
+    """A key or password, or a URL that carries one (`postgresql://user:password@host/db`)."""
+    if name in SECRETS:
+        return True
+    return name in CREDENTIAL_URLS and isinstance(value, str) and urlsplit(value).password is not None
+
+
+def shared_values(settings: Settings) -> dict[str, Any]:
+    """Every setting but the secrets, unset ones included (so the receiver cannot fill them in from
+    its own environment and end up with other values than the sender)."""
+    return {name: value for name, value in msgspec.to_builtins(settings).items() if not is_secret(name, value)}
+
+
+def received_settings(shared: dict[str, Any]) -> Settings:
+    """The sender's settings with this process's own secrets (its environment over its `.env`): what a
+    Settings that crossed a process boundary becomes. A secret this process lacks fails loudly
+    (`__post_init__`'s checks) or stays unset, as it would have been had this process read everything."""
+    own = _environment(None, ".env")
+    withheld = {name: own[name] for name in _ENV_NAMES if name not in shared and name in own}
+    missing = [name for name in CREDENTIAL_URLS if name not in shared and name not in own]
+    if missing:
+        raise ConfigError(
+            f"{missing[0]} carries a password, so it never travels with a Ray call: set {missing[0]} in the "
+            "environment (or .env) of every node"
+        )
+    return _convert({**withheld, **shared})
 
 
 @functools.cache

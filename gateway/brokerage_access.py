@@ -7,16 +7,18 @@ that names an account also needs that person to own it (404 unknown, 403 someone
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
 
+from brokerage.models import AchRelationship, BrokerAccount
 from gateway.auth import check_owner, require_api_key, require_user, services_of
 from gateway.errors import ApiError, unavailable
 from gateway.services import AsyncBroker
 
+T = TypeVar("T")
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
 
@@ -48,18 +50,20 @@ def query_param(request: Request, name: str) -> str:
 
 
 class BlockingBroker:
-    """The synchronous Broker face of an AsyncBroker, for sync code (PlaidLink.link_bank) in a worker thread.
-
-    Each call is scheduled on the gateway's event loop and waited for from the thread, so the chain
-    runs the same way whatever executes the broker (a thread pool under uvicorn, Ray tasks in Serve).
-    """
+    """The synchronous face of an AsyncBroker that linking a bank needs (PlaidLink.link_bank runs in a
+    worker thread): each call is scheduled on the gateway's event loop and waited for from the thread,
+    so the chain runs the same way whatever executes the broker (a thread pool under uvicorn, Ray
+    tasks in Serve)."""
 
     def __init__(self, broker: AsyncBroker, loop: asyncio.AbstractEventLoop) -> None:
         self._broker = broker
         self._loop = loop
 
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return asyncio.run_coroutine_threadsafe(self._broker.call(method, *args, **kwargs), self._loop).result()
+    def _wait(self, call: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(call, self._loop).result()
 
-        return call
+    def get_account(self, account_id: str) -> BrokerAccount:
+        return self._wait(self._broker.get_account(account_id))
+
+    def create_ach_relationship_from_processor_token(self, account_id: str, processor_token: str) -> AchRelationship:
+        return self._wait(self._broker.create_ach_relationship_from_processor_token(account_id, processor_token))

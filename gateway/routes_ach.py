@@ -128,7 +128,7 @@ async def create_manual_ach(request: Request) -> Response:
         bank_routing_number=body.bankRoutingNumber,
         nickname=body.nickname,
     )
-    rel: AchRelationship = await broker_of(request).call("create_ach_relationship", body.accountId, bank)
+    rel: AchRelationship = await broker_of(request).create_ach_relationship(body.accountId, bank)
     log.info("manual bank link %s on account %s", rel.id, body.accountId)
     return json_response(ManualAchResponse(id=rel.id, status=rel.status, created_at=rel.created_at))
 
@@ -137,14 +137,14 @@ async def list_ach(request: Request) -> Response:
     """Active links only: a deleted link (CANCELED / CANCEL_REQUESTED) can no longer move money."""
     account_id = query_param(request, "accountId")
     await owned_account(request, account_id)
-    rels: list[AchRelationship] = await broker_of(request).call("list_ach_relationships", account_id)
+    rels: list[AchRelationship] = await broker_of(request).list_ach_relationships(account_id)
     return json_response(AchListResponse([ach_view(r) for r in rels if r.status not in INACTIVE_ACH]))
 
 
 async def delete_ach(request: Request) -> Response:
     account_id, rel_id = request.path_params["account_id"], request.path_params["relationship_id"]
     await owned_account(request, account_id)
-    await broker_of(request).call("delete_ach_relationship", account_id, rel_id)
+    await broker_of(request).delete_ach_relationship(account_id, rel_id)
     log.info("bank link %s of account %s deleted", rel_id, account_id)
     return json_response(DeletedResponse(id=rel_id, deleted=True))
 

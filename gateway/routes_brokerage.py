@@ -129,7 +129,7 @@ async def create_account(request: Request) -> Response:
     if recorded is not None and recorded.user_id != user_id:
         raise _email_in_use()
     if recorded is not None:
-        return _created(await broker_of(request).call("get_account", recorded.account_id))
+        return _created(await broker_of(request).get_account(recorded.account_id))
     claim = await asyncio.to_thread(store.claim_email, user_id, email)
     if claim.user_id != user_id:
         raise _email_in_use()
@@ -150,10 +150,10 @@ async def _open_at_broker(request: Request, application: AccountApplication, cla
     """Step 2 of `create_account`: a new account, or the one an earlier attempt left without an owner."""
     broker, store = broker_of(request), services_of(request).store
     try:
-        created: BrokerAccount = await broker.call("create_account", application)
+        created: BrokerAccount = await broker.create_account(application)
         return created
     except Conflict:  # the broker knows the email already
-        found: BrokerAccount | None = await broker.call("find_account_by_email", claim.email)
+        found: BrokerAccount | None = await broker.find_account_by_email(claim.email)
         owner = None if found is None else await asyncio.to_thread(store.owner_of, found.id)
         applicant = f"{application.identity.given_name} {application.identity.family_name}"
         if found is None or owner not in (None, claim.user_id) or not _same_name(found.owner_name or "", applicant):
@@ -170,7 +170,7 @@ async def _open_at_broker(request: Request, application: AccountApplication, cla
 async def get_account(request: Request) -> Response:
     account_id = request.path_params["account_id"]
     await owned_account(request, account_id)
-    account: BrokerAccount = await broker_of(request).call("get_account", account_id)
+    account: BrokerAccount = await broker_of(request).get_account(account_id)
     await _sync_onboarding(request, account)
     return json_response(account)
 
@@ -181,16 +181,14 @@ async def create_transfer(request: Request) -> Response:
     amount = rules.check_amount(body.amount)
     await check_owner(services_of(request), user_id, body.accountId)
     broker = broker_of(request)
-    relationships: list[AchRelationship] = await broker.call("list_ach_relationships", body.accountId)
+    relationships: list[AchRelationship] = await broker.list_ach_relationships(body.accountId)
     if not any(r.id == body.relationshipId for r in relationships):
         raise NotFound(
             "no such ACH relationship on this account",
             code="ach_not_found",
             details={"relationshipId": body.relationshipId},
         )
-    transfer: Transfer = await broker.call(
-        "create_transfer", body.accountId, body.relationshipId, amount, body.direction
-    )
+    transfer: Transfer = await broker.create_transfer(body.accountId, body.relationshipId, amount, body.direction)
     log.info("transfer %s %s %s on account %s", transfer.id, transfer.direction, transfer.amount, body.accountId)
     return json_response(
         TransferResponse(
@@ -206,7 +204,7 @@ async def create_transfer(request: Request) -> Response:
 async def list_transfers(request: Request) -> Response:
     account_id = request.path_params["account_id"]
     await owned_account(request, account_id)
-    transfers: list[Transfer] = await broker_of(request).call("list_transfers", account_id)
+    transfers: list[Transfer] = await broker_of(request).list_transfers(account_id)
     return json_response(TransfersResponse(transfers))
 
 

@@ -99,7 +99,7 @@ def order_request(body: TradeBody) -> OrderRequest:
 
 
 async def _position(broker: AsyncBroker, account_id: str, symbol: str) -> BrokerPosition | None:
-    positions: list[BrokerPosition] = await broker.call("list_positions", account_id)
+    positions: list[BrokerPosition] = await broker.list_positions(account_id)
     return next((p for p in positions if p.symbol == symbol), None)
 
 
@@ -122,7 +122,7 @@ async def _placed_before(broker: AsyncBroker, account_id: str, client_order_id: 
     """A retry of an order that already went through (a sell that emptied the position) finds that order."""
     if client_order_id is None:
         return None
-    orders: list[Order] = await broker.call("list_orders", account_id, "all")
+    orders: list[Order] = await broker.list_orders(account_id, "all")
     return next((o for o in orders if o.client_order_id == client_order_id), None)
 
 
@@ -139,7 +139,7 @@ async def trade(request: Request) -> Response:
         if existing is None:
             raise
         return json_response(existing)
-    order: Order = await broker.call("submit_order", body.accountId, order_req)
+    order: Order = await broker.submit_order(body.accountId, order_req)
     log.info(
         "order %s %s %s on account %s: %s", order.id, order.side, order.symbol, body.accountId, order.status
     )
@@ -152,7 +152,7 @@ async def list_orders(request: Request) -> Response:
     status = request.query_params.get("status", "all")
     if status not in ORDER_STATUSES:
         raise ApiError(422, "invalid_request", "status must be open, closed or all", {"field": "status"})
-    orders: list[Order] = await broker_of(request).call("list_orders", account_id, status)
+    orders: list[Order] = await broker_of(request).list_orders(account_id, status)
     return json_response(OrdersResponse(orders))
 
 
@@ -161,8 +161,8 @@ async def cancel_order(request: Request) -> Response:
     account_id, order_id = request.path_params["account_id"], request.path_params["order_id"]
     await owned_account(request, account_id)
     broker = broker_of(request)
-    await broker.call("cancel_order", account_id, order_id)
-    order: Order = await broker.call("get_order", account_id, order_id)
+    await broker.cancel_order(account_id, order_id)
+    order: Order = await broker.get_order(account_id, order_id)
     log.info("order %s on account %s cancelled: %s", order_id, account_id, order.status)
     return json_response(order)
 
@@ -170,7 +170,7 @@ async def cancel_order(request: Request) -> Response:
 async def list_activities(request: Request) -> Response:
     account_id = request.path_params["account_id"]
     await owned_account(request, account_id)
-    activities: list[Activity] = await broker_of(request).call("list_activities", account_id)
+    activities: list[Activity] = await broker_of(request).list_activities(account_id)
     return json_response(ActivitiesResponse(activities))
 
 

@@ -8,14 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
 
 from brokerage.broker import Broker
+from brokerage.models import (
+    AccountApplication,
+    AchRelationship,
+    Activity,
+    BrokerAccount,
+    BrokerPosition,
+    CloseResult,
+    ManualAchRequest,
+    Order,
+    OrderRequest,
+    Transfer,
+)
 from brokerage.store import Store
 from engine.chat import ChatRunner
 from engine.config import Settings
@@ -30,6 +44,8 @@ if TYPE_CHECKING:
     from brokerage.closure.process import ClosureProcess
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
 MAX_REDIS_CONNECTIONS = 64
 REDIS_POOL_WAIT_S = 10.0
 
@@ -81,22 +97,85 @@ class RedisPortfolioReads:
         return None if raw is None else last_price_json_decoder.decode(raw)
 
 
-class AsyncBroker(Protocol):
-    """The sync Broker port, called without blocking the event loop: `await broker.call("get_account", id)`."""
+class AsyncBroker:
+    """The Broker port, awaited: each method runs the Broker method of the same name off the event loop,
+    through `_run` (a thread pool in process, a Ray task under Serve). Declared method by method with
+    the Broker's own signatures, so a type checker checks every call site."""
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any: ...
+    async def _run(self, method: Callable[Concatenate[Broker, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run `method` (a function of the Broker protocol) on the real broker: subclasses say where."""
+        raise NotImplementedError
+
+    async def create_account(self, application: AccountApplication) -> BrokerAccount:
+        return await self._run(Broker.create_account, application)
+
+    async def get_account(self, account_id: str) -> BrokerAccount:
+        return await self._run(Broker.get_account, account_id)
+
+    async def find_account_by_email(self, email: str) -> BrokerAccount | None:
+        return await self._run(Broker.find_account_by_email, email)
+
+    async def close_account(self, account_id: str) -> BrokerAccount:
+        return await self._run(Broker.close_account, account_id)
+
+    async def list_ach_relationships(self, account_id: str) -> list[AchRelationship]:
+        return await self._run(Broker.list_ach_relationships, account_id)
+
+    async def create_ach_relationship(self, account_id: str, request: ManualAchRequest) -> AchRelationship:
+        return await self._run(Broker.create_ach_relationship, account_id, request)
+
+    async def create_ach_relationship_from_processor_token(
+        self, account_id: str, processor_token: str
+    ) -> AchRelationship:
+        return await self._run(Broker.create_ach_relationship_from_processor_token, account_id, processor_token)
+
+    async def delete_ach_relationship(self, account_id: str, relationship_id: str) -> None:
+        return await self._run(Broker.delete_ach_relationship, account_id, relationship_id)
+
+    async def create_transfer(self, account_id: str, relationship_id: str, amount: Decimal, direction: str) -> Transfer:
+        return await self._run(Broker.create_transfer, account_id, relationship_id, amount, direction)
+
+    async def get_transfer(self, account_id: str, transfer_id: str) -> Transfer:
+        return await self._run(Broker.get_transfer, account_id, transfer_id)
+
+    async def list_transfers(self, account_id: str) -> list[Transfer]:
+        return await self._run(Broker.list_transfers, account_id)
+
+    async def cancel_transfer(self, account_id: str, transfer_id: str) -> None:
+        return await self._run(Broker.cancel_transfer, account_id, transfer_id)
+
+    async def submit_order(self, account_id: str, request: OrderRequest) -> Order:
+        return await self._run(Broker.submit_order, account_id, request)
+
+    async def get_order(self, account_id: str, order_id: str) -> Order:
+        return await self._run(Broker.get_order, account_id, order_id)
+
+    async def list_orders(self, account_id: str, status: str = "all") -> list[Order]:
+        return await self._run(Broker.list_orders, account_id, status)
+
+    async def cancel_order(self, account_id: str, order_id: str) -> None:
+        return await self._run(Broker.cancel_order, account_id, order_id)
+
+    async def list_positions(self, account_id: str) -> list[BrokerPosition]:
+        return await self._run(Broker.list_positions, account_id)
+
+    async def close_all_positions(self, account_id: str) -> list[CloseResult]:
+        return await self._run(Broker.close_all_positions, account_id)
+
+    async def list_activities(self, account_id: str) -> list[Activity]:
+        return await self._run(Broker.list_activities, account_id)
 
 
-class ThreadPoolBroker:
+class ThreadPoolBroker(AsyncBroker):
     """Runs a Broker's blocking calls (HTTP to Alpaca, SQL ledger) on a private thread pool."""
 
     def __init__(self, broker: Broker, max_workers: int = 8) -> None:
         self.broker = broker
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="broker")
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        fn = getattr(self.broker, method)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+    async def _run(self, method: Callable[Concatenate[Broker, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
+        bound: Callable[P, R] = getattr(self.broker, method.__name__)  # the broker's own, not the protocol's stub
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(bound, *args, **kwargs))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

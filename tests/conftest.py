@@ -6,6 +6,7 @@ per test); PostgreSQL tests get a fresh schema of database `test` per test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -50,6 +51,32 @@ def pg_url() -> Iterator[str]:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+# The secrets of the tests that run on Ray. A Settings never carries its secrets across processes:
+# Ray's workers read them from their own environment, here the one they inherit from this process.
+RAY_SECRETS = {
+    "BACKEND_API_KEY": "test-api-key-0123456789",
+    "SUPABASE_JWT_SECRET": "test-jwt-secret-0123456789abcdef0123456789",
+    "BROKER_API_KEY": "PKENGINE",
+    "BROKER_SECRET_KEY": "engine-secret",
+}
+
+
+@contextlib.contextmanager
+def ray_secrets() -> Iterator[None]:
+    """RAY_SECRETS in this process's environment while a local Ray starts (its processes inherit
+    them), and out of it afterwards, so the in-process tests still see an environment without them."""
+    saved = {name: os.environ.get(name) for name in RAY_SECRETS}
+    os.environ.update(RAY_SECRETS)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """One local Ray for the whole session (starting Ray costs seconds)."""
@@ -61,13 +88,14 @@ def ray_session() -> Iterator[None]:
     # what `clera serve` does before it starts Ray: every Ray process inherits these
     os.environ.update(direct_ingress_environ(load_settings({"CLERA_DIRECT_PORT": str(DIRECT_PORT)}, env_file=None)))
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
-    ray.init(
-        address="local",
-        num_cpus=4,
-        include_dashboard=False,
-        namespace="clera-test",
-        logging_level="warning",
-        log_to_driver=True,
-    )
+    with ray_secrets():
+        ray.init(
+            address="local",
+            num_cpus=4,
+            include_dashboard=False,
+            namespace="clera-test",
+            logging_level="warning",
+            log_to_driver=True,
+        )
     yield
     ray.shutdown()

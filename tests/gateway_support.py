@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 import redis.asyncio as aioredis
 import uvicorn
+from conftest import RAY_SECRETS
 
 from brokerage.sql import Database
 from brokerage.sql_store import SqlStore
@@ -22,8 +23,8 @@ from gateway import routes_core, ws
 from gateway.app import RouteProvider, build_app
 from gateway.services import Services
 
-JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
-API_KEY = "test-api-key-0123456789"
+JWT_SECRET = RAY_SECRETS["SUPABASE_JWT_SECRET"]
+API_KEY = RAY_SECRETS["BACKEND_API_KEY"]
 ALICE, BOB = "user-alice", "user-bob"
 ALICE_ACCOUNT, BOB_ACCOUNT = "acct-alice-1", "acct-bob-1"
 CORE_PROVIDERS: list[RouteProvider] = [routes_core.routes, ws.routes]

@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from conftest import RAY_SECRETS
 from paper_support import BANK, application
 from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine
 from standins.alpaca_broker_api import AlpacaBrokerStandIn
@@ -27,7 +28,7 @@ from engine.config import Settings
 from engine.feeds.replay import ReplayFeed
 from engine.types import PortfolioSnapshot
 
-KEY, SECRET = "PKENGINE", "engine-secret"
+KEY, SECRET = RAY_SECRETS["BROKER_API_KEY"], RAY_SECRETS["BROKER_SECRET_KEY"]  # what the Ray workers have
 DEADLINE_S = 90.0  # engine start on a busy 2-core machine, then a re-sync
 
 

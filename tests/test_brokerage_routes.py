@@ -20,16 +20,13 @@ from typing import Any
 
 import httpx
 import msgspec
-import plaid
 import pytest
 import redis
 from conftest import free_port
 from gateway_support import API_KEY, Gateway, bearer, make_settings
 from paper_support import MON_MORNING, TUE_MORNING, application, make_broker, set_price, sqlite_url
-from plaid.api import plaid_api
-from plaid.model.products import Products
-from plaid.model.sandbox_public_token_create_request import SandboxPublicTokenCreateRequest
 from standins.plaid_api import PlaidStandin
+from test_plaid import sandbox_public_token
 
 from brokerage.paper import PaperBroker
 from brokerage.sql import Database
@@ -143,14 +140,6 @@ def plaid_standin() -> Iterator[PlaidStandin]:
 def plaid_env(standin: PlaidStandin) -> dict[str, str]:
     return {"PLAID_CLIENT_ID": PLAID_ID, "PLAID_SECRET": PLAID_SECRET, "CLERA_PLAID_HOST": standin.url,
             "BACKEND_PUBLIC_URL": "https://api.example.com"}
-
-
-def sandbox_public_token(standin: PlaidStandin) -> str:
-    """What Link hands the frontend (made with plaid-python's sandbox call, not the code under test)."""
-    config = plaid.Configuration(host=standin.url, api_key={"clientId": PLAID_ID, "secret": PLAID_SECRET})
-    with plaid.ApiClient(config) as client:
-        request = SandboxPublicTokenCreateRequest(institution_id="ins_109508", initial_products=[Products("auth")])
-        return plaid_api.PlaidApi(client).sandbox_public_token_create(request)["public_token"]
 
 
 # --- happy paths --------------------------------------------------------------------------------

@@ -76,3 +76,60 @@ def test_every_variable_is_documented_in_the_readme() -> None:
     assert names == set(DOCS)
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert markdown_table() in readme, "README's table is stale: run scripts/readme-config.sh"
+
+
+SENDER = {
+    "BACKEND_API_KEY": "sender-api-key", "PLAID_CLIENT_ID": "client-1", "PLAID_SECRET": "sender-plaid-secret",
+    "DATABASE_URL": "postgresql://clera:sender-pw@db.internal:5432/clera", "REDIS_URL": "redis://10.0.0.5:6379/0",
+    "CLERA_PORT": "9000",
+}
+RECEIVE = (
+    "import json, pickle, sys\n"
+    "from engine.config import ConfigError\n"
+    "try:\n"
+    "    s = pickle.loads(sys.stdin.buffer.read())\n"
+    "except ConfigError as exc:\n"
+    "    print(json.dumps({'error': str(exc)}))\n"
+    "else:\n"
+    "    print(json.dumps({k: getattr(s, k) for k in ('backend_api_key', 'plaid_client_id', 'plaid_secret',"
+    " 'database_url', 'redis_url', 'port', 'smtp_host')}))\n"
+)
+
+
+def _received_in_another_process(payload: bytes, env: dict[str, str], cwd: Path) -> dict[str, object]:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    environ = {k: v for k, v in os.environ.items() if k not in _SETTING_NAMES} | {"PYTHONPATH": str(root), **env}
+    out = subprocess.run([sys.executable, "-c", RECEIVE], input=payload, env=environ, cwd=cwd,
+                         capture_output=True, check=True, timeout=120)
+    return json.loads(out.stdout)
+
+
+_SETTING_NAMES = {field.encode_name for field in msgspec.structs.fields(Settings)}
+
+
+def test_settings_cross_processes_without_their_secrets(tmp_path: Path) -> None:
+    """What Ray does to a task's or an actor's Settings argument (pickling): the bytes carry no secret,
+    and the receiving process puts in its own, from its environment over its .env; every other value,
+    unset ones included, is the sender's."""
+    import pickle
+
+    payload = pickle.dumps(load_settings(SENDER, env_file=None))
+    for secret in ("sender-api-key", "sender-plaid-secret", "sender-pw"):
+        assert secret.encode() not in payload
+    (tmp_path / ".env").write_text("PLAID_SECRET=node-plaid-secret\nCLERA_SMTP_HOST=smtp.node\n")
+    node = {"BACKEND_API_KEY": "node-api-key", "CLERA_PORT": "1234", "PLAID_CLIENT_ID": "node-client",
+            "DATABASE_URL": "postgresql://clera:node-pw@db.internal:5432/clera"}
+    received = _received_in_another_process(payload, node, tmp_path)
+    assert received == {
+        "backend_api_key": "node-api-key", "plaid_secret": "node-plaid-secret",  # secrets: the node's own
+        "database_url": node["DATABASE_URL"],  # a URL with a password is one
+        "plaid_client_id": "client-1", "redis_url": SENDER["REDIS_URL"], "port": 9000,  # the rest: the sender's
+        "smtp_host": None,  # unset by the sender stays unset, whatever the node has
+    }
+    refused = _received_in_another_process(payload, {}, tmp_path)
+    assert "DATABASE_URL carries a password" in str(refused["error"])

@@ -14,9 +14,11 @@ import copy
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -83,6 +85,11 @@ class Command:
 
     async def ctrl_c(self, timeout_s: float = 180) -> int:
         os.killpg(self.process.pid, signal.SIGINT)
+        return await asyncio.to_thread(self.process.wait, timeout_s)
+
+    async def sigterm(self, timeout_s: float = 180) -> int:
+        """SIGTERM to the command alone, as Docker and Kubernetes send it (not to its process group)."""
+        self.process.send_signal(signal.SIGTERM)
         return await asyncio.to_thread(self.process.wait, timeout_s)
 
 
@@ -174,7 +181,8 @@ async def test_clera_serve_runs_everything_and_stops_on_ctrl_c(tmp_path: Path, c
     port, direct = _ports()
     data, marker = tmp_path / "data", uuid.uuid4().hex
     env = _environ(marker, CLERA_DATA_DIR=str(data), CLERA_PORT=str(port), CLERA_DIRECT_PORT=str(direct))
-    served = commands([str(BIN / "clera"), "serve"], env, tmp_path)  # no REDIS_URL: the embedded one
+    # no REDIS_URL: the embedded one; no dashboard (the full run below shows it)
+    served = commands([str(BIN / "clera"), "serve", "--no-dashboard"], env, tmp_path)
 
     await served.wait_for(r"^output is not a terminal")  # printed last, once everything is up
     out = served.stdout()
@@ -189,6 +197,7 @@ async def test_clera_serve_runs_everything_and_stops_on_ctrl_c(tmp_path: Path, c
     accounts = re.findall(r"^  demo-[\w-]+ +(\S+)$", out, re.MULTILINE)
     assert accounts, out
     assert "live portfolios" not in out  # no table drawn into a file
+    assert "Ray dashboard" not in out
 
     account, auth = accounts[0], {"Authorization": f"Bearer {demo_token[1]}"}
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
@@ -235,7 +244,7 @@ async def test_clera_serve_runs_everything_and_stops_on_ctrl_c(tmp_path: Path, c
 async def test_serve_run_of_serve_config_starts_the_engine_and_refuses_without_redis(
     tmp_path: Path, redis_url: str, pg_url: str, commands
 ) -> None:
-    """`serve run` of serve_config.yaml with the machine's Redis and PostgreSQL put in: the import path
+    """`serve run` of serve_config.yaml with the machine's Redis and PostgreSQL in its environment: the import path
     `serve_app:app`, whose replicas get-or-create the engine's named detached actors (two replicas, so
     two of them race for it). `serve run serve_app:app` alone takes the same path but always binds
     port 8000. A second application of the same file without REDIS_URL shows the refusal."""
@@ -244,12 +253,8 @@ async def test_serve_run_of_serve_config_starts_the_engine_and_refuses_without_r
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     config["http_options"].update(host="127.0.0.1", port=port)
     (app,) = config["applications"]
-    app["runtime_env"]["env_vars"].update(
-        REDIS_URL=redis_url, DATABASE_URL=pg_url, CLERA_DATA_DIR=str(tmp_path / "data"), CLERA_SERVE_MIN_REPLICAS="2"
-    )
-    refused = copy.deepcopy(app)
-    refused.update(name="clera-without-redis", route_prefix="/without-redis")
-    del refused["runtime_env"]["env_vars"]["REDIS_URL"]
+    refused = copy.deepcopy(app)  # the same application where REDIS_URL is unset (empty means unset)
+    refused.update(name="clera-without-redis", route_prefix="/without-redis", runtime_env={"env_vars": {"REDIS_URL": ""}})
     config["applications"].append(refused)
     (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config))
     # an account of this test alone in the shared store (pub/sub channels are shared by every Redis database)
@@ -258,8 +263,11 @@ async def test_serve_run_of_serve_config_starts_the_engine_and_refuses_without_r
     store.migrate()
     store.ensure_user(ALICE)
     store.add_account(ALICE, account, status="active")
-    # the secrets come from the nodes' environment, as the config says; RAY_ADDRESS=local: a Ray of its own
-    env = _environ(marker, RAY_ADDRESS="local", BACKEND_API_KEY=API_KEY, SUPABASE_JWT_SECRET=JWT_SECRET)
+    # every setting comes from the nodes' environment, as the config says; RAY_ADDRESS=local: a Ray of its own
+    env = _environ(
+        marker, RAY_ADDRESS="local", BACKEND_API_KEY=API_KEY, SUPABASE_JWT_SECRET=JWT_SECRET, REDIS_URL=redis_url,
+        DATABASE_URL=pg_url, CLERA_DATA_DIR=str(tmp_path / "data"), CLERA_SERVE_MIN_REPLICAS="2",
+    )
     running = commands([str(BIN / "serve"), "run", str(tmp_path / "serve_config.yaml")], env, tmp_path)
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
@@ -287,3 +295,136 @@ async def test_serve_run_of_serve_config_starts_the_engine_and_refuses_without_r
 
     await running.ctrl_c()
     await _nothing_left_behind(marker, tmp_path)
+
+
+def _with_password(url: str, password: str) -> str:
+    """The test database's URL with a password in it (trust authentication ignores it)."""
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@", 1)
+
+
+DASHBOARD_VIEWS = """
+import json, sys
+from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+from ray.util.state import list_actors, list_jobs, list_tasks
+
+address = sys.argv[1]
+listing = {"address": address, "detail": True, "limit": 10_000, "raise_on_missing_output": False}
+print(json.dumps({
+    "tasks": repr(list_tasks(**listing)), "actors": repr(list_actors(**listing)), "jobs": repr(list_jobs(**listing)),
+    "serve": json.dumps(ServeSubmissionClient(address).get_serve_details()),
+}))
+"""
+
+
+def _dashboard_listings(address: str) -> dict[str, str]:
+    """What the dashboard's task, actor, job and Serve views show, through Ray's state API and Serve's
+    client, from a process of its own: the local Ray `clera serve` started asks for its token
+    (~/.ray/auth_token), which a client only sends with RAY_AUTH_MODE=token."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    done = subprocess.run([sys.executable, "-c", DASHBOARD_VIEWS, address], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _secret_hits(text: str, secrets: dict[str, str]) -> list[str]:
+    return [name for name, value in secrets.items() if value in text]
+
+
+async def test_a_full_run_shows_no_secret_and_stops_on_sigterm(tmp_path: Path, pg_url: str, commands) -> None:
+    """`clera serve` with every kind of secret configured, the dashboard on: demo accounts, a new account
+    linked to a bank through Plaid (its stand-in), a transfer, trades through the API and through the
+    agents, refusals. None of the secret values is in any answer, in the command's output or Ray's logs,
+    or in what Ray's state API (the dashboard's task, actor and job views) lists. Then SIGTERM alone,
+    as Docker or Kubernetes send it, stops everything."""
+    from paper_support import application
+    from standins.plaid_api import PlaidStandin
+    from test_plaid import sandbox_public_token
+
+    port, direct = _ports()
+    dashboard_port = free_port()
+    marker = uuid.uuid4().hex
+    secrets = {name: f"{name.lower()}-{uuid.uuid4().hex}" for name in (
+        "BACKEND_API_KEY", "SUPABASE_JWT_SECRET", "PLAID_SECRET", "BROKER_API_KEY", "BROKER_SECRET_KEY",
+        "OPENAI_API_KEY", "CLERA_SMTP_PASSWORD", "SUPABASE_SERVICE_ROLE_KEY")}
+    db_password = f"pw-{uuid.uuid4().hex}"
+    hidden = {**secrets, "DATABASE_URL password": db_password}
+    ray_dir = Path(tempfile.mkdtemp(prefix="clera-ray-", dir="/tmp"))  # short: Ray's sockets live in it
+    with PlaidStandin("plaid-client", secrets["PLAID_SECRET"]) as plaid_api:
+        env = _environ(
+            marker, **secrets, CLERA_DATA_DIR=str(tmp_path / "data"), CLERA_PORT=str(port),
+            CLERA_DIRECT_PORT=str(direct), DATABASE_URL=_with_password(pg_url, db_password),
+            CLERA_REPLAY_SESSION_SECONDS="10", PLAID_CLIENT_ID="plaid-client", CLERA_PLAID_HOST=plaid_api.url,
+            BACKEND_PUBLIC_URL="https://api.example.com", RAY_TMPDIR=str(ray_dir),
+        )
+        served = commands(
+            [str(BIN / "clera"), "serve", "--dashboard-port", str(dashboard_port)], env, tmp_path
+        )
+        await served.wait_for(r"^output is not a terminal")
+        out = served.stdout()
+        assert f"Ray dashboard: http://127.0.0.1:{dashboard_port}" in out
+        assert "API key (X-API-Key):  BACKEND_API_KEY (as configured)" in out  # the operator's own: not shown
+        demo_token = re.search(r"^(eyJ\S+)$", out, re.MULTILINE)
+        accounts = re.findall(r"^  demo-[\w-]+ +(\S+)$", out, re.MULTILINE)
+        assert demo_token is not None and accounts
+        headers = {"X-API-Key": secrets["BACKEND_API_KEY"], "Authorization": f"Bearer {demo_token[1]}"}
+        answers: list[httpx.Response] = []
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as http:
+            async def ask(method: str, path: str, **kw: object) -> httpx.Response:
+                response = await http.request(method, path, **kw)
+                answers.append(response)
+                return response
+
+            await _until(lambda: ask("GET", "/api/health"), _engine_up, deadline_s=180)
+            # a demo account buys once its ACH deposit has cleared (a replayed day is 10 s here)
+            bought = await _until(
+                lambda: ask("POST", "/api/trade", json={
+                    "accountId": accounts[0], "side": "buy", "ticker": "AAPL", "notional_amount": "25"}),
+                lambda r: r.status_code == 200, deadline_s=180,
+            )
+            assert bought.json()["symbol"] == "AAPL"
+            turn = await ask("POST", "/api/chat", json={"message": "buy $20 of Apple", "accountId": accounts[0]})
+            assert turn.status_code == 200 and turn.json()["interrupt"] is not None, turn.text
+            placed = await ask("POST", "/api/chat/resume", json={
+                "threadId": turn.json()["threadId"], "interruptId": turn.json()["interrupt"]["id"], "decision": "confirm"})
+            assert placed.status_code == 200, placed.text
+            # a new account of the demo user, its bank linked through Plaid, then funded
+            app = msgspec.to_builtins(application(f"{uuid.uuid4().hex[:8]}@example.com"))
+            created = await ask("POST", "/create-alpaca-account", json={"alpacaData": app})
+            assert created.status_code in (200, 201), created.text
+            account = created.json()["id"]
+            link = await ask("POST", "/create-ach-relationship-link", json={"accountId": account})
+            assert link.status_code == 200 and link.json()["link_token"] in plaid_api.link_tokens
+            public_token = sandbox_public_token(plaid_api)
+            linked = await ask("POST", "/exchange-plaid-token", json={"accountId": account, "publicToken": public_token})
+            assert linked.status_code == 200 and linked.json()["status"] == "APPROVED", linked.text
+            deposit = await ask("POST", "/initiate-ach-transfer", json={
+                "accountId": account, "relationshipId": linked.json()["id"], "amount": "500", "direction": "INCOMING"})
+            assert deposit.status_code in (200, 201), deposit.text
+            # refusals: a wrong key, a stranger's account, a bad body, a Plaid token Plaid never issued
+            assert (await ask("GET", f"/api/account/{account}", headers={"X-API-Key": "wrong"})).status_code == 401
+            stranger = mint_jwt("someone-else", secrets["SUPABASE_JWT_SECRET"])
+            assert (await ask("GET", f"/api/account/{account}", headers={"Authorization": f"Bearer {stranger}"})
+                    ).status_code == 403
+            assert (await ask("POST", "/api/trade", content=b"{")).status_code == 400
+            forged = await ask("POST", "/exchange-plaid-token", json={"accountId": account, "publicToken": "public-x"})
+            assert 400 <= forged.status_code < 500
+
+        for response in answers:
+            assert not _secret_hits(response.text, hidden), (response.request.url, response.text)
+        listed = await asyncio.to_thread(_dashboard_listings, f"http://127.0.0.1:{dashboard_port}")
+        assert "_broker_call" in listed["tasks"]  # brokerage calls ran as tasks, with their arguments
+        assert "PortfolioShard" in listed["actors"] and "Gateway" in listed["serve"]
+        for view, text in listed.items():
+            assert not _secret_hits(text, hidden), view
+
+        assert await served.sigterm() == 0, served.stderr()[-3000:]
+    assert re.search(r"^stopping \.\.\.$", served.stdout(), re.MULTILINE)
+    await _nothing_left_behind(marker, tmp_path)
+    logs = [path for path in ray_dir.rglob("*") if path.is_file() and not path.is_socket()]
+    assert any(path.suffix in (".log", ".out", ".err") for path in logs)
+    for path in [*logs, served.stdout_path, served.stderr_path]:
+        text = path.read_bytes().decode(errors="replace")
+        assert not _secret_hits(text, hidden), path
+    shutil.rmtree(ray_dir, ignore_errors=True)

@@ -52,7 +52,7 @@ def link(standin: PlaidStandin) -> Iterator[PlaidLink]:
 
 def sandbox_public_token(standin: PlaidStandin) -> str:
     """What Link hands the frontend, made the way Plaid's sandbox allows (plaid-python, not the module under test)."""
-    config = plaid.Configuration(host=standin.url, api_key={"clientId": CLIENT_ID, "secret": SECRET})
+    config = plaid.Configuration(host=standin.url, api_key={"clientId": standin.client_id, "secret": standin.secret})
     with plaid.ApiClient(config) as client:
         request = SandboxPublicTokenCreateRequest(institution_id="ins_109508", initial_products=[Products("auth")])
         return plaid_api.PlaidApi(client).sandbox_public_token_create(request)["public_token"]
