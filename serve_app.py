@@ -22,6 +22,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.applications import Starlette
 
+from actors import metrics as ray_metrics
 from actors import topology
 from actors.closure_orchestrator import closure_call, start_orchestrator
 from agents.wiring import runner_from_settings
@@ -202,6 +203,7 @@ class AgentGraph:
     """The agents' replica: the graph, its checkpointer, and the broker, store and prices its tools use."""
 
     def __init__(self, environ: dict[str, str] | None = None) -> None:
+        ray_metrics.install()
         settings = load_settings({**os.environ, **(environ or {})})
         redis_url = require_external_redis(settings)
         require_shared_database(settings)
@@ -283,6 +285,7 @@ class Gateway:
     def __init__(
         self, environ: dict[str, str] | None = None, start_engine: bool = True, agents: DeploymentHandle | None = None
     ) -> None:
+        ray_metrics.install()
         settings = load_settings({**os.environ, **(environ or {})})
         redis_url = require_external_redis(settings)
         require_shared_database(settings)
