@@ -22,9 +22,10 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.applications import Starlette
 
-from actors import metrics as ray_metrics
+from actors import placement
 from actors import topology
 from actors.closure_orchestrator import closure_call, start_orchestrator
+from actors.common import setup_process
 from agents.wiring import runner_from_settings
 from brokerage.broker import Broker
 from brokerage.company_profiles import load_default_company_profiles
@@ -203,8 +204,8 @@ class AgentGraph:
     """The agents' replica: the graph, its checkpointer, and the broker, store and prices its tools use."""
 
     def __init__(self, environ: dict[str, str] | None = None) -> None:
-        ray_metrics.install()
         settings = load_settings({**os.environ, **(environ or {})})
+        setup_process(settings)
         redis_url = require_external_redis(settings)
         require_shared_database(settings)
         self.runner = runner_from_settings(shared_replay_epoch(settings, redis_url), redis_url)
@@ -273,7 +274,7 @@ def agent_options(settings: Settings) -> dict[str, Any]:
             "max_replicas": settings.agent_max_replicas,
             "target_ongoing_requests": max(1, settings.agent_max_ongoing // 2),
         },
-        "ray_actor_options": {"num_cpus": settings.agent_num_cpus},
+        "ray_actor_options": {"num_cpus": settings.agent_num_cpus, **placement.serve_placement(placement.AGENTS)},
     }
 
 
@@ -285,8 +286,8 @@ class Gateway:
     def __init__(
         self, environ: dict[str, str] | None = None, start_engine: bool = True, agents: DeploymentHandle | None = None
     ) -> None:
-        ray_metrics.install()
         settings = load_settings({**os.environ, **(environ or {})})
+        setup_process(settings)
         redis_url = require_external_redis(settings)
         require_shared_database(settings)
         settings = shared_replay_epoch(settings, redis_url)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import ray
 
-from actors import metrics as ray_metrics
-from actors.common import lookup
+from actors import placement
+from actors.common import lookup, setup_process
 from engine import metrics
 from engine.config import Settings
 
@@ -71,6 +71,7 @@ def _process_for(settings: Settings) -> "ClosureProcess":
     key = msgspec.json.encode(settings)
     process = _processes.get(key)
     if process is None:
+        setup_process(settings)
         process = _processes[key] = closure_process(settings)
     return process
 
@@ -90,7 +91,7 @@ def advance_closure(settings: Settings, account_id: str) -> str:
 @ray.remote(num_cpus=0)
 class ClosureOrchestrator:
     def __init__(self, settings: Settings) -> None:
-        ray_metrics.install()
+        setup_process(settings)
         self.settings = settings
         self.started_at = time.time()
         self.wakes = 0
@@ -148,7 +149,7 @@ class ClosureOrchestrator:
             self.advanced += 1
         except Exception as exc:  # the step raised (recorded by the process) or its retries ran out
             self.failed += 1
-            log.warning("advancing the closure of %s failed: %s", account_id, exc)
+            log.warning("advancing the closure of %s failed: %s", account_id, exc, extra={"account_id": account_id})
         finally:
             self._inflight.pop(account_id, None)
 
@@ -172,7 +173,8 @@ class ClosureOrchestrator:
 def start_orchestrator(settings: Settings) -> Any:
     """Get or create the named detached orchestrator in the settings' namespace."""
     return ClosureOrchestrator.options(
-        name=orchestrator_name(), namespace=settings.ray_namespace, get_if_exists=True, **ORCHESTRATOR_OPTIONS
+        name=orchestrator_name(), namespace=settings.ray_namespace, get_if_exists=True,
+        **next(placement.spread(placement.AGENTS)), **ORCHESTRATOR_OPTIONS,
     ).remote(settings)
 
 

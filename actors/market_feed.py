@@ -12,7 +12,7 @@ import msgspec
 import ray
 
 from actors import metrics as ray_metrics
-from actors.common import Outbox, lookup, symbol_shard_name
+from actors.common import Outbox, lookup, setup_process, symbol_shard_name
 from engine import metrics
 from engine.clock import clock_from_settings
 from engine.config import Settings
@@ -76,7 +76,7 @@ class MarketFeedCore:
 @ray.remote(num_cpus=0)
 class MarketFeed:
     def __init__(self, settings: Settings, feed_factory: FeedFactory | None = None) -> None:
-        ray_metrics.install()
+        setup_process(settings)
         self.settings = settings
         self._deltas = metrics.Deltas()
         outbox = Outbox(symbol_shard_name, settings.ray_namespace)

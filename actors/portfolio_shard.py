@@ -18,7 +18,7 @@ import msgspec
 import ray
 
 from actors import metrics as ray_metrics
-from actors.common import Outbox, symbol_shard_name
+from actors.common import Outbox, setup_process, symbol_shard_name
 from engine import metrics, pubsub
 from engine.clock import clock_from_settings
 from engine.config import Settings
@@ -45,7 +45,7 @@ class PortfolioShard:
         redis_url: str,
         source_factory: Callable[[Settings], PositionSource],
     ) -> None:
-        ray_metrics.install()
+        setup_process(settings)
         self.settings = settings
         self._deltas = metrics.Deltas()
         self.index = index

@@ -15,7 +15,7 @@ import msgspec
 import ray
 
 from actors import metrics as ray_metrics
-from actors.common import Outbox, lookup, market_feed_name, portfolio_shard_name
+from actors.common import Outbox, lookup, market_feed_name, portfolio_shard_name, setup_process
 from engine import metrics, pubsub
 from engine.config import Settings
 from engine.realtime import PINNED, SymbolCore
@@ -31,7 +31,7 @@ PRICE_WRITE_S = 0.1
 @ray.remote(num_cpus=0)
 class SymbolShard:
     def __init__(self, settings: Settings, index: int, redis_url: str) -> None:
-        ray_metrics.install()
+        setup_process(settings)
         self.settings = settings
         self._deltas = metrics.Deltas()
         self.index = index

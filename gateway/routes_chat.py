@@ -102,7 +102,8 @@ async def resume(request: Request) -> Response:
         turn = await runner_of(request).resume(user_id, body.threadId, body.interruptId, body.decision, body.edit)
     for step in turn.steps:
         if step.tool == "place_order":
-            log.info("chat order on thread %s: %s", body.threadId, (step.result or {}).get("status"))
+            log.info("chat order on thread %s: %s", body.threadId, (step.result or {}).get("status"),
+                     extra={"thread_id": body.threadId, "user_id": user_id})
     return json_response(turn)
 
 

@@ -152,7 +152,8 @@ async def trade(request: Request) -> Response:
         raise
     _count_order("placed", "")
     log.info(
-        "order %s %s %s on account %s: %s", order.id, order.side, order.symbol, body.accountId, order.status
+        "order %s %s %s on account %s: %s", order.id, order.side, order.symbol, body.accountId, order.status,
+        extra={"account_id": body.accountId, "user_id": user_id, "order_id": order.id},
     )
     return json_response(order)
 
@@ -174,7 +175,8 @@ async def cancel_order(request: Request) -> Response:
     broker = broker_of(request)
     await broker.call("cancel_order", account_id, order_id)
     order: Order = await broker.call("get_order", account_id, order_id)
-    log.info("order %s on account %s cancelled: %s", order_id, account_id, order.status)
+    log.info("order %s on account %s cancelled: %s", order_id, account_id, order.status,
+             extra={"account_id": account_id, "order_id": order_id})
     return json_response(order)
 
 

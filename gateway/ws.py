@@ -371,7 +371,7 @@ async def portfolio_socket(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     except Exception:
-        log.exception("portfolio socket failed for %s", account_id)
+        log.exception("portfolio socket failed for %s", account_id, extra={"account_id": account_id})
         watcher.request_close(INTERNAL_ERROR, "internal error")
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(writer), timeout=1.0)
