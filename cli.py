@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -35,6 +36,7 @@ from engine.config import ConfigError, Settings, load_settings, markdown_table
 
 console = Console()
 SECRETS_FILE = "dev-secrets.json"
+RAY_TOKEN_FILE = Path.home() / ".ray" / "auth_token"  # where Ray keeps the token of a cluster it started
 POLICY_VIOLATION = 1008
 
 
@@ -469,12 +471,17 @@ def _status_view(status: Any, address: str) -> Group:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    address = settings.ray_address or "auto"
+    if "RAY_AUTH_MODE" not in os.environ and RAY_TOKEN_FILE.is_file():
+        # a Ray started by `clera serve` requires the token it saved there, and Ray's client sends it
+        # only in token mode (a cluster without authentication accepts a client that sends one); Ray
+        # reads the mode when it is imported
+        os.environ["RAY_AUTH_MODE"] = "token"
     import ray
 
     from actors import status
 
-    settings = load_settings()
-    address = settings.ray_address or "auto"
     try:
         ray.init(address=address, namespace=settings.ray_namespace, logging_level="error", log_to_driver=False)
     except (ConnectionError, RuntimeError) as exc:

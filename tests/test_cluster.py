@@ -6,7 +6,7 @@ workers offer `clera_realtime` and `clera_agents` as `cluster.yaml`'s worker typ
 the shards spread over the workers their resource prefers, and when the worker holding shards and
 the closure orchestrator dies, everything comes back on the nodes left: WebSocket subscribers keep
 receiving right values on the sockets they hold, the closure completes with nothing done twice,
-and the market feed never runs twice.
+and the market feed, restarted elsewhere, never holds two upstream connections.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from actors.closure_orchestrator import closure_process, get_orchestrator, start
 from brokerage.sql import Database
 from brokerage.sql_store import SqlStore
 from conftest import free_port
+from engine import pubsub
 from engine.subscriptions import shard_of
 from engine.types import PortfolioSnapshot
 from gateway_support import ALICE, decode, make_settings, running_gateway, token
 from realtime_support import assert_replay_values, engine_settings, eventually, replay_of, running_engine, unique
+from standins.alpaca_stream import AlpacaStreamStandIn
 from test_closure_orchestrator import (
     ALICE as CLOSURE_USER,
     SESSION_S,
@@ -41,6 +43,7 @@ from test_closure_orchestrator import (
     holding_account,
     record,
 )
+from test_feed_alpaca import session_of
 
 pytestmark = pytest.mark.cluster
 
@@ -214,3 +217,50 @@ async def test_a_dead_worker_moves_its_shards_and_closure_and_nothing_is_lost_or
             assert await feed_instances(settings) == 1
     finally:
         stop_orchestrator(closing)
+
+
+async def test_the_feed_of_a_dead_node_reconnects_from_another_never_holding_two_connections(
+    cluster, redis_url, tmp_path
+) -> None:
+    """The Alpaca feed against its stand-in, which counts the connections open at once (Alpaca allows
+    one per key): the node holding the MarketFeed dies; the restarted feed opens the one connection
+    again, resubscribes what the shards hold, and its ticks reach the subscribers."""
+    ray_cluster, workers = cluster
+    spare = ray_cluster.add_node(num_cpus=2, resources=WORKER_RESOURCES)
+    ray_cluster.wait_for_nodes()
+    await eventually(lambda: ray.available_resources().get(placement.REALTIME, 0) >= 2, "the spare worker", 60)
+    account = {"account_id": unique("alpaca"), "cash": "100.00",
+               "positions": [{"symbol": "AAPL", "qty": "3"}, {"symbol": "MSFT", "qty": "2"}]}
+    with AlpacaStreamStandIn() as stand_in:
+        today = session_of(time.time())
+        stand_in.set_snapshot("AAPL", 190.25, today)
+        stand_in.set_snapshot("MSFT", 410.5, today)
+        settings = engine_settings(
+            redis_url, tmp_path, [account], CLERA_FEED="alpaca", BROKER_API_KEY=stand_in.key,
+            BROKER_SECRET_KEY=stand_in.secret, CLERA_ALPACA_STREAM_URL=stand_in.stream_url,
+            CLERA_ALPACA_DATA_URL=stand_in.data_url, CLERA_PORTFOLIO_SHARDS="2",
+        )
+        hub = pubsub.PortfolioSubscriber(redis_url, interest_ttl_s=30)
+        await hub.start()
+        with running_engine(settings, redis_url) as topo:
+            listener = await hub.listen(account["account_id"])
+            await eventually(lambda: stand_in.subscribed == {"AAPL", "MSFT"}, "the feed subscribed", 60)
+
+            async def priced(aapl: float) -> None:
+                async def shown() -> bool:
+                    stand_in.push_trades({"S": "AAPL", "p": aapl}, {"S": "MSFT", "p": 400.0})
+                    snap = await listener.get(timeout=5)
+                    return snap.total_value == pytest.approx(100.0 + 3 * aapl + 2 * 400.0, abs=0.006)
+                await eventually(shown, f"AAPL at {aapl} in the snapshots", timeout=120)
+
+            await priced(191.0)
+            feed_node = node_of(topo.market_feed)
+            victim = next(w for w in [*workers, spare] if w.node_id == feed_node)
+            ray_cluster.remove_node(victim)
+            await eventually(lambda: stand_in.connections >= 2 and stand_in.subscribed == {"AAPL", "MSFT"},
+                             "the restarted feed connected and resubscribed", timeout=180)
+            await priced(195.5)
+            assert node_of(topo.market_feed) != feed_node
+            assert stand_in.max_open == 1 and stand_in.open == 1
+            await listener.close()
+        await hub.close()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -18,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 import cli
 from test_entry_points import BIN, _engine_up, _environ, _nothing_left_behind, _ports, _until, commands  # noqa: F401
@@ -27,15 +29,20 @@ from test_gateway_ws import next_of
 pytestmark = [pytest.mark.own_ray, pytest.mark.timeout(900)]
 
 
-def metrics_ports(gcs_address: str) -> list[tuple[str, int]]:
-    """Every node's Prometheus endpoint, as Ray lists it (joining that Ray for a moment, as a driver)."""
-    import ray
+ENDPOINTS = """
+import json, ray
+ray.init(address={address!r}, logging_level="error", log_to_driver=False)
+print(json.dumps([(n["NodeManagerAddress"], n["MetricsExportPort"]) for n in ray.nodes() if n["Alive"]]))
+"""
 
-    ray.init(address=gcs_address, logging_level="error", log_to_driver=False)
-    try:
-        return [(n["NodeManagerAddress"], n["MetricsExportPort"]) for n in ray.nodes() if n["Alive"]]
-    finally:
-        ray.shutdown()
+
+def metrics_ports(gcs_address: str) -> list[tuple[str, int]]:
+    """Every node's Prometheus endpoint, as Ray lists it, asked by a driver of its own (the token of
+    `clera serve`'s Ray, as `clera status` sends it: Ray reads the mode once per process)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token"} if cli.RAY_TOKEN_FILE.is_file() else dict(os.environ)
+    done = subprocess.run([sys.executable, "-c", ENDPOINTS.format(address=gcs_address)], env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    return [tuple(e) for e in json.loads(done.stdout.strip().splitlines()[-1])]
 
 
 def read_metrics(endpoints: list[tuple[str, int]]) -> dict[str, dict[frozenset, float]]:
@@ -51,6 +58,12 @@ def read_metrics(endpoints: list[tuple[str, int]]) -> dict[str, dict[frozenset, 
                                      if k not in ray_tags and not k.startswith("otel_"))
                     found[sample.name][tags] += sample.value
     return found
+
+
+async def heartbeats(ws: ClientConnection) -> None:
+    while True:
+        await ws.send(json.dumps({"type": "heartbeat"}))
+        await asyncio.sleep(5)
 
 
 def value(found: dict[str, dict[frozenset, float]], name: str, **tags: str) -> float:
@@ -76,6 +89,7 @@ async def test_metrics_reach_prometheus_and_clera_status_shows_the_running_syste
             connect(f"ws://127.0.0.1:{direct}/ws/portfolio/{account}?token={demo_token[1]}") as ws:
         await _until(lambda: http.get("/api/health"), _engine_up, deadline_s=180)
         assert (await next_of(ws))["account_id"] == account  # live snapshots flow to an open socket
+        beating = asyncio.create_task(heartbeats(ws))  # a silent peer is dropped after CONNECTION_TIMEOUT
         turn = await http.post("/api/chat", headers=headers, json={"message": "what do I own?", "accountId": account})
         assert turn.status_code == 200, turn.text
         # one order the rules refuse (far beyond any demo account's cash), one that may go through
@@ -115,6 +129,7 @@ async def test_metrics_reach_prometheus_and_clera_status_shows_the_running_syste
             subprocess.run, [str(BIN / "clera"), "status"], env={**env, "RAY_ADDRESS": gcs[1], "COLUMNS": "200"},
             cwd=tmp_path, capture_output=True, text=True, timeout=180,
         )
+        beating.cancel()
     assert status.returncode == 0, status.stderr
     screen = status.stdout
     assert f"clera status {gcs[1]}" in screen
