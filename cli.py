@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -33,6 +33,9 @@ from rich.text import Text
 from engine import logs
 from engine.auth import generate_secret, mint_jwt
 from engine.config import ConfigError, Settings, load_settings, markdown_table
+
+if TYPE_CHECKING:
+    from actors.status import SystemStatus
 
 console = Console()
 SECRETS_FILE = "dev-secrets.json"
@@ -380,7 +383,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         say(f"[bold green]Clera engine is up[/bold green] at {url}  (OpenAPI: {url}/openapi.json)")
         if direct:
             say(f"sockets straight to the gateway replica (no proxy hop): {watch_url}")
-        say(f"Ray: {ray_context.address_info['gcs_address']}  (clera status; RAY_ADDRESS=that from another machine)")
+        say(f"Ray: {ray_context.address_info['gcs_address']}  (`clera status` finds it; elsewhere set RAY_ADDRESS to it)")
         say(f"API key (X-API-Key):  {settings.backend_api_key}")
         say(f"demo user {demo.DEMO_USER}, token (Authorization: Bearer ... or ?token=...):")
         say(demo_token)
@@ -435,7 +438,7 @@ def cmd_closure_monitor(args: argparse.Namespace) -> int:
 
 
 # --- clera status --------------------------------------------------------------------------
-def _status_view(status: Any, address: str) -> Group:
+def _status_view(status: "SystemStatus", address: str) -> Group:
     """Node ids cut to their first 8 characters: enough to tell a handful of nodes apart."""
     nodes = Table(title="nodes", title_justify="left", header_style="bold", box=None)
     for column in ("node", "address", "state", "CPUs", "types"):

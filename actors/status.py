@@ -18,7 +18,7 @@ import msgspec
 import ray
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors import topology
+from actors import placement, topology
 from actors.closure_orchestrator import get_orchestrator
 from actors.common import lookup, market_feed_name
 from engine import metrics
@@ -62,8 +62,6 @@ class SystemStatus(msgspec.Struct, kw_only=True):
 
 
 def nodes() -> list[NodeRow]:
-    from actors import placement
-
     rows = []
     for n in ray.nodes():
         resources = n.get("Resources", {})
