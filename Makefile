@@ -38,6 +38,7 @@ bench: $(STAMP) services
 	$(BIN)/python bench/intents.py
 	$(BIN)/python bench/chat.py --quick
 	$(BIN)/python bench/closure.py --quick
+	$(BIN)/python bench/scaleout.py --quick
 
 clean:
 	rm -rf $(VENV) .clera build dist *.egg-info

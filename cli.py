@@ -6,6 +6,7 @@
     clera chat ACCOUNT [--url --token]    talk to the assistant; confirm, edit or cancel its orders
     clera config --markdown          the configuration table of the README
     clera closure monitor ...        account closures' logs and progress (--account/--user/--all)
+    clera status                     one screen: nodes, actors, feed, ticks/s, sockets, chat, closures
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from rich.console import Console, Group
@@ -31,11 +33,16 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from engine import logs
 from engine.auth import generate_secret, mint_jwt
 from engine.config import ConfigError, Settings, is_secret, load_settings, markdown_table
 
+if TYPE_CHECKING:
+    from actors.status import SystemStatus
+
 console = Console()
 SECRETS_FILE = "dev-secrets.json"
+RAY_TOKEN_FILE = Path.home() / ".ray" / "auth_token"  # where Ray keeps the token of a cluster it started
 POLICY_VIOLATION = 1008
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -371,6 +378,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if settings.feed == "replay" and settings.replay_epoch is None:
             os.environ["CLERA_REPLAY_EPOCH"] = repr(_resume_epoch(settings))  # once, for every process started below
         settings = load_settings()
+        logs.configure(settings.log_format)
         if settings.feed == "replay":
             keeper = world.PositionKeeper(settings, clock_from_settings(settings))
         if not settings.ray_address:
@@ -409,6 +417,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             say(f"sockets straight to the gateway replica (no proxy hop): {watch_url}")
         if context.dashboard_url:
             say(f"Ray dashboard: http://{context.dashboard_url}")
+        say(f"Ray: {context.address_info['gcs_address']}  (`clera status` finds it; elsewhere set RAY_ADDRESS to it)")
         # a key the operator set is theirs to know: only a generated development key is shown
         say(f"API key (X-API-Key):  {'BACKEND_API_KEY (as configured)' if key_configured else settings.backend_api_key}")
         say(f"demo user {demo.DEMO_USER}, token (Authorization: Bearer ... or ?token=...):")
@@ -518,6 +527,66 @@ def cmd_closure_monitor(args: argparse.Namespace) -> int:
     return monitor.run(args, load_settings())
 
 
+# --- clera status --------------------------------------------------------------------------
+def _status_view(status: "SystemStatus", address: str) -> Group:
+    """Node ids cut to their first 8 characters: enough to tell a handful of nodes apart."""
+    nodes = Table(title="nodes", title_justify="left", header_style="bold", box=None)
+    for column in ("node", "address", "state", "CPUs", "types"):
+        nodes.add_column(column)
+    for n in status.nodes:
+        nodes.add_row(n.node_id[:8], n.address, Text("alive", "green") if n.alive else Text("dead", "red"),
+                      f"{n.cpus:g}", ", ".join(n.node_types) or "-")
+    actors = Table(title="actors", title_justify="left", header_style="bold", box=None)
+    for column in ("name", "state", "restarts", "node", "pid"):
+        actors.add_column(column)
+    for a in status.actors:
+        actors.add_row(a.name, Text(a.state, "green" if a.state == "ALIVE" else "yellow"),
+                       Text(str(a.restarts), "yellow" if a.restarts else ""), a.node_id[:8], str(a.pid))
+    feed = status.feed or {}
+    feed_state = (Text(f"{feed.get('source')} connected", "green") if feed.get("connected")
+                  else Text(f"{feed.get('source', 'feed')} DOWN {feed.get('error') or ''}", "red"))
+    rate = "?" if status.ticks_per_s is None else f"{status.ticks_per_s:,.0f}"
+    engine = Text.assemble(
+        ("feed ", "dim"), feed_state, ("   subscribed ", "dim"), str(feed.get("subscribed", "?")),
+        ("   reconnects ", "dim"), str(feed.get("reconnects", "?")), ("   ticks/s ", "dim"), rate,
+        ("   shards ", "dim"), f"{status.shards_alive}/{status.shards_expected}",
+    )
+    orders = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(status.orders.items())) or "0"
+    traffic = Text.assemble(
+        ("open sockets ", "dim"), f"{status.open_sockets:,.0f}", ("   chat turns ", "dim"), f"{status.chat_turns:,.0f}",
+        ("   orders ", "dim"), orders, ("   metrics from ", "dim"), f"{status.metrics_nodes}/{len(status.nodes)} nodes",
+    )
+    steps = ", ".join(f"{a} ({step})" for a, step in sorted(status.closures.items())) or "none"
+    closures = Text.assemble(("closures in progress ", "dim"), str(len(status.closures)), "  ", (steps, ""))
+    header = Text.assemble(("clera status ", "bold"), (address, "cyan"), "  ",
+                           (time.strftime("%H:%M:%S", time.localtime(status.taken_at)), "dim"))
+    return Group(header, engine, traffic, closures, Text(""), nodes, Text(""), actors)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    address = settings.ray_address or "auto"
+    if "RAY_AUTH_MODE" not in os.environ and RAY_TOKEN_FILE.is_file():
+        # a Ray started by `clera serve` requires the token it saved there, and Ray's client sends it
+        # only in token mode (a cluster without authentication accepts a client that sends one); Ray
+        # reads the mode when it is imported
+        os.environ["RAY_AUTH_MODE"] = "token"
+    import ray
+
+    from actors import status
+
+    try:
+        ray.init(address=address, namespace=settings.ray_namespace, logging_level="error", log_to_driver=False)
+    except (ConnectionError, RuntimeError) as exc:
+        console.print(f"[red]no Ray cluster at {address}: {exc}[/red]")
+        return 2
+    try:
+        console.print(_status_view(asyncio.run(status.gather(settings)), address))
+    finally:
+        ray.shutdown()
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clera", description="Clera engine: realtime portfolios and brokerage on Ray")
@@ -559,6 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_p = sub.add_parser("config", help="print the configuration")
     config_p.add_argument("--markdown", action="store_true", help="the README's configuration table")
     config_p.set_defaults(func=cmd_config)
+    status_p = sub.add_parser("status", help="one screen of a running system (RAY_ADDRESS, else the local Ray)")
+    status_p.set_defaults(func=cmd_status)
     closure_p = sub.add_parser("closure", help="account closures")
     closure_sub = closure_p.add_subparsers(dest="closure_command", required=True)
     monitor_p = closure_sub.add_parser(

@@ -21,8 +21,10 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.applications import Starlette
 
+from actors import placement
 from actors import topology
 from actors.closure_orchestrator import closure_call, start_orchestrator
+from actors.common import setup_process
 from agents.wiring import runner_from_settings
 from brokerage.broker import Broker
 from brokerage.company_profiles import load_default_company_profiles
@@ -205,6 +207,7 @@ class AgentGraph:
     """The agents' replica: the graph, its checkpointer, and the broker, store and prices its tools use."""
 
     def __init__(self, settings: Settings) -> None:
+        setup_process(settings)
         redis_url = require_external_redis(settings)
         require_shared_database(settings)
         self.runner = runner_from_settings(shared_replay_epoch(settings, redis_url), redis_url)
@@ -273,7 +276,7 @@ def agent_options(settings: Settings) -> dict[str, Any]:
             "max_replicas": settings.agent_max_replicas,
             "target_ongoing_requests": max(1, settings.agent_max_ongoing // 2),
         },
-        "ray_actor_options": {"num_cpus": settings.agent_num_cpus},
+        "ray_actor_options": {"num_cpus": settings.agent_num_cpus, **placement.serve_placement(placement.AGENTS)},
     }
 
 
@@ -284,6 +287,7 @@ class Gateway:
     replica's own: a Settings never carries them across processes)."""
 
     def __init__(self, settings: Settings, start_engine: bool = True, agents: DeploymentHandle | None = None) -> None:
+        setup_process(settings)
         redis_url = require_external_redis(settings)
         require_shared_database(settings)
         settings = shared_replay_epoch(settings, redis_url)

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import ray
 
-from actors.common import lookup
+from actors import placement
+from actors.common import lookup, setup_process
+from engine import metrics
 from engine.config import Settings
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ def _process_for(settings: Settings) -> "ClosureProcess":
     key = msgspec.json.encode(settings)
     process = _processes.get(key)
     if process is None:
+        setup_process(settings)
         process = _processes[key] = closure_process(settings)
     return process
 
@@ -88,12 +91,14 @@ def advance_closure(settings: Settings, account_id: str) -> str:
 @ray.remote(num_cpus=0)
 class ClosureOrchestrator:
     def __init__(self, settings: Settings) -> None:
+        setup_process(settings)
         self.settings = settings
         self.started_at = time.time()
         self.wakes = 0
         self.advanced = 0
         self.failed = 0
         self.last_steps: dict[str, str] = {}
+        self.unfinished: list[str] = []
         self._inflight: dict[str, asyncio.Task[None]] = {}
         # Steps are zero-CPU tasks (they wait on the broker and the database), so Ray would start a
         # worker for each one in flight: a thousand closures would be a thousand processes and
@@ -118,12 +123,24 @@ class ClosureOrchestrator:
         """Start an advance for every unfinished closure that has none running; the number started."""
         self.wakes += 1
         account_ids: list[str] = await closure_call.remote(self.settings, "unfinished", ())
+        self.unfinished = account_ids
+        self._count_steps()
         started = 0
         for account_id in account_ids:
             if account_id not in self._inflight:
                 self._inflight[account_id] = asyncio.get_running_loop().create_task(self._advance(account_id))
                 started += 1
         return started
+
+    def _count_steps(self) -> None:
+        """The unfinished closures by the step each was at after its last pass (`initiated` before any)."""
+        from brokerage.closure.process import STEP_NAMES
+
+        counts = dict.fromkeys(STEP_NAMES, 0)
+        for account_id in self.unfinished:
+            counts[self.last_steps.get(account_id, "initiated")] += 1
+        for step, count in counts.items():
+            metrics.sink().record(metrics.CLOSURES, count, {"step": step})
 
     async def _advance(self, account_id: str) -> None:
         try:
@@ -132,7 +149,7 @@ class ClosureOrchestrator:
             self.advanced += 1
         except Exception as exc:  # the step raised (recorded by the process) or its retries ran out
             self.failed += 1
-            log.warning("advancing the closure of %s failed: %s", account_id, exc)
+            log.warning("advancing the closure of %s failed: %s", account_id, exc, extra={"account_id": account_id})
         finally:
             self._inflight.pop(account_id, None)
 
@@ -148,6 +165,7 @@ class ClosureOrchestrator:
             "advanced": self.advanced,
             "failed": self.failed,
             "running": sorted(self._inflight),
+            "unfinished": list(self.unfinished),
             "last_steps": dict(self.last_steps),
         }
 
@@ -155,7 +173,8 @@ class ClosureOrchestrator:
 def start_orchestrator(settings: Settings) -> Any:
     """Get or create the named detached orchestrator in the settings' namespace."""
     return ClosureOrchestrator.options(
-        name=orchestrator_name(), namespace=settings.ray_namespace, get_if_exists=True, **ORCHESTRATOR_OPTIONS
+        name=orchestrator_name(), namespace=settings.ray_namespace, get_if_exists=True,
+        **next(placement.spread(placement.AGENTS)), **ORCHESTRATOR_OPTIONS,
     ).remote(settings)
 
 

@@ -1,4 +1,5 @@
-"""What every engine actor shares: the names of the named actors and bounded fire-and-forget sends."""
+"""What every engine actor shares: its process set-up, the names of the named actors and bounded
+fire-and-forget sends."""
 
 from __future__ import annotations
 
@@ -9,10 +10,21 @@ from collections.abc import Callable
 import ray
 from ray.exceptions import RayError
 
+from actors import metrics as ray_metrics
+from engine import logs
+from engine.config import Settings
+
 log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 4  # calls in flight per destination before the sender waits (back-pressure)
 CALL_ERRORS = (RayError, ValueError)  # actor down or restarting, or the call itself failed
+
+
+def setup_process(settings: Settings) -> None:
+    """What a Ray process of the system does first (actors, Serve replicas): the engine's metrics go
+    to Ray's, its logs take CLERA_LOG_FORMAT."""
+    ray_metrics.install()
+    logs.configure(settings.log_format)
 
 
 def market_feed_name() -> str:

@@ -11,7 +11,9 @@ from collections.abc import Callable
 import msgspec
 import ray
 
-from actors.common import Outbox, lookup, symbol_shard_name
+from actors import metrics as ray_metrics
+from actors.common import Outbox, lookup, setup_process, symbol_shard_name
+from engine import metrics
 from engine.clock import clock_from_settings
 from engine.config import Settings
 from engine.feeds import Feed, feed_from_settings
@@ -50,7 +52,9 @@ class MarketFeedCore:
             await self.flush()
 
     async def flush(self) -> None:
+        sizes = self.batcher.sizes()
         for dest, blob in self.batcher.take().items():
+            metrics.sink().record(metrics.BATCH_SIZE, sizes[dest])
             await self.outbox.send(dest, "on_ticks", blob)
             self.stats.batches_sent += 1
 
@@ -72,7 +76,9 @@ class MarketFeedCore:
 @ray.remote(num_cpus=0)
 class MarketFeed:
     def __init__(self, settings: Settings, feed_factory: FeedFactory | None = None) -> None:
+        setup_process(settings)
         self.settings = settings
+        self._deltas = metrics.Deltas()
         outbox = Outbox(symbol_shard_name, settings.ray_namespace)
         self.core = MarketFeedCore(settings, (feed_factory or default_feed)(settings), outbox)
         loop = asyncio.get_event_loop()
@@ -80,6 +86,7 @@ class MarketFeed:
         self._tasks = [
             loop.create_task(self._guard(self.core.pump)),
             loop.create_task(self._guard(self.core.flush_forever)),
+            loop.create_task(self._guard(self._report_forever)),
         ]
 
     async def _guard(self, run: Callable) -> None:
@@ -91,6 +98,16 @@ class MarketFeed:
             except Exception:
                 log.exception("market feed loop failed; restarting it")
                 await asyncio.sleep(1.0)
+
+    async def _report_forever(self) -> None:
+        """The feed's running counts as metric increments, once a second (never per tick)."""
+        while True:
+            await asyncio.sleep(ray_metrics.REPORT_S)
+            feed, stats = self.core.feed.status(), self.core.stats
+            self._deltas.report(metrics.TICKS_INGESTED, stats.ticks, {"source": feed.source})
+            self._deltas.report(metrics.TICKS_REJECTED, stats.bad_frames, {"reason": "bad_frame"})
+            self._deltas.report(metrics.TICKS_REJECTED, feed.rejected, {"reason": "bad_price"})
+            self._deltas.report(metrics.FEED_RECONNECTS, feed.reconnects)
 
     async def _resubscribe(self) -> None:
         """After a restart the feed knows no symbols: take them from the symbol shards' counts."""

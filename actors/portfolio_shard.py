@@ -17,8 +17,9 @@ from collections.abc import Callable, Collection
 import msgspec
 import ray
 
-from actors.common import Outbox, symbol_shard_name
-from engine import pubsub
+from actors import metrics as ray_metrics
+from actors.common import Outbox, setup_process, symbol_shard_name
+from engine import metrics, pubsub
 from engine.clock import clock_from_settings
 from engine.config import Settings
 from engine.positions import PositionSource
@@ -44,7 +45,9 @@ class PortfolioShard:
         redis_url: str,
         source_factory: Callable[[Settings], PositionSource],
     ) -> None:
+        setup_process(settings)
         self.settings = settings
+        self._deltas = metrics.Deltas()
         self.index = index
         self.core = PortfolioCore(
             index, settings.portfolio_shards, settings.publish_hz, settings.idle_refresh_s,
@@ -76,7 +79,10 @@ class PortfolioShard:
                 await asyncio.sleep(2.0)
         self._ready.set()
         loop = asyncio.get_event_loop()
-        self._tasks += [loop.create_task(self._publish_loop()), loop.create_task(self._interest_loop())]
+        self._tasks += [
+            loop.create_task(self._publish_loop()), loop.create_task(self._interest_loop()),
+            loop.create_task(self._report()),
+        ]
 
     async def _publish_loop(self) -> None:
         period = STEP_S
@@ -86,8 +92,18 @@ class PortfolioShard:
                 await publish_step(self.core, self.redis)
             except Exception:
                 self.errors += 1
+                metrics.sink().record(metrics.REDIS_ERRORS, 1, {"component": "portfolio_shard"})
                 log.exception("portfolio shard %d publish failed", self.index)
             await asyncio.sleep(max(0.0, period - (time.monotonic() - began)))
+
+    async def _report(self) -> None:
+        """Snapshots written and frames refused as metric increments, once a second."""
+        while True:
+            await asyncio.sleep(ray_metrics.REPORT_S)
+            stats = self.core.stats
+            self._deltas.report(metrics.SNAPSHOTS_PUBLISHED, stats.published, {"kind": "live"})
+            self._deltas.report(metrics.SNAPSHOTS_PUBLISHED, stats.refreshed, {"kind": "idle"})
+            self._deltas.report(metrics.TICKS_REJECTED, stats.bad_frames, {"reason": "bad_frame"})
 
     async def _interest_loop(self) -> None:
         while True:

@@ -14,8 +14,9 @@ import os
 import msgspec
 import ray
 
-from actors.common import Outbox, lookup, market_feed_name, portfolio_shard_name
-from engine import pubsub
+from actors import metrics as ray_metrics
+from actors.common import Outbox, lookup, market_feed_name, portfolio_shard_name, setup_process
+from engine import metrics, pubsub
 from engine.config import Settings
 from engine.realtime import PINNED, SymbolCore
 from engine.subscriptions import shard_of
@@ -30,7 +31,9 @@ PRICE_WRITE_S = 0.1
 @ray.remote(num_cpus=0)
 class SymbolShard:
     def __init__(self, settings: Settings, index: int, redis_url: str) -> None:
+        setup_process(settings)
         self.settings = settings
+        self._deltas = metrics.Deltas()
         self.index = index
         self.core = SymbolCore()
         self.redis = pubsub.connect(redis_url)
@@ -38,7 +41,9 @@ class SymbolShard:
         self.unknown: set[str] = set()
         self._lock = asyncio.Lock()
         loop = asyncio.get_event_loop()
-        self._tasks = [loop.create_task(self._write_prices()), loop.create_task(self._recover())]
+        self._tasks = [
+            loop.create_task(self._write_prices()), loop.create_task(self._recover()), loop.create_task(self._report())
+        ]
 
     def _feed(self) -> ray.actor.ActorHandle | None:
         return lookup(market_feed_name(), self.settings.ray_namespace)
@@ -88,7 +93,17 @@ class SymbolShard:
                 try:
                     await pubsub.write_prices(self.redis, prices)
                 except (OSError, pubsub.aioredis.RedisError) as exc:
+                    metrics.sink().record(metrics.REDIS_ERRORS, 1, {"component": "symbol_shard"})
                     log.warning("price write failed: %s", exc)
+
+    async def _report(self) -> None:
+        """Refused ticks as metric increments, once a second (never per tick)."""
+        while True:
+            await asyncio.sleep(ray_metrics.REPORT_S)
+            stats = self.core.stats
+            self._deltas.report(metrics.TICKS_REJECTED, stats.bad_frames, {"reason": "bad_frame"})
+            self._deltas.report(metrics.TICKS_REJECTED, stats.rejected, {"reason": "bad_price"})
+            self._deltas.report(metrics.TICKS_REJECTED, stats.unrouted, {"reason": "unrouted"})
 
     async def symbols(self) -> list[str]:
         return self.core.refcounts.symbols()

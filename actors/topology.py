@@ -9,15 +9,14 @@ each rebuilds its state from the position source, Redis and the other actors.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors import placement
 from actors.common import (
     lookup,
     market_feed_name,
@@ -60,20 +59,9 @@ class Topology(msgspec.Struct, kw_only=True):
     position_sync: Any
 
 
-def _placements() -> Iterator[Any]:
-    """Where each new actor goes: the alive nodes dealt out in turn, so one node's death takes only
-    part of the engine. Soft affinity: a node that is gone (or the one a restart cannot use) lets
-    Ray place the actor elsewhere. Ray's own SPREAD strategy is best effort and was seen to put
-    every shard on one node when they all start at once."""
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-    if len(nodes) < 2:
-        return itertools.repeat("DEFAULT")
-    return (NodeAffinitySchedulingStrategy(node, soft=True) for node in itertools.cycle(nodes))
-
-
-def _actor(cls: Any, name: str, settings: Settings, placement: Any, *args: Any) -> Any:
+def _actor(cls: Any, name: str, settings: Settings, where: dict[str, Any], *args: Any) -> Any:
     return cls.options(
-        name=name, namespace=settings.ray_namespace, get_if_exists=True, scheduling_strategy=placement, **RESTARTABLE
+        name=name, namespace=settings.ray_namespace, get_if_exists=True, **where, **RESTARTABLE
     ).remote(settings, *args)
 
 
@@ -90,7 +78,7 @@ def start_topology(
     Symbol shards come first (the portfolio shards register with them), the feed last but one,
     the position sync last (it tells every shard to reload when it starts).
     """
-    place = _placements()
+    place = placement.spread(placement.REALTIME)
     symbol_shards = [
         _actor(SymbolShard, symbol_shard_name(i), settings, next(place), i, redis_url)
         for i in range(settings.symbol_shards)

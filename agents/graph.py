@@ -48,6 +48,7 @@ from agents.tools import analyst, portfolio, trade  # noqa: F401  (registers the
 from agents.tools.registry import REGISTRY, as_data
 from brokerage.errors import BrokerageError
 from brokerage.models import Order
+from engine import metrics
 from engine.chat import ChatInterrupt, PendingOrder, iso_utc
 
 SUPERVISOR = "supervisor"
@@ -233,7 +234,9 @@ def place(deps: AgentDeps, account_id: str, pending: dict[str, Any]) -> dict[str
     try:
         placed: Order = deps.broker.submit_order(account_id, trade.order_request(order, client_order_id(pending["id"])))
     except BrokerageError as exc:
+        metrics.sink().record(metrics.ORDERS, 1, {"outcome": "rejected", "path": "chat", "reason": exc.code})
         return {"status": "refused", "error": exc.message, "code": exc.code}
+    metrics.sink().record(metrics.ORDERS, 1, {"outcome": "placed", "path": "chat", "reason": ""})
     return {"status": "placed", "order": as_data(placed)}
 
 

@@ -134,7 +134,8 @@ class AgentRunner:
             try:
                 yield await self._compiled(), self._config(record)
             except MODEL_DOWN as exc:  # the model's server, not the person: 503, and the thread stays usable
-                log.warning("chat model call failed on thread %s: %s", record.thread_id, type(exc).__name__)
+                log.warning("chat model call failed on thread %s: %s", record.thread_id, type(exc).__name__,
+                            extra={"thread_id": record.thread_id, "account_id": record.account_id})
                 raise Unavailable(
                     "the assistant's language model did not answer; nothing was placed, please retry",
                     code="model_unavailable",

@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_port: Annotated[int, Positive] = msgspec.field(default=6379, name="REDIS_PORT")
     database_url: str | None = msgspec.field(default=None, name="DATABASE_URL")
     store: Literal["sql", "supabase"] = msgspec.field(default="sql", name="CLERA_STORE")
+    log_format: Literal["text", "json"] = msgspec.field(default="text", name="CLERA_LOG_FORMAT")
 
     # --- market data and the clock ---------------------------------------------------------
     feed: Literal["replay", "simulated", "alpaca"] = msgspec.field(default="replay", name="CLERA_FEED")
@@ -242,6 +243,7 @@ DOCS: dict[str, str] = {
     "REDIS_PORT": "Port for REDIS_HOST.",
     "DATABASE_URL": "PostgreSQL URL for the store and the paper ledger; unset uses SQLite in CLERA_DATA_DIR.",
     "CLERA_STORE": "`sql` (SQLite or DATABASE_URL) or `supabase` (Supabase REST via supabase-py).",
+    "CLERA_LOG_FORMAT": "`text`, or `json`: one JSON object a line with the account id, user id and thread id a record names.",
     "CLERA_FEED": "Market data: `replay` (real daily prices), `simulated` (seeded GBM) or `alpaca` (live).",
     "CLERA_REPLAY_START": "First replayed trading day (data covers 2000-03-01..2013-03-01; FB from 2012-05-18).",
     "CLERA_REPLAY_SESSION_SECONDS": "Wall-clock seconds per replayed trading day.",

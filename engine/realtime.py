@@ -17,7 +17,7 @@ import msgspec
 import numpy as np
 import redis.asyncio as aioredis
 
-from engine import pubsub
+from engine import metrics, pubsub
 from engine.subscriptions import SymbolRefcounts, shard_of
 from engine.types import (
     PRICE_DECIMALS, AccountHoldings, LastPrice, PortfolioSnapshot, PriceBatch, Tick, msgpack_encoder, price_batch_decoder,
@@ -115,6 +115,10 @@ class TickBatcher:
 
     def pending(self) -> int:
         return sum(self._counts)
+
+    def sizes(self) -> list[int]:
+        """Ticks waiting per destination (what the next `take` sends each)."""
+        return list(self._counts)
 
     def take(self) -> dict[int, bytes]:
         out = {
@@ -342,6 +346,16 @@ class PortfolioCore:
         return indices[~blind]
 
 
+LATENCY_SAMPLE = 16  # snapshots per publish step whose tick-to-publish time goes to the histogram
+
+
+def _observe_latency(live: list[PortfolioSnapshot]) -> None:
+    """A few evenly spaced snapshots of the step, so the cost stays flat however many went out."""
+    sink = metrics.sink()
+    for snap in live[:: max(1, len(live) // LATENCY_SAMPLE)][:LATENCY_SAMPLE]:
+        sink.record(metrics.TICK_TO_PUBLISH_MS, (snap.publish_ts - snap.ingest_ts) * 1000)
+
+
 def _keep(window: list[float], value: float, size: int = 512) -> None:
     window.append(round(value, 2))
     if len(window) > size:
@@ -359,6 +373,7 @@ async def publish_step(core: PortfolioCore, client: aioredis.Redis) -> int:
         await pubsub.publish_snapshots(client, live, quiet)
         core.stats.published += len(live)
         core.stats.refreshed += len(quiet)
+        _observe_latency(live)
     _keep(core.stats.step_ms, (time.time() - now) * 1000)
     return len(live) + len(quiet)
 

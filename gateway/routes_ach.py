@@ -129,7 +129,7 @@ async def create_manual_ach(request: Request) -> Response:
         nickname=body.nickname,
     )
     rel: AchRelationship = await broker_of(request).create_ach_relationship(body.accountId, bank)
-    log.info("manual bank link %s on account %s", rel.id, body.accountId)
+    log.info("manual bank link %s on account %s", rel.id, body.accountId, extra={"account_id": body.accountId})
     return json_response(ManualAchResponse(id=rel.id, status=rel.status, created_at=rel.created_at))
 
 
@@ -145,7 +145,7 @@ async def delete_ach(request: Request) -> Response:
     account_id, rel_id = request.path_params["account_id"], request.path_params["relationship_id"]
     await owned_account(request, account_id)
     await broker_of(request).delete_ach_relationship(account_id, rel_id)
-    log.info("bank link %s of account %s deleted", rel_id, account_id)
+    log.info("bank link %s of account %s deleted", rel_id, account_id, extra={"account_id": account_id})
     return json_response(DeletedResponse(id=rel_id, deleted=True))
 
 
@@ -164,7 +164,8 @@ async def exchange_token(request: Request) -> Response:
     plaid, broker = _plaid(request), broker_of(request)
     blocking = BlockingBroker(broker, asyncio.get_running_loop())
     rel = await asyncio.to_thread(plaid.link_bank, blocking, body.accountId, body.publicToken, body.plaidAccountId)
-    log.info("bank linked through Plaid on account %s: relationship %s", body.accountId, rel.id)
+    log.info("bank linked through Plaid on account %s: relationship %s", body.accountId, rel.id,
+             extra={"account_id": body.accountId})
     return json_response(ach_view(rel))
 
 

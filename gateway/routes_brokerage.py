@@ -142,7 +142,8 @@ async def create_account(request: Request) -> Response:
         account_number=account.account_number,
         status=_ONBOARDING.get(account.status, "submitted"),
     )
-    log.info("account %s opened for user %s: %s", account.id, user_id, account.status)
+    log.info("account %s opened for user %s: %s", account.id, user_id, account.status,
+             extra={"account_id": account.id, "user_id": user_id})
     return _created(account)
 
 
@@ -189,7 +190,8 @@ async def create_transfer(request: Request) -> Response:
             details={"relationshipId": body.relationshipId},
         )
     transfer: Transfer = await broker.create_transfer(body.accountId, body.relationshipId, amount, body.direction)
-    log.info("transfer %s %s %s on account %s", transfer.id, transfer.direction, transfer.amount, body.accountId)
+    log.info("transfer %s %s %s on account %s", transfer.id, transfer.direction, transfer.amount, body.accountId,
+             extra={"account_id": body.accountId})
     return json_response(
         TransferResponse(
             id=transfer.id,

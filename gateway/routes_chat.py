@@ -8,8 +8,10 @@ that is not, or that does not exist, as for an account). An order is only ever p
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 import msgspec
@@ -18,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
 from brokerage.errors import BrokerageError
+from engine import metrics
 from engine.auth import AuthError
 from engine.chat import (
     MAX_MESSAGE_CHARS,
@@ -68,19 +71,39 @@ async def _chat_request(request: Request) -> tuple[str, ChatBody]:
     return user_id, body
 
 
+def _count_turn(route: str, outcome: str, began: float) -> None:
+    """A turn's count (by outcome) and duration, for the dashboard."""
+    sink = metrics.sink()
+    sink.record(metrics.CHAT_TURNS, 1, {"route": route, "outcome": outcome})
+    sink.record(metrics.CHAT_LATENCY_MS, (time.perf_counter() - began) * 1000, {"route": route})
+
+
+@contextlib.contextmanager
+def _metered(route: str) -> Iterator[None]:
+    began, outcome = time.perf_counter(), "error"
+    try:
+        yield
+        outcome = "ok"
+    finally:
+        _count_turn(route, outcome, began)
+
+
 async def chat(request: Request) -> Response:
     user_id, body = await _chat_request(request)
-    turn = await runner_of(request).chat(user_id, body.accountId, body.threadId, body.message)
+    with _metered("chat"):
+        turn = await runner_of(request).chat(user_id, body.accountId, body.threadId, body.message)
     return json_response(turn)
 
 
 async def resume(request: Request) -> Response:
     user_id = acting_user(request)
     body = await parse_body(request, ResumeBody)
-    turn = await runner_of(request).resume(user_id, body.threadId, body.interruptId, body.decision, body.edit)
+    with _metered("resume"):
+        turn = await runner_of(request).resume(user_id, body.threadId, body.interruptId, body.decision, body.edit)
     for step in turn.steps:
         if step.tool == "place_order":
-            log.info("chat order on thread %s: %s", body.threadId, (step.result or {}).get("status"))
+            log.info("chat order on thread %s: %s", body.threadId, (step.result or {}).get("status"),
+                     extra={"thread_id": body.threadId, "user_id": user_id})
     return json_response(turn)
 
 
@@ -102,16 +125,21 @@ def _error_event(exc: Exception) -> ChatEvent:
 async def stream(request: Request) -> Response:
     """The first event is awaited before answering, so a refused turn is a plain error response."""
     user_id, body = await _chat_request(request)
+    began = time.perf_counter()
     events = runner_of(request).stream(user_id, body.accountId, body.threadId, body.message)
     first = await anext(aiter(events))
 
     async def frames() -> AsyncIterator[bytes]:
         yield sse(first)
+        outcome = "ok"
         try:
             async for event in events:
                 yield sse(event)
         except Exception as exc:  # the status line is sent: the failure becomes the stream's last event
+            outcome = "error"
             yield sse(_error_event(exc))
+        finally:
+            _count_turn("stream", outcome, began)
 
     return StreamingResponse(
         frames(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

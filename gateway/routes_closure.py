@@ -170,7 +170,7 @@ def _step(call: Call, *, post: bool = False, note: str = "") -> Callable[[Reques
             await _no_fields(request)
         result = await call(runner_of(request), account_id, request)
         if note:
-            log.info(note, account_id)
+            log.info(note, account_id, extra={"account_id": account_id})
         return json_response(result)
 
     return endpoint
@@ -187,7 +187,8 @@ async def initiate(request: Request) -> Response:
                 f"{field} must be true: closing sells every position and cannot be undone", {"field": field},
             )
     result = await runner_of(request).initiate(account_id, user_id, body.ach_relationship_id)
-    log.info("closure of account %s initiated by %s: %s", account_id, user_id, result.get("step"))
+    log.info("closure of account %s initiated by %s: %s", account_id, user_id, result.get("step"),
+             extra={"account_id": account_id, "user_id": user_id, "step": result.get("step")})
     return json_response(result)
 
 

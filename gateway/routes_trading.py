@@ -22,8 +22,9 @@ from starlette.routing import BaseRoute
 
 from brokerage import order_rules
 from brokerage import paper_rules as rules
-from brokerage.errors import InvalidRequest, Rejected
+from brokerage.errors import BrokerageError, InvalidRequest, Rejected
 from brokerage.models import Activity, BrokerPosition, Order, OrderRequest
+from engine import metrics
 from engine.types import LastPrice
 from gateway.auth import check_owner, services_of
 from gateway.body import json_response, parse_body
@@ -126,6 +127,10 @@ async def _placed_before(broker: AsyncBroker, account_id: str, client_order_id: 
     return next((o for o in orders if o.client_order_id == client_order_id), None)
 
 
+def _count_order(outcome: str, reason: str) -> None:
+    metrics.sink().record(metrics.ORDERS, 1, {"outcome": outcome, "path": "api", "reason": reason})
+
+
 async def trade(request: Request) -> Response:
     user_id = acting_user(request)
     body = await parse_body(request, TradeBody)
@@ -134,14 +139,21 @@ async def trade(request: Request) -> Response:
     broker = broker_of(request)
     try:
         await _check_pre_trade(request, broker, body.accountId, order_req)
-    except Rejected:
+    except Rejected as exc:
         existing = await _placed_before(broker, body.accountId, order_req.client_order_id)
         if existing is None:
+            _count_order("rejected", exc.code)
             raise
         return json_response(existing)
-    order: Order = await broker.submit_order(body.accountId, order_req)
+    try:
+        order: Order = await broker.submit_order(body.accountId, order_req)
+    except BrokerageError as exc:
+        _count_order("rejected", exc.code)
+        raise
+    _count_order("placed", "")
     log.info(
-        "order %s %s %s on account %s: %s", order.id, order.side, order.symbol, body.accountId, order.status
+        "order %s %s %s on account %s: %s", order.id, order.side, order.symbol, body.accountId, order.status,
+        extra={"account_id": body.accountId, "user_id": user_id, "order_id": order.id},
     )
     return json_response(order)
 
@@ -163,7 +175,8 @@ async def cancel_order(request: Request) -> Response:
     broker = broker_of(request)
     await broker.cancel_order(account_id, order_id)
     order: Order = await broker.get_order(account_id, order_id)
-    log.info("order %s on account %s cancelled: %s", order_id, account_id, order.status)
+    log.info("order %s on account %s cancelled: %s", order_id, account_id, order.status,
+             extra={"account_id": account_id, "order_id": order_id})
     return json_response(order)
 
 

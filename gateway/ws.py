@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from engine import metrics
 from engine.auth import AuthError
 from engine.pubsub import interest_key, last_key, portfolio_channel, register_interest
 from engine.wire import json_encoder
@@ -196,6 +197,9 @@ class PortfolioHub:
     def sockets(self) -> int:
         return sum(len(w) for w in self._watchers.values())
 
+    def _count_sockets(self) -> None:
+        metrics.sink().record(metrics.OPEN_WEBSOCKETS, self.sockets)
+
     def _ensure_started(self) -> None:
         if not self._tasks:
             loop = asyncio.get_running_loop()
@@ -211,6 +215,7 @@ class PortfolioHub:
         account = watcher.account_id
         first = account not in self._watchers
         self._watchers.setdefault(account, set()).add(watcher)
+        self._count_sockets()
         if first:
             channels = self._channels
             if channels is not None:
@@ -235,6 +240,7 @@ class PortfolioHub:
         if watchers is None:
             return
         watchers.discard(watcher)
+        self._count_sockets()
         if not watchers:
             del self._watchers[account]
             channels = self._channels
@@ -273,6 +279,7 @@ class PortfolioHub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis gone or restarting: keep the sockets, retry
+                metrics.sink().record(metrics.REDIS_ERRORS, 1, {"component": "gateway"})
                 log.warning("portfolio hub lost Redis (%s); retrying in %.1fs", exc, backoff)
             finally:
                 self._ready.clear()
@@ -364,7 +371,7 @@ async def portfolio_socket(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     except Exception:
-        log.exception("portfolio socket failed for %s", account_id)
+        log.exception("portfolio socket failed for %s", account_id, extra={"account_id": account_id})
         watcher.request_close(INTERNAL_ERROR, "internal error")
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(writer), timeout=1.0)

@@ -47,10 +47,9 @@ LIMIT = Decimal("1000")  # the daily ACH limit: $3,000 leaves in three chunks on
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
-@pytest.fixture
-def settings(tmp_path: Path, redis_url: str) -> Iterator[Settings]:
+def closure_settings(tmp_path: Path, redis_url: str) -> Settings:
     """A replay that starts now on Tue 2012-06-05, its own Ray namespace, a quick orchestrator."""
-    settings = load_settings(
+    return load_settings(
         {
             "REDIS_URL": redis_url,
             "CLERA_DATA_DIR": str(tmp_path / "data"),
@@ -64,13 +63,18 @@ def settings(tmp_path: Path, redis_url: str) -> Iterator[Settings]:
         },
         env_file=None,
     )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str) -> Iterator[Settings]:
+    settings = closure_settings(tmp_path, redis_url)
     yield settings
     stop_orchestrator(settings)
 
 
-def holding_account(settings: Settings, redis_url: str) -> tuple[str, str, PaperBroker]:
+def holding_account(settings: Settings, redis_url: str, symbol: str = "AAPL") -> tuple[str, str, PaperBroker]:
     """Opened and funded with $3,000 on Mon 2012-06-04 (the deposit lands at the replay's first open),
-    then $500 of AAPL bought on the replay clock; recorded in the store as Alice's."""
+    then $500 of `symbol` bought at $100 on the replay clock; recorded in the store as Alice's."""
     db = Database.for_settings(None, settings.sqlite_path)
     setup = PaperBroker(db, ManualClock(dt.datetime(2012, 6, 4, 15, 0, tzinfo=UTC)), RedisPriceReader(redis_url),
                         settings=settings)
@@ -79,9 +83,9 @@ def holding_account(settings: Settings, redis_url: str) -> tuple[str, str, Paper
     store = store_from_settings(settings)
     store.ensure_user(ALICE)
     store.add_account(ALICE, account_id, status="active")
-    set_price(redis_url, "AAPL", 100.0)
+    set_price(redis_url, symbol, 100.0)
     broker = PaperBroker(db, clock_from_settings(settings), RedisPriceReader(redis_url), settings=settings)
-    order = broker.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", notional=Decimal("500")))
+    order = broker.submit_order(account_id, OrderRequest(symbol=symbol, side="buy", notional=Decimal("500")))
     assert order.status == "filled", order
     return account_id, rel_id, broker
 

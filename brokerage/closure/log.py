@@ -62,6 +62,7 @@ class ClosureLog:
         except OSError as exc:  # a full disk must not stop a closure: the store keeps the line
             log.warning("closure log file %s: %s", self.path, exc)
         self.records.add_log(self.account_id, at, line)
+        log.info("closure: %s", text, extra={"account_id": self.account_id})
         return line
 
     # -- the seed's logging methods ------------------------------------------------------------

@@ -54,6 +54,8 @@ class AlpacaStreamStandIn:
         self.key, self.secret = key, secret
         self.port = 0
         self.connections = 0  # WebSocket connections accepted
+        self.open = 0  # connections open now
+        self.max_open = 0  # the most ever open at once (Alpaca allows one per key)
         self.auth_attempts = 0
         self.subscribed: set[str] = set()  # trades of the live connection, as the server sees them
         self.actions: list[dict[str, object]] = []  # every client action after auth, in order
@@ -159,6 +161,14 @@ class AlpacaStreamStandIn:
 
     async def _session(self, ws: ServerConnection) -> None:
         self.connections += 1
+        self.open += 1
+        self.max_open = max(self.max_open, self.open)
+        try:
+            await self._serve(ws)
+        finally:
+            self.open -= 1
+
+    async def _serve(self, ws: ServerConnection) -> None:
         await ws.send(msgpack.packb([{"T": "success", "msg": "connected"}]))
         try:
             auth = msgpack.unpackb(await ws.recv())
