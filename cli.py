@@ -6,6 +6,7 @@
     clera chat ACCOUNT [--url --token]    talk to the assistant; confirm, edit or cancel its orders
     clera config --markdown          the configuration table of the README
     clera closure monitor ...        account closures' logs and progress (--account/--user/--all)
+    clera profiles collect ...       company profiles from FMP into the store (rate-limited, resumable)
 """
 
 from __future__ import annotations
@@ -428,6 +429,13 @@ def cmd_closure_monitor(args: argparse.Namespace) -> int:
     return monitor.run(args, load_settings())
 
 
+# --- clera profiles collect -----------------------------------------------------------------
+def cmd_profiles_collect(args: argparse.Namespace) -> int:
+    from brokerage.profile_command import run
+
+    return run(args, load_settings(), console)
+
+
 # --- entry point ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clera", description="Clera engine: realtime portfolios and brokerage on Ray")
@@ -470,6 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_monitor_arguments(monitor_p)
     monitor_p.set_defaults(func=cmd_closure_monitor)
+    profiles_p = sub.add_parser("profiles", help="company profiles")
+    profiles_sub = profiles_p.add_subparsers(dest="profiles_command", required=True)
+    collect_p = profiles_sub.add_parser("collect", help="fill the store's company profiles from FMP")
+    from brokerage.profile_command import add_arguments as add_collect_arguments
+
+    add_collect_arguments(collect_p)
+    collect_p.set_defaults(func=cmd_profiles_collect)
     return parser
 
 

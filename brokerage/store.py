@@ -49,16 +49,53 @@ class EmailClaim(msgspec.Struct, kw_only=True):
 
 
 class CompanyProfile(msgspec.Struct, kw_only=True):
+    """A row of `company_profiles` in the seed's shape (its collector's column names, which the frontend
+    reads for logos, names and pickers). Market figures are display data from FMP, hence floats.
+
+    `source` and `facts` are this project's own columns: where the row came from (`fmp` or the offline
+    `pytickersymbols`) and the offline data's extra facts. An existing Clera table has neither; read
+    from it, a profile says `fmp`, which is what the seed's collector wrote there.
+    """
+
     symbol: str
-    name: str
-    sector: str | None = None
-    industries: list[str] = []
-    description: str | None = None
+    company_name: str
+    price: float | None = None
+    beta: float | None = None
+    vol_avg: float | None = None
+    market_cap: float | None = None
+    last_div: float | None = None
+    range: str | None = None
+    changes: float | None = None
+    currency: str | None = None
+    cik: str | None = None
     isin: str | None = None
+    cusip: str | None = None
+    exchange: str | None = None
+    exchange_short_name: str | None = None
+    industry: str | None = None
+    website: str | None = None
+    description: str | None = None
+    ceo: str | None = None
+    sector: str | None = None
     country: str | None = None
-    facts: dict[str, str] = {}
-    source: str = "pytickersymbols"
+    full_time_employees: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    city: str | None = None
+    state: str | None = None
+    zip: str | None = None
+    dcf_diff: float | None = None
+    dcf: float | None = None
+    image: str | None = None
+    ipo_date: dt.date | None = None
+    default_image: bool = False
+    is_etf: bool = False
+    is_actively_trading: bool = True
+    is_adr: bool = False
+    is_fund: bool = False
     updated_at: dt.datetime | None = None
+    source: str = "fmp"
+    facts: dict[str, str] = {}
 
 
 class Store(Protocol):
@@ -104,6 +141,10 @@ class Store(Protocol):
     def upsert_company_profiles(self, profiles: list[CompanyProfile]) -> int: ...
     def get_company_profile(self, symbol: str) -> CompanyProfile | None: ...
     def count_company_profiles(self) -> int: ...
+    def profile_update_times(self, symbols: list[str]) -> dict[str, dt.datetime]:
+        """When each of `symbols` that has a stored FMP profile was last written (the collector's resume;
+        offline profiles do not count)."""
+        ...
 
 
 def check_status(status: str) -> OnboardingStatus:

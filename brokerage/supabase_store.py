@@ -11,7 +11,6 @@ current status, retried when another writer got there first.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from supabase import Client, SupabaseException, create_client
 from supabase.lib.client_options import SyncClientOptions
 
 from brokerage.errors import BrokerageError, Conflict, InvalidRequest, NotFound, Unavailable
+from brokerage.profile_rows import OWN_COLUMNS, normal_symbol, profile_from_row, profile_row
 from brokerage.store import (
     AccountRecord,
     CompanyProfile,
@@ -68,11 +68,9 @@ def _ts(value: Any) -> dt.datetime | None:
 
 
 def _wire(value: Any) -> Any:
-    return value.astimezone(UTC).isoformat(timespec="microseconds") if isinstance(value, dt.datetime) else value
-
-
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+    if isinstance(value, dt.datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return value.isoformat() if isinstance(value, dt.date) else value
 
 
 def _user(row: dict[str, Any]) -> User:
@@ -94,21 +92,6 @@ def _account(row: dict[str, Any]) -> AccountRecord:
     )
 
 
-def _profile(row: dict[str, Any]) -> CompanyProfile:
-    return CompanyProfile(
-        symbol=row["symbol"],
-        name=row["name"],
-        sector=row.get("sector"),
-        industries=_json(row.get("industries")) or [],
-        description=row.get("description"),
-        isin=row.get("isin"),
-        country=row.get("country"),
-        facts=_json(row.get("facts")) or {},
-        source=row["source"],
-        updated_at=_ts(row.get("updated_at")),
-    )
-
-
 class SupabaseStore:
     """The store on Supabase tables `app_users`, `user_accounts` and `company_profiles`."""
 
@@ -123,6 +106,7 @@ class SupabaseStore:
         except SupabaseException as error:  # supabase-py rejects a malformed URL here
             raise Unavailable(f"cannot use SUPABASE_URL {url!r}: {error}", code="store_unconfigured") from error
         self._clock = clock or WallClock()
+        self.profile_columns: tuple[str, ...] = OWN_COLUMNS
 
     def _now(self) -> dt.datetime:
         return self._clock.now().astimezone(UTC)
@@ -294,21 +278,9 @@ class SupabaseStore:
 
     # -- company profiles ------------------------------------------------------------------------
     def upsert_company_profiles(self, profiles: list[CompanyProfile]) -> int:
-        now = _wire(self._now())
+        now = self._now()
         rows = [
-            {
-                "symbol": check_id("symbol", p.symbol).strip().upper(),
-                "name": p.name,
-                "sector": p.sector,
-                "industries": list(p.industries),
-                "description": p.description,
-                "isin": p.isin,
-                "country": p.country,
-                "facts": dict(p.facts),
-                "source": p.source,
-                "updated_at": _wire(p.updated_at) if p.updated_at else now,
-            }
-            for p in profiles
+            {k: _wire(v) for k, v in profile_row(p, self.profile_columns, now).items()} for p in profiles
         ]
         for start in range(0, len(rows), _UPSERT_CHUNK):
             chunk = rows[start : start + _UPSERT_CHUNK]
@@ -323,9 +295,23 @@ class SupabaseStore:
         if not isinstance(symbol, str) or not symbol.strip():
             return None
         wanted = symbol.strip().upper()
-        rows = self._run(lambda c: c.table("company_profiles").select("*").eq("symbol", wanted).limit(1)).data
-        return _profile(rows[0]) if rows else None
+        columns = ",".join(self.profile_columns)
+        rows = self._run(lambda c: c.table("company_profiles").select(columns).eq("symbol", wanted).limit(1)).data
+        return profile_from_row(rows[0]) if rows else None
 
     def count_company_profiles(self) -> int:
         response = self._run(lambda c: c.table("company_profiles").select("symbol", count=CountMethod.exact).limit(1))
         return int(response.count or 0)
+
+    def profile_update_times(self, symbols: list[str]) -> dict[str, dt.datetime]:
+        wanted = sorted({normal_symbol(s) for s in symbols})
+        found: dict[str, dt.datetime] = {}
+        for start in range(0, len(wanted), _PAGE):
+            chunk = wanted[start : start + _PAGE]
+            def build(c: Client, chunk: list[str] = chunk) -> Any:
+                query = c.table("company_profiles").select("symbol,updated_at").in_("symbol", chunk)
+                return query.eq("source", "fmp") if "source" in self.profile_columns else query
+
+            rows = self._run(build).data
+            found.update({r["symbol"]: _ts(r["updated_at"]) for r in rows if r.get("updated_at")})
+        return found

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import msgspec
 import psycopg
 import pytest
 from postgrest import APIError, CountMethod
@@ -302,7 +303,7 @@ def test_invalid_status_and_unknown_account(store: Store) -> None:
 def test_migrate_again_and_reopen_keep_the_data(make_store: MakeStore) -> None:
     store = make_store()
     store.add_account("alice", "acc-1", email="a@example.com")
-    store.upsert_company_profiles([CompanyProfile(symbol="AAPL", name="Apple Inc.")])
+    store.upsert_company_profiles([CompanyProfile(symbol="AAPL", company_name="Apple Inc.")])
     store.migrate()
     store.migrate()
     reopened = make_store()  # a restart: a new connection, migrate() on start
@@ -327,6 +328,30 @@ def test_upgrade_from_version_1_keeps_the_accounts_and_adds_the_email_rules(
         with pytest.raises(Conflict):
             upgraded.add_account("carol", "acc-c", email="a@example.com")
         assert upgraded.claim_email("carol", "c@example.com").new is True
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_upgrade_brings_the_old_profile_table_to_the_seed_shape(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'v2.db'}" if engine == "sqlite" else request.getfixturevalue("pg_url"))
+    try:
+        db.migrate("store", schema_sql(db.dialect)[:2])  # this project's table before the seed's shape
+        db.execute(
+            "INSERT INTO company_profiles (symbol, name, sector, industries, description, isin, country, facts,"
+            " source, updated_at) VALUES (?, ?, NULL, ?, NULL, ?, ?, ?, ?, ?)",
+            ("AAPL", "Apple Inc.", '["Consumer Electronics", "Computer Hardware"]', "US0378331005", "US",
+             '{"founded": "1976"}', "pytickersymbols", START if engine == "postgres" else START.isoformat()),
+        )
+        upgraded = SqlStore(db)
+        upgraded.migrate()
+        upgraded.migrate()
+        assert upgraded.get_company_profile("AAPL") == CompanyProfile(
+            symbol="AAPL", company_name="Apple Inc.", industry="Consumer Electronics", isin="US0378331005",
+            country="US", facts={"founded": "1976"}, source="pytickersymbols", updated_at=START,
+        )
     finally:
         db.close()
 
@@ -374,38 +399,61 @@ def test_company_profile_round_trip_and_update(store: Store, clock: ManualClock)
     assert store.get_company_profile("AAPL") is None
     apple = CompanyProfile(
         symbol="aapl",
-        name="Apple Inc.",
-        industries=["Consumer Electronics", "Computer Hardware"],
+        company_name="Apple Inc.",
+        price=189.25,
+        market_cap=2_900_000_000_000.0,
+        beta=1.24,
+        vol_avg=55_000_000.0,
+        last_div=0.96,
+        range="164.08-199.62",
+        changes=-1.5,
+        currency="USD",
+        exchange="NASDAQ Global Select",
+        exchange_short_name="NASDAQ",
+        industry="Consumer Electronics",
+        sector="Technology",
         isin="US0378331005",
-        country="United States",
-        facts={"founded": "1976", "wikipedia": "https://en.wikipedia.org/wiki/Apple_Inc."},
+        country="US",
+        ceo="Tim Cook",
+        full_time_employees="164000",
+        image="https://images.financialmodelingprep.com/symbol/AAPL.png",
+        ipo_date=dt.date(1980, 12, 12),
+        is_actively_trading=True,
+        is_etf=False,
+        facts={"founded": "1976"},
+        source="pytickersymbols",
     )
-    ibm = CompanyProfile(symbol="IBM", name="IBM", sector=None, description=None, source="test")
-    assert store.upsert_company_profiles([apple, ibm]) == 2
+    etf = CompanyProfile(symbol="SPY", company_name="SPDR S&P 500 ETF Trust", is_etf=True, is_fund=True, source="fmp")
+    assert store.upsert_company_profiles([apple, etf]) == 2
     assert store.upsert_company_profiles([]) == 0
     assert store.count_company_profiles() == 2
 
     got = store.get_company_profile("AAPL")
     assert got is not None
     assert got.symbol == "AAPL"  # symbols are kept upper-case
-    assert (got.name, got.industries, got.isin, got.country, got.facts) == (
-        apple.name,
-        apple.industries,
-        apple.isin,
-        apple.country,
-        apple.facts,
-    )
-    assert got.updated_at == START and got.source == "pytickersymbols"
+    assert got == msgspec.structs.replace(apple, symbol="AAPL", updated_at=START)
     assert store.get_company_profile(" aapl ") == got
+    spy = store.get_company_profile("SPY")
+    assert spy is not None and (spy.is_etf, spy.is_fund, spy.is_adr, spy.ipo_date, spy.price) == (True, True, False, None, None)
 
     clock.advance(dt.timedelta(days=1))
-    store.upsert_company_profiles([CompanyProfile(symbol="IBM", name="International Business Machines", sector="IT")])
-    updated = store.get_company_profile("IBM")
+    store.upsert_company_profiles([CompanyProfile(symbol="SPY", company_name="SPDR S&P 500", sector="Funds")])
+    updated = store.get_company_profile("SPY")
     assert updated is not None
-    assert (updated.name, updated.sector, updated.updated_at) == ("International Business Machines", "IT", clock.now())
+    assert (updated.company_name, updated.sector, updated.is_etf, updated.updated_at) == (
+        "SPDR S&P 500", "Funds", False, clock.now()
+    )
     assert store.count_company_profiles() == 2
     assert store.get_company_profile("NOPE") is None
     assert store.get_company_profile("") is None
+
+
+def test_profile_update_times_count_fmp_profiles_only(store: Store, clock: ManualClock) -> None:
+    store.upsert_company_profiles([CompanyProfile(symbol="AAPL", company_name="Apple", source="pytickersymbols")])
+    clock.advance(dt.timedelta(hours=2))
+    store.upsert_company_profiles([CompanyProfile(symbol="MSFT", company_name="Microsoft", source="fmp")])
+    assert store.profile_update_times(["aapl", "MSFT", "NOPE"]) == {"MSFT": START + dt.timedelta(hours=2)}
+    assert store.profile_update_times([]) == {}
 
 
 # -- Supabase specifics ---------------------------------------------------------------------------
