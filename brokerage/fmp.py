@@ -66,7 +66,7 @@ class FmpClient:
         self.base_url = base_url.rstrip("/")
         self.limiter = limiter
         self._attempts = attempts
-        self._backoff = wait_exponential_jitter(initial=backoff_s, max=max(backoff_s, 30.0), jitter=backoff_s)
+        self._backoff = wait_exponential_jitter(multiplier=backoff_s, max=max(backoff_s, 30.0), jitter=backoff_s)
         self._http = httpx.Client(timeout=timeout_s)
 
     @classmethod
