@@ -40,13 +40,20 @@ _STATUS_LIST = ", ".join(f"'{s}'" for s in sorted(ONBOARDING_STATUSES))
 
 # Version 1 of component "store". `{ts}`, `{now}` and `{json}` differ per dialect; `schema_sql("postgres")`
 # is what ships as brokerage/supabase_schema.sql, so the two PostgreSQL paths share one DDL.
-_V1 = f"""
-CREATE TABLE IF NOT EXISTS app_users (
+# The users and the email claims are this project's own tables on either layout (see clera_store.py).
+APP_USERS_DDL = """CREATE TABLE IF NOT EXISTS app_users (
     id TEXT PRIMARY KEY,
     email TEXT,
-    created_at {{ts}} NOT NULL{{now}}
+    created_at {ts} NOT NULL{now}
 );
-CREATE TABLE IF NOT EXISTS user_accounts (
+"""
+EMAIL_CLAIMS_DDL = """CREATE TABLE IF NOT EXISTS email_claims (
+    email TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES app_users (id),
+    created_at {ts} NOT NULL{now}
+);
+"""
+_V1 = "\n" + APP_USERS_DDL + f"""CREATE TABLE IF NOT EXISTS user_accounts (
     account_id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES app_users (id),
     status TEXT NOT NULL DEFAULT 'submitted' CHECK (status IN ({_STATUS_LIST})),
@@ -80,19 +87,14 @@ CREATE TABLE IF NOT EXISTS company_profiles (
 _V2 = """
 CREATE UNIQUE INDEX IF NOT EXISTS user_accounts_email_key ON user_accounts (email);
 DROP INDEX IF EXISTS user_accounts_email_idx;
-CREATE TABLE IF NOT EXISTS email_claims (
-    email TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES app_users (id),
-    created_at {ts} NOT NULL{now}
-);
-{rls_v2}"""
+""" + EMAIL_CLAIMS_DDL + "{rls_v2}"
 
 # Version 3: company_profiles in the seed's shape (the column names of its FMP collector, which the frontend
 # reads): `name` becomes `company_name`, `industries` (a list) becomes `industry` (its first entry), and
 # the seed's FMP columns are added; `source` and `facts` stay as this project's own. On PostgreSQL the
 # step runs only on this project's old table (it has `industries`), so an existing Clera table of that
 # name, or one already converted, is left exactly as it is, and the SQL file can be applied again.
-_SEED_PROFILE_ADDED = """price {real}, beta {real}, vol_avg {real}, market_cap {real}, last_div {real}, range TEXT,
+SEED_PROFILE_ADDED_DDL = """price {real}, beta {real}, vol_avg {real}, market_cap {real}, last_div {real}, range TEXT,
 changes {real}, currency TEXT, cik TEXT, cusip TEXT, exchange TEXT, exchange_short_name TEXT, website TEXT,
 ceo TEXT, full_time_employees TEXT, phone TEXT, address TEXT, city TEXT, state TEXT, zip TEXT, dcf_diff {real},
 dcf {real}, image TEXT, ipo_date {date}, default_image {bool} NOT NULL DEFAULT {false},
@@ -100,12 +102,14 @@ is_etf {bool} NOT NULL DEFAULT {false}, is_actively_trading {bool} NOT NULL DEFA
 is_adr {bool} NOT NULL DEFAULT {false}, is_fund {bool} NOT NULL DEFAULT {false}"""
 
 
+PROFILE_TYPES = {
+    "postgres": {"real": "DOUBLE PRECISION", "date": "DATE", "bool": "BOOLEAN", "false": "false", "true": "true"},
+    "sqlite": {"real": "REAL", "date": "TEXT", "bool": "INTEGER", "false": "0", "true": "1"},
+}
+
+
 def _v3(dialect: str) -> str:
-    types = {
-        "postgres": {"real": "DOUBLE PRECISION", "date": "DATE", "bool": "BOOLEAN", "false": "false", "true": "true"},
-        "sqlite": {"real": "REAL", "date": "TEXT", "bool": "INTEGER", "false": "0", "true": "1"},
-    }[dialect]
-    added = [c.strip() for c in _SEED_PROFILE_ADDED.format(**types).replace("\n", " ").split(",")]
+    added = [c.strip() for c in SEED_PROFILE_ADDED_DDL.format(**PROFILE_TYPES[dialect]).replace("\n", " ").split(",")]
     first_industry = "industries ->> 0" if dialect == "postgres" else "json_extract(industries, '$[0]')"
     steps = [
         "ALTER TABLE company_profiles RENAME COLUMN name TO company_name",
@@ -146,7 +150,7 @@ def schema_sql(dialect: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def _unavailable_when_down() -> Iterator[None]:
+def unavailable_when_down() -> Iterator[None]:
     """A database that cannot be written is Unavailable (503), as the Supabase store reports it."""
     try:
         yield
@@ -242,7 +246,7 @@ class SqlStore:
         email = normalize_email(email)
         now = self._ts_in(self._now())
         try:
-            with _unavailable_when_down(), self.db.transaction():
+            with unavailable_when_down(), self.db.transaction():
                 self.db.execute(
                     "INSERT INTO app_users (id, email, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
                     (user_id, None, now),
@@ -295,7 +299,7 @@ class SqlStore:
         wanted = check_email(email)
         now = self._ts_in(self._now())
         for _ in range(_CLAIM_ATTEMPTS):  # a claim released between our insert and our read: claim again
-            with _unavailable_when_down(), self.db.transaction():
+            with unavailable_when_down(), self.db.transaction():
                 self.db.execute(
                     "INSERT INTO app_users (id, email, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
                     (user_id, None, now),
@@ -312,7 +316,7 @@ class SqlStore:
 
     def release_email(self, user_id: str, email: str) -> None:
         wanted = normalize_email(email)
-        with _unavailable_when_down():
+        with unavailable_when_down():
             self.db.execute("DELETE FROM email_claims WHERE email = ? AND user_id = ?", (wanted, user_id))
 
     def list_account_ids(self) -> list[str]:
@@ -380,7 +384,7 @@ class SqlStore:
             f"INSERT INTO company_profiles ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
             f" ON CONFLICT (symbol) DO UPDATE SET {updates}"
         )
-        with _unavailable_when_down(), self.db.transaction():
+        with unavailable_when_down(), self.db.transaction():
             for row in rows:
                 self.db.execute(sql, row)
         return len(rows)

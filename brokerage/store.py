@@ -17,6 +17,9 @@ from engine.config import Settings
 
 OnboardingStatus = Literal["submitted", "approved", "active", "rejected", "pending_closure", "closed"]
 ONBOARDING_STATUSES: frozenset[str] = frozenset(OnboardingStatus.__args__)  # type: ignore[attr-defined]
+# What a stored account may say: ours, or the two earlier stages of Clera's `onboarding_status` enum
+# (a row of an existing Clera database, CLERA_SCHEMA=clera; see brokerage/clera_store.py).
+AccountStatus = OnboardingStatus | Literal["not_started", "in_progress"]
 
 
 class User(msgspec.Struct, kw_only=True):
@@ -30,7 +33,7 @@ class AccountRecord(msgspec.Struct, kw_only=True):
 
     account_id: str
     user_id: str
-    status: OnboardingStatus = "submitted"
+    status: AccountStatus = "submitted"
     email: str | None = None
     account_number: str | None = None
     created_at: dt.datetime
@@ -201,15 +204,19 @@ def status_changes(
 
 
 def store_from_settings(settings: Settings) -> Store:
-    """The configured store, migrated."""
+    """The configured store, migrated; on PostgreSQL the layout is this project's or an existing
+    Clera database's (`CLERA_SCHEMA`, `auto`: Clera's when the database has `user_onboarding`)."""
     if settings.store == "supabase":
         from brokerage.supabase_store import SupabaseStore
 
         store: Store = SupabaseStore(settings.supabase_url or "", settings.supabase_service_role_key or "")
     else:
+        from brokerage.clera_store import CleraSqlStore, has_clera_tables
         from brokerage.sql import Database
         from brokerage.sql_store import SqlStore
 
-        store = SqlStore(Database.for_settings(settings.database_url, settings.sqlite_path))
+        db = Database.for_settings(settings.database_url, settings.sqlite_path)
+        clera = settings.schema == "clera" or (settings.schema == "auto" and has_clera_tables(db))
+        store = CleraSqlStore(db) if clera else SqlStore(db)
     store.migrate()
     return store

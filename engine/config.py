@@ -40,6 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_port: Annotated[int, Positive] = msgspec.field(default=6379, name="REDIS_PORT")
     database_url: str | None = msgspec.field(default=None, name="DATABASE_URL")
     store: Literal["sql", "supabase"] = msgspec.field(default="sql", name="CLERA_STORE")
+    schema: Literal["auto", "own", "clera"] = msgspec.field(default="auto", name="CLERA_SCHEMA")
 
     # --- market data and the clock ---------------------------------------------------------
     feed: Literal["replay", "simulated", "alpaca"] = msgspec.field(default="replay", name="CLERA_FEED")
@@ -243,6 +244,7 @@ DOCS: dict[str, str] = {
     "REDIS_PORT": "Port for REDIS_HOST.",
     "DATABASE_URL": "PostgreSQL URL for the store and the paper ledger; unset uses SQLite in CLERA_DATA_DIR.",
     "CLERA_STORE": "`sql` (SQLite or DATABASE_URL) or `supabase` (Supabase REST via supabase-py).",
+    "CLERA_SCHEMA": "Store layout: `own` (this project's tables), `clera` (an existing Clera database: accounts in `user_onboarding`), `auto` (`clera` when the database has `user_onboarding`).",
     "CLERA_FEED": "Market data: `replay` (real daily prices), `simulated` (seeded GBM) or `alpaca` (live).",
     "CLERA_REPLAY_START": "First replayed trading day (data covers 2000-03-01..2013-03-01; FB from 2012-05-18).",
     "CLERA_REPLAY_SESSION_SECONDS": "Wall-clock seconds per replayed trading day.",
