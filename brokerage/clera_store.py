@@ -83,7 +83,27 @@ ALTER TABLE user_onboarding ADD COLUMN IF NOT EXISTS closure_completed_at TIMEST
 ALTER TABLE user_onboarding ADD COLUMN IF NOT EXISTS closure_confirmation_code TEXT;
 END $$;
 """
-CLERA_SCHEMA_SQL = (_CLERA_V1, _CLERA_V2)
+CLERA_SCHEMA_SQL = (_CLERA_V1, _CLERA_V2)  # also shipped as brokerage/clera_schema.sql for CLERA_STORE=supabase
+
+
+def clera_status(status: str) -> str | None:
+    return CLERA_STATUS.get(status, status)
+
+
+def clera_changes(
+    current: AccountRecord, status: str, confirmation_code: str | None, now: dt.datetime, has_updated_at: bool
+) -> dict[str, Any]:
+    """`status_changes` in user_onboarding's columns and enum words (shared by both Clera stores)."""
+    changes = status_changes(current, status, confirmation_code, now)
+    sets: dict[str, Any] = {CLOSURE_COLUMNS.get(k, k): v for k, v in changes.items()}
+    written = clera_status(status)
+    if written is None:
+        sets.pop("status")
+    else:
+        sets["status"] = written
+    if not has_updated_at:
+        sets.pop("updated_at")
+    return sets
 
 
 def has_clera_tables(db: Database) -> bool:
@@ -199,7 +219,7 @@ class CleraSqlStore(SqlStore):
 
     def _attach(self, user_id: str, account_id: str, number: str | None, status: str, now: dt.datetime) -> None:
         """The person's onboarding row without an account gets it; otherwise a new row."""
-        clera_status = CLERA_STATUS.get(status, status) or "submitted"
+        written = clera_status(status) or "submitted"
         stamp = ", updated_at = ?" if self._has_updated_at else ""
         try:
             row = self.db.fetchone(
@@ -211,11 +231,11 @@ class CleraSqlStore(SqlStore):
                 self.db.execute(
                     f"UPDATE user_onboarding SET alpaca_account_id = ?, alpaca_account_number = ?, status = ?{stamp}"
                     " WHERE id = ?",
-                    (account_id, number, clera_status, *((now,) if stamp else ()), row["id"]),
+                    (account_id, number, written, *((now,) if stamp else ()), row["id"]),
                 )
                 return
             columns = "user_id, alpaca_account_id, alpaca_account_number, status, created_at"
-            values: tuple[Any, ...] = (user_id, account_id, number, clera_status, now)
+            values: tuple[Any, ...] = (user_id, account_id, number, written, now)
             if self._has_updated_at:
                 columns, values = columns + ", updated_at", (*values, now)
             self.db.execute(
@@ -233,15 +253,7 @@ class CleraSqlStore(SqlStore):
             current = self.get_account(account_id)
             if current is None:
                 raise NotFound(f"account {account_id} is not known", code="account_not_found")
-            changes = status_changes(current, status, confirmation_code, self._now())
-            sets: dict[str, Any] = {CLOSURE_COLUMNS.get(k, k): v for k, v in changes.items()}
-            written = CLERA_STATUS.get(status, status)
-            if written is None:
-                sets.pop("status")
-            else:
-                sets["status"] = written
-            if not self._has_updated_at:
-                sets.pop("updated_at")
+            sets = clera_changes(current, status, confirmation_code, self._now(), self._has_updated_at)
             if sets:
                 self.db.execute(
                     f"UPDATE user_onboarding SET {', '.join(f'{c} = ?' for c in sets)} WHERE alpaca_account_id = ?",

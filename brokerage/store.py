@@ -207,9 +207,13 @@ def store_from_settings(settings: Settings) -> Store:
     """The configured store, migrated; on PostgreSQL the layout is this project's or an existing
     Clera database's (`CLERA_SCHEMA`, `auto`: Clera's when the database has `user_onboarding`)."""
     if settings.store == "supabase":
+        from brokerage.clera_supabase_store import CleraSupabaseStore
         from brokerage.supabase_store import SupabaseStore
 
-        store: Store = SupabaseStore(settings.supabase_url or "", settings.supabase_service_role_key or "")
+        url, key = settings.supabase_url or "", settings.supabase_service_role_key or ""
+        store: Store = SupabaseStore(url, key)
+        if settings.schema == "clera" or (settings.schema == "auto" and store.has_table("user_onboarding")):
+            store = CleraSupabaseStore(url, key)
     else:
         from brokerage.clera_store import CleraSqlStore, has_clera_tables
         from brokerage.sql import Database

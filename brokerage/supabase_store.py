@@ -60,21 +60,21 @@ def error_from_postgrest(error: APIError) -> BrokerageError:
     return Unavailable(f"Supabase answered {code or 'an error'}: {message}", code="store_unavailable")
 
 
-def _ts(value: Any) -> dt.datetime | None:
+def parse_ts(value: Any) -> dt.datetime | None:
     if value is None:
         return None
     moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
     return moment.astimezone(UTC)
 
 
-def _wire(value: Any) -> Any:
+def to_wire(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.astimezone(UTC).isoformat(timespec="microseconds")
     return value.isoformat() if isinstance(value, dt.date) else value
 
 
 def _user(row: dict[str, Any]) -> User:
-    return User(id=row["id"], email=row.get("email"), created_at=_ts(row["created_at"]))  # type: ignore[arg-type]
+    return User(id=row["id"], email=row.get("email"), created_at=parse_ts(row["created_at"]))  # type: ignore[arg-type]
 
 
 def _account(row: dict[str, Any]) -> AccountRecord:
@@ -84,10 +84,10 @@ def _account(row: dict[str, Any]) -> AccountRecord:
         status=row["status"],
         email=row.get("email"),
         account_number=row.get("account_number"),
-        created_at=_ts(row["created_at"]),  # type: ignore[arg-type]
-        updated_at=_ts(row["updated_at"]),  # type: ignore[arg-type]
-        closure_requested_at=_ts(row.get("closure_requested_at")),
-        closed_at=_ts(row.get("closed_at")),
+        created_at=parse_ts(row["created_at"]),  # type: ignore[arg-type]
+        updated_at=parse_ts(row["updated_at"]),  # type: ignore[arg-type]
+        closure_requested_at=parse_ts(row.get("closure_requested_at")),
+        closed_at=parse_ts(row.get("closed_at")),
         confirmation_code=row.get("confirmation_code"),
     )
 
@@ -120,6 +120,15 @@ class SupabaseStore:
         except httpx.HTTPError as error:
             raise Unavailable(f"Supabase is not reachable: {error}", code="store_unavailable") from error
 
+    def has_table(self, table: str) -> bool:
+        try:
+            self._run(lambda c: c.table(table).select("*").limit(1))
+        except Unavailable as missing:
+            if missing.code == "store_schema_missing":
+                return False
+            raise
+        return True
+
     def migrate(self) -> None:
         """Checks that the schema is there: tables cannot be created over the REST API."""
         for table in TABLES:
@@ -138,7 +147,7 @@ class SupabaseStore:
         return user
 
     def _insert_user(self, user_id: str) -> None:
-        row = {"id": user_id, "created_at": _wire(self._now())}
+        row = {"id": user_id, "created_at": to_wire(self._now())}
         self._run(lambda c: c.table("app_users").upsert(row, on_conflict="id", ignore_duplicates=True))
 
     def get_user(self, user_id: str) -> User | None:
@@ -157,7 +166,7 @@ class SupabaseStore:
         user_id = check_id("user_id", user_id)
         account_id = check_id("account_id", account_id)
         check_status(status)
-        now = _wire(self._now())
+        now = to_wire(self._now())
         self._insert_user(user_id)
         row = {
             "account_id": account_id,
@@ -221,7 +230,7 @@ class SupabaseStore:
         user_id = check_id("user_id", user_id)
         wanted = check_email(email)
         self._insert_user(user_id)
-        row = {"email": wanted, "user_id": user_id, "created_at": _wire(self._now())}
+        row = {"email": wanted, "user_id": user_id, "created_at": to_wire(self._now())}
         for _ in range(_STATUS_RETRIES):  # a claim released between our insert and our read: claim again
             inserted = self._run(
                 lambda c: c.table("email_claims").upsert(row, on_conflict="email", ignore_duplicates=True)
@@ -266,7 +275,7 @@ class SupabaseStore:
             current = self.get_account(account_id)
             if current is None:
                 raise NotFound(f"account {account_id} is not known", code="account_not_found")
-            changes = {k: _wire(v) for k, v in status_changes(current, status, confirmation_code, self._now()).items()}
+            changes = {k: to_wire(v) for k, v in status_changes(current, status, confirmation_code, self._now()).items()}
             updated = self._run(
                 lambda c, changes=changes, seen=current.status: (
                     c.table("user_accounts").update(changes).eq("account_id", account_id).eq("status", seen)
@@ -280,7 +289,7 @@ class SupabaseStore:
     def upsert_company_profiles(self, profiles: list[CompanyProfile]) -> int:
         now = self._now()
         rows = [
-            {k: _wire(v) for k, v in profile_row(p, self.profile_columns, now).items()} for p in profiles
+            {k: to_wire(v) for k, v in profile_row(p, self.profile_columns, now).items()} for p in profiles
         ]
         for start in range(0, len(rows), _UPSERT_CHUNK):
             chunk = rows[start : start + _UPSERT_CHUNK]
@@ -313,5 +322,5 @@ class SupabaseStore:
                 return query.eq("source", "fmp") if "source" in self.profile_columns else query
 
             rows = self._run(build).data
-            found.update({r["symbol"]: _ts(r["updated_at"]) for r in rows if r.get("updated_at")})
+            found.update({r["symbol"]: parse_ts(r["updated_at"]) for r in rows if r.get("updated_at")})
         return found

@@ -19,7 +19,8 @@ from standins.postgrest import PostgrestStandIn
 from supabase import create_client
 from supabase.lib.client_options import SyncClientOptions
 
-from brokerage.clera_store import CleraSqlStore
+from brokerage.clera_store import CLERA_SCHEMA_SQL, CleraSqlStore
+from brokerage.clera_supabase_store import CleraSupabaseStore
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from brokerage.sql import Database
 from brokerage.sql_store import SqlStore, schema_sql
@@ -30,6 +31,7 @@ from engine.clock import ManualClock
 UTC = dt.UTC
 START = dt.datetime(2026, 3, 2, 15, 30, 0, 123456, tzinfo=UTC)
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "brokerage" / "supabase_schema.sql"
+CLERA_SCHEMA_FILE = SCHEMA_FILE.with_name("clera_schema.sql")
 SERVICE_KEY = "service-role-key-for-tests"
 
 MakeStore = Callable[[], Store]
@@ -69,7 +71,7 @@ CREATE TABLE company_profiles (
 
 
 def clera_layout(store: Store) -> bool:
-    return isinstance(store, CleraSqlStore)
+    return isinstance(store, (CleraSqlStore, CleraSupabaseStore))
 
 
 def shown(store: Store, status: str) -> str:
@@ -91,10 +93,24 @@ def postgrest(pg_url: str) -> Iterator[PostgrestStandIn]:
         yield server
 
 
-@pytest.fixture(params=["sqlite", "postgres", "supabase", "clera_postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "supabase", "clera_postgres", "clera_supabase"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[MakeStore]:
     """A factory of migrated stores over one back end: a second call is the same data after a restart."""
     opened: list[Database] = []
+    if request.param == "clera_supabase":
+        pg = request.getfixturevalue("pg_url")
+        with psycopg.connect(pg, autocommit=True) as conn:
+            conn.execute(CLERA_FRONTEND_DDL)
+            conn.execute(CLERA_SCHEMA_FILE.read_text())
+        with PostgrestStandIn(pg, SERVICE_KEY) as clera_server:
+
+            def make_clera_supabase() -> Store:
+                store = CleraSupabaseStore(clera_server.url, SERVICE_KEY, clock=clock)
+                store.migrate()
+                return store
+
+            yield make_clera_supabase
+        return
     if request.param == "supabase":
         server: PostgrestStandIn = request.getfixturevalue("postgrest")
 
@@ -516,6 +532,11 @@ def test_profile_update_times_count_fmp_profiles_only(store: Store, clock: Manua
 def test_supabase_schema_file_is_the_postgres_migration() -> None:
     shipped = "".join(line for line in SCHEMA_FILE.read_text().splitlines(keepends=True) if not line.startswith("--"))
     assert shipped == "".join(schema_sql("postgres"))
+
+
+def test_clera_schema_file_is_the_clera_migration() -> None:
+    shipped = "".join(l for l in CLERA_SCHEMA_FILE.read_text().splitlines(keepends=True) if not l.startswith("--"))
+    assert shipped == "".join(CLERA_SCHEMA_SQL)
 
 
 def test_supabase_store_says_when_the_schema_was_not_applied(pg_url: str) -> None:
