@@ -17,9 +17,15 @@ CREATE TABLE IF NOT EXISTS account_emails (
     account_id TEXT NOT NULL UNIQUE,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS account_claims (
+    account_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
 ALTER TABLE app_users ENABLE ROW LEVEL SECURITY;
 ALTER TABLE email_claims ENABLE ROW LEVEL SECURITY;
 ALTER TABLE account_emails ENABLE ROW LEVEL SECURITY;
+ALTER TABLE account_claims ENABLE ROW LEVEL SECURITY;
 CREATE TABLE IF NOT EXISTS company_profiles (
     symbol TEXT PRIMARY KEY, company_name TEXT NOT NULL, industry TEXT, description TEXT, isin TEXT, country TEXT,
     sector TEXT, updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),

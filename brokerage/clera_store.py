@@ -9,8 +9,9 @@ and closure there and nowhere else, so every existing person's account is theirs
 
 Nothing of that table is created, dropped or altered except the seed's own closure columns and the
 enum's two closure values (added if missing). What the seed has no place for lives in this
-project's own tables beside it: `app_users`, `email_claims` and `account_emails` (one account per
-email). Status words the enum lacks are mapped: `active` is written as `approved` (Clera's "the
+project's own tables beside it: `app_users`, `email_claims`, `account_emails` (one account per
+email) and `account_claims` (which writer attaches an account id: the frontend's table may get no
+unique index). Status words the enum lacks are mapped: `active` is written as `approved` (Clera's "the
 account is open"); `rejected` is not written (the broker's own status says it). The account number
 goes to `alpaca_account_number`, and `updated_at` only if the table has one.
 """
@@ -61,9 +62,15 @@ _CLERA_V1 = (
     account_id TEXT NOT NULL UNIQUE,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS account_claims (
+    account_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
 ALTER TABLE app_users ENABLE ROW LEVEL SECURITY;
 ALTER TABLE email_claims ENABLE ROW LEVEL SECURITY;
 ALTER TABLE account_emails ENABLE ROW LEVEL SECURITY;
+ALTER TABLE account_claims ENABLE ROW LEVEL SECURITY;
 CREATE TABLE IF NOT EXISTS company_profiles (
     symbol TEXT PRIMARY KEY, company_name TEXT NOT NULL, industry TEXT, description TEXT, isin TEXT, country TEXT,
     sector TEXT, updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -95,8 +102,10 @@ def clera_changes(
 ) -> dict[str, Any]:
     """`status_changes` in user_onboarding's columns and enum words (shared by both Clera stores)."""
     changes = status_changes(current, status, confirmation_code, now)
-    sets: dict[str, Any] = {CLOSURE_COLUMNS.get(k, k): v for k, v in changes.items()}
     written = clera_status(status)
+    if written in (None, current.status) and confirmation_code is None:
+        return {}  # nothing the enum can say differently (`active` over `approved`, every broker sync)
+    sets: dict[str, Any] = {CLOSURE_COLUMNS.get(k, k): v for k, v in changes.items()}
     if written is None:
         sets.pop("status")
     else:
@@ -191,17 +200,23 @@ class CleraSqlStore(SqlStore):
         email = normalize_email(email)
         now = self._now()
         with unavailable_when_down(), self.db.transaction():
-            # no unique index may be added to the frontend's table: one writer per account id at a time
-            self.db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"clera-account:{account_id}",))
             self.db.execute(
                 "INSERT INTO app_users (id, email, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (user_id, None, now),
             )
             current = self.get_account(account_id)
-            if current is None:
+            # No unique index may be added to the frontend's table: the claim decides who attaches the
+            # account (a racing insert waits for ours to commit, then finds it).
+            if current is None and self.db.execute(
+                "INSERT INTO account_claims (account_id, user_id, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (account_id) DO NOTHING",
+                (account_id, user_id, now),
+            ) == 1:
                 self._claim_account_email(account_id, email)
                 self._attach(user_id, account_id, account_number, status, now)
-                current = self.get_account(account_id)
+            current = current or self.get_account(account_id)
+        if current is None:  # claimed by a writer that then failed (its transaction rolled back the claim)
+            raise Conflict(f"account {account_id} is being attached by another request; retry", code="store_contention")
         assert current is not None  # just written, or there before
         if current.user_id != user_id:
             raise Conflict(f"account {account_id} belongs to another user", code="account_owned_elsewhere")

@@ -1,19 +1,18 @@
 """`CleraSupabaseStore`: the Clera layout (see `clera_store.py`) over Supabase's REST API.
 
-The REST API can neither lock nor add a unique index to the frontend's `user_onboarding`, so an
-account id two people attach at once is settled after the write: the earliest row holding it wins,
-and the other writer takes its own row back and gets a Conflict. A status move is a compare-and-set
+The REST API cannot lock, and the frontend's `user_onboarding` may get no unique index, so who
+attaches an account id is decided by this project's `account_claims` (its primary key): the winner
+writes the onboarding row, the others read it once it is there. A status move is a compare-and-set
 on the current status, as in `SupabaseStore`. `brokerage/clera_schema.sql` must have been applied
 (it adds this project's tables and the seed's closure columns; `migrate()` checks).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-from postgrest import ReturnMethod
 from supabase import Client
 
 from brokerage.clera_store import CLOSURE_COLUMNS, clera_changes, clera_status
@@ -22,7 +21,7 @@ from brokerage.profile_rows import SEED_COLUMNS
 from brokerage.store import AccountRecord, OnboardingStatus, check_email, check_id, check_status, normalize_email
 from brokerage.supabase_store import SupabaseStore, parse_ts, to_wire
 
-CLERA_TABLES = ("user_onboarding", "app_users", "email_claims", "account_emails", "company_profiles")
+CLERA_TABLES = ("user_onboarding", "app_users", "email_claims", "account_emails", "account_claims", "company_profiles")
 _RETRIES = 20
 
 
@@ -147,34 +146,49 @@ class CleraSupabaseStore(SupabaseStore):
         self._insert_user(user_id)
         current = self.get_account(account_id)
         if current is None:
-            took_email = self._claim_account_email(account_id, email)
-            row_id, undo = self._attach(user_id, account_id, account_number, status)
-            rows = self._rows_of_account(account_id)
-            if rows[0]["id"] != row_id:  # another writer attached it first (the same person or not): ours goes
-                undo()
-            current = self._records(rows[:1])[0]
-            if current.user_id != user_id and took_email:
-                self._run(lambda c: c.table("account_emails").delete().eq("account_id", account_id).eq("email", email))
+            current = self._attach_claimed(user_id, account_id, email, account_number, status)
         if current.user_id != user_id:
             raise Conflict(f"account {account_id} belongs to another user", code="account_owned_elsewhere")
         return current
 
-    def _claim_account_email(self, account_id: str, email: str | None) -> bool:
+    def _attach_claimed(
+        self, user_id: str, account_id: str, email: str | None, number: str | None, status: str
+    ) -> AccountRecord:
+        """The claim on the account id decides who attaches it; the others wait for the winner's row."""
+        claim = {"account_id": account_id, "user_id": user_id, "created_at": to_wire(self._now())}
+        won = self._run(
+            lambda c: c.table("account_claims").upsert(claim, on_conflict="account_id", ignore_duplicates=True)
+        ).data
+        if won:
+            try:
+                self._claim_account_email(account_id, email)
+                self._attach(user_id, account_id, number, status)
+            except BaseException:
+                self._run(lambda c: c.table("account_claims").delete().eq("account_id", account_id))
+                raise
+        for attempt in range(_RETRIES):
+            current = self.get_account(account_id)
+            if current is not None:
+                return current
+            time.sleep(0.01 * (attempt + 1))
+        raise Unavailable(f"account {account_id} is being attached by another request; retry", code="store_contention")
+
+    def _claim_account_email(self, account_id: str, email: str | None) -> None:
         if email is None:
-            return False
+            return
         row = {"email": check_email(email), "account_id": account_id, "created_at": to_wire(self._now())}
         inserted = self._run(
             lambda c: c.table("account_emails").upsert(row, on_conflict="email", ignore_duplicates=True)
         ).data
         if inserted:
-            return True
+            return
         held = self._run(lambda c: c.table("account_emails").select("account_id").eq("email", email).limit(1)).data
         if held and held[0]["account_id"] == account_id:
-            return False
+            return
         raise Conflict("an account with this email address already exists", code="email_in_use")
 
-    def _attach(self, user_id: str, account_id: str, number: str | None, status: str) -> tuple[Any, Callable[[], Any]]:
-        """Puts the account on the person's onboarding row without one, or a new row: that row's id and its undo."""
+    def _attach(self, user_id: str, account_id: str, number: str | None, status: str) -> None:
+        """Puts the account on the person's onboarding row without one, or on a new row."""
         now = to_wire(self._now())
         values: dict[str, Any] = {
             "alpaca_account_id": account_id, "alpaca_account_number": number, "status": clera_status(status) or "submitted",
@@ -185,21 +199,12 @@ class CleraSupabaseStore(SupabaseStore):
             lambda c: c.table("user_onboarding").select("id").eq("user_id", user_id).is_("alpaca_account_id", "null")
             .order("created_at").limit(1)
         ).data
-        if open_rows:
-            row_id = open_rows[0]["id"]
-            updated = self._run(
-                lambda c: c.table("user_onboarding").update(values).eq("id", row_id).is_("alpaca_account_id", "null")
-            ).data
-            if updated:
-                return row_id, lambda: self._run(
-                    lambda c: c.table("user_onboarding").update({"alpaca_account_id": None, "alpaca_account_number": None})
-                    .eq("id", row_id)
-                )
-        inserted = self._run(
-            lambda c: c.table("user_onboarding").insert({"user_id": user_id, "created_at": now, **values})
-        ).data
-        row_id = inserted[0]["id"]
-        return row_id, lambda: self._run(lambda c: c.table("user_onboarding").delete(returning=ReturnMethod.minimal).eq("id", row_id))
+        if open_rows and self._run(
+            lambda c: c.table("user_onboarding").update(values).eq("id", open_rows[0]["id"])
+            .is_("alpaca_account_id", "null")
+        ).data:
+            return
+        self._run(lambda c: c.table("user_onboarding").insert({"user_id": user_id, "created_at": now, **values}))
 
     def set_account_status(
         self, account_id: str, status: OnboardingStatus, *, confirmation_code: str | None = None
