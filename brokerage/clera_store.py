@@ -42,6 +42,7 @@ from brokerage.store import (
     normalize_email,
     status_changes,
 )
+from engine.config import ConfigError
 
 CLERA_STATUS: dict[str, str | None] = {"active": "approved", "rejected": None}  # ours -> the enum's (None: not written)
 # our AccountRecord field -> user_onboarding's column
@@ -126,15 +127,17 @@ def has_clera_tables(db: Database) -> bool:
 class CleraSqlStore(SqlStore):
     """Accounts in the frontend's `user_onboarding`; users, claims and profiles as in `SqlStore`."""
 
+    layout = "clera"
+
     def __init__(self, db: Database, **kwargs: Any) -> None:
         if db.dialect != "postgres":
-            raise InvalidRequest("the Clera layout needs PostgreSQL (DATABASE_URL)", code="invalid_configuration")
+            raise ConfigError("CLERA_SCHEMA=clera needs PostgreSQL: set DATABASE_URL (or CLERA_STORE=supabase)")
         super().__init__(db, **kwargs)
         self._has_updated_at = False
 
     def migrate(self) -> None:
         if not has_clera_tables(self.db):
-            raise NotFound("CLERA_SCHEMA=clera but the database has no user_onboarding table", code="store_schema_missing")
+            raise ConfigError("CLERA_SCHEMA=clera but the database has no user_onboarding table (is it Clera's?)")
         self.db.migrate("store_clera", CLERA_SCHEMA_SQL)
         self._profile_cols = None
         row = self.db.fetchone(

@@ -34,6 +34,8 @@ def _is_uuid(value: str) -> bool:
 
 
 class CleraSupabaseStore(SupabaseStore):
+    layout = "clera"
+
     def __init__(self, url: str, key: str, **kwargs: Any) -> None:
         super().__init__(url, key, **kwargs)
         self.profile_columns = SEED_COLUMNS  # the seed's table: no `source`, no `facts`

@@ -98,8 +98,9 @@ def default_profiles() -> list[CompanyProfile]:
 def load_default_company_profiles(store: Store) -> int:
     """Fills an empty profile table on first start; returns how many profiles it wrote (0 if not empty).
 
-    Safe to run from several processes at once: the writes are upserts of identical rows.
+    Safe to run from several processes at once: the writes are upserts of identical rows. Never on an
+    existing Clera database: its table is the FMP collector's and has no column to say a row is offline.
     """
-    if store.count_company_profiles() > 0:
+    if store.layout == "clera" or store.count_company_profiles() > 0:
         return 0
     return store.upsert_company_profiles(default_profiles())

@@ -168,6 +168,8 @@ _IN_CHUNK = 500  # symbols asked for in one IN (...) list
 class SqlStore:
     """Users, account ownership, onboarding status and company profiles in one SQL database."""
 
+    layout = "own"
+
     def __init__(self, db: Database, *, clock: Clock | None = None) -> None:
         self.db = db
         self._clock = clock or WallClock()

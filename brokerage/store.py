@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from brokerage.errors import Conflict, InvalidRequest
-from engine.config import Settings
+from engine.config import ConfigError, Settings
 
 OnboardingStatus = Literal["submitted", "approved", "active", "rejected", "pending_closure", "closed"]
 ONBOARDING_STATUSES: frozenset[str] = frozenset(OnboardingStatus.__args__)  # type: ignore[attr-defined]
@@ -102,6 +102,8 @@ class CompanyProfile(msgspec.Struct, kw_only=True):
 
 
 class Store(Protocol):
+    layout: str  # "own" (this project's tables) or "clera" (an existing Clera database's, CLERA_SCHEMA)
+
     def migrate(self) -> None:
         """Create or upgrade the schema; safe to call on every start, from several processes."""
         ...
@@ -220,6 +222,8 @@ def store_from_settings(settings: Settings) -> Store:
         from brokerage.sql_store import SqlStore
 
         db = Database.for_settings(settings.database_url, settings.sqlite_path)
+        if settings.schema == "clera" and db.dialect != "postgres":
+            raise ConfigError("CLERA_SCHEMA=clera needs PostgreSQL: set DATABASE_URL (or CLERA_STORE=supabase)")
         clera = settings.schema == "clera" or (settings.schema == "auto" and has_clera_tables(db))
         store = CleraSqlStore(db) if clera else SqlStore(db)
     store.migrate()

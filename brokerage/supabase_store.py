@@ -95,6 +95,8 @@ def _account(row: dict[str, Any]) -> AccountRecord:
 class SupabaseStore:
     """The store on Supabase tables `app_users`, `user_accounts` and `company_profiles`."""
 
+    layout = "own"
+
     def __init__(self, url: str, key: str, *, clock: Clock | None = None, timeout_s: float = 10.0) -> None:
         if not url or not key:
             raise Unavailable(

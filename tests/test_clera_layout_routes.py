@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from conftest import free_port
 from gateway_support import Gateway, make_settings
 from paper_support import MON_MORNING, make_broker, open_account, sqlite_url
@@ -25,6 +26,7 @@ from brokerage.email import OutboxMailer
 from brokerage.sql import Database
 from brokerage.store import store_from_settings
 from engine.clock import ManualClock
+from engine.config import ConfigError
 from gateway import routes_brokerage, routes_closure, routes_core
 from gateway.services import Services
 
@@ -135,3 +137,14 @@ async def test_existing_people_own_their_accounts_and_closures_land_in_user_onbo
             "user_id": EXISTING, "status": "approved", "closure_initiated_at": None, "closure_completed_at": None,
             "closure_confirmation_code": None,
         }
+
+
+def test_the_layout_is_chosen_by_clera_schema(tmp_path: Path, redis_url: str, pg_url: str) -> None:
+    own = store_from_settings(make_settings(redis_url, tmp_path, DATABASE_URL=pg_url))  # auto, no user_onboarding
+    assert own.layout == "own"
+    with pytest.raises(ConfigError, match="user_onboarding"):
+        store_from_settings(make_settings(redis_url, tmp_path, DATABASE_URL=pg_url, CLERA_SCHEMA="clera"))
+    with pytest.raises(ConfigError, match="PostgreSQL"):
+        store_from_settings(make_settings(redis_url, tmp_path / "lite", CLERA_SCHEMA="clera"))
+    with pytest.raises(ConfigError, match="CLERA_SCHEMA"):
+        make_settings(redis_url, tmp_path, CLERA_SCHEMA="frontend")
