@@ -13,14 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from standins.alpaca_broker_api import AlpacaBrokerStandIn
 from standins.fmp_api import FmpStandin
 
 import cli
 from brokerage.fmp import FmpClient
-from brokerage.profile_collector import collect_profiles, parse_symbols, start_from
+from brokerage.profile_collector import broker_symbols, collect_profiles, parse_symbols, start_from
 from brokerage.rate_limit import WindowLimiter
 from brokerage.sql import Database
 from brokerage.sql_store import SqlStore
+from engine.config import load_settings
 
 KEY = "fmp-test-key"
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,3 +191,28 @@ def test_without_a_key_the_offline_profiles_are_loaded(
     assert "offline profiles only" in capsys.readouterr().out
     apple = store.get_company_profile("AAPL")
     assert apple is not None and apple.source == "pytickersymbols"
+
+
+def test_symbols_come_from_alpacas_tradable_assets(tmp_path: Path, fmp: FmpStandin, store: SqlStore) -> None:
+    """With Alpaca configured, the symbols are its active, tradable US equities (alpaca-py's asset list)."""
+    with AlpacaBrokerStandIn("alpaca-key", "alpaca-secret") as alpaca:
+        for symbol in ("MSFT", "AAPL", "HALT"):
+            alpaca.set_price(symbol, "100")
+        alpaca.state.untradable.add("HALT")
+        env = {"CLERA_BROKER": "alpaca", "BROKER_API_KEY": "alpaca-key", "BROKER_SECRET_KEY": "alpaca-secret",
+               "CLERA_ALPACA_BROKER_URL": alpaca.url, "CLERA_DATA_DIR": str(tmp_path / "data")}
+        assert broker_symbols(load_settings(env, env_file=None)) == ["AAPL", "MSFT"]
+        run = subprocess.Popen(
+            [sys.executable, str(ROOT / "cli.py"), "profiles", "collect"], cwd=tmp_path,
+            env={**_env(tmp_path, fmp), **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        output, _ = run.communicate(timeout=60)
+    assert run.returncode == 0, output
+    assert [s for s in ("AAPL", "MSFT", "HALT") if store.get_company_profile(s)] == ["AAPL", "MSFT"]
+    assert ("GET", "/v1/assets", 200) in alpaca.state.requests
+
+
+def test_without_alpaca_the_offline_symbol_list_is_used() -> None:
+    symbols = broker_symbols(load_settings({}, env_file=None))
+    assert {"AAPL", "MSFT", "IBM", "GOOG"} <= set(symbols) and "FB" not in symbols  # aliases left out
+    assert len(symbols) == len(set(symbols))
