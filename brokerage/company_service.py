@@ -3,7 +3,8 @@
 Without an FMP key it is the stored profile. With one, a live profile and quote are fetched on
 demand, kept for `CLERA_COMPANY_CACHE_TTL_S` and bounded by the process's FMP limiter (a lookup
 waits at most `CLERA_COMPANY_LIVE_WAIT_S` for a request slot, so a spent budget answers at once);
-when FMP fails, the stored profile is answered with `stale: true` and the reason.
+when FMP fails (one try, no retries: someone is waiting), the stored profile is answered with
+`stale: true` and the reason.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ class CompanyService:
         if cached is not None:
             return cached
         try:
-            profile = profile_from_fmp(self.client.profile(symbol, wait_s=self._wait), symbol)
-            quote = quote_from_fmp(self.client.quote(symbol, wait_s=self._wait), symbol)
+            # one try each: a person is waiting, and the stored profile is a fine answer meanwhile
+            profile = profile_from_fmp(self.client.profile(symbol, wait_s=self._wait, attempts=1), symbol)
+            quote = quote_from_fmp(self.client.quote(symbol, wait_s=self._wait, attempts=1), symbol)
         except (FmpError, RowError) as exc:
             reason = exc.reason if isinstance(exc, FmpError) else f"FMP answered a malformed row: {exc}"
             return CompanyLookup(symbol=symbol, profile=self.store.get_company_profile(symbol), stale=True, error=reason)

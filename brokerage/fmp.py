@@ -86,17 +86,17 @@ class FmpClient:
     def close(self) -> None:
         self._http.close()
 
-    def profile(self, symbol: str, *, wait_s: float | None = None) -> Any:
+    def profile(self, symbol: str, *, wait_s: float | None = None, attempts: int | None = None) -> Any:
         """The JSON of `/stable/profile` (a list, empty for a symbol FMP does not know)."""
-        return self._get("/stable/profile", symbol, wait_s)
+        return self._get("/stable/profile", symbol, wait_s, attempts)
 
-    def quote(self, symbol: str, *, wait_s: float | None = None) -> Any:
+    def quote(self, symbol: str, *, wait_s: float | None = None, attempts: int | None = None) -> Any:
         """The JSON of `/stable/quote` (a list)."""
-        return self._get("/stable/quote", symbol, wait_s)
+        return self._get("/stable/quote", symbol, wait_s, attempts)
 
-    def _get(self, path: str, symbol: str, wait_s: float | None) -> Any:
+    def _get(self, path: str, symbol: str, wait_s: float | None, attempts: int | None) -> Any:
         retrying = Retrying(
-            stop=stop_after_attempt(self._attempts),
+            stop=stop_after_attempt(attempts or self._attempts),
             wait=self._wait,
             retry=retry_if_exception(lambda e: isinstance(e, FmpError) and e.retryable),
             reraise=True,
