@@ -7,6 +7,7 @@
     clera config --markdown          the configuration table of the README
     clera closure monitor ...        account closures' logs and progress (--account/--user/--all)
     clera status                     one screen: nodes, actors, feed, ticks/s, sockets, chat, closures
+    clera profiles collect ...       company profiles from FMP into the store (rate-limited, resumable)
 """
 
 from __future__ import annotations
@@ -587,6 +588,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- clera profiles collect -----------------------------------------------------------------
+def cmd_profiles_collect(args: argparse.Namespace) -> int:
+    from brokerage.profile_command import run
+
+    return run(args, load_settings(), console)
+
+
 # --- entry point ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clera", description="Clera engine: realtime portfolios and brokerage on Ray")
@@ -640,6 +648,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_monitor_arguments(monitor_p)
     monitor_p.set_defaults(func=cmd_closure_monitor)
+    profiles_p = sub.add_parser("profiles", help="company profiles")
+    profiles_sub = profiles_p.add_subparsers(dest="profiles_command", required=True)
+    collect_p = profiles_sub.add_parser("collect", help="fill the store's company profiles from FMP")
+    from brokerage.profile_command import add_arguments as add_collect_arguments
+
+    add_collect_arguments(collect_p)
+    collect_p.set_defaults(func=cmd_profiles_collect)
     return parser
 
 

@@ -20,6 +20,7 @@ from langchain_core.tools import BaseTool
 from agents.history import PriceHistory
 from agents.symbols import SymbolResolver
 from brokerage.broker import Broker
+from brokerage.company_service import CompanyService
 from brokerage.errors import Forbidden
 from brokerage.prices import PriceReader
 from brokerage.store import Store
@@ -41,7 +42,12 @@ class AgentDeps:
     clock: Clock
     resolver: SymbolResolver
     model: BaseChatModel
+    company: CompanyService = None  # type: ignore[assignment]  # built from the settings and the store
     _bound: dict[str, Runnable[Any, Any]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.company is None:
+            self.company = CompanyService.from_settings(self.settings, self.store)
 
     def model_with(self, role: str, tools: Sequence[BaseTool]) -> Runnable[Any, Any]:
         """The model bound to a role's tools, converted once per process rather than on every call."""

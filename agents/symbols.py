@@ -407,7 +407,7 @@ def _default(preferred: frozenset[str]) -> SymbolResolver:
 
     profiles = default_profiles()
     # An alias profile (FB beside META) repeats its target's name; the target stays the primary.
-    names = {p.symbol: p.name for p in profiles if "alias_of" not in p.facts}
+    names = {p.symbol: p.company_name for p in profiles if "alias_of" not in p.facts}
     return from_names(names, [p.symbol for p in profiles], preferred)
 
 

@@ -3,8 +3,9 @@
 The package ships index constituents (S&P 500, NASDAQ 100, DAX, ...) with names, industries, ISINs,
 country and facts scraped from Wikipedia. It has no company description and no GICS sector, so
 those stay empty and every profile says so in `facts["data_note"]` rather than guessing. Production
-fills the same `company_profiles` table from Financial Modeling Prep instead (the agents issue adds
-that collector); this loader then does nothing, because it only runs on an empty table.
+fills the same `company_profiles` table from Financial Modeling Prep instead (`clera profiles collect`,
+`brokerage/profile_collector.py`); this loader then does nothing, because it only runs on an empty table.
+Each company's first industry label fills the seed's `industry` column; all of them stay in `facts`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 from pytickersymbols import PyTickerSymbols
 
 from brokerage.store import CompanyProfile, Store
@@ -39,6 +41,8 @@ def _us_tickers(stock: dict[str, Any]) -> list[str]:
 
 def _facts(stock: dict[str, Any], indices: Iterable[str]) -> dict[str, str]:
     facts = {str(k): str(v).strip() for k, v in (stock.get("metadata") or {}).items() if v not in (None, "")}
+    if stock.get("industries"):
+        facts["industries"] = ", ".join(stock["industries"])
     listings = [s["google"] for s in stock.get("symbols") or [] if s.get("google")]
     if listings:
         facts["listings"] = ", ".join(listings)
@@ -51,12 +55,11 @@ def _facts(stock: dict[str, Any], indices: Iterable[str]) -> dict[str, str]:
 
 
 def _profile(symbol: str, stock: dict[str, Any], indices: Iterable[str]) -> CompanyProfile:
+    industries = stock.get("industries") or [None]
     return CompanyProfile(
         symbol=symbol,
-        name=stock["name"],
-        sector=None,
-        industries=list(stock.get("industries") or []),
-        description=None,
+        company_name=stock["name"],
+        industry=industries[0],
         isin=(stock.get("isins") or [None])[0],
         country=stock.get("country"),
         facts=_facts(stock, indices),
@@ -88,23 +91,16 @@ def default_profiles() -> list[CompanyProfile]:
     for alias, target in SYMBOL_ALIASES.items():
         if target in profiles and alias not in profiles:
             base = profiles[target]
-            profiles[alias] = CompanyProfile(
-                symbol=alias,
-                name=base.name,
-                industries=base.industries,
-                isin=base.isin,
-                country=base.country,
-                facts={**base.facts, "alias_of": target},
-                source=SOURCE,
-            )
+            profiles[alias] = msgspec.structs.replace(base, symbol=alias, facts={**base.facts, "alias_of": target})
     return sorted(profiles.values(), key=lambda p: p.symbol)
 
 
 def load_default_company_profiles(store: Store) -> int:
     """Fills an empty profile table on first start; returns how many profiles it wrote (0 if not empty).
 
-    Safe to run from several processes at once: the writes are upserts of identical rows.
+    Safe to run from several processes at once: the writes are upserts of identical rows. Never on an
+    existing Clera database: its table is the FMP collector's and has no column to say a row is offline.
     """
-    if store.count_company_profiles() > 0:
+    if store.layout == "clera" or store.count_company_profiles() > 0:
         return 0
     return store.upsert_company_profiles(default_profiles())

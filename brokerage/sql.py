@@ -156,7 +156,9 @@ class Database:
             for version, step in enumerate(steps, start=1):
                 if version <= current:
                     continue
-                for statement in (s.strip() for s in step.split(";")):
+                # a PostgreSQL `DO $$ ... $$` block holds `;` of its own: it is sent whole
+                statements = [step] if "$$" in step else step.split(";")
+                for statement in (s.strip() for s in statements):
                     if statement:
                         self.execute(statement)
                 self.execute(

@@ -17,6 +17,7 @@ from typing import Any
 
 
 from brokerage.errors import Conflict, NotFound, Unavailable
+from brokerage.profile_rows import OWN_COLUMNS, normal_symbol, profile_from_row, profile_row
 from brokerage.sql import DATABASE_DOWN, INTEGRITY, Database, Row
 from brokerage.store import (
     ONBOARDING_STATUSES,
@@ -39,13 +40,20 @@ _STATUS_LIST = ", ".join(f"'{s}'" for s in sorted(ONBOARDING_STATUSES))
 
 # Version 1 of component "store". `{ts}`, `{now}` and `{json}` differ per dialect; `schema_sql("postgres")`
 # is what ships as brokerage/supabase_schema.sql, so the two PostgreSQL paths share one DDL.
-_V1 = f"""
-CREATE TABLE IF NOT EXISTS app_users (
+# The users and the email claims are this project's own tables on either layout (see clera_store.py).
+APP_USERS_DDL = """CREATE TABLE IF NOT EXISTS app_users (
     id TEXT PRIMARY KEY,
     email TEXT,
-    created_at {{ts}} NOT NULL{{now}}
+    created_at {ts} NOT NULL{now}
 );
-CREATE TABLE IF NOT EXISTS user_accounts (
+"""
+EMAIL_CLAIMS_DDL = """CREATE TABLE IF NOT EXISTS email_claims (
+    email TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES app_users (id),
+    created_at {ts} NOT NULL{now}
+);
+"""
+_V1 = "\n" + APP_USERS_DDL + f"""CREATE TABLE IF NOT EXISTS user_accounts (
     account_id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES app_users (id),
     status TEXT NOT NULL DEFAULT 'submitted' CHECK (status IN ({_STATUS_LIST})),
@@ -79,12 +87,46 @@ CREATE TABLE IF NOT EXISTS company_profiles (
 _V2 = """
 CREATE UNIQUE INDEX IF NOT EXISTS user_accounts_email_key ON user_accounts (email);
 DROP INDEX IF EXISTS user_accounts_email_idx;
-CREATE TABLE IF NOT EXISTS email_claims (
-    email TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES app_users (id),
-    created_at {ts} NOT NULL{now}
-);
-{rls_v2}"""
+""" + EMAIL_CLAIMS_DDL + "{rls_v2}"
+
+# Version 3: company_profiles in the seed's shape (the column names of its FMP collector, which the frontend
+# reads): `name` becomes `company_name`, `industries` (a list) becomes `industry` (its first entry), and
+# the seed's FMP columns are added; `source` and `facts` stay as this project's own. On PostgreSQL the
+# step runs only on this project's old table (it has `industries`), so an existing Clera table of that
+# name, or one already converted, is left exactly as it is, and the SQL file can be applied again.
+SEED_PROFILE_ADDED_DDL = """price {real}, beta {real}, vol_avg {real}, market_cap {real}, last_div {real}, range TEXT,
+changes {real}, currency TEXT, cik TEXT, cusip TEXT, exchange TEXT, exchange_short_name TEXT, website TEXT,
+ceo TEXT, full_time_employees TEXT, phone TEXT, address TEXT, city TEXT, state TEXT, zip TEXT, dcf_diff {real},
+dcf {real}, image TEXT, ipo_date {date}, default_image {bool} NOT NULL DEFAULT {false},
+is_etf {bool} NOT NULL DEFAULT {false}, is_actively_trading {bool} NOT NULL DEFAULT {true},
+is_adr {bool} NOT NULL DEFAULT {false}, is_fund {bool} NOT NULL DEFAULT {false}"""
+
+
+PROFILE_TYPES = {
+    "postgres": {"real": "DOUBLE PRECISION", "date": "DATE", "bool": "BOOLEAN", "false": "false", "true": "true"},
+    "sqlite": {"real": "REAL", "date": "TEXT", "bool": "INTEGER", "false": "0", "true": "1"},
+}
+
+
+def _v3(dialect: str) -> str:
+    added = [c.strip() for c in SEED_PROFILE_ADDED_DDL.format(**PROFILE_TYPES[dialect]).replace("\n", " ").split(",")]
+    first_industry = "industries ->> 0" if dialect == "postgres" else "json_extract(industries, '$[0]')"
+    steps = [
+        "ALTER TABLE company_profiles RENAME COLUMN name TO company_name",
+        "ALTER TABLE company_profiles ADD COLUMN industry TEXT",
+        f"UPDATE company_profiles SET industry = {first_industry}",
+        "ALTER TABLE company_profiles DROP COLUMN industries",
+        *(f"ALTER TABLE company_profiles ADD COLUMN {column}" for column in added),
+    ]
+    if dialect == "sqlite":
+        return ";\n".join(steps) + ";\n"
+    body = "".join(f"    {step};\n" for step in steps)
+    return (
+        "DO $$\nBEGIN\nIF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND table_name = 'company_profiles' AND column_name = 'industries') THEN\n"
+        f"{body}END IF;\nEND $$;\n"
+    )
+
 
 # Supabase serves every public table over REST, to the browser's anon key too: row level security
 # with no policy keeps these tables to the service role (and to the owner SqlStore connects as).
@@ -104,11 +146,11 @@ _CLAIM_ATTEMPTS = 5
 
 def schema_sql(dialect: str) -> list[str]:
     """The migration steps for one dialect ("postgres" or "sqlite")."""
-    return [step.format(**_DIALECT_TYPES[dialect]).strip() + "\n" for step in (_V1, _V2)]
+    return [step.format(**_DIALECT_TYPES[dialect]).strip() + "\n" for step in (_V1, _V2)] + [_v3(dialect)]
 
 
 @contextlib.contextmanager
-def _unavailable_when_down() -> Iterator[None]:
+def unavailable_when_down() -> Iterator[None]:
     """A database that cannot be written is Unavailable (503), as the Supabase store reports it."""
     try:
         yield
@@ -120,18 +162,22 @@ _ACCOUNT_COLUMNS = (
     "account_id, user_id, status, email, account_number, created_at, updated_at,"
     " closure_requested_at, closed_at, confirmation_code"
 )
-_PROFILE_COLUMNS = "symbol, name, sector, industries, description, isin, country, facts, source, updated_at"
+_IN_CHUNK = 500  # symbols asked for in one IN (...) list
 
 
 class SqlStore:
     """Users, account ownership, onboarding status and company profiles in one SQL database."""
 
+    layout = "own"
+
     def __init__(self, db: Database, *, clock: Clock | None = None) -> None:
         self.db = db
         self._clock = clock or WallClock()
+        self._profile_cols: tuple[str, ...] | None = None
 
     def migrate(self) -> None:
         self.db.migrate("store", schema_sql(self.db.dialect))
+        self._profile_cols = None
 
     # -- conversions -----------------------------------------------------------------------------
     def _now(self) -> dt.datetime:
@@ -152,10 +198,6 @@ class SqlStore:
     def _json_in(self, value: Any) -> str:
         return json.dumps(value, sort_keys=True)
 
-    @staticmethod
-    def _json_out(value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value
-
     def _user(self, row: Row) -> User:
         return User(id=row["id"], email=row["email"], created_at=self._ts_out(row["created_at"]))  # type: ignore[arg-type]
 
@@ -171,20 +213,6 @@ class SqlStore:
             closure_requested_at=self._ts_out(row["closure_requested_at"]),
             closed_at=self._ts_out(row["closed_at"]),
             confirmation_code=row["confirmation_code"],
-        )
-
-    def _profile(self, row: Row) -> CompanyProfile:
-        return CompanyProfile(
-            symbol=row["symbol"],
-            name=row["name"],
-            sector=row["sector"],
-            industries=self._json_out(row["industries"]),
-            description=row["description"],
-            isin=row["isin"],
-            country=row["country"],
-            facts=self._json_out(row["facts"]),
-            source=row["source"],
-            updated_at=self._ts_out(row["updated_at"]),
         )
 
     # -- users and ownership -------------------------------------------------------------------
@@ -220,7 +248,7 @@ class SqlStore:
         email = normalize_email(email)
         now = self._ts_in(self._now())
         try:
-            with _unavailable_when_down(), self.db.transaction():
+            with unavailable_when_down(), self.db.transaction():
                 self.db.execute(
                     "INSERT INTO app_users (id, email, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
                     (user_id, None, now),
@@ -273,7 +301,7 @@ class SqlStore:
         wanted = check_email(email)
         now = self._ts_in(self._now())
         for _ in range(_CLAIM_ATTEMPTS):  # a claim released between our insert and our read: claim again
-            with _unavailable_when_down(), self.db.transaction():
+            with unavailable_when_down(), self.db.transaction():
                 self.db.execute(
                     "INSERT INTO app_users (id, email, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
                     (user_id, None, now),
@@ -290,7 +318,7 @@ class SqlStore:
 
     def release_email(self, user_id: str, email: str) -> None:
         wanted = normalize_email(email)
-        with _unavailable_when_down():
+        with unavailable_when_down():
             self.db.execute("DELETE FROM email_claims WHERE email = ? AND user_id = ?", (wanted, user_id))
 
     def list_account_ids(self) -> list[str]:
@@ -322,33 +350,43 @@ class SqlStore:
         return record
 
     # -- company profiles ------------------------------------------------------------------------
+    def _profile_columns(self) -> tuple[str, ...]:
+        """The profile columns the table has: all of ours, or the seed's alone in an existing Clera table."""
+        if self._profile_cols is None:
+            if self.db.dialect == "sqlite":
+                names = {r["name"] for r in self.db.fetchall("PRAGMA table_info(company_profiles)")}
+            else:
+                names = {
+                    r["column_name"]
+                    for r in self.db.fetchall(
+                        "SELECT column_name FROM information_schema.columns"
+                        " WHERE table_schema = current_schema() AND table_name = 'company_profiles'"
+                    )
+                }
+            self._profile_cols = tuple(c for c in OWN_COLUMNS if c in names)
+        return self._profile_cols
+
+    def _profile_value(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return self._json_in(value)
+        if isinstance(value, dt.datetime):
+            return self._ts_in(value)
+        if isinstance(value, dt.date) and self.db.dialect == "sqlite":
+            return value.isoformat()
+        return value
+
     def upsert_company_profiles(self, profiles: list[CompanyProfile]) -> int:
         if not profiles:
             return 0
+        columns = self._profile_columns()
         now = self._now()
-        rows = [
-            (
-                check_id("symbol", p.symbol).strip().upper(),
-                p.name,
-                p.sector,
-                self._json_in(list(p.industries)),
-                p.description,
-                p.isin,
-                p.country,
-                self._json_in(dict(p.facts)),
-                p.source,
-                self._ts_in(p.updated_at or now),
-            )
-            for p in profiles
-        ]
+        rows = [tuple(self._profile_value(v) for v in profile_row(p, columns, now).values()) for p in profiles]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "symbol")
         sql = (
-            f"INSERT INTO company_profiles ({_PROFILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (symbol) DO UPDATE SET name = excluded.name, sector = excluded.sector,"
-            " industries = excluded.industries, description = excluded.description, isin = excluded.isin,"
-            " country = excluded.country, facts = excluded.facts, source = excluded.source,"
-            " updated_at = excluded.updated_at"
+            f"INSERT INTO company_profiles ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+            f" ON CONFLICT (symbol) DO UPDATE SET {updates}"
         )
-        with self.db.transaction():
+        with unavailable_when_down(), self.db.transaction():
             for row in rows:
                 self.db.execute(sql, row)
         return len(rows)
@@ -357,10 +395,24 @@ class SqlStore:
         if not isinstance(symbol, str) or not symbol.strip():
             return None
         row = self.db.fetchone(
-            f"SELECT {_PROFILE_COLUMNS} FROM company_profiles WHERE symbol = ?", (symbol.strip().upper(),)
+            f"SELECT {', '.join(self._profile_columns())} FROM company_profiles WHERE symbol = ?",
+            (symbol.strip().upper(),),
         )
-        return self._profile(row) if row else None
+        return profile_from_row(row) if row else None
 
     def count_company_profiles(self) -> int:
         row = self.db.fetchone("SELECT COUNT(*) AS n FROM company_profiles")
         return int(row["n"]) if row else 0
+
+    def profile_update_times(self, symbols: list[str]) -> dict[str, dt.datetime]:
+        wanted = sorted({normal_symbol(s) for s in symbols})
+        found: dict[str, dt.datetime] = {}
+        for start in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[start : start + _IN_CHUNK]
+            rows = self.db.fetchall(
+                f"SELECT symbol, updated_at FROM company_profiles WHERE symbol IN ({', '.join('?' for _ in chunk)})"
+                + (" AND source = 'fmp'" if "source" in self._profile_columns() else ""),
+                chunk,
+            )
+            found.update({r["symbol"]: self._ts_out(r["updated_at"]) for r in rows if r["updated_at"] is not None})
+        return found

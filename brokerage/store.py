@@ -13,10 +13,13 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from brokerage.errors import Conflict, InvalidRequest
-from engine.config import Settings
+from engine.config import ConfigError, Settings
 
 OnboardingStatus = Literal["submitted", "approved", "active", "rejected", "pending_closure", "closed"]
 ONBOARDING_STATUSES: frozenset[str] = frozenset(OnboardingStatus.__args__)  # type: ignore[attr-defined]
+# What a stored account may say: ours, or the two earlier stages of Clera's `onboarding_status` enum
+# (a row of an existing Clera database, CLERA_SCHEMA=clera; see brokerage/clera_store.py).
+AccountStatus = OnboardingStatus | Literal["not_started", "in_progress"]
 
 
 class User(msgspec.Struct, kw_only=True):
@@ -30,7 +33,7 @@ class AccountRecord(msgspec.Struct, kw_only=True):
 
     account_id: str
     user_id: str
-    status: OnboardingStatus = "submitted"
+    status: AccountStatus = "submitted"
     email: str | None = None
     account_number: str | None = None
     created_at: dt.datetime
@@ -49,19 +52,58 @@ class EmailClaim(msgspec.Struct, kw_only=True):
 
 
 class CompanyProfile(msgspec.Struct, kw_only=True):
+    """A row of `company_profiles` in the seed's shape (its collector's column names, which the frontend
+    reads for logos, names and pickers). Market figures are display data from FMP, hence floats.
+
+    `source` and `facts` are this project's own columns: where the row came from (`fmp` or the offline
+    `pytickersymbols`) and the offline data's extra facts. An existing Clera table has neither; read
+    from it, a profile says `fmp`, which is what the seed's collector wrote there.
+    """
+
     symbol: str
-    name: str
-    sector: str | None = None
-    industries: list[str] = []
-    description: str | None = None
+    company_name: str
+    price: float | None = None
+    beta: float | None = None
+    vol_avg: float | None = None
+    market_cap: float | None = None
+    last_div: float | None = None
+    range: str | None = None
+    changes: float | None = None
+    currency: str | None = None
+    cik: str | None = None
     isin: str | None = None
+    cusip: str | None = None
+    exchange: str | None = None
+    exchange_short_name: str | None = None
+    industry: str | None = None
+    website: str | None = None
+    description: str | None = None
+    ceo: str | None = None
+    sector: str | None = None
     country: str | None = None
-    facts: dict[str, str] = {}
-    source: str = "pytickersymbols"
+    full_time_employees: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    city: str | None = None
+    state: str | None = None
+    zip: str | None = None
+    dcf_diff: float | None = None
+    dcf: float | None = None
+    image: str | None = None
+    ipo_date: dt.date | None = None
+    default_image: bool = False
+    is_etf: bool = False
+    is_actively_trading: bool = True
+    is_adr: bool = False
+    is_fund: bool = False
     updated_at: dt.datetime | None = None
+    source: str = "fmp"
+    facts: dict[str, str] = {}
 
 
 class Store(Protocol):
+    layout: str  # "own" (this project's tables) or "clera" (an existing Clera database's, CLERA_SCHEMA)
+
     def migrate(self) -> None:
         """Create or upgrade the schema; safe to call on every start, from several processes."""
         ...
@@ -104,6 +146,10 @@ class Store(Protocol):
     def upsert_company_profiles(self, profiles: list[CompanyProfile]) -> int: ...
     def get_company_profile(self, symbol: str) -> CompanyProfile | None: ...
     def count_company_profiles(self) -> int: ...
+    def profile_update_times(self, symbols: list[str]) -> dict[str, dt.datetime]:
+        """When each of `symbols` that has a stored FMP profile was last written (the collector's resume;
+        offline profiles do not count)."""
+        ...
 
 
 def check_status(status: str) -> OnboardingStatus:
@@ -160,15 +206,25 @@ def status_changes(
 
 
 def store_from_settings(settings: Settings) -> Store:
-    """The configured store, migrated."""
+    """The configured store, migrated; on PostgreSQL the layout is this project's or an existing
+    Clera database's (`CLERA_SCHEMA`, `auto`: Clera's when the database has `user_onboarding`)."""
     if settings.store == "supabase":
+        from brokerage.clera_supabase_store import CleraSupabaseStore
         from brokerage.supabase_store import SupabaseStore
 
-        store: Store = SupabaseStore(settings.supabase_url or "", settings.supabase_service_role_key or "")
+        url, key = settings.supabase_url or "", settings.supabase_service_role_key or ""
+        store: Store = SupabaseStore(url, key)
+        if settings.schema == "clera" or (settings.schema == "auto" and store.has_table("user_onboarding")):
+            store = CleraSupabaseStore(url, key)
     else:
+        from brokerage.clera_store import CleraSqlStore, has_clera_tables
         from brokerage.sql import Database
         from brokerage.sql_store import SqlStore
 
-        store = SqlStore(Database.for_settings(settings.database_url, settings.sqlite_path))
+        db = Database.for_settings(settings.database_url, settings.sqlite_path)
+        if settings.schema == "clera" and db.dialect != "postgres":
+            raise ConfigError("CLERA_SCHEMA=clera needs PostgreSQL: set DATABASE_URL (or CLERA_STORE=supabase)")
+        clera = settings.schema == "clera" or (settings.schema == "auto" and has_clera_tables(db))
+        store = CleraSqlStore(db) if clera else SqlStore(db)
     store.migrate()
     return store

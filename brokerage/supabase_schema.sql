@@ -45,3 +45,43 @@ CREATE TABLE IF NOT EXISTS email_claims (
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 ALTER TABLE email_claims ENABLE ROW LEVEL SECURITY;
+-- Version 3: company_profiles in the seed's shape (its FMP collector's columns); only this project's old
+-- table is converted (it has `industries`): an existing Clera company_profiles is left as it is.
+DO $$
+BEGIN
+IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'company_profiles' AND column_name = 'industries') THEN
+    ALTER TABLE company_profiles RENAME COLUMN name TO company_name;
+    ALTER TABLE company_profiles ADD COLUMN industry TEXT;
+    UPDATE company_profiles SET industry = industries ->> 0;
+    ALTER TABLE company_profiles DROP COLUMN industries;
+    ALTER TABLE company_profiles ADD COLUMN price DOUBLE PRECISION;
+    ALTER TABLE company_profiles ADD COLUMN beta DOUBLE PRECISION;
+    ALTER TABLE company_profiles ADD COLUMN vol_avg DOUBLE PRECISION;
+    ALTER TABLE company_profiles ADD COLUMN market_cap DOUBLE PRECISION;
+    ALTER TABLE company_profiles ADD COLUMN last_div DOUBLE PRECISION;
+    ALTER TABLE company_profiles ADD COLUMN range TEXT;
+    ALTER TABLE company_profiles ADD COLUMN changes DOUBLE PRECISION;
+    ALTER TABLE company_profiles ADD COLUMN currency TEXT;
+    ALTER TABLE company_profiles ADD COLUMN cik TEXT;
+    ALTER TABLE company_profiles ADD COLUMN cusip TEXT;
+    ALTER TABLE company_profiles ADD COLUMN exchange TEXT;
+    ALTER TABLE company_profiles ADD COLUMN exchange_short_name TEXT;
+    ALTER TABLE company_profiles ADD COLUMN website TEXT;
+    ALTER TABLE company_profiles ADD COLUMN ceo TEXT;
+    ALTER TABLE company_profiles ADD COLUMN full_time_employees TEXT;
+    ALTER TABLE company_profiles ADD COLUMN phone TEXT;
+    ALTER TABLE company_profiles ADD COLUMN address TEXT;
+    ALTER TABLE company_profiles ADD COLUMN city TEXT;
+    ALTER TABLE company_profiles ADD COLUMN state TEXT;
+    ALTER TABLE company_profiles ADD COLUMN zip TEXT;
+    ALTER TABLE company_profiles ADD COLUMN dcf_diff DOUBLE PRECISION;
+    ALTER TABLE company_profiles ADD COLUMN dcf DOUBLE PRECISION;
+    ALTER TABLE company_profiles ADD COLUMN image TEXT;
+    ALTER TABLE company_profiles ADD COLUMN ipo_date DATE;
+    ALTER TABLE company_profiles ADD COLUMN default_image BOOLEAN NOT NULL DEFAULT false;
+    ALTER TABLE company_profiles ADD COLUMN is_etf BOOLEAN NOT NULL DEFAULT false;
+    ALTER TABLE company_profiles ADD COLUMN is_actively_trading BOOLEAN NOT NULL DEFAULT true;
+    ALTER TABLE company_profiles ADD COLUMN is_adr BOOLEAN NOT NULL DEFAULT false;
+    ALTER TABLE company_profiles ADD COLUMN is_fund BOOLEAN NOT NULL DEFAULT false;
+END IF;
+END $$;

@@ -11,7 +11,6 @@ current status, retried when another writer got there first.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from supabase import Client, SupabaseException, create_client
 from supabase.lib.client_options import SyncClientOptions
 
 from brokerage.errors import BrokerageError, Conflict, InvalidRequest, NotFound, Unavailable
+from brokerage.profile_rows import OWN_COLUMNS, normal_symbol, profile_from_row, profile_row
 from brokerage.store import (
     AccountRecord,
     CompanyProfile,
@@ -60,23 +60,21 @@ def error_from_postgrest(error: APIError) -> BrokerageError:
     return Unavailable(f"Supabase answered {code or 'an error'}: {message}", code="store_unavailable")
 
 
-def _ts(value: Any) -> dt.datetime | None:
+def parse_ts(value: Any) -> dt.datetime | None:
     if value is None:
         return None
     moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
     return moment.astimezone(UTC)
 
 
-def _wire(value: Any) -> Any:
-    return value.astimezone(UTC).isoformat(timespec="microseconds") if isinstance(value, dt.datetime) else value
-
-
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+def to_wire(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return value.isoformat() if isinstance(value, dt.date) else value
 
 
 def _user(row: dict[str, Any]) -> User:
-    return User(id=row["id"], email=row.get("email"), created_at=_ts(row["created_at"]))  # type: ignore[arg-type]
+    return User(id=row["id"], email=row.get("email"), created_at=parse_ts(row["created_at"]))  # type: ignore[arg-type]
 
 
 def _account(row: dict[str, Any]) -> AccountRecord:
@@ -86,31 +84,18 @@ def _account(row: dict[str, Any]) -> AccountRecord:
         status=row["status"],
         email=row.get("email"),
         account_number=row.get("account_number"),
-        created_at=_ts(row["created_at"]),  # type: ignore[arg-type]
-        updated_at=_ts(row["updated_at"]),  # type: ignore[arg-type]
-        closure_requested_at=_ts(row.get("closure_requested_at")),
-        closed_at=_ts(row.get("closed_at")),
+        created_at=parse_ts(row["created_at"]),  # type: ignore[arg-type]
+        updated_at=parse_ts(row["updated_at"]),  # type: ignore[arg-type]
+        closure_requested_at=parse_ts(row.get("closure_requested_at")),
+        closed_at=parse_ts(row.get("closed_at")),
         confirmation_code=row.get("confirmation_code"),
-    )
-
-
-def _profile(row: dict[str, Any]) -> CompanyProfile:
-    return CompanyProfile(
-        symbol=row["symbol"],
-        name=row["name"],
-        sector=row.get("sector"),
-        industries=_json(row.get("industries")) or [],
-        description=row.get("description"),
-        isin=row.get("isin"),
-        country=row.get("country"),
-        facts=_json(row.get("facts")) or {},
-        source=row["source"],
-        updated_at=_ts(row.get("updated_at")),
     )
 
 
 class SupabaseStore:
     """The store on Supabase tables `app_users`, `user_accounts` and `company_profiles`."""
+
+    layout = "own"
 
     def __init__(self, url: str, key: str, *, clock: Clock | None = None, timeout_s: float = 10.0) -> None:
         if not url or not key:
@@ -123,6 +108,7 @@ class SupabaseStore:
         except SupabaseException as error:  # supabase-py rejects a malformed URL here
             raise Unavailable(f"cannot use SUPABASE_URL {url!r}: {error}", code="store_unconfigured") from error
         self._clock = clock or WallClock()
+        self.profile_columns: tuple[str, ...] = OWN_COLUMNS
 
     def _now(self) -> dt.datetime:
         return self._clock.now().astimezone(UTC)
@@ -135,6 +121,15 @@ class SupabaseStore:
             raise error_from_postgrest(error) from error
         except httpx.HTTPError as error:
             raise Unavailable(f"Supabase is not reachable: {error}", code="store_unavailable") from error
+
+    def has_table(self, table: str) -> bool:
+        try:
+            self._run(lambda c: c.table(table).select("*").limit(1))
+        except Unavailable as missing:
+            if missing.code == "store_schema_missing":
+                return False
+            raise
+        return True
 
     def migrate(self) -> None:
         """Checks that the schema is there: tables cannot be created over the REST API."""
@@ -154,7 +149,7 @@ class SupabaseStore:
         return user
 
     def _insert_user(self, user_id: str) -> None:
-        row = {"id": user_id, "created_at": _wire(self._now())}
+        row = {"id": user_id, "created_at": to_wire(self._now())}
         self._run(lambda c: c.table("app_users").upsert(row, on_conflict="id", ignore_duplicates=True))
 
     def get_user(self, user_id: str) -> User | None:
@@ -173,7 +168,7 @@ class SupabaseStore:
         user_id = check_id("user_id", user_id)
         account_id = check_id("account_id", account_id)
         check_status(status)
-        now = _wire(self._now())
+        now = to_wire(self._now())
         self._insert_user(user_id)
         row = {
             "account_id": account_id,
@@ -237,7 +232,7 @@ class SupabaseStore:
         user_id = check_id("user_id", user_id)
         wanted = check_email(email)
         self._insert_user(user_id)
-        row = {"email": wanted, "user_id": user_id, "created_at": _wire(self._now())}
+        row = {"email": wanted, "user_id": user_id, "created_at": to_wire(self._now())}
         for _ in range(_STATUS_RETRIES):  # a claim released between our insert and our read: claim again
             inserted = self._run(
                 lambda c: c.table("email_claims").upsert(row, on_conflict="email", ignore_duplicates=True)
@@ -282,7 +277,7 @@ class SupabaseStore:
             current = self.get_account(account_id)
             if current is None:
                 raise NotFound(f"account {account_id} is not known", code="account_not_found")
-            changes = {k: _wire(v) for k, v in status_changes(current, status, confirmation_code, self._now()).items()}
+            changes = {k: to_wire(v) for k, v in status_changes(current, status, confirmation_code, self._now()).items()}
             updated = self._run(
                 lambda c, changes=changes, seen=current.status: (
                     c.table("user_accounts").update(changes).eq("account_id", account_id).eq("status", seen)
@@ -294,21 +289,9 @@ class SupabaseStore:
 
     # -- company profiles ------------------------------------------------------------------------
     def upsert_company_profiles(self, profiles: list[CompanyProfile]) -> int:
-        now = _wire(self._now())
+        now = self._now()
         rows = [
-            {
-                "symbol": check_id("symbol", p.symbol).strip().upper(),
-                "name": p.name,
-                "sector": p.sector,
-                "industries": list(p.industries),
-                "description": p.description,
-                "isin": p.isin,
-                "country": p.country,
-                "facts": dict(p.facts),
-                "source": p.source,
-                "updated_at": _wire(p.updated_at) if p.updated_at else now,
-            }
-            for p in profiles
+            {k: to_wire(v) for k, v in profile_row(p, self.profile_columns, now).items()} for p in profiles
         ]
         for start in range(0, len(rows), _UPSERT_CHUNK):
             chunk = rows[start : start + _UPSERT_CHUNK]
@@ -323,9 +306,23 @@ class SupabaseStore:
         if not isinstance(symbol, str) or not symbol.strip():
             return None
         wanted = symbol.strip().upper()
-        rows = self._run(lambda c: c.table("company_profiles").select("*").eq("symbol", wanted).limit(1)).data
-        return _profile(rows[0]) if rows else None
+        columns = ",".join(self.profile_columns)
+        rows = self._run(lambda c: c.table("company_profiles").select(columns).eq("symbol", wanted).limit(1)).data
+        return profile_from_row(rows[0]) if rows else None
 
     def count_company_profiles(self) -> int:
         response = self._run(lambda c: c.table("company_profiles").select("symbol", count=CountMethod.exact).limit(1))
         return int(response.count or 0)
+
+    def profile_update_times(self, symbols: list[str]) -> dict[str, dt.datetime]:
+        wanted = sorted({normal_symbol(s) for s in symbols})
+        found: dict[str, dt.datetime] = {}
+        for start in range(0, len(wanted), _PAGE):
+            chunk = wanted[start : start + _PAGE]
+            def build(c: Client, chunk: list[str] = chunk) -> Any:
+                query = c.table("company_profiles").select("symbol,updated_at").in_("symbol", chunk)
+                return query.eq("source", "fmp") if "source" in self.profile_columns else query
+
+            rows = self._run(build).data
+            found.update({r["symbol"]: parse_ts(r["updated_at"]) for r in rows if r.get("updated_at")})
+        return found

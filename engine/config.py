@@ -43,6 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = msgspec.field(default=None, name="DATABASE_URL")
     store: Literal["sql", "supabase"] = msgspec.field(default="sql", name="CLERA_STORE")
     log_format: Literal["text", "json"] = msgspec.field(default="text", name="CLERA_LOG_FORMAT")
+    schema: Literal["auto", "own", "clera"] = msgspec.field(default="auto", name="CLERA_SCHEMA")
 
     # --- market data and the clock ---------------------------------------------------------
     feed: Literal["replay", "simulated", "alpaca"] = msgspec.field(default="replay", name="CLERA_FEED")
@@ -95,6 +96,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     serve_direct_ingress: bool = msgspec.field(default=True, name="CLERA_SERVE_DIRECT_INGRESS")
     direct_port: Annotated[int, Positive] = msgspec.field(default=8001, name="CLERA_DIRECT_PORT")
     fmp_api_key: str | None = msgspec.field(default=None, name="FINANCIAL_MODELING_PREP_API_KEY")
+    fmp_url: str = msgspec.field(default="https://financialmodelingprep.com", name="CLERA_FMP_URL")
+    fmp_rate_limit: Annotated[int, AtLeastOne] = msgspec.field(default=270, name="CLERA_FMP_RATE_LIMIT")
+    fmp_rate_window_s: Annotated[float, Positive] = msgspec.field(default=60.0, name="CLERA_FMP_RATE_WINDOW_S")
+    fmp_timeout_s: Annotated[float, Positive] = msgspec.field(default=10.0, name="CLERA_FMP_TIMEOUT_S")
+    fmp_attempts: Annotated[int, AtLeastOne] = msgspec.field(default=4, name="CLERA_FMP_ATTEMPTS")
+    fmp_backoff_s: Annotated[float, Positive] = msgspec.field(default=1.0, name="CLERA_FMP_BACKOFF_S")
+    company_cache_ttl_s: Annotated[float, msgspec.Meta(ge=0)] = msgspec.field(
+        default=300.0, name="CLERA_COMPANY_CACHE_TTL_S"
+    )
+    company_live_wait_s: Annotated[float, msgspec.Meta(ge=0)] = msgspec.field(
+        default=2.0, name="CLERA_COMPANY_LIVE_WAIT_S"
+    )
+    profile_max_age_s: Annotated[float, msgspec.Meta(ge=0)] = msgspec.field(
+        default=7 * 86400.0, name="CLERA_PROFILE_MAX_AGE_S"
+    )
 
     # --- account closure and email ---------------------------------------------------------
     closure_pdt_check: bool = msgspec.field(default=False, name="CLERA_CLOSURE_PDT_CHECK")
@@ -244,6 +260,7 @@ DOCS: dict[str, str] = {
     "DATABASE_URL": "PostgreSQL URL for the store and the paper ledger; unset uses SQLite in CLERA_DATA_DIR.",
     "CLERA_STORE": "`sql` (SQLite or DATABASE_URL) or `supabase` (Supabase REST via supabase-py).",
     "CLERA_LOG_FORMAT": "`text`, or `json`: one JSON object a line with the account id, user id and thread id a record names.",
+    "CLERA_SCHEMA": "Store layout: `own` (this project's tables), `clera` (an existing Clera database: accounts in `user_onboarding`), `auto` (`clera` when the database has `user_onboarding`).",
     "CLERA_FEED": "Market data: `replay` (real daily prices), `simulated` (seeded GBM) or `alpaca` (live).",
     "CLERA_REPLAY_START": "First replayed trading day (data covers 2000-03-01..2013-03-01; FB from 2012-05-18).",
     "CLERA_REPLAY_SESSION_SECONDS": "Wall-clock seconds per replayed trading day.",
@@ -281,7 +298,16 @@ DOCS: dict[str, str] = {
     "CLERA_SERVE_TARGET_ONGOING": "Autoscaling target of ongoing requests (open sockets) per replica.",
     "CLERA_SERVE_DIRECT_INGRESS": "Each gateway replica also serves HTTP/WebSockets on its own port, skipping Serve's proxy (`clera serve`; on a cluster set the RAY_SERVE_* variables of `cluster.yaml`).",
     "CLERA_DIRECT_PORT": "Direct port of the first gateway replica on a node; further replicas take the next ones.",
-    "FINANCIAL_MODELING_PREP_API_KEY": "Financial Modeling Prep key for company profiles (optional).",
+    "FINANCIAL_MODELING_PREP_API_KEY": "Financial Modeling Prep key: `clera profiles collect` and live lookups on `/api/company/{ticker}`; unset: offline profiles only.",
+    "CLERA_FMP_URL": "Base URL of FMP's API (a stand-in in tests).",
+    "CLERA_FMP_RATE_LIMIT": "Most FMP requests per CLERA_FMP_RATE_WINDOW_S, per process (FMP's plan limit; the seed used 270 a minute).",
+    "CLERA_FMP_RATE_WINDOW_S": "Window of CLERA_FMP_RATE_LIMIT, in seconds.",
+    "CLERA_FMP_TIMEOUT_S": "Seconds before one FMP request is abandoned.",
+    "CLERA_FMP_ATTEMPTS": "Tries of one FMP request on 429, 5xx or a network error (Retry-After honoured).",
+    "CLERA_FMP_BACKOFF_S": "First backoff between FMP retries without Retry-After (doubles, jittered, at most 30 s).",
+    "CLERA_COMPANY_CACHE_TTL_S": "Seconds a live FMP profile and quote are reused by `/api/company` and the agents (0: no cache).",
+    "CLERA_COMPANY_LIVE_WAIT_S": "Most seconds a live company lookup waits for an FMP request slot before answering from the store (`stale: true`).",
+    "CLERA_PROFILE_MAX_AGE_S": "Age under which `clera profiles collect` skips a stored FMP profile (resuming a run).",
     "CLERA_CLOSURE_PDT_CHECK": "Refuse to close an account under the pattern-day-trader restriction (off by default).",
     "CLERA_CLOSURE_WAKE_S": "How often (wall seconds) the closure orchestrator wakes to advance unfinished closures.",
     "CLERA_CLOSURE_MAX_TRANSFER_ATTEMPTS": "Times a rejected or returned closure withdrawal is retried before the closure fails.",

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from brokerage.company_profiles import SYMBOL_ALIASES
+from brokerage.fmp_rows import FmpQuote
 from brokerage.store import CompanyProfile
 from engine.types import PortfolioSnapshot, PositionValue
 from gateway.auth import require_caller, require_owner, services_of
@@ -66,10 +67,20 @@ class PriceInfo(msgspec.Struct):
     live: bool
 
 
-class CompanyResponse(msgspec.Struct):
+class CompanyResponse(msgspec.Struct, kw_only=True):
+    """`price` is the engine's latest price (what portfolios are valued at, with its source); `quote`
+    FMP's live quote when the FMP key is set. `live`: profile and quote are FMP's, fetched at
+    `fetched_at` (cached up to CLERA_COMPANY_CACHE_TTL_S); `stale`: FMP failed (`error` says why) and
+    the profile is the stored one."""
+
     symbol: str
     profile: CompanyProfile
     price: PriceInfo | None
+    quote: FmpQuote | None = None
+    live: bool = False
+    stale: bool = False
+    fetched_at: dt.datetime | None = None
+    error: str | None = None
 
 
 def _health(request: Request) -> HealthResponse:
@@ -143,8 +154,13 @@ async def company(request: Request) -> Response:
         raise ApiError(422, "invalid_request", "ticker must be 1-12 letters, digits, '.' or '-'", {"ticker": ticker})
     symbol = ticker.upper()
     services = services_of(request)
-    profile = await asyncio.to_thread(services.store.get_company_profile, symbol)
-    if profile is None:
+    found = await asyncio.to_thread(services.company.lookup, symbol)
+    if found.profile is None and found.stale:
+        raise ApiError(
+            503, "company_data_unavailable", f"FMP failed and no profile of {symbol} is stored",
+            {"ticker": symbol, "reason": found.error},
+        )
+    if found.profile is None:
         raise not_found(f"no company profile for {symbol}", {"ticker": symbol})
     last = None
     for candidate in _price_symbols(symbol):
@@ -165,7 +181,12 @@ async def company(request: Request) -> Response:
             source=last.source,
             live=last.source == "alpaca",
         )
-    return json_response(CompanyResponse(symbol=symbol, profile=profile, price=price))
+    return json_response(
+        CompanyResponse(
+            symbol=symbol, profile=found.profile, price=price, quote=found.quote, live=found.live,
+            stale=found.stale, fetched_at=found.fetched_at, error=found.error,
+        )
+    )
 
 
 def routes(_: object) -> list[BaseRoute]:
@@ -187,6 +208,6 @@ def routes(_: object) -> list[BaseRoute]:
         ),
         ApiRoute(
             "/api/company/{ticker}", company, summary="Company profile with the latest price and its source",
-            auth="caller", response=CompanyResponse, errors=(404, 422), tags=["company"],
+            auth="caller", response=CompanyResponse, errors=(404, 422, 503), tags=["company"],
         ),
     ]

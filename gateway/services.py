@@ -30,6 +30,7 @@ from brokerage.models import (
     OrderRequest,
     Transfer,
 )
+from brokerage.company_service import CompanyService
 from brokerage.store import Store
 from engine.chat import ChatRunner
 from engine.config import Settings
@@ -296,6 +297,11 @@ class Services:
     engine: EngineHealth = field(default_factory=UnknownEngineHealth)
     chat: ChatRunner | None = None
     closure: ClosureRunner | None = None
+    company: CompanyService = None  # type: ignore[assignment]  # built from the settings and the store
+
+    def __post_init__(self) -> None:
+        if self.company is None:
+            self.company = CompanyService.from_settings(self.settings, self.store)
 
     @classmethod
     def in_process(

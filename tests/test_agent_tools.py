@@ -203,7 +203,7 @@ def sector_of(store: SqlStore, symbol: str) -> str:
     profile = store.get_company_profile(symbol)
     if profile is None:
         return "Unknown"
-    return profile.sector or (profile.industries[0] if profile.industries else "Unknown")
+    return profile.sector or profile.industry or "Unknown"
 
 
 # --- company_profile and get_quote ------------------------------------------------------------------
@@ -212,9 +212,10 @@ def test_company_profile_is_the_stored_profile(world: World) -> None:
         stored = world.store.get_company_profile(symbol)
         assert stored is not None
         got = world.run("company_profile", "acct", symbol=asked)
-        assert got["symbol"] == symbol and got["name"] == stored.name
-        assert got["sector"] == stored.sector and got["industries"] == stored.industries
-        assert got["description"] == stored.description and got["country"] == stored.country
+        assert got["symbol"] == symbol and got["name"] == stored.company_name
+        assert got.get("sector") == stored.sector and got["industry"] == stored.industry
+        assert got.get("description") == stored.description and got["country"] == stored.country
+        assert got["source"] == "pytickersymbols" and got["live"] is False and got["stale"] is False
     missing = world.run("company_profile", "acct", symbol="ZZZZ")
     assert missing["symbol"] == "ZZZZ" and "no company profile" in missing["error"]
 

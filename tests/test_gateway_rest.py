@@ -210,10 +210,10 @@ async def test_portfolio_without_snapshot_is_404(env) -> None:
 async def test_company_profile_with_latest_price(env, redis_url: str) -> None:
     settings, store = env
     store.upsert_company_profiles([
-        CompanyProfile(symbol="AAPL", name="Apple Inc.", industries=["Computer Hardware"], isin="US0378331005",
-                       country="United States", facts={"founded": "1976"}),
-        CompanyProfile(symbol="IBM", name="International Business Machines"),
-        CompanyProfile(symbol="META", name="Meta Platforms"),
+        CompanyProfile(symbol="AAPL", company_name="Apple Inc.", industry="Computer Hardware", isin="US0378331005",
+                       country="United States", facts={"founded": "1976"}, source="pytickersymbols"),
+        CompanyProfile(symbol="IBM", company_name="International Business Machines"),
+        CompanyProfile(symbol="META", company_name="Meta Platforms"),
     ])
     price = LastPrice(symbol="AAPL", last=580.0, prev_close=560.0, ts=time.time(), session="2012-06-01",
                       source="replay")
@@ -226,14 +226,15 @@ async def test_company_profile_with_latest_price(env, redis_url: str) -> None:
             response = await http.get("/api/company/aapl", headers=headers)
             assert response.status_code == 200
             body = response.json()
-            assert body["symbol"] == "AAPL" and body["profile"]["name"] == "Apple Inc."
+            assert body["symbol"] == "AAPL" and body["profile"]["company_name"] == "Apple Inc."
             assert body["profile"]["isin"] == "US0378331005" and body["profile"]["facts"] == {"founded": "1976"}
             assert body["price"]["last"] == 580.0 and body["price"]["source"] == "replay"
             assert body["price"]["change"] == pytest.approx(20.0)
             assert body["price"]["change_pct"] == pytest.approx(20 / 560 * 100, abs=1e-4)
             assert body["price"]["live"] is False
+            assert (body["live"], body["stale"], body["quote"]) == (False, False, None)  # no FMP key: stored only
         no_price = (await http.get("/api/company/IBM", headers={"X-API-Key": API_KEY})).json()
-        assert no_price["profile"]["name"].startswith("International") and no_price["price"] is None
+        assert no_price["profile"]["company_name"].startswith("International") and no_price["price"] is None
         meta = (await http.get("/api/company/META", headers={"X-API-Key": API_KEY})).json()
         assert meta["price"]["symbol"] == "FB" and meta["price"]["last"] == 27.5  # the price data's alias
         _assert_error(await http.get("/api/company/ZZZZ", headers={"X-API-Key": API_KEY}), 404, "not_found")

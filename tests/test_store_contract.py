@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import msgspec
 import psycopg
 import pytest
 from postgrest import APIError, CountMethod
@@ -17,6 +19,8 @@ from standins.postgrest import PostgrestStandIn
 from supabase import create_client
 from supabase.lib.client_options import SyncClientOptions
 
+from brokerage.clera_store import CLERA_SCHEMA_SQL, CleraSqlStore
+from brokerage.clera_supabase_store import CleraSupabaseStore
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from brokerage.sql import Database
 from brokerage.sql_store import SqlStore, schema_sql
@@ -27,9 +31,52 @@ from engine.clock import ManualClock
 UTC = dt.UTC
 START = dt.datetime(2026, 3, 2, 15, 30, 0, 123456, tzinfo=UTC)
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "brokerage" / "supabase_schema.sql"
+CLERA_SCHEMA_FILE = SCHEMA_FILE.with_name("clera_schema.sql")
 SERVICE_KEY = "service-role-key-for-tests"
 
 MakeStore = Callable[[], Store]
+
+
+def user(name: str) -> str:
+    """A Supabase-style user id (a UUID, as `user_onboarding.user_id` of an existing Clera database holds)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"clera-test:{name}"))
+
+
+ALICE, BOB, CAROL, MALLORY, SHARED_USER, U1 = map(user, ("alice", "bob", "carol", "mallory", "shared-user", "u1"))
+# The frontend's tables of an existing Clera database, as its migrations made them before the closure
+# columns (which CleraSqlStore adds): the onboarding enum, user_onboarding, the seed's company_profiles.
+CLERA_FRONTEND_DDL = """
+CREATE TYPE onboarding_status AS ENUM ('not_started', 'in_progress', 'submitted', 'approved');
+CREATE TABLE user_onboarding (
+    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id UUID NOT NULL,
+    status onboarding_status NOT NULL DEFAULT 'not_started',
+    onboarding_data JSONB NOT NULL DEFAULT '{}',
+    alpaca_account_id TEXT,
+    alpaca_account_number TEXT,
+    alpaca_account_status TEXT,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE company_profiles (
+    id BIGSERIAL PRIMARY KEY, symbol TEXT NOT NULL UNIQUE, company_name TEXT NOT NULL, price NUMERIC, beta NUMERIC,
+    vol_avg BIGINT, market_cap BIGINT, last_div NUMERIC, range TEXT, changes NUMERIC, currency TEXT, cik TEXT,
+    isin TEXT, cusip TEXT, exchange TEXT, exchange_short_name TEXT, industry TEXT, website TEXT, description TEXT,
+    ceo TEXT, sector TEXT, country TEXT, full_time_employees TEXT, phone TEXT, address TEXT, city TEXT, state TEXT,
+    zip TEXT, dcf_diff NUMERIC, dcf NUMERIC, image TEXT, ipo_date DATE, default_image BOOLEAN DEFAULT false,
+    is_etf BOOLEAN DEFAULT false, is_actively_trading BOOLEAN DEFAULT true, is_adr BOOLEAN DEFAULT false,
+    is_fund BOOLEAN DEFAULT false, created_at TIMESTAMPTZ DEFAULT now(), updated_at TIMESTAMPTZ DEFAULT now()
+);
+"""
+
+
+def clera_layout(store: Store) -> bool:
+    return isinstance(store, (CleraSqlStore, CleraSupabaseStore))
+
+
+def shown(store: Store, status: str) -> str:
+    """The status a store reads back: Clera's enum has no `active` and writes it as `approved`."""
+    return "approved" if clera_layout(store) and status == "active" else status
 
 
 @pytest.fixture
@@ -46,10 +93,24 @@ def postgrest(pg_url: str) -> Iterator[PostgrestStandIn]:
         yield server
 
 
-@pytest.fixture(params=["sqlite", "postgres", "supabase"])
+@pytest.fixture(params=["sqlite", "postgres", "supabase", "clera_postgres", "clera_supabase"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[MakeStore]:
     """A factory of migrated stores over one back end: a second call is the same data after a restart."""
     opened: list[Database] = []
+    if request.param == "clera_supabase":
+        pg = request.getfixturevalue("pg_url")
+        with psycopg.connect(pg, autocommit=True) as conn:
+            conn.execute(CLERA_FRONTEND_DDL)
+            conn.execute(CLERA_SCHEMA_FILE.read_text())
+        with PostgrestStandIn(pg, SERVICE_KEY) as clera_server:
+
+            def make_clera_supabase() -> Store:
+                store = CleraSupabaseStore(clera_server.url, SERVICE_KEY, clock=clock)
+                store.migrate()
+                return store
+
+            yield make_clera_supabase
+        return
     if request.param == "supabase":
         server: PostgrestStandIn = request.getfixturevalue("postgrest")
 
@@ -64,11 +125,15 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualCloc
         url = f"sqlite:///{tmp_path / 'store.db'}"
     else:
         url = request.getfixturevalue("pg_url")
+    if request.param == "clera_postgres":
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(CLERA_FRONTEND_DDL)
+    kind = CleraSqlStore if request.param == "clera_postgres" else SqlStore
 
     def make() -> Store:
         db = Database(url)
         opened.append(db)
-        store = SqlStore(db, clock=clock)
+        store = kind(db, clock=clock)
         store.migrate()
         return store
 
@@ -90,18 +155,18 @@ def _aware_utc(moment: dt.datetime | None) -> bool:
 
 
 def test_ensure_user_creates_once_and_keeps_first_creation_time(store: Store, clock: ManualClock) -> None:
-    assert store.get_user("u1") is None
-    first = store.ensure_user("u1")
-    assert first.id == "u1" and first.email is None
+    assert store.get_user(U1) is None
+    first = store.ensure_user(U1)
+    assert first.id == U1 and first.email is None
     assert first.created_at == START and _aware_utc(first.created_at)
 
     clock.advance(dt.timedelta(hours=1))
-    again = store.ensure_user("u1", "Ada@Example.COM ")
+    again = store.ensure_user(U1, "Ada@Example.COM ")
     assert again.created_at == START
     assert again.email == "ada@example.com"
     # no email given: the known one stays
-    assert store.ensure_user("u1").email == "ada@example.com"
-    assert store.get_user("u1") == again
+    assert store.ensure_user(U1).email == "ada@example.com"
+    assert store.get_user(U1) == again
 
 
 @pytest.mark.parametrize("bad", ["", "   ", None, 7])
@@ -109,26 +174,26 @@ def test_blank_ids_are_invalid_requests(store: Store, bad: object) -> None:
     with pytest.raises(InvalidRequest):
         store.ensure_user(bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest):
-        store.add_account("u1", bad)  # type: ignore[arg-type]
+        store.add_account(U1, bad)  # type: ignore[arg-type]
 
 
 # -- ownership ------------------------------------------------------------------------------------
 
 
 def test_ownership_is_per_user(store: Store, clock: ManualClock) -> None:
-    store.ensure_user("alice")
-    a1 = store.add_account("alice", "acc-a1", email="alice@example.com", account_number="100")
+    store.ensure_user(ALICE)
+    a1 = store.add_account(ALICE, "acc-a1", email="alice@example.com", account_number="100")
     clock.advance(dt.timedelta(seconds=1))
-    a2 = store.add_account("alice", "acc-a2")
-    b1 = store.add_account("bob", "acc-b1")  # bob did not exist yet: created on the way
+    a2 = store.add_account(ALICE, "acc-a2")
+    b1 = store.add_account(BOB, "acc-b1")  # bob did not exist yet: created on the way
 
-    assert [r.account_id for r in store.accounts_of("alice")] == ["acc-a1", "acc-a2"]
-    assert [r.account_id for r in store.accounts_of("bob")] == ["acc-b1"]
-    assert store.accounts_of("carol") == []
-    assert store.get_user("bob") is not None
+    assert [r.account_id for r in store.accounts_of(ALICE)] == ["acc-a1", "acc-a2"]
+    assert [r.account_id for r in store.accounts_of(BOB)] == ["acc-b1"]
+    assert store.accounts_of(CAROL) == []
+    assert store.get_user(BOB) is not None
 
-    assert store.owner_of("acc-a2") == "alice"
-    assert store.owner_of("acc-b1") == "bob"
+    assert store.owner_of("acc-a2") == ALICE
+    assert store.owner_of("acc-b1") == BOB
     assert store.owner_of("acc-unknown") is None
 
     assert store.get_account("acc-a1") == a1
@@ -142,55 +207,55 @@ def test_ownership_is_per_user(store: Store, clock: ManualClock) -> None:
 def test_add_account_twice_is_idempotent_for_the_owner_and_a_conflict_for_another_user(
     store: Store, clock: ManualClock
 ) -> None:
-    first = store.add_account("alice", "acc-1", email="a@example.com", status="approved")
+    first = store.add_account(ALICE, "acc-1", email="a@example.com", status="approved")
     clock.advance(dt.timedelta(minutes=5))
-    again = store.add_account("alice", "acc-1", email="a@example.com", status="approved")
+    again = store.add_account(ALICE, "acc-1", email="a@example.com", status="approved")
     assert again == first
-    assert len(store.accounts_of("alice")) == 1
+    assert len(store.accounts_of(ALICE)) == 1
 
     with pytest.raises(Conflict):
-        store.add_account("mallory", "acc-1")
-    assert store.owner_of("acc-1") == "alice"
-    assert store.accounts_of("mallory") == []
+        store.add_account(MALLORY, "acc-1")
+    assert store.owner_of("acc-1") == ALICE
+    assert store.accounts_of(MALLORY) == []
 
 
 def test_account_by_email_ignores_case_and_finds_nothing_for_strangers(store: Store) -> None:
-    store.add_account("alice", "acc-a", email="Alice@Example.com")
-    store.add_account("bob", "acc-b", email="bob@example.com")
+    store.add_account(ALICE, "acc-a", email="Alice@Example.com")
+    store.add_account(BOB, "acc-b", email="bob@example.com")
     found = store.account_by_email("ALICE@example.COM")
-    assert found is not None and found.account_id == "acc-a" and found.user_id == "alice"
+    assert found is not None and found.account_id == "acc-a" and found.user_id == ALICE
     assert store.account_by_email("nobody@example.com") is None
 
 
 def test_one_account_per_email_decided_by_the_store(store: Store) -> None:
     """The email check is not check-then-act: a second account with the email fails to be written."""
-    first = store.add_account("alice", "acc-a", email="Ada@Example.com")
-    for user, account in (("bob", "acc-b"), ("alice", "acc-a2")):
+    first = store.add_account(ALICE, "acc-a", email="Ada@Example.com")
+    for user, account in ((BOB, "acc-b"), (ALICE, "acc-a2")):
         with pytest.raises(Conflict) as taken:
             store.add_account(user, account, email="ada@example.COM")
         assert (taken.value.code, taken.value.status) == ("email_in_use", 409)
         assert store.get_account(account) is None
-    assert store.add_account("alice", "acc-a", email="ada@example.com") == first  # repeating is still harmless
-    store.add_account("bob", "acc-b")  # accounts without an email do not collide
-    store.add_account("bob", "acc-c")
+    assert store.add_account(ALICE, "acc-a", email="ada@example.com") == first  # repeating is still harmless
+    store.add_account(BOB, "acc-b")  # accounts without an email do not collide
+    store.add_account(BOB, "acc-c")
     assert store.account_by_email("ADA@example.com") == first
 
 
 def test_email_claims_hold_one_user_per_email(store: Store) -> None:
-    mine = store.claim_email("alice", " Ada@Example.com")
-    assert (mine.email, mine.user_id, mine.new) == ("ada@example.com", "alice", True)
-    assert store.claim_email("alice", "ada@example.com").new is False  # a retry keeps it
-    theirs = store.claim_email("bob", "ADA@example.com")
-    assert (theirs.user_id, theirs.new) == ("alice", False)
+    mine = store.claim_email(ALICE, " Ada@Example.com")
+    assert (mine.email, mine.user_id, mine.new) == ("ada@example.com", ALICE, True)
+    assert store.claim_email(ALICE, "ada@example.com").new is False  # a retry keeps it
+    theirs = store.claim_email(BOB, "ADA@example.com")
+    assert (theirs.user_id, theirs.new) == (ALICE, False)
 
-    store.release_email("bob", "ada@example.com")  # not bob's to release
-    assert store.claim_email("bob", "ada@example.com").user_id == "alice"
-    store.release_email("alice", "ADA@example.com")
-    taken = store.claim_email("bob", "ada@example.com")
-    assert (taken.user_id, taken.new) == ("bob", True)
+    store.release_email(BOB, "ada@example.com")  # not bob's to release
+    assert store.claim_email(BOB, "ada@example.com").user_id == ALICE
+    store.release_email(ALICE, "ADA@example.com")
+    taken = store.claim_email(BOB, "ada@example.com")
+    assert (taken.user_id, taken.new) == (BOB, True)
     for blank in ("", "  ", None):
         with pytest.raises(InvalidRequest):
-            store.claim_email("alice", blank)  # type: ignore[arg-type]
+            store.claim_email(ALICE, blank)  # type: ignore[arg-type]
 
 
 def race(n: int, worker: Callable[[int], object]) -> None:
@@ -217,9 +282,9 @@ def test_concurrent_claims_and_accounts_on_one_email(make_store: MakeStore) -> N
 
     def worker(i: int) -> None:
         store = stores[i % 2]
-        claim = store.claim_email(f"racer-{i}", "contested@example.com")
+        claim = store.claim_email(user(f"racer-{i}"), "contested@example.com")
         try:
-            store.add_account(f"racer-{i}", f"acc-{i}", email="Contested@example.com")
+            store.add_account(user(f"racer-{i}"), f"acc-{i}", email="Contested@example.com")
             outcome = written
         except Conflict as clash:
             assert clash.code == "email_in_use"
@@ -239,13 +304,13 @@ def test_concurrent_claims_and_accounts_on_one_email(make_store: MakeStore) -> N
 def test_list_account_ids_spans_every_user_and_leaves_out_closed_accounts(store: Store) -> None:
     """The accounts the live portfolio values with Alpaca: a new one shows at the next listing."""
     assert store.list_account_ids() == []
-    store.add_account("bob", "acc-2")
-    store.add_account("alice", "acc-3", status="active")
-    store.add_account("alice", "acc-1")
+    store.add_account(BOB, "acc-2")
+    store.add_account(ALICE, "acc-3", status="active")
+    store.add_account(ALICE, "acc-1")
     assert store.list_account_ids() == ["acc-1", "acc-2", "acc-3"]
 
     store.set_account_status("acc-2", "pending_closure")  # still holds money until it is closed
-    store.add_account("carol", "acc-4")
+    store.add_account(CAROL, "acc-4")
     assert store.list_account_ids() == ["acc-1", "acc-2", "acc-3", "acc-4"]
     store.set_account_status("acc-2", "closed")
     assert store.list_account_ids() == ["acc-1", "acc-3", "acc-4"]
@@ -255,10 +320,10 @@ def test_list_account_ids_spans_every_user_and_leaves_out_closed_accounts(store:
 
 
 def test_status_transitions_stamp_their_times(store: Store, clock: ManualClock) -> None:
-    store.add_account("alice", "acc-1")
+    store.add_account(ALICE, "acc-1")
     clock.advance(dt.timedelta(minutes=1))
     active = store.set_account_status("acc-1", "active")
-    assert active.status == "active" and active.updated_at == START + dt.timedelta(minutes=1)
+    assert active.status == shown(store, "active") and active.updated_at == START + dt.timedelta(minutes=1)
     assert active.closure_requested_at is None
 
     clock.advance(dt.timedelta(minutes=1))
@@ -285,11 +350,11 @@ def test_status_transitions_stamp_their_times(store: Store, clock: ManualClock) 
 
 
 def test_invalid_status_and_unknown_account(store: Store) -> None:
-    store.add_account("alice", "acc-1")
+    store.add_account(ALICE, "acc-1")
     with pytest.raises(InvalidRequest):
         store.set_account_status("acc-1", "frozen")  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest):
-        store.add_account("alice", "acc-2", status="frozen")  # type: ignore[arg-type]
+        store.add_account(ALICE, "acc-2", status="frozen")  # type: ignore[arg-type]
     assert store.get_account("acc-2") is None
     assert store.get_account("acc-1").status == "submitted"  # type: ignore[union-attr]
     with pytest.raises(NotFound):
@@ -301,12 +366,12 @@ def test_invalid_status_and_unknown_account(store: Store) -> None:
 
 def test_migrate_again_and_reopen_keep_the_data(make_store: MakeStore) -> None:
     store = make_store()
-    store.add_account("alice", "acc-1", email="a@example.com")
-    store.upsert_company_profiles([CompanyProfile(symbol="AAPL", name="Apple Inc.")])
+    store.add_account(ALICE, "acc-1", email="a@example.com")
+    store.upsert_company_profiles([CompanyProfile(symbol="AAPL", company_name="Apple Inc.")])
     store.migrate()
     store.migrate()
     reopened = make_store()  # a restart: a new connection, migrate() on start
-    assert reopened.owner_of("acc-1") == "alice"
+    assert reopened.owner_of("acc-1") == ALICE
     assert reopened.get_account("acc-1") == store.get_account("acc-1")
     assert reopened.count_company_profiles() == 1
 
@@ -319,22 +384,46 @@ def test_upgrade_from_version_1_keeps_the_accounts_and_adds_the_email_rules(
     try:
         db.migrate("store", schema_sql(db.dialect)[:1])  # a database a release before this one left
         old = SqlStore(db)
-        old.add_account("alice", "acc-a", email="a@example.com")
-        old.add_account("bob", "acc-b", email="b@example.com")
+        old.add_account(ALICE, "acc-a", email="a@example.com")
+        old.add_account(BOB, "acc-b", email="b@example.com")
         upgraded = SqlStore(db)
         upgraded.migrate()
-        assert upgraded.owner_of("acc-a") == "alice" and upgraded.account_by_email("b@example.com") is not None
+        assert upgraded.owner_of("acc-a") == ALICE and upgraded.account_by_email("b@example.com") is not None
         with pytest.raises(Conflict):
-            upgraded.add_account("carol", "acc-c", email="a@example.com")
-        assert upgraded.claim_email("carol", "c@example.com").new is True
+            upgraded.add_account(CAROL, "acc-c", email="a@example.com")
+        assert upgraded.claim_email(CAROL, "c@example.com").new is True
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_upgrade_brings_the_old_profile_table_to_the_seed_shape(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'v2.db'}" if engine == "sqlite" else request.getfixturevalue("pg_url"))
+    try:
+        db.migrate("store", schema_sql(db.dialect)[:2])  # this project's table before the seed's shape
+        db.execute(
+            "INSERT INTO company_profiles (symbol, name, sector, industries, description, isin, country, facts,"
+            " source, updated_at) VALUES (?, ?, NULL, ?, NULL, ?, ?, ?, ?, ?)",
+            ("AAPL", "Apple Inc.", '["Consumer Electronics", "Computer Hardware"]', "US0378331005", "US",
+             '{"founded": "1976"}', "pytickersymbols", START if engine == "postgres" else START.isoformat()),
+        )
+        upgraded = SqlStore(db)
+        upgraded.migrate()
+        upgraded.migrate()
+        assert upgraded.get_company_profile("AAPL") == CompanyProfile(
+            symbol="AAPL", company_name="Apple Inc.", industry="Consumer Electronics", isin="US0378331005",
+            country="US", facts={"founded": "1976"}, source="pytickersymbols", updated_at=START,
+        )
     finally:
         db.close()
 
 
 def test_migrate_from_several_processes_at_once(make_store: MakeStore) -> None:
     """Every replica migrates on start; on a fresh database they race, and all of them must succeed."""
-    race(4, lambda _: make_store().ensure_user("u1"))
-    assert make_store().get_user("u1") is not None
+    race(4, lambda _: make_store().ensure_user(U1))
+    assert make_store().get_user(U1) is not None
 
 
 def test_concurrent_ensure_user_and_add_account(make_store: MakeStore) -> None:
@@ -345,20 +434,20 @@ def test_concurrent_ensure_user_and_add_account(make_store: MakeStore) -> None:
 
     def worker(i: int) -> None:
         store = stores[i % 2]
-        store.ensure_user("shared-user")
-        store.add_account("shared-user", "shared-acc")
-        store.add_account("shared-user", f"own-acc-{i}")
+        store.ensure_user(SHARED_USER)
+        store.add_account(SHARED_USER, "shared-acc")
+        store.add_account(SHARED_USER, f"own-acc-{i}")
         try:  # every thread races a different user for one contested account
-            store.add_account(f"racer-{i}", "contested")
-            result = ("won", f"racer-{i}")
+            store.add_account(user(f"racer-{i}"), "contested")
+            result = ("won", user(f"racer-{i}"))
         except Conflict:
-            result = ("lost", f"racer-{i}")
+            result = ("lost", user(f"racer-{i}"))
         with lock:
             outcomes.append(result)
 
     race(threads_n, worker)
     store = make_store()
-    assert sorted(r.account_id for r in store.accounts_of("shared-user")) == sorted(
+    assert sorted(r.account_id for r in store.accounts_of(SHARED_USER)) == sorted(
         ["shared-acc", *(f"own-acc-{i}" for i in range(threads_n))]
     )
     winners = [who for result, who in outcomes if result == "won"]
@@ -374,38 +463,67 @@ def test_company_profile_round_trip_and_update(store: Store, clock: ManualClock)
     assert store.get_company_profile("AAPL") is None
     apple = CompanyProfile(
         symbol="aapl",
-        name="Apple Inc.",
-        industries=["Consumer Electronics", "Computer Hardware"],
+        company_name="Apple Inc.",
+        price=189.25,
+        market_cap=2_900_000_000_000.0,
+        beta=1.24,
+        vol_avg=55_000_000.0,
+        last_div=0.96,
+        range="164.08-199.62",
+        changes=-1.5,
+        currency="USD",
+        exchange="NASDAQ Global Select",
+        exchange_short_name="NASDAQ",
+        industry="Consumer Electronics",
+        sector="Technology",
         isin="US0378331005",
-        country="United States",
-        facts={"founded": "1976", "wikipedia": "https://en.wikipedia.org/wiki/Apple_Inc."},
+        country="US",
+        ceo="Tim Cook",
+        full_time_employees="164000",
+        image="https://images.financialmodelingprep.com/symbol/AAPL.png",
+        ipo_date=dt.date(1980, 12, 12),
+        is_actively_trading=True,
+        is_etf=False,
+        facts={"founded": "1976"},
+        source="pytickersymbols",
     )
-    ibm = CompanyProfile(symbol="IBM", name="IBM", sector=None, description=None, source="test")
-    assert store.upsert_company_profiles([apple, ibm]) == 2
+    etf = CompanyProfile(symbol="SPY", company_name="SPDR S&P 500 ETF Trust", is_etf=True, is_fund=True, source="fmp")
+    assert store.upsert_company_profiles([apple, etf]) == 2
     assert store.upsert_company_profiles([]) == 0
     assert store.count_company_profiles() == 2
 
     got = store.get_company_profile("AAPL")
     assert got is not None
     assert got.symbol == "AAPL"  # symbols are kept upper-case
-    assert (got.name, got.industries, got.isin, got.country, got.facts) == (
-        apple.name,
-        apple.industries,
-        apple.isin,
-        apple.country,
-        apple.facts,
-    )
-    assert got.updated_at == START and got.source == "pytickersymbols"
+    expected = msgspec.structs.replace(apple, symbol="AAPL", updated_at=START)
+    if clera_layout(store):  # the seed's table has no place for this project's `source` and `facts`
+        expected = msgspec.structs.replace(expected, source="fmp", facts={})
+    assert got == expected
     assert store.get_company_profile(" aapl ") == got
+    spy = store.get_company_profile("SPY")
+    assert spy is not None and (spy.is_etf, spy.is_fund, spy.is_adr, spy.ipo_date, spy.price) == (True, True, False, None, None)
 
     clock.advance(dt.timedelta(days=1))
-    store.upsert_company_profiles([CompanyProfile(symbol="IBM", name="International Business Machines", sector="IT")])
-    updated = store.get_company_profile("IBM")
+    store.upsert_company_profiles([CompanyProfile(symbol="SPY", company_name="SPDR S&P 500", sector="Funds")])
+    updated = store.get_company_profile("SPY")
     assert updated is not None
-    assert (updated.name, updated.sector, updated.updated_at) == ("International Business Machines", "IT", clock.now())
+    assert (updated.company_name, updated.sector, updated.is_etf, updated.updated_at) == (
+        "SPDR S&P 500", "Funds", False, clock.now()
+    )
     assert store.count_company_profiles() == 2
     assert store.get_company_profile("NOPE") is None
     assert store.get_company_profile("") is None
+
+
+def test_profile_update_times_count_fmp_profiles_only(store: Store, clock: ManualClock) -> None:
+    store.upsert_company_profiles([CompanyProfile(symbol="AAPL", company_name="Apple", source="pytickersymbols")])
+    clock.advance(dt.timedelta(hours=2))
+    store.upsert_company_profiles([CompanyProfile(symbol="MSFT", company_name="Microsoft", source="fmp")])
+    expected = {"MSFT": START + dt.timedelta(hours=2)}
+    if clera_layout(store):  # every row of the seed's table is its collector's (FMP)
+        expected["AAPL"] = START
+    assert store.profile_update_times(["aapl", "MSFT", "NOPE"]) == expected
+    assert store.profile_update_times([]) == {}
 
 
 # -- Supabase specifics ---------------------------------------------------------------------------
@@ -414,6 +532,11 @@ def test_company_profile_round_trip_and_update(store: Store, clock: ManualClock)
 def test_supabase_schema_file_is_the_postgres_migration() -> None:
     shipped = "".join(line for line in SCHEMA_FILE.read_text().splitlines(keepends=True) if not line.startswith("--"))
     assert shipped == "".join(schema_sql("postgres"))
+
+
+def test_clera_schema_file_is_the_clera_migration() -> None:
+    shipped = "".join(l for l in CLERA_SCHEMA_FILE.read_text().splitlines(keepends=True) if not l.startswith("--"))
+    assert shipped == "".join(CLERA_SCHEMA_SQL)
 
 
 def test_supabase_store_says_when_the_schema_was_not_applied(pg_url: str) -> None:
@@ -425,7 +548,7 @@ def test_supabase_store_says_when_the_schema_was_not_applied(pg_url: str) -> Non
 
 def test_supabase_store_with_a_wrong_key_is_unavailable(postgrest: PostgrestStandIn) -> None:
     with pytest.raises(Unavailable):
-        SupabaseStore(postgrest.url, "not-the-key").get_user("u1")
+        SupabaseStore(postgrest.url, "not-the-key").get_user(U1)
     with pytest.raises(Unavailable):
         SupabaseStore("", "")
     with pytest.raises(Unavailable):
@@ -437,7 +560,7 @@ def test_supabase_store_without_a_server_is_unavailable() -> None:
         probe.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{probe.getsockname()[1]}"
     with pytest.raises(Unavailable, match="not reachable"):
-        SupabaseStore(url, SERVICE_KEY).add_account("alice", "acc-1")
+        SupabaseStore(url, SERVICE_KEY).add_account(ALICE, "acc-1")
 
 
 def test_supabase_store_lists_accounts_past_postgrest_max_rows(pg_url: str) -> None:
@@ -448,7 +571,7 @@ def test_supabase_store_lists_accounts_past_postgrest_max_rows(pg_url: str) -> N
         store = SupabaseStore(server.url, SERVICE_KEY)
         ids = [f"acc-{i}" for i in range(7)]
         for account_id in ids:
-            store.add_account("alice", account_id)
+            store.add_account(ALICE, account_id)
         store.set_account_status("acc-3", "closed")
         assert store.list_account_ids() == [a for a in ids if a != "acc-3"]
         reads = [path for method, path, _ in server.requests if method == "GET" and "select=account_id" in path]
@@ -457,7 +580,7 @@ def test_supabase_store_lists_accounts_past_postgrest_max_rows(pg_url: str) -> N
 
 def test_supabase_store_speaks_postgrest(postgrest: PostgrestStandIn) -> None:
     store = SupabaseStore(postgrest.url, SERVICE_KEY)
-    store.add_account("alice", "acc-1")
+    store.add_account(ALICE, "acc-1")
     paths = [path for _, path, _ in postgrest.requests]
     assert any(p.startswith("/rest/v1/user_accounts?") and "on_conflict=account_id" in p for p in paths)
     assert all(p.startswith("/rest/v1/") for p in paths)

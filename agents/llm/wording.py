@@ -39,8 +39,8 @@ def _profile(r: Result) -> str:
     parts = [f"{r['name']} ({r['symbol']})"]
     if r.get("sector"):
         parts.append(f"sector: {r['sector']}")
-    if r.get("industries"):
-        parts.append("industries: " + ", ".join(r["industries"][:4]))
+    if r.get("industry"):
+        parts.append(f"industry: {r['industry']}")
     if r.get("country"):
         parts.append(f"country: {r['country']}")
     text = "; ".join(parts) + "."
@@ -48,6 +48,8 @@ def _profile(r: Result) -> str:
         text += f" Description on file: \"{r['description'][:600]}\""
     else:
         text += " No company description is available offline."
+    if r.get("stale"):
+        text += " (Live data was unavailable; this is the stored profile.)"
     return text + f" (Source: {r['source']}.)"
 
 

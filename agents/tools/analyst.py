@@ -37,21 +37,34 @@ def symbol_of(deps: AgentDeps, symbol: str) -> str:
 
 @agent_tool(AGENT)
 def company_profile(deps: AgentDeps, account_id: str, symbol: str) -> dict[str, Any]:
-    """Company profile: name, sector, industries, description, country and facts. `symbol`: ticker or company name."""
+    """Company profile: name, sector, industry, description, country, key figures and facts. `symbol`: ticker or company name."""
     ticker = symbol_of(deps, symbol)
-    profile = deps.store.get_company_profile(ticker)
+    found = deps.company.lookup(ticker)
+    profile = found.profile
     if profile is None:
-        return {"symbol": ticker, "error": f"no company profile is stored for {ticker}"}
-    return {
+        reason = f"FMP failed ({found.error}) and " if found.stale else ""
+        return {"symbol": ticker, "error": f"{reason}no company profile is stored for {ticker}"}
+    result: dict[str, Any] = {
         "symbol": profile.symbol,
-        "name": profile.name,
+        "name": profile.company_name,
         "sector": profile.sector,
-        "industries": profile.industries,
+        "industry": profile.industry,
         "description": profile.description,
         "country": profile.country,
+        "exchange": profile.exchange_short_name or profile.exchange,
+        "ceo": profile.ceo,
+        "employees": profile.full_time_employees,
+        "market_cap": profile.market_cap,
+        "website": profile.website,
+        "ipo_date": None if profile.ipo_date is None else profile.ipo_date.isoformat(),
         "facts": profile.facts,
         "source": profile.source,
+        "live": found.live,
+        "stale": found.stale,
     }
+    if found.quote is not None:
+        result["quote"] = {"price": found.quote.price, "change_pct": found.quote.change_pct, "source": "fmp"}
+    return {k: v for k, v in result.items() if v not in (None, {}, "")}
 
 
 @agent_tool(AGENT)

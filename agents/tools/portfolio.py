@@ -33,7 +33,7 @@ def _sector(deps: AgentDeps, symbol: str) -> str:
     profile = deps.store.get_company_profile(symbol)
     if profile is None:
         return UNKNOWN_SECTOR
-    return profile.sector or (profile.industries[0] if profile.industries else UNKNOWN_SECTOR)
+    return profile.sector or profile.industry or UNKNOWN_SECTOR
 
 
 def _holdings(deps: AgentDeps, account_id: str) -> tuple[list[BrokerPosition], dict[str, Decimal], Decimal]:

@@ -279,6 +279,7 @@ class State:
     prices: dict[str, Decimal] = field(default_factory=dict)
     asset_ids: dict[str, str] = field(default_factory=dict)
     halted: set[str] = field(default_factory=set)
+    untradable: set[str] = field(default_factory=set)  # listed by /v1/assets with tradable=false
     requests: list[tuple[str, str, int]] = field(default_factory=list)
 
 
@@ -869,6 +870,18 @@ def _activities(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
     return 200, items[: int(c.query.get("page_size", 100))]
 
 
+def _assets(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
+    """Every priced symbol is an active US equity; `untradable` ones are listed with tradable=false."""
+    if c.query.get("status", "all") == "inactive" or c.query.get("asset_class", "us_equity") != "us_equity":
+        return 200, []
+    return 200, [
+        {"id": asset_id, "class": "us_equity", "exchange": "NASDAQ", "symbol": symbol, "name": f"{symbol} Inc.",
+         "status": "active", "tradable": symbol not in api.state.untradable, "marginable": True, "shortable": True,
+         "easy_to_borrow": True, "fractionable": True}
+        for symbol, asset_id in sorted(api.state.asset_ids.items())
+    ]
+
+
 HANDLERS: dict[tuple[str, str], Handler] = {
     ("POST", "/v1/accounts"): _create_account,
     ("GET", "/v1/accounts"): _list_accounts,
@@ -888,4 +901,5 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("GET", "/v1/trading/accounts/{account_id}/positions"): _list_positions,
     ("DELETE", "/v1/trading/accounts/{account_id}/positions"): _close_all,
     ("GET", "/v1/accounts/activities"): _activities,
+    ("GET", "/v1/assets"): _assets,
 }

@@ -16,6 +16,8 @@ import json
 import socket
 import threading
 import time
+import uuid
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -350,4 +352,8 @@ class PostgrestStandIn:
 def _json_default(value: Any) -> Any:
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):  # PostgREST sends numeric as a JSON number
+        return float(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
