@@ -20,7 +20,7 @@ import functools
 import hashlib
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -29,7 +29,6 @@ import msgspec
 from brokerage import paper_ledger as ledger
 from brokerage import paper_rows
 from brokerage import paper_rules as rules
-from brokerage import paper_views as views
 from brokerage.aba import is_valid_routing_number
 from brokerage.errors import (
     BrokerageError,
@@ -52,7 +51,8 @@ from brokerage.models import (
     Transfer,
 )
 from brokerage.paper_ledger import CLOSED, OPEN_ORDER, OpenOrder, OrderTerms
-from brokerage.paper_session import LedgerSessions, OnChange
+from brokerage.paper_reads import LedgerReads
+from brokerage.paper_session import LedgerSessions, NextDue, OnChange
 from brokerage.paper_tables import new_id, ts
 from brokerage.prices import PriceReader
 from brokerage.sql import DATABASE_DOWN, INTEGRITY, Database
@@ -78,19 +78,6 @@ def _ledger_errors(method: _T) -> _T:
     return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature; mypy cannot see it
 
 
-@dataclass(frozen=True)
-class NextDue:
-    """When the ledger next changes by itself.
-
-    `at` is the market time of the earliest time-driven step, None when none is pending (already
-    past when a step is due). `waiting_on_prices` is true while orders are open during the session:
-    they fill when the price lets them, at no moment known in advance.
-    """
-
-    at: dt.datetime | None
-    waiting_on_prices: bool
-
-
 class PaperBroker:
     """The `Broker` protocol on a SQL ledger; see the module docstring for its rules."""
 
@@ -105,11 +92,11 @@ class PaperBroker:
     ) -> None:
         settings = settings or Settings()
         self.db = db
-        self.clock = clock
         self.ach_daily_limit = settings.ach_daily_limit
         self.pdt = ledger.Pdt(settings.pdt_enabled, settings.pdt_equity_threshold, settings.pdt_max_day_trades)
         self.sessions = LedgerSessions(db, clock, prices, self.pdt, on_change)
         self.tables = self.sessions.tables
+        self.reads = LedgerReads(self.sessions)
         try:
             db.migrate(COMPONENT, STEPS)
         except DATABASE_DOWN as exc:
@@ -129,16 +116,16 @@ class PaperBroker:
             with self.db.transaction():
                 if self.tables.account_id_by_email(email):
                     raise Conflict("an account with this email address already exists", code="email_in_use")
-                self.tables.insert_account(account_id, number, email, owner, stored, self.clock.now())
+                self.tables.insert_account(account_id, number, email, owner, stored, self.sessions.clock.now())
         except INTEGRITY:
             raise Conflict("an account with this email address already exists", code="email_in_use") from None
         self.sessions.notify([account_id])  # its approval is a step due at once
-        return self._view(account_id)
+        return self.reads.account(account_id)
 
     @_ledger_errors
     def get_account(self, account_id: str) -> BrokerAccount:
         self.sessions.sync(account_id)
-        return self._view(account_id)
+        return self.reads.account(account_id)
 
     @_ledger_errors
     def find_account_by_email(self, email: str) -> BrokerAccount | None:
@@ -157,7 +144,7 @@ class PaperBroker:
                     )
                 self.sessions.set_status(a, CLOSED, "closed on request")
                 a.changed.add(a.id)
-        return self._view(account_id)
+        return self.reads.account(account_id)
 
     @_ledger_errors
     def list_account_ids(self, *, include_closed: bool = False) -> list[str]:
@@ -360,11 +347,17 @@ class PaperBroker:
     @_ledger_errors
     def list_positions(self, account_id: str) -> list[BrokerPosition]:
         self.sessions.sync(account_id)
-        book = self.tables.book(self.tables.account(account_id), rules.current_session(self.clock.now()), False)
-        return [
-            views.broker_position(symbol, held, self.sessions.quiet_price(symbol), book.sell_reserve(symbol))
-            for symbol, held in sorted(book.holdings.items())
-        ]
+        return self.reads.positions(account_id)
+
+    @_ledger_errors
+    def list_activities(self, account_id: str) -> list[Activity]:
+        self.sessions.sync(account_id)
+        return self.reads.activities(account_id)
+
+    @_ledger_errors
+    def holdings(self, account_id: str) -> AccountHoldings | None:
+        self.sessions.sync(account_id)
+        return self.reads.holdings(account_id)
 
     @_ledger_errors
     def close_all_positions(self, account_id: str) -> list[CloseResult]:
@@ -383,111 +376,13 @@ class PaperBroker:
                 results.append(CloseResult(symbol=symbol, status=exc.status, message=exc.message))
         return results
 
-    @_ledger_errors
-    def list_activities(self, account_id: str) -> list[Activity]:
-        """Fills (FILL), completed deposits (CSD) and withdrawals that left the account (CSW), newest first
-        in exactly the reverse of the order the ledger applied them (`paper_views.activity_log`)."""
-        self.sessions.sync(account_id)
-        fills = [
-            (f["filled_at"], f["seq"], paper_rows.fill_activity(f)) for f in self.tables.fill_rows(account_id)
-        ]
-        transfers = []
-        for t in self.tables.transfer_rows(account_id, newest_first=False):
-            amount = Decimal(t["amount"])
-            if t["direction"] == "INCOMING" and t["status"] == "COMPLETE":
-                at = t["completed_at"]
-                transfers.append((at, paper_rows.transfer_activity(t, "CSD", amount, at, "ACH deposit")))
-            elif t["direction"] == "OUTGOING" and t["status"] not in ledger.VOID_TRANSFER:
-                at = t["created_at"]
-                transfers.append((at, paper_rows.transfer_activity(t, "CSW", -amount, at, "ACH withdrawal")))
-        return views.activity_log(fills, transfers)
-
-    @_ledger_errors
-    def holdings(self, account_id: str) -> AccountHoldings | None:
-        """Holdings for the realtime engine straight from the ledger (no price reads); None once closed.
-
-        Same result as `brokerage.positions.holdings_from_activities` on this broker, in a few queries.
-        """
-        self.sessions.sync(account_id)
-        row = self.tables.account(account_id)
-        if row["status"] == CLOSED:
-            return None
-        now = self.clock.now()
-        flows = self._today(account_id, now)
-        return AccountHoldings(
-            account_id=account_id,
-            cash=Decimal(row["cash"]),
-            positions=views.session_positions(self.tables.holdings(account_id), flows),
-            session=flows.session,
-            deposits_today=flows.transfers,
-            as_of=now.timestamp(),
-        )
-
     # --- time-driven steps ------------------------------------------------------------------
     @_ledger_errors
     def next_due(self) -> NextDue:
         """When `process_due` next has work, so its caller can sleep until then instead of polling."""
-        now = self.clock.now()
-        orders = [o for _, o in self.tables.all_open_orders()]
-        is_open = self.clock.is_open()
-        at = views.next_due(
-            now,
-            application_waiting=self.tables.application_waiting(),
-            next_transfer_step=self.tables.next_transfer_step(),
-            open_orders=bool(orders),
-            order_expiries=map(ledger.expires_at, orders),
-            is_open=is_open,
-            next_settlement=self.tables.next_settlement(rules.new_york_date(now)),
-        )
-        return NextDue(at, waiting_on_prices=bool(orders) and is_open)
+        return self.sessions.next_due()
 
     @_ledger_errors
     def process_due(self) -> list[str]:
-        """Applies every due step on every account; returns the accounts whose holdings changed.
-
-        Reads apply due steps lazily; a call when `next_due` says so is what makes a deposit
-        landing or a queued order filling at the open reach the live portfolio without anyone
-        reading the account. Three queries find the candidates, so an idle ledger costs little.
-        """
-        now = self.clock.now()
-        candidates = self.tables.accounts_with_steps(now)
-        is_open = self.clock.is_open()
-        candidates.update(acct for acct, o in self.tables.all_open_orders() if is_open or ledger.expired(o, now))
-        changed: set[str] = set()
-        for account_id in sorted(candidates):
-            changed |= self.sessions.apply_due_steps(account_id)
-        return sorted(changed)
-
-    # --- reads ---------------------------------------------------------------------------
-    def _today(self, account_id: str, now: dt.datetime) -> views.TodayFlows:
-        session = rules.current_session(now).isoformat()
-        return views.today_flows(
-            session, self.tables.session_fills(account_id, session), self.tables.session_transfers(account_id, session)
-        )
-
-    def _view(self, account_id: str) -> BrokerAccount:
-        """Balances as Alpaca reports them."""
-        row = self.tables.account(account_id)
-        now = self.clock.now()
-        flows = self._today(account_id, now)
-        session = dt.date.fromisoformat(flows.session)
-        book = self.tables.book(row, session, True)
-        equity, last_equity = views.equity_and_last_equity(
-            book.cash, book.holdings, flows, self.sessions.quiet_prices(set(book.holdings) | set(flows.bought))
-        )
-        reserves = book.buy_reserves()
-        return BrokerAccount(
-            id=account_id,
-            account_number=row["account_number"],
-            status=row["status"],
-            created_at=paper_rows.instant(row["created_at"]),
-            email=row["email"],
-            owner_name=row["owner_name"],
-            cash=book.cash,
-            cash_withdrawable=ledger.withdrawable(book.cash, self.tables.unsettled(account_id, rules.new_york_date(now)), reserves),
-            equity=equity,
-            last_equity=last_equity,
-            buying_power=max(book.cash - reserves, ledger.ZERO),
-            pattern_day_trader=self.pdt.enabled and book.day_trades > self.pdt.max_day_trades,
-            daytrade_count=book.day_trades,
-        )
+        """Applies every due step on every account; returns the accounts whose holdings changed."""
+        return self.sessions.process_due()

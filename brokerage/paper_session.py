@@ -4,7 +4,8 @@ A session is one transaction holding the account's row (`BEGIN IMMEDIATE` on SQL
 FOR UPDATE` on PostgreSQL). It loads the account as a `paper_ledger.Book`, applies every step that
 has fallen due (approval, transfer steps, open orders filling or expiring) and keeps the book
 current as it writes, so each rule sees the account as the transaction left it. The accounts a
-session changed are announced to `on_change` after it commits.
+session changed are announced to `on_change` after it commits. `next_due` and `process_due` are
+the same steps seen from the whole ledger: when the next one falls due, and applying them all.
 """
 
 from __future__ import annotations
@@ -47,6 +48,19 @@ class AccountSession:
         return self.book.id
 
 
+@dataclass(frozen=True)
+class NextDue:
+    """When the ledger next changes by itself.
+
+    `at` is the market time of the earliest time-driven step, None when none is pending (already
+    past when a step is due). `waiting_on_prices` is true while orders are open during the session:
+    they fill when the price lets them, at no moment known in advance.
+    """
+
+    at: dt.datetime | None
+    waiting_on_prices: bool
+
+
 class LedgerSessions:
     def __init__(
         self, db: Database, clock: Clock, prices: PriceReader, pdt: ledger.Pdt, on_change: OnChange | None
@@ -57,6 +71,38 @@ class LedgerSessions:
         self.prices = prices
         self.pdt = pdt
         self.on_change = on_change
+
+    def next_due(self) -> NextDue:
+        """When `process_due` next has work, so its caller can sleep until then instead of polling."""
+        now = self.clock.now()
+        orders = [o for _, o in self.tables.all_open_orders()]
+        is_open = self.clock.is_open()
+        at = views.next_due(
+            now,
+            application_waiting=self.tables.application_waiting(),
+            next_transfer_step=self.tables.next_transfer_step(),
+            open_orders=bool(orders),
+            order_expiries=map(ledger.expires_at, orders),
+            is_open=is_open,
+            next_settlement=self.tables.next_settlement(rules.new_york_date(now)),
+        )
+        return NextDue(at, waiting_on_prices=bool(orders) and is_open)
+
+    def process_due(self) -> list[str]:
+        """Applies every due step on every account; returns the accounts whose holdings changed.
+
+        Reads apply due steps lazily; a call when `next_due` says so is what makes a deposit
+        landing or a queued order filling at the open reach the live portfolio without anyone
+        reading the account. Three queries find the candidates, so an idle ledger costs little.
+        """
+        now = self.clock.now()
+        candidates = self.tables.accounts_with_steps(now)
+        is_open = self.clock.is_open()
+        candidates.update(acct for acct, o in self.tables.all_open_orders() if is_open or ledger.expired(o, now))
+        changed: set[str] = set()
+        for account_id in sorted(candidates):
+            changed |= self.apply_due_steps(account_id)
+        return sorted(changed)
 
     def sync(self, account_id: str) -> None:
         """Brings the account up to the clock before a read; takes the lock only when something is due."""
