@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from brokerage.broker import Broker
-from brokerage.paper import OnChange, PaperBroker
+from brokerage.paper import PaperBroker
+from brokerage.paper_session import OnChange
 from brokerage.positions import HoldingsNotifier
 from brokerage.prices import PriceReader, RedisPriceReader
 from brokerage.sql import Database
@@ -16,7 +17,9 @@ def broker_from_settings(
 ) -> Broker:
     """`on_change` (e.g. a `HoldingsNotifier`) hears which accounts' cash or positions a call changed."""
     if settings.broker == "alpaca":
-        from brokerage.alpaca_broker import AlpacaBroker  # alpaca-py is only loaded when it is used
+        from brokerage.alpaca_broker import (
+            AlpacaBroker,  # alpaca-py is only loaded when it is used
+        )
 
         return AlpacaBroker(settings, on_change=on_change)
     db = Database.for_settings(settings.database_url, settings.sqlite_path)

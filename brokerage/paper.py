@@ -129,7 +129,8 @@ class PaperBroker:
 
     @_ledger_errors
     def find_account_by_email(self, email: str) -> BrokerAccount | None:
-        account_id = self.tables.account_id_by_email(normalize_email(email))
+        wanted = normalize_email(email)
+        account_id = None if wanted is None else self.tables.account_id_by_email(wanted)
         return None if account_id is None else self.get_account(account_id)
 
     @_ledger_errors

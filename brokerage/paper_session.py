@@ -145,12 +145,12 @@ class LedgerSessions:
             order = order_terms(row)
             last = self.quiet_price(order.symbol) if a.is_open else None
             price = rules.to_price(last.last) if last else None
-            step = ledger.order_step(order, a.now, a.is_open, price)
-            if step == "expire":
+            action = ledger.order_step(order, a.now, a.is_open, price)
+            if action == "expire":
                 self.close_order(a, order.id, "expired")
-            elif step == "rest" and order.status == "accepted":
+            elif action == "rest" and order.status == "accepted":
                 self.tables.set_order_status(order.id, "new", a.now)
-            elif step == "fill":
+            elif action == "fill":
                 assert price is not None
                 refusal = self.fill(a, order, price)
                 if refusal is not None:

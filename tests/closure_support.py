@@ -21,7 +21,8 @@ from brokerage.closure.process import ClosureProcess
 from brokerage.closure.records import ClosureStore
 from brokerage.email import OutboxMailer
 from brokerage.models import OrderRequest
-from brokerage.paper import OnChange, PaperBroker
+from brokerage.paper import PaperBroker
+from brokerage.paper_session import OnChange
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
 from brokerage.sql_store import SqlStore
