@@ -61,14 +61,7 @@ from alpaca.trading.requests import GetOrdersRequest
 from pydantic import BaseModel, ValidationError
 from requests.adapters import HTTPAdapter
 
-from brokerage.errors import (
-    BrokerageError,
-    Conflict,
-    InvalidRequest,
-    NotFound,
-    Rejected,
-    Unavailable,
-)
+from brokerage.errors import BrokerageError, Conflict, InvalidRequest, NotFound, Rejected, Unavailable
 from brokerage.models import (
     AccountApplication,
     AchRelationship,

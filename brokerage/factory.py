@@ -17,9 +17,7 @@ def broker_from_settings(
 ) -> Broker:
     """`on_change` (e.g. a `HoldingsNotifier`) hears which accounts' cash or positions a call changed."""
     if settings.broker == "alpaca":
-        from brokerage.alpaca_broker import (
-            AlpacaBroker,  # alpaca-py is only loaded when it is used
-        )
+        from brokerage.alpaca_broker import AlpacaBroker  # alpaca-py is only loaded when it is used
 
         return AlpacaBroker(settings, on_change=on_change)
     db = Database.for_settings(settings.database_url, settings.sqlite_path)

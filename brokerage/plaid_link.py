@@ -26,18 +26,14 @@ from jwt.algorithms import ECAlgorithm
 from plaid.api import plaid_api
 from plaid.model.auth_get_request import AuthGetRequest
 from plaid.model.country_code import CountryCode
-from plaid.model.item_public_token_exchange_request import (
-    ItemPublicTokenExchangeRequest,
-)
+from plaid.model.item_public_token_exchange_request import ItemPublicTokenExchangeRequest
 from plaid.model.item_remove_request import ItemRemoveRequest
 from plaid.model.link_token_create_hosted_link import LinkTokenCreateHostedLink
 from plaid.model.link_token_create_request import LinkTokenCreateRequest
 from plaid.model.link_token_create_request_user import LinkTokenCreateRequestUser
 from plaid.model.processor_token_create_request import ProcessorTokenCreateRequest
 from plaid.model.products import Products
-from plaid.model.webhook_verification_key_get_request import (
-    WebhookVerificationKeyGetRequest,
-)
+from plaid.model.webhook_verification_key_get_request import WebhookVerificationKeyGetRequest
 
 from brokerage.broker import Broker
 from brokerage.errors import BrokerageError, InvalidRequest, Rejected, Unavailable

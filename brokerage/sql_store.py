@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+
 from brokerage.errors import Conflict, NotFound, Unavailable
 from brokerage.sql import DATABASE_DOWN, INTEGRITY, Database, Row
 from brokerage.store import (

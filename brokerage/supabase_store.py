@@ -20,13 +20,7 @@ from postgrest import APIError, CountMethod, ReturnMethod
 from supabase import Client, SupabaseException, create_client
 from supabase.lib.client_options import SyncClientOptions
 
-from brokerage.errors import (
-    BrokerageError,
-    Conflict,
-    InvalidRequest,
-    NotFound,
-    Unavailable,
-)
+from brokerage.errors import BrokerageError, Conflict, InvalidRequest, NotFound, Unavailable
 from brokerage.store import (
     AccountRecord,
     CompanyProfile,
