@@ -2,7 +2,7 @@
 
 Ticks travel in large batches between actors, so they are array-like Structs (msgpack arrays, no
 field names on the wire, no GC tracking). Holdings carry Decimal (ledger truth); the valuation and
-the snapshots use floats rounded to cents for display, as DESIGN.md "Money and time" allows.
+the snapshots use floats rounded to cents for display, as docs/architecture.md "Money and time" allows.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engine.auth import AuthError
-from engine.pubsub import interest_key, last_key, portfolio_channel, register_interest
+from engine.pubsub import register_interest
+from engine.redis_keys import account_of_channel, interest_key, last_key, portfolio_channel
 from engine.types import json_encoder
 from gateway.auth import check_owner, require_user, services_of
 from gateway.channels import ChannelReader
@@ -243,7 +244,7 @@ class PortfolioHub:
                     channels.unsubscribe([portfolio_channel(account)])
 
     def dispatch(self, channel: bytes | str, data: bytes | str) -> None:
-        account = (channel.decode() if isinstance(channel, bytes) else channel).removeprefix("portfolio:")
+        account = account_of_channel(channel)
         watchers = self._watchers.get(account)
         if not watchers:
             return
