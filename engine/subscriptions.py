@@ -64,6 +64,3 @@ class SymbolRefcounts:
 
     def symbols(self) -> list[str]:
         return sorted(self._holders)
-
-    def symbols_of(self, holder: int) -> set[str]:
-        return set(self._by_holder.get(holder, ()))

@@ -28,14 +28,6 @@ class Tick(msgspec.Struct, array_like=True, gc=False, frozen=True):
     size: float = 0.0
 
 
-class Quote(msgspec.Struct, array_like=True, gc=False, frozen=True):
-    symbol: str
-    bid: float
-    ask: float
-    ts: float
-    source: str
-
-
 class PriceBatch(msgspec.Struct, array_like=True, gc=False):
     """Ticks from one flush of one hop; `ingest_ts` is when the first of them entered the engine."""
 
