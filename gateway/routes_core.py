@@ -21,7 +21,8 @@ from gateway.monitor import HealthMonitor
 from gateway.openapi import ApiRoute
 from gateway.services import EngineState
 
-_TICKER = re.compile(r"^[A-Za-z][A-Za-z0-9.\-]{0,11}$")
+TICKER_PATTERN = r"^[A-Za-z][A-Za-z0-9.\-]{0,11}$"
+_TICKER = re.compile(TICKER_PATTERN)
 
 
 class HealthResponse(msgspec.Struct):
@@ -109,7 +110,7 @@ async def company(request: Request) -> Response:
     require_caller(request)
     ticker = request.path_params["ticker"]
     if not _TICKER.match(ticker):
-        raise ApiError(422, "invalid_request", "ticker must be 1-12 letters, digits, '.' or '-'", {"ticker": ticker})
+        raise ApiError(422, "invalid_request", "ticker must be a letter, then up to 11 letters, digits, '.' or '-'", {"ticker": ticker})
     symbol = ticker.upper()
     services = services_of(request)
     profile = await asyncio.to_thread(services.store.get_company_profile, symbol)
@@ -154,5 +155,6 @@ def routes(_: object) -> list[BaseRoute]:
         ApiRoute(
             "/api/company/{ticker}", company, summary="Company profile with the latest price and its source",
             auth="caller", response=CompanyResponse, errors=(404, 422), tags=["company"],
+            path_schemas={"ticker": {"type": "string", "pattern": TICKER_PATTERN}},
         ),
     ]

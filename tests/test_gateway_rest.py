@@ -22,6 +22,7 @@ from brokerage.store import CompanyProfile
 from conftest import free_port
 from engine.types import LastPrice, json_encoder
 from gateway import ApiRoute, json_response, parse_body, require_api_key, require_owner
+from gateway.openapi import DECIMAL_PATTERN
 from gateway_support import (
     ALICE,
     ALICE_ACCOUNT,
@@ -274,4 +275,6 @@ async def test_openapi_lists_every_route_with_msgspec_schemas(env) -> None:
         assert {"400", "401", "422"} <= set(echo["responses"])
         portfolio = doc["paths"]["/api/portfolio/{account_id}"]["get"]
         assert portfolio["security"] == [{"BearerJWT": []}] and {"403", "404"} <= set(portfolio["responses"])
-        assert schemas["EchoBody"]["properties"]["amount"]["type"] == "string"  # Decimal travels as a string
+        # a Decimal is read from a plain decimal string (as it is sent) or a JSON number
+        amount = schemas["EchoBody"]["properties"]["amount"]["anyOf"]
+        assert amount == [{"type": "string", "pattern": DECIMAL_PATTERN}, {"type": "number"}]
