@@ -77,6 +77,8 @@ async def test_the_document_states_the_constraints_the_routes_check(tmp_path: Pa
         async with httpx.AsyncClient(base_url=gateway.http) as http:
             doc = (await http.get("/openapi.json")).json()
             plain = await http.get("/ws/portfolio/acct-alice-1")
+            page = await http.get("/docs")
+            bundle = await http.get("/docs/static/swagger-ui-bundle.js")
     finally:
         await gateway.stop()
     threads = doc["paths"]["/api/chat/threads"]["get"]["parameters"]
@@ -88,3 +90,6 @@ async def test_the_document_states_the_constraints_the_routes_check(tmp_path: Pa
     assert set(doc["paths"]["/ws/portfolio/{account_id}"]["get"]["responses"]) == {"101", "426"}
     assert plain.status_code == 426 and plain.headers["upgrade"] == "websocket"
     assert plain.json()["error"]["code"] == "upgrade_required"
+    # the interactive docs come from the installed package, not from a CDN
+    assert page.status_code == 200 and "/docs/static/swagger-ui-bundle.js" in page.text and "http" not in page.text
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text
