@@ -60,10 +60,11 @@ class CompanyResponse(msgspec.Struct):
 
 
 async def health(request: Request) -> Response:
-    """Answered from memory (the monitor refreshes in the background): load balancers may poll freely."""
+    """Answered from memory (the monitor refreshes in the background): load balancers may poll freely.
+    "ok" only when Redis answered and the engine was seen healthy; not knowing is "degraded"."""
     monitor: HealthMonitor = request.app.state.monitor
     engine = monitor.engine
-    ok = monitor.redis_ok is not False and engine.state in ("ok", "unknown")
+    ok = monitor.redis_ok is True and engine.state == "ok"
     return json_response(
         HealthResponse(
             status="ok" if ok else "degraded",
