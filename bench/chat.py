@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_support import free_port_range, print_json_only  # noqa: E402
 from engine.auth import mint_jwt
+from engine.redis_keys import price_key
 
 USER = "bench-chat-user"
 APP = "clera-bench-chat"
@@ -327,7 +328,7 @@ def fill_accounts(broker: Any, redis_url: str, ids: list[str], timeout_s: float 
         while pending:
             if time.time() - began > timeout_s:
                 raise RuntimeError(f"{len(pending)} accounts not filled after {timeout_s:.0f} s")
-            if any(client.get(f"price:{s}") is None for s in SYMBOLS):
+            if any(client.get(price_key(s)) is None for s in SYMBOLS):
                 time.sleep(0.5)
                 continue
             for i, account_id in list(pending.items()):

@@ -64,6 +64,7 @@ sys.path.insert(0, str(ROOT))
 from bench_support import print_json_only  # noqa: E402
 from brokerage.models import AccountApplication, ManualAchRequest, OrderRequest  # noqa: E402
 from engine import calendar  # noqa: E402
+from engine.redis_keys import price_key  # noqa: E402
 
 UTC = dt.timezone.utc
 PG_URL = os.environ.get("CLERA_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -121,7 +122,7 @@ def set_prices(redis_url: str, prices: dict[str, str]) -> None:
     try:
         for symbol, last in prices.items():
             value = float(last)
-            client.set(f"price:{symbol}", msgspec.json.encode(LastPrice(symbol, value, value, 0.0, "2012-06-05", "replay")))
+            client.set(price_key(symbol), msgspec.json.encode(LastPrice(symbol, value, value, 0.0, "2012-06-05", "replay")))
     finally:
         client.close()
 

@@ -36,7 +36,7 @@ import redis as sync_redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import pubsub  # noqa: E402
+from engine import pubsub, redis_keys  # noqa: E402
 from engine.config import Settings, load_settings  # noqa: E402
 from engine.feeds.simulated import SimulatedFeed, synthetic_symbols  # noqa: E402
 from engine.realtime import PortfolioCore, SymbolCore, TickBatcher, publish_step, refresh_interest  # noqa: E402
@@ -108,7 +108,7 @@ class Recorder:
 
     async def start(self) -> None:
         self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        await self._pubsub.subscribe(*[pubsub.portfolio_channel(a) for a in self.accounts])
+        await self._pubsub.subscribe(*[redis_keys.portfolio_channel(a) for a in self.accounts])
         self._task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -432,7 +432,7 @@ async def run_baseline(scenario: dict, rate: float, duration: float, redis_url: 
 
     def poll_once() -> None:
         began = time.time()
-        raw = sync_client.mget([pubsub.price_key(s) for s in symbols])
+        raw = sync_client.mget([redis_keys.price_key(s) for s in symbols])
         prices = {s: json.loads(r) for s, r in zip(symbols, raw, strict=True) if r is not None}
         pipe = sync_client.pipeline(transaction=False)
         done = []
@@ -447,7 +447,7 @@ async def run_baseline(scenario: dict, rate: float, duration: float, redis_url: 
                 value += float(p.qty) * price["last"]
                 change += float(p.qty) * (price["last"] - price["prev_close"])
                 as_of = max(as_of, price["ts"])
-            pipe.set(pubsub.last_key(account.account_id), json.dumps({"total_value": round(value, 2), "day_change": round(change, 2), "as_of": as_of}))
+            pipe.set(redis_keys.last_key(account.account_id), json.dumps({"total_value": round(value, 2), "day_change": round(change, 2), "as_of": as_of}))
             if account.account_id in sampled:
                 done.append((account.account_id, as_of))
         pipe.execute()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from brokerage.broker import Broker
-from brokerage.paper import OnChange, PaperBroker
+from brokerage.paper import PaperBroker
+from brokerage.paper_session import OnChange
 from brokerage.positions import HoldingsNotifier
 from brokerage.prices import PriceReader, RedisPriceReader
 from brokerage.sql import Database

@@ -33,6 +33,10 @@ NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 
 # --- account application (validated input) ---------------------------------------------------
+# A moment as the wire carries it (RFC 3339); msgspec's own schema for datetime says only "string".
+Timestamp = Annotated[dt.datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+
+
 class Contact(msgspec.Struct, forbid_unknown_fields=False):
     email_address: Annotated[str, msgspec.Meta(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
     phone_number: NonEmpty
@@ -43,9 +47,13 @@ class Contact(msgspec.Struct, forbid_unknown_fields=False):
     country: str | None = "USA"
 
 
+# A name must have a character that is not a space (the application check strips it).
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"\S")]
+
+
 class Identity(msgspec.Struct, forbid_unknown_fields=False):
-    given_name: NonEmpty
-    family_name: NonEmpty
+    given_name: Name
+    family_name: Name
     date_of_birth: dt.date
     country_of_tax_residence: NonEmpty
     funding_source: Annotated[list[NonEmpty], msgspec.Meta(min_length=1)]
@@ -64,7 +72,7 @@ class Disclosures(msgspec.Struct, forbid_unknown_fields=False):
 
 class Agreement(msgspec.Struct, forbid_unknown_fields=False):
     agreement: NonEmpty
-    signed_at: dt.datetime
+    signed_at: Timestamp
     ip_address: NonEmpty
 
 
@@ -72,7 +80,13 @@ class AccountApplication(msgspec.Struct, forbid_unknown_fields=False):
     contact: Contact
     identity: Identity
     disclosures: Disclosures
-    agreements: Annotated[list[Agreement], msgspec.Meta(min_length=1)]
+    agreements: Annotated[
+        list[Agreement],
+        msgspec.Meta(
+            min_length=1,
+            extra_json_schema={"contains": {"properties": {"agreement": {"const": "customer_agreement"}}}},
+        ),
+    ]
 
 
 # --- broker state -----------------------------------------------------------------------------

@@ -7,15 +7,26 @@ from decimal import Decimal
 
 import msgspec
 
-from brokerage.models import AccountApplication, AchRelationship, Activity, Order, Transfer
+from brokerage.models import (
+    AccountApplication,
+    AchRelationship,
+    Activity,
+    Order,
+    Transfer,
+)
 from brokerage.sql import Row
 
 UTC = dt.timezone.utc
 
 
-def when(value: float | None) -> dt.datetime | None:
+def instant(value: float) -> dt.datetime:
     """Unix seconds as stored -> aware UTC datetime."""
-    return None if value is None else dt.datetime.fromtimestamp(float(value), UTC)
+    return dt.datetime.fromtimestamp(float(value), UTC)
+
+
+def when(value: float | None) -> dt.datetime | None:
+    """A column that may be empty (a fill time, a completion time)."""
+    return None if value is None else instant(value)
 
 
 def decimal_or_none(value: str | None) -> Decimal | None:
@@ -42,8 +53,8 @@ def ach_relationship(row: Row) -> AchRelationship:
         bank_routing_number=row["bank_routing_number"],
         nickname=row["nickname"],
         bank_name=row["bank_name"],
-        created_at=when(row["created_at"]),  # type: ignore[arg-type]
-        updated_at=when(row["updated_at"]),  # type: ignore[arg-type]
+        created_at=instant(row["created_at"]),
+        updated_at=instant(row["updated_at"]),
     )
 
 
@@ -56,8 +67,8 @@ def transfer(row: Row) -> Transfer:
         direction=row["direction"],
         status=row["status"],
         reason=row["reason"],
-        created_at=when(row["created_at"]),  # type: ignore[arg-type]
-        updated_at=when(row["updated_at"]),  # type: ignore[arg-type]
+        created_at=instant(row["created_at"]),
+        updated_at=instant(row["updated_at"]),
     )
 
 
@@ -66,10 +77,26 @@ def transfer_activity(row: Row, kind: str, net: Decimal, at: float, description:
         id=row["id"],
         account_id=row["account_id"],
         activity_type=kind,
-        date=when(at),  # type: ignore[arg-type]
+        date=instant(at),
         net_amount=net,
         status=row["status"],
         description=description,
+    )
+
+
+def fill_activity(row: Row) -> Activity:
+    return Activity(
+        id=row["id"],
+        account_id=row["account_id"],
+        activity_type="FILL",
+        date=instant(row["filled_at"]),
+        net_amount=Decimal(row["amount"]) * (-1 if row["side"] == "buy" else 1),
+        symbol=row["symbol"],
+        side=row["side"],
+        qty=Decimal(row["qty"]),
+        price=Decimal(row["price"]),
+        order_id=row["order_id"],
+        status="filled",
     )
 
 
@@ -90,8 +117,8 @@ def order(row: Row) -> Order:
         filled_qty=filled_qty,
         filled_avg_price=decimal_or_none(row["filled_avg_price"]),
         reason=row["reason"],
-        created_at=when(row["created_at"]),  # type: ignore[arg-type]
-        updated_at=when(row["updated_at"]),  # type: ignore[arg-type]
+        created_at=instant(row["created_at"]),
+        updated_at=instant(row["updated_at"]),
         submitted_at=when(row["created_at"]),
         filled_at=when(row["filled_at"]),
     )

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from brokerage.errors import InvalidRequest
-from brokerage.models import OrderRequest
+from brokerage.models import AccountApplication, OrderRequest
 from engine import calendar
 
 UTC = dt.timezone.utc
@@ -173,6 +173,29 @@ def check_order(request: OrderRequest) -> OrderInput:
         limit_price=limit_price,
     )
 
+
+# --- applications -----------------------------------------------------------------------------
+def check_application(application: AccountApplication, today: dt.date) -> AccountApplication:
+    """The application re-validated as its declared types, with the checks Alpaca makes on filing.
+    `today` is a real-world date (age is not a replayed fact)."""
+    try:
+        app = msgspec.convert(msgspec.to_builtins(application), AccountApplication)
+    except (msgspec.ValidationError, TypeError) as exc:
+        raise InvalidRequest(f"invalid account application: {exc}") from None
+    problems = []
+    dob = app.identity.date_of_birth
+    age = today.year - dob.year - ((today.month, today.day) < (dob.month, dob.day))
+    if age < 18:
+        problems.append("the applicant must be at least 18 years old")
+    if age > 130:
+        problems.append("date_of_birth is not plausible")
+    if not app.identity.given_name.strip() or not app.identity.family_name.strip():
+        problems.append("given_name and family_name must not be blank")
+    if not any(a.agreement == "customer_agreement" for a in app.agreements):
+        problems.append("the customer_agreement must be signed")
+    if problems:
+        raise InvalidRequest("invalid account application: " + "; ".join(problems), details=problems)
+    return app
 
 
 # --- time -------------------------------------------------------------------------------------

@@ -24,11 +24,11 @@ from brokerage.models import Activity
 from brokerage.prices import PriceReader, RedisPriceReader
 from engine.clock import Clock, clock_from_settings
 from engine.config import Settings
+from engine.redis_keys import HOLDINGS_CHANNEL
 from engine.types import AccountHoldings, Position
 
 log = logging.getLogger(__name__)
 
-HOLDINGS_CHANNEL = "holdings:changed"
 ZERO = Decimal(0)
 
 

@@ -13,6 +13,7 @@ import msgspec
 import redis
 
 from brokerage.errors import Unavailable
+from engine.redis_keys import price_key
 from engine.types import LastPrice, last_price_json_decoder
 
 log = logging.getLogger(__name__)
@@ -22,10 +23,6 @@ class PriceReader(Protocol):
     def last(self, symbol: str) -> LastPrice | None:
         """The latest known trade price of `symbol` (upper case), or None if nobody has priced it."""
         ...
-
-
-def price_key(symbol: str) -> str:
-    return f"price:{symbol.upper()}"
 
 
 class RedisPriceReader:

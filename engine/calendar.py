@@ -26,12 +26,14 @@ def is_trading_day(day: dt.date) -> bool:
 
 def next_trading_day(day: dt.date) -> dt.date:
     """The first trading day strictly after `day` (which need not be a trading day)."""
-    return xnys().date_to_session(pd.Timestamp(day) + pd.Timedelta(days=1), direction="next").date()
+    session: pd.Timestamp = xnys().date_to_session(pd.Timestamp(day) + pd.Timedelta(days=1), direction="next")
+    return session.date()
 
 
 def previous_trading_day(day: dt.date) -> dt.date:
     """The last trading day strictly before `day`."""
-    return xnys().date_to_session(pd.Timestamp(day) - pd.Timedelta(days=1), direction="previous").date()
+    session: pd.Timestamp = xnys().date_to_session(pd.Timestamp(day) - pd.Timedelta(days=1), direction="previous")
+    return session.date()
 
 
 def trading_days(start: dt.date, end: dt.date) -> list[dt.date]:

@@ -1,6 +1,6 @@
 """One settings table for the whole system, read from the environment and `.env`.
 
-Every variable has a default that works on a fresh machine (the embedded defaults of DESIGN.md).
+Every variable has a default that works on a fresh machine (the embedded defaults of docs/architecture.md).
 A bad value fails at start-up with the variable's name and the reason, never later in a hot path.
 The README's configuration table is generated from this module (`clera config --markdown`).
 """

@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from engine.pubsub import interest_key, last_key
+from engine.redis_keys import interest_key, last_key
 from engine.types import PortfolioSnapshot, snapshot_json_decoder
 
 COLUMNS = ("account", "label", "value", "today", "cash", "positions", "seq", "engine latency", "source")

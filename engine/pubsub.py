@@ -22,30 +22,23 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from engine.redis_keys import (
+    HOLDINGS_CHANNEL,
+    PORTFOLIO_PATTERN,
+    PORTFOLIO_PREFIX,
+    account_of_channel,
+    interest_key,
+    last_key,
+    portfolio_channel,
+    price_key,
+)
 from engine.types import LastPrice, PortfolioSnapshot, last_price_json_decoder, snapshot_json_decoder
 from engine.wire import json_encoder
 
 log = logging.getLogger(__name__)
 
-HOLDINGS_CHANNEL = "holdings:changed"
 PIPELINE_CHUNK = 2000
 _ids_decoder = msgspec.json.Decoder(list[str])
-
-
-def portfolio_channel(account_id: str) -> str:
-    return f"portfolio:{account_id}"
-
-
-def last_key(account_id: str) -> str:
-    return f"portfolio:last:{account_id}"
-
-
-def price_key(symbol: str) -> str:
-    return f"price:{symbol}"
-
-
-def interest_key(account_id: str) -> str:
-    return f"interest:{account_id}"
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -274,7 +267,7 @@ class PortfolioSubscriber:
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(self._control)  # a connection with something to read from the start
         if self.pattern:
-            await pubsub.psubscribe("portfolio:*")
+            await pubsub.psubscribe(PORTFOLIO_PATTERN)
         elif self._listeners:
             await pubsub.subscribe(*self.channels())
         self._pubsub = pubsub
@@ -318,7 +311,7 @@ class PortfolioSubscriber:
                         await self._pubsub.unsubscribe(portfolio_channel(listener.account_id))
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
-        account_id = channel.decode()[len("portfolio:") :]
+        account_id = account_of_channel(channel)
         group = self._listeners.get(account_id)
         if not group:
             return
@@ -340,7 +333,7 @@ class PortfolioSubscriber:
                 delay = 0.1
                 if message is not None and message["type"] in ("message", "pmessage"):
                     channel = message["channel"]
-                    if channel.startswith(b"portfolio:"):
+                    if channel.startswith(PORTFOLIO_PREFIX.encode()):
                         self._dispatch(channel, message["data"])
             except asyncio.CancelledError:
                 raise

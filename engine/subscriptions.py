@@ -39,11 +39,11 @@ class SymbolRefcounts:
             group.add(holder)
         stopped = []
         for symbol in sorted(old - new):
-            group = self._holders.get(symbol)
-            if group is None:
+            held = self._holders.get(symbol)
+            if held is None:
                 continue
-            group.discard(holder)
-            if not group:
+            held.discard(holder)
+            if not held:
                 del self._holders[symbol]
                 stopped.append(symbol)
         if new:
@@ -64,6 +64,3 @@ class SymbolRefcounts:
 
     def symbols(self) -> list[str]:
         return sorted(self._holders)
-
-    def symbols_of(self, holder: int) -> set[str]:
-        return set(self._by_holder.get(holder, ()))

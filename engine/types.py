@@ -2,7 +2,7 @@
 
 Ticks travel in large batches between actors, so they are array-like Structs (msgpack arrays, no
 field names on the wire, no GC tracking). Holdings carry Decimal (ledger truth); the valuation and
-the snapshots use floats rounded to cents for display, as DESIGN.md "Money and time" allows.
+the snapshots use floats rounded to cents for display, as docs/architecture.md "Money and time" allows.
 """
 
 from __future__ import annotations
@@ -27,14 +27,6 @@ class Tick(msgspec.Struct, array_like=True, gc=False, frozen=True):
     session: str  # trading day the tick belongs to, YYYY-MM-DD
     source: str
     size: float = 0.0
-
-
-class Quote(msgspec.Struct, array_like=True, gc=False, frozen=True):
-    symbol: str
-    bid: float
-    ask: float
-    ts: float
-    source: str
 
 
 class PriceBatch(msgspec.Struct, array_like=True, gc=False):

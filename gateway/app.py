@@ -25,6 +25,7 @@ RouteProvider = Callable[[Services], list[BaseRoute]]
 
 PROVIDER_MODULES: tuple[str, ...] = (
     "gateway.routes_core", "gateway.ws", "gateway.routes_brokerage", "gateway.routes_chat", "gateway.routes_closure",
+    "gateway.docs",
 )
 
 

@@ -6,7 +6,7 @@ A route declares its body/response types and auth by being an `ApiRoute`; plain 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -15,6 +15,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from gateway.errors import ErrorResponse
+
+# A decimal as the server reads it in a body: a plain decimal string or a JSON number.
+DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+# An id in a query string (`?accountId=`): surrounding spaces are trimmed, so it needs one non-space.
+ID_QUERY: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"\S"}
 
 # service_user / service_owner: a service call made on behalf of a person, so both credentials are needed.
 Auth = Literal["none", "api_key", "jwt", "owner", "caller", "service_user", "service_owner"]
@@ -54,7 +59,11 @@ class ApiRoute(Route):
         response: Any = None,
         errors: Sequence[int] = (),
         tags: Sequence[str] = (),
+        query: Mapping[str, dict[str, Any]] | None = None,
+        path_schemas: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
+        """`query` names the required query parameters with their schemas; `path_schemas` constrains
+        path parameters beyond "a string" (both as the endpoint enforces them)."""
         super().__init__(path, endpoint, methods=list(methods))
         self.summary = summary
         self.auth = auth
@@ -62,6 +71,15 @@ class ApiRoute(Route):
         self.response_type = response
         self.errors = tuple(errors)
         self.tags = list(tags)
+        self.query = dict(query or {})
+        self.path_schemas = dict(path_schemas or {})
+
+
+class SocketCompanion(Route):
+    """The plain-HTTP GET of a WebSocket path (answering 426); documented with the socket, not apart."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any]) -> None:
+        super().__init__(path, endpoint, methods=["GET"])
 
 
 def _flatten(routes: Sequence[BaseRoute], prefix: str = "") -> list[tuple[str, BaseRoute]]:
@@ -83,6 +101,29 @@ def _error_ref(status: int) -> dict[str, Any]:
     }
 
 
+def _decimals_as_read(schema: Any) -> Any:
+    """msgspec describes a Decimal as a string of format "decimal", which no client generator knows;
+    say what the server parses instead (a plain decimal string, or a number)."""
+    if isinstance(schema, list):
+        return [_decimals_as_read(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if schema.get("type") == "string" and schema.get("format") == "decimal":
+        return {"anyOf": [{"type": "string", "pattern": DECIMAL_PATTERN}, {"type": "number"}]}
+    return {k: _decimals_as_read(v) for k, v in schema.items()}
+
+
+def _parameters(route: BaseRoute) -> list[dict[str, Any]]:
+    overrides = route.path_schemas if isinstance(route, ApiRoute) else {}
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": overrides.get(name, {"type": "string"})}
+        for name in route.param_convertors  # type: ignore[attr-defined]  # Route and WebSocketRoute both have it
+    ]
+    if isinstance(route, ApiRoute):
+        params += [{"name": name, "in": "query", "required": True, "schema": s} for name, s in route.query.items()]
+    return params
+
+
 def build_openapi(routes: Sequence[BaseRoute], *, title: str, version: str) -> dict[str, Any]:
     flat = _flatten(routes)
     types: list[Any] = [ErrorResponse]
@@ -90,21 +131,27 @@ def build_openapi(routes: Sequence[BaseRoute], *, title: str, version: str) -> d
         if isinstance(route, ApiRoute):
             types.extend(t for t in (route.body_type, route.response_type) if t is not None)
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    schemas, components = _decimals_as_read(list(schemas)), _decimals_as_read(components)
     schema_of = {id(t): s for t, s in zip(types, schemas)}
 
     paths: dict[str, dict[str, Any]] = {}
     for path, route in flat:
-        params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in route.param_convertors
-        ]
+        params = _parameters(route)
         if isinstance(route, WebSocketRoute):
             paths.setdefault(path, {})["get"] = {
                 "summary": "WebSocket (upgrade); see the route's documentation",
                 "parameters": params,
-                "responses": {"101": {"description": "switching protocols"}},
+                "responses": {
+                    "101": {"description": "switching protocols"},
+                    "426": {
+                        "description": "a plain HTTP request: this path only speaks WebSocket",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+                    },
+                },
                 "x-websocket": True,
             }
+            continue
+        if isinstance(route, SocketCompanion):
             continue
         for method in sorted((route.methods or set()) - {"HEAD"}):
             op: dict[str, Any] = {"parameters": params, "responses": {}}

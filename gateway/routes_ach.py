@@ -25,7 +25,7 @@ from gateway.auth import check_owner, services_of
 from gateway.body import json_response, parse_body
 from gateway.brokerage_access import BlockingBroker, Id, acting_user, broker_of, owned_account, query_param
 from gateway.errors import ApiError
-from gateway.openapi import ApiRoute
+from gateway.openapi import ID_QUERY, ApiRoute
 
 log = logging.getLogger("clera.gateway.ach")
 
@@ -116,12 +116,12 @@ def _plaid(request: Request) -> PlaidLink:
 async def create_manual_ach(request: Request) -> Response:
     user_id = acting_user(request)
     body = await parse_body(request, ManualAchBody)
+    await check_owner(services_of(request), user_id, body.accountId)
     if not is_valid_routing_number(body.bankRoutingNumber):
         raise ApiError(
             422, "invalid_routing_number", f"routing number {body.bankRoutingNumber} fails the ABA checksum",
             {"field": "bankRoutingNumber"},
         )
-    await check_owner(services_of(request), user_id, body.accountId)
     bank = ManualAchRequest(
         bank_account_type=body.bankAccountType,
         bank_account_number=body.bankAccountNumber,
@@ -135,8 +135,9 @@ async def create_manual_ach(request: Request) -> Response:
 
 async def list_ach(request: Request) -> Response:
     """Active links only: a deleted link (CANCELED / CANCEL_REQUESTED) can no longer move money."""
+    user_id = acting_user(request)
     account_id = query_param(request, "accountId")
-    await owned_account(request, account_id)
+    await check_owner(services_of(request), user_id, account_id)
     rels: list[AchRelationship] = await broker_of(request).list_ach_relationships(account_id)
     return json_response(AchListResponse([ach_view(r) for r in rels if r.status not in INACTIVE_ACH]))
 
@@ -201,6 +202,7 @@ def routes(_: object) -> list[BaseRoute]:
         ApiRoute(
             "/get-ach-relationships", list_ach, auth="service_owner",
             summary="Active bank links of ?accountId=", response=AchListResponse, errors=(422, 503), tags=tags,
+            query={"accountId": ID_QUERY},
         ),
         ApiRoute(
             "/ach-relationships/{account_id}/{relationship_id}", delete_ach, methods=["DELETE"],

@@ -179,8 +179,8 @@ async def get_account(request: Request) -> Response:
 async def create_transfer(request: Request) -> Response:
     user_id = acting_user(request)
     body = await parse_body(request, TransferBody)
-    amount = rules.check_amount(body.amount)
     await check_owner(services_of(request), user_id, body.accountId)
+    amount = rules.check_amount(body.amount)
     broker = broker_of(request)
     relationships: list[AchRelationship] = await broker.list_ach_relationships(body.accountId)
     if not any(r.id == body.relationshipId for r in relationships):

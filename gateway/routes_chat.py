@@ -37,7 +37,7 @@ from gateway.auth import check_owner, services_of
 from gateway.body import json_response, parse_body
 from gateway.brokerage_access import Id, acting_user, query_param
 from gateway.errors import ApiError, ErrorBody, unavailable
-from gateway.openapi import ApiRoute
+from gateway.openapi import ID_QUERY, ApiRoute
 
 log = logging.getLogger("clera.gateway.chat")
 
@@ -179,7 +179,7 @@ def routes(_: Any) -> list[BaseRoute]:
         ApiRoute(
             "/api/chat/threads", list_threads, auth="service_owner",
             summary="The person's conversations on an account (?accountId=), most recent first",
-            response=ThreadsResponse, errors=(422, 503), tags=tags,
+            response=ThreadsResponse, errors=(422, 503), tags=tags, query={"accountId": ID_QUERY},
         ),
         ApiRoute(
             "/api/chat/threads/{thread_id}", get_thread, auth="service_owner",

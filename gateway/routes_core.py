@@ -23,7 +23,8 @@ from gateway.monitor import HealthMonitor
 from gateway.openapi import ApiRoute
 from gateway.services import EngineState
 
-_TICKER = re.compile(r"^[A-Za-z][A-Za-z0-9.\-]{0,11}$")
+TICKER_PATTERN = r"^[A-Za-z][A-Za-z0-9.\-]{0,11}$"
+_TICKER = re.compile(TICKER_PATTERN)
 
 
 class HealthResponse(msgspec.Struct):
@@ -84,10 +85,11 @@ class CompanyResponse(msgspec.Struct, kw_only=True):
 
 
 def _health(request: Request) -> HealthResponse:
-    """Answered from memory (the monitor refreshes in the background): load balancers may poll freely."""
+    """Answered from memory (the monitor refreshes in the background): load balancers may poll freely.
+    "ok" only when Redis answered and the engine was seen healthy; not knowing is "degraded"."""
     monitor: HealthMonitor = request.app.state.monitor
     engine = monitor.engine
-    ok = monitor.redis_ok is not False and engine.state in ("ok", "unknown")
+    ok = monitor.redis_ok is True and engine.state == "ok"
     return HealthResponse(
         status="ok" if ok else "degraded",
         version=request.app.state.version,
@@ -151,7 +153,7 @@ async def company(request: Request) -> Response:
     require_caller(request)
     ticker = request.path_params["ticker"]
     if not _TICKER.match(ticker):
-        raise ApiError(422, "invalid_request", "ticker must be 1-12 letters, digits, '.' or '-'", {"ticker": ticker})
+        raise ApiError(422, "invalid_request", "ticker must be a letter, then up to 11 letters, digits, '.' or '-'", {"ticker": ticker})
     symbol = ticker.upper()
     services = services_of(request)
     found = await asyncio.to_thread(services.company.lookup, symbol)
@@ -209,5 +211,6 @@ def routes(_: object) -> list[BaseRoute]:
         ApiRoute(
             "/api/company/{ticker}", company, summary="Company profile with the latest price and its source",
             auth="caller", response=CompanyResponse, errors=(404, 422, 503), tags=["company"],
+            path_schemas={"ticker": {"type": "string", "pattern": TICKER_PATTERN}},
         ),
     ]

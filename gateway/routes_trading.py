@@ -134,8 +134,8 @@ def _count_order(outcome: str, reason: str) -> None:
 async def trade(request: Request) -> Response:
     user_id = acting_user(request)
     body = await parse_body(request, TradeBody)
+    await check_owner(services_of(request), user_id, body.accountId)  # before the rules: others learn nothing
     order_req = order_request(body)
-    await check_owner(services_of(request), user_id, body.accountId)
     broker = broker_of(request)
     try:
         await _check_pre_trade(request, broker, body.accountId, order_req)

@@ -34,6 +34,7 @@ from brokerage.company_service import CompanyService
 from brokerage.store import Store
 from engine.chat import ChatRunner
 from engine.config import Settings
+from engine.redis_keys import last_key, price_key
 from engine.types import (
     LastPrice,
     PortfolioSnapshot,
@@ -90,11 +91,11 @@ class RedisPortfolioReads:
         self._redis = redis
 
     async def latest(self, account_id: str) -> PortfolioSnapshot | None:
-        raw = await self._redis.client().get(f"portfolio:last:{account_id}")
+        raw = await self._redis.client().get(last_key(account_id))
         return None if raw is None else snapshot_json_decoder.decode(raw)
 
     async def last_price(self, symbol: str) -> LastPrice | None:
-        raw = await self._redis.client().get(f"price:{symbol.upper()}")
+        raw = await self._redis.client().get(price_key(symbol))
         return None if raw is None else last_price_json_decoder.decode(raw)
 
 

@@ -22,16 +22,25 @@ import time
 
 import msgspec
 from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engine import metrics
 from engine.auth import AuthError
-from engine.pubsub import interest_key, last_key, portfolio_channel, register_interest
+from engine.pubsub import register_interest
+from engine.redis_keys import (
+    account_of_channel,
+    interest_key,
+    last_key,
+    portfolio_channel,
+)
 from engine.wire import json_encoder
 from gateway.auth import check_owner, require_user, services_of
 from gateway.channels import ChannelReader
-from gateway.errors import ApiError
+from gateway.errors import ApiError, error_response
+from gateway.openapi import SocketCompanion
 from gateway.services import Services
 
 log = logging.getLogger("clera.gateway.ws")
@@ -249,7 +258,7 @@ class PortfolioHub:
                     channels.unsubscribe([portfolio_channel(account)])
 
     def dispatch(self, channel: bytes | str, data: bytes | str) -> None:
-        account = (channel.decode() if isinstance(channel, bytes) else channel).removeprefix("portfolio:")
+        account = account_of_channel(channel)
         watchers = self._watchers.get(account)
         if not watchers:
             return
@@ -395,5 +404,13 @@ def _answer(watcher: Watcher, text: str | None) -> None:
         watcher.say(error_frame("bad_request", f"unknown message type {frame.type[:40]!r}"))
 
 
+async def upgrade_required(_: Request) -> Response:
+    """A plain HTTP request on the socket's path gets the error shape instead of a bare 404."""
+    response = error_response(426, "upgrade_required", "this path speaks WebSocket: send an Upgrade: websocket request")
+    response.headers["Upgrade"] = "websocket"
+    return response
+
+
 def routes(_: Services) -> list[BaseRoute]:
-    return [WebSocketRoute("/ws/portfolio/{account_id}", portfolio_socket)]
+    path = "/ws/portfolio/{account_id}"
+    return [WebSocketRoute(path, portfolio_socket), SocketCompanion(path, upgrade_required)]

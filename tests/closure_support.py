@@ -21,7 +21,8 @@ from brokerage.closure.process import ClosureProcess
 from brokerage.closure.records import ClosureStore
 from brokerage.email import OutboxMailer
 from brokerage.models import OrderRequest
-from brokerage.paper import OnChange, PaperBroker
+from brokerage.paper import PaperBroker
+from brokerage.paper_session import OnChange
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
 from brokerage.sql_store import SqlStore
@@ -75,7 +76,7 @@ class World:
 
 def make_world(
     data_dir: Path, redis_url: str, db_url: str | None = None, *, now: dt.datetime | None = None,
-    on_change: OnChange | None = None, **env: str,
+    clock: ManualClock | None = None, on_change: OnChange | None = None, **env: str,
 ) -> World:
     """The store, the closure records and the paper ledger share one database, as in production."""
     settings = load_settings({"CLERA_DATA_DIR": str(data_dir), "REDIS_URL": redis_url, **env}, env_file=None)
@@ -85,7 +86,7 @@ def make_world(
     store.migrate()
     records = ClosureStore(db)
     records.migrate()
-    clock = ManualClock(now or ny_morning(MON))
+    clock = clock or ManualClock(now or ny_morning(MON))
     broker = PaperBroker(Database(url), clock, RedisPriceReader(redis_url), settings=settings, on_change=on_change)
     mailer = OutboxMailer(settings.data_path / "outbox")
     process = ClosureProcess(broker, records, store, clock, mailer, settings)

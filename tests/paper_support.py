@@ -10,7 +10,8 @@ import msgspec
 import redis
 
 from brokerage.models import AccountApplication, ManualAchRequest
-from brokerage.paper import OnChange, PaperBroker
+from brokerage.paper import PaperBroker
+from brokerage.paper_session import OnChange
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
 from engine.clock import ManualClock

@@ -169,10 +169,7 @@ def test_repeated_and_concurrent_passes_never_sell_or_withdraw_twice(
     world = make_world(tmp_path / "data", redis_url, db_url)
     account_id, rel_id = funded_account(world)
     # a second process (its own broker, store and database connections) on the same databases
-    other = make_world(tmp_path / "data", redis_url, db_url, now=world.clock.now())
-    other.clock = world.clock
-    other.broker.clock = world.clock
-    other.process.clock = world.clock
+    other = make_world(tmp_path / "data", redis_url, db_url, clock=world.clock)
     world.process.initiate(account_id, USER, rel_id)
     for day in days_from(WED, 8):
         world.clock.set(ny_morning(day))

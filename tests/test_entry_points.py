@@ -174,7 +174,9 @@ async def _until(
 
 
 def _engine_up(response: httpx.Response) -> bool:
-    return response.status_code == 200 and response.json()["engine"]["state"] == "ok"
+    """The engine seen healthy, and so the whole answer "ok" (it is "degraded" until then)."""
+    body = response.json() if response.status_code == 200 else {}
+    return body.get("engine", {}).get("state") == "ok" and body.get("status") == "ok"
 
 
 async def test_clera_serve_runs_everything_and_stops_on_ctrl_c(tmp_path: Path, commands) -> None:

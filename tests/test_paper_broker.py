@@ -15,7 +15,6 @@ from brokerage.factory import broker_from_settings
 from brokerage.models import ManualAchRequest, OrderRequest
 from brokerage.paper import NextDue, PaperBroker
 from brokerage.positions import (
-    HOLDINGS_CHANNEL,
     BrokerPositionSource,
     HoldingsNotifier,
     holdings_from_activities,
@@ -24,6 +23,7 @@ from brokerage.positions import (
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
 from engine.clock import ManualClock, ReplayClock
+from engine.redis_keys import HOLDINGS_CHANNEL
 from conftest import free_port
 from engine.config import load_settings
 from paper_support import (

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 import redis.asyncio as aioredis
 
-from engine import pubsub
+from engine import pubsub, redis_keys
 from engine.realtime import PortfolioCore, encode_columns, publish_step, refresh_interest, restore_from_redis
 from engine.types import AccountHoldings, LastPrice, PortfolioSnapshot, Position, Tick, snapshot_json_decoder
 from realtime_support import unique
@@ -161,8 +161,8 @@ async def test_holdings_changes_skips_malformed(redis_url) -> None:
 
     task = asyncio.ensure_future(until_mine())
     await asyncio.wait_for(subscribed.wait(), 5)
-    await client.publish(pubsub.HOLDINGS_CHANNEL, b"not json")
-    await client.publish(pubsub.HOLDINGS_CHANNEL, b'{"not": "a list"}')
+    await client.publish(redis_keys.HOLDINGS_CHANNEL, b"not json")
+    await client.publish(redis_keys.HOLDINGS_CHANNEL, b'{"not": "a list"}')
     await pubsub.announce_holdings_changed(client, mine)
     seen = await asyncio.wait_for(task, 5)
     assert seen[-1] == mine and all(isinstance(i, list) and all(isinstance(a, str) for a in i) for i in seen)
