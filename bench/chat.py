@@ -469,7 +469,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "RAY_worker_niceness": "0"}
         os.environ.update(serve_env)
         os.environ.update(serve_app.settings_environ(settings))  # the local Ray's secrets: never an argument
-    os.environ.update(serve_app.settings_environ(settings))  # the local Ray's secrets: never an argument
         result: dict[str, Any] = {
             "quick": args.quick,
             "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": round(os.getloadavg()[0], 2)},
