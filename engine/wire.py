@@ -19,6 +19,7 @@ import msgspec
 import msgspec.inspect as mi
 
 _SCALARS = (str, int, float, bool, type(None))
+_NESTED = frozenset((dict, list, Decimal))  # what `to_builtins` leaves that may hold or be a Decimal
 
 
 def positional(value: Decimal) -> str:
@@ -29,14 +30,13 @@ def positional(value: Decimal) -> str:
 def wire_data(obj: Any, decimal: Callable[[Decimal], str] = positional) -> Any:
     """`obj` as JSON builtins (Structs become dicts), every Decimal written by `decimal`."""
 
-    def convert(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return decimal(value)
-        if isinstance(value, dict):
-            return {k: convert(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [convert(v) for v in value]
-        return value
+    def convert(value: Any) -> Any:  # type() tests: a list of orders has thousands of plain values
+        kind = type(value)
+        if kind is dict:
+            return {k: convert(v) if type(v) in _NESTED else v for k, v in value.items()}
+        if kind is list:
+            return [convert(v) if type(v) in _NESTED else v for v in value]
+        return decimal(value) if kind is Decimal else value
 
     return convert(msgspec.to_builtins(obj, builtin_types=(Decimal,)))
 
