@@ -23,7 +23,10 @@ from agents.llm.offline import OfflineChatModel
 from agents.runner import AgentRunner
 from agents.symbols import default_resolver
 from agents.threads import ThreadRegistry
+from brokerage.closure.process import ClosureProcess
+from brokerage.closure.records import ClosureStore
 from brokerage.company_profiles import load_default_company_profiles
+from brokerage.email import OutboxMailer
 from brokerage.models import OrderRequest
 from brokerage.paper import PaperBroker
 from brokerage.prices import RedisPriceReader
@@ -33,6 +36,7 @@ from engine.clock import ManualClock
 from engine.config import Settings
 from engine.prices_data import load_price_data
 from gateway import routes_chat, routes_core
+from gateway.app import default_providers
 from gateway.services import Services
 
 UTC = dt.timezone.utc
@@ -153,3 +157,18 @@ async def agent_world(tmp_path: Path, redis_url: str, model: Any = None, **env: 
             yield AgentWorld(gateway, http, clock, broker, store, runner, settings, redis_url, accounts)
     finally:
         await gateway.stop()
+
+
+def whole_app(
+    tmp_path: Path, redis_url: str, settings: Settings, db: Database, store: SqlStore, clock: ManualClock,
+    broker: PaperBroker,
+) -> Gateway:
+    """Every route set of the app on a paper world, with the in-process chat runner and closure process
+    (not started): what a client of the whole API meets."""
+    registry, records = ThreadRegistry(db), ClosureStore(db)
+    registry.migrate()
+    records.migrate()
+    runner = AgentRunner(agent_deps(settings, broker, store, clock, redis_url), registry)
+    closure = ClosureProcess(broker, records, store, clock, OutboxMailer(tmp_path / "outbox"), settings)
+    services = Services.in_process(settings, redis_url, store, broker, chat=runner, closure=closure)
+    return Gateway(services, free_port(), default_providers())

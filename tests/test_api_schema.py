@@ -14,15 +14,10 @@ import sys
 from pathlib import Path
 
 import httpx
-from agent_support import agent_deps, fund, paper_world
+from agent_support import fund, paper_world, whole_app
 from conftest import free_port
 from gateway_support import ALICE, API_KEY, Gateway, make_settings, make_store, token
 
-from agents.runner import AgentRunner
-from agents.threads import ThreadRegistry
-from brokerage.closure.process import ClosureProcess
-from brokerage.closure.records import ClosureStore
-from brokerage.email import OutboxMailer
 from gateway.app import default_providers
 from gateway.openapi import DECIMAL_PATTERN
 from gateway.routes_core import TICKER_PATTERN
@@ -37,14 +32,7 @@ async def test_schemathesis_finds_nothing_the_schema_does_not_promise(tmp_path: 
     account = fund(broker, clock, "alice@example.com", "20000", {"AAPL": "10"})
     store.ensure_user(ALICE)
     store.add_account(ALICE, account, status="active")
-    registry = ThreadRegistry(db)
-    registry.migrate()
-    records = ClosureStore(db)
-    records.migrate()
-    runner = AgentRunner(agent_deps(settings, broker, store, clock, redis_url), registry)
-    closure = ClosureProcess(broker, records, store, clock, OutboxMailer(tmp_path / "outbox"), settings)
-    services = Services.in_process(settings, redis_url, store, broker, chat=runner, closure=closure)
-    gateway = Gateway(services, free_port(), default_providers())
+    gateway = whole_app(tmp_path, redis_url, settings, db, store, clock, broker)
     await gateway.start()
     try:
         proc = await asyncio.create_subprocess_exec(
