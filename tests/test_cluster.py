@@ -13,7 +13,6 @@ import time
 import pytest
 import ray
 from ray.cluster_utils import Cluster
-from ray.util.state import get_actor
 
 from engine import pubsub
 from engine.config import load_settings
@@ -65,7 +64,9 @@ async def test_shards_spread_over_nodes_and_survive_a_node_failure(cluster, redi
     await hub.start()
     with running_engine(settings, redis_url) as topo:
         shards = topo.portfolio_shards + topo.symbol_shards
-        nodes = {a._actor_id.hex(): get_actor(a._actor_id.hex()).node_id for a in shards}
+        # each actor says where it runs (the state API would ask whichever Ray of this machine started last)
+        where = [a.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()) for a in shards]
+        nodes = {a._actor_id.hex(): node for a, node in zip(shards, ray.get(where, timeout=60), strict=True)}
         assert len(set(nodes.values())) == 2, "the scheduler should spread the shards over both nodes"
 
         listeners = {a["account_id"]: await hub.listen(a["account_id"]) for a in ACCOUNTS}
