@@ -12,7 +12,7 @@ from ray.exceptions import RayError
 
 from actors import metrics as ray_metrics
 from engine import logs
-from engine.config import Settings
+from engine.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,15 @@ def setup_process(settings: Settings) -> None:
     to Ray's, its logs take CLERA_LOG_FORMAT."""
     ray_metrics.install()
     logs.configure(settings.log_format)
+
+
+def shared_redis_url(settings: Settings) -> str:
+    """The Redis every engine process shares, read from the actor's settings, never passed as an argument
+    of its own: a URL with a password crosses no process boundary (each process has its own)."""
+    url = settings.redis_external_url
+    if url is None:
+        raise ConfigError("an engine actor needs REDIS_URL in its settings (start_topology puts it there)")
+    return url
 
 
 def market_feed_name() -> str:

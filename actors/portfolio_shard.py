@@ -18,7 +18,7 @@ import msgspec
 import ray
 
 from actors import metrics as ray_metrics
-from actors.common import Outbox, setup_process, symbol_shard_name
+from actors.common import Outbox, setup_process, shared_redis_url, symbol_shard_name
 from engine import metrics, pubsub
 from engine.clock import clock_from_settings
 from engine.config import Settings
@@ -42,7 +42,6 @@ class PortfolioShard:
         self,
         settings: Settings,
         index: int,
-        redis_url: str,
         source_factory: Callable[[Settings], PositionSource],
     ) -> None:
         setup_process(settings)
@@ -55,7 +54,7 @@ class PortfolioShard:
         )
         self.source = source_factory(settings)
         self.clock = clock_from_settings(settings)
-        self.redis = pubsub.connect(redis_url)
+        self.redis = pubsub.connect(shared_redis_url(settings))
         self.symbol_shards = Outbox(symbol_shard_name, settings.ray_namespace)
         self.unknown_symbols: list[str] = []
         self.errors = 0

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import ray
 
-from actors.common import Outbox, portfolio_shard_name
+from actors.common import Outbox, portfolio_shard_name, shared_redis_url
 from actors.portfolio_shard import ids_by_shard
 from engine import pubsub
 from engine.config import Settings
@@ -30,8 +30,9 @@ GATHER_S = 0.05  # ids announced within this window are reloaded together
 
 @ray.remote(num_cpus=0)
 class PositionSync:
-    def __init__(self, settings: Settings, redis_url: str) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        redis_url = shared_redis_url(settings)
         self.redis = pubsub.connect(redis_url)
         self.shards = Outbox(portfolio_shard_name, settings.ray_namespace)
         self.announced = 0

@@ -15,7 +15,7 @@ import msgspec
 import ray
 
 from actors import metrics as ray_metrics
-from actors.common import Outbox, lookup, market_feed_name, portfolio_shard_name, setup_process
+from actors.common import Outbox, lookup, market_feed_name, portfolio_shard_name, setup_process, shared_redis_url
 from engine import metrics, pubsub
 from engine.config import Settings
 from engine.realtime import PINNED, SymbolCore
@@ -30,13 +30,13 @@ PRICE_WRITE_S = 0.1
 
 @ray.remote(num_cpus=0)
 class SymbolShard:
-    def __init__(self, settings: Settings, index: int, redis_url: str) -> None:
+    def __init__(self, settings: Settings, index: int) -> None:
         setup_process(settings)
         self.settings = settings
         self._deltas = metrics.Deltas()
         self.index = index
         self.core = SymbolCore()
-        self.redis = pubsub.connect(redis_url)
+        self.redis = pubsub.connect(shared_redis_url(settings))
         self.portfolios = Outbox(portfolio_shard_name, settings.ray_namespace)
         self.unknown: set[str] = set()
         self._lock = asyncio.Lock()

@@ -78,17 +78,19 @@ def start_topology(
     Symbol shards come first (the portfolio shards register with them), the feed last but one,
     the position sync last (it tells every shard to reload when it starts).
     """
+    # the actors find Redis in their settings: a URL with a password travels as a secret does (not at
+    # all: each process takes it from its own environment), never as an argument of its own
+    settings = msgspec.structs.replace(settings, redis_url=redis_url)
     place = placement.spread(placement.REALTIME)
     symbol_shards = [
-        _actor(SymbolShard, symbol_shard_name(i), settings, next(place), i, redis_url)
-        for i in range(settings.symbol_shards)
+        _actor(SymbolShard, symbol_shard_name(i), settings, next(place), i) for i in range(settings.symbol_shards)
     ]
     portfolio_shards = [
-        _actor(PortfolioShard, portfolio_shard_name(j), settings, next(place), j, redis_url, source_factory)
+        _actor(PortfolioShard, portfolio_shard_name(j), settings, next(place), j, source_factory)
         for j in range(settings.portfolio_shards)
     ]
     market_feed = _actor(MarketFeed, market_feed_name(), settings, next(place), feed_factory)
-    position_sync = _actor(PositionSync, position_sync_name(), settings, next(place), redis_url)
+    position_sync = _actor(PositionSync, position_sync_name(), settings, next(place))
     topology = Topology(
         market_feed=market_feed,
         symbol_shards=symbol_shards,
