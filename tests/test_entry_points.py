@@ -206,6 +206,7 @@ async def test_clera_serve_runs_everything_and_stops_on_ctrl_c(tmp_path: Path, c
         health = (await _until(lambda: http.get("/api/health"), _engine_up, deadline_s=180)).json()
         assert health["redis_reachable"] and health["engine"]["feed_connected"]
         assert health["engine"]["shards_alive"] == health["engine"]["shards_expected"] > 0
+        assert (await http.get("/ws/health")).json()["status"] == "healthy"  # the seed's word for "ok"
         company = await http.get("/api/company/AAPL", headers={"X-API-Key": secrets["BACKEND_API_KEY"]})
         assert company.status_code == 200
         portfolio = await _until(

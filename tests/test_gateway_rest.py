@@ -117,13 +117,14 @@ async def test_health_routes_report_version_uptime_and_redis(env) -> None:
 
 
 async def test_ws_health_answers_the_seeds_shape_beside_the_engine_report(redis_url: str, tmp_path: Path) -> None:
-    """The seed's `/ws/health`: status "healthy", service, websocket_host, websocket_port (a string, as
-    the seed splits it from WEBSOCKET_SERVICE_URL) and timestamp, where the WebSockets are served."""
+    """The seed's `/ws/health`: status ("healthy" once the engine is seen up: tests/test_entry_points.py;
+    "degraded" here, a gateway that cannot see one), service, websocket_host, websocket_port (a string,
+    as the seed splits it from WEBSOCKET_SERVICE_URL) and timestamp, where the WebSockets are served."""
     settings, store = make_settings(redis_url, tmp_path), make_store(tmp_path / "store.db")
     async with running_gateway(settings, store, free_port()) as gw, httpx.AsyncClient(base_url=gw.http) as http:
         before = dt.datetime.now(dt.timezone.utc)
         body = (await http.get("/ws/health")).json()
-        seed = {"status": "healthy", "service": "api-server-websocket-proxy", "websocket_host": settings.host,
+        seed = {"status": "degraded", "service": "api-server-websocket-proxy", "websocket_host": settings.host,
                 "websocket_port": str(settings.direct_port)}
         assert {k: body[k] for k in seed} == seed
         assert before <= dt.datetime.fromisoformat(body["timestamp"]) <= dt.datetime.now(dt.timezone.utc)
