@@ -28,7 +28,7 @@ from actors import placement
 from actors.closure_orchestrator import closure_process, get_orchestrator, start_orchestrator, stop_orchestrator
 from brokerage.sql import Database
 from brokerage.sql_store import SqlStore
-from conftest import free_port
+from conftest import RAY_SECRETS, free_port, ray_secrets
 from engine import pubsub
 from engine.subscriptions import shard_of
 from engine.types import PortfolioSnapshot
@@ -59,11 +59,13 @@ WORKER_RESOURCES = {placement.REALTIME: 1, placement.AGENTS: 1}
 @pytest.fixture(scope="module")
 def cluster():
     # metrics reported every second instead of Ray's default, for the tests that scrape them
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 2, "_system_config": {"metrics_report_interval_ms": 1000}},
-    )
-    workers = [cluster.add_node(num_cpus=2, resources=WORKER_RESOURCES) for _ in range(2)]
+    # the nodes' environment holds the secrets, as a real node's clera.env does (settings never carry them)
+    with ray_secrets():
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 2, "_system_config": {"metrics_report_interval_ms": 1000}},
+        )
+        workers = [cluster.add_node(num_cpus=2, resources=WORKER_RESOURCES) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="warning")
     # the topology deals its actors out to the nodes it sees alive: wait until all show, resources too
@@ -226,12 +228,13 @@ async def test_the_feed_of_a_dead_node_reconnects_from_another_never_holding_two
     one per key): the node holding the MarketFeed dies; the restarted feed opens the one connection
     again, resubscribes what the shards hold, and its ticks reach the subscribers."""
     ray_cluster, workers = cluster
-    spare = ray_cluster.add_node(num_cpus=2, resources=WORKER_RESOURCES)
+    with ray_secrets():
+        spare = ray_cluster.add_node(num_cpus=2, resources=WORKER_RESOURCES)
     ray_cluster.wait_for_nodes()
     await eventually(lambda: ray.available_resources().get(placement.REALTIME, 0) >= 2, "the spare worker", 60)
     account = {"account_id": unique("alpaca"), "cash": "100.00",
                "positions": [{"symbol": "AAPL", "qty": "3"}, {"symbol": "MSFT", "qty": "2"}]}
-    with AlpacaStreamStandIn() as stand_in:
+    with AlpacaStreamStandIn(RAY_SECRETS["BROKER_API_KEY"], RAY_SECRETS["BROKER_SECRET_KEY"]) as stand_in:
         today = session_of(time.time())
         stand_in.set_snapshot("AAPL", 190.25, today)
         stand_in.set_snapshot("MSFT", 410.5, today)
