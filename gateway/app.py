@@ -19,7 +19,7 @@ from gateway.errors import EXCEPTION_HANDLERS
 from gateway.monitor import HealthMonitor
 from gateway.openapi import openapi_route
 from gateway.services import Services
-from gateway.ws import PortfolioHub
+from gateway.hub import PortfolioHub
 
 RouteProvider = Callable[[Services], list[BaseRoute]]
 

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from conftest import free_port
 from engine.types import PortfolioSnapshot
-from gateway.ws import money, signed_return
+from gateway.frames import money, signed_return
 from gateway_support import (
     ALICE,
     ALICE_ACCOUNT,
@@ -263,9 +263,9 @@ async def test_slow_consumer_gets_the_latest_not_a_backlog_and_blocks_nobody(env
 
 
 async def test_internal_failure_closes_with_1011(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import gateway.ws
+    import gateway.hub
 
-    monkeypatch.setattr(gateway.ws, "JOIN_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(gateway.hub, "JOIN_TIMEOUT_S", 0.3)
     settings = make_settings(f"redis://127.0.0.1:{free_port()}/0", tmp_path)  # nothing listens there
     async with running_gateway(settings, make_store(tmp_path / "store.db"), free_port()) as gw:
         async with connect(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws:
