@@ -16,8 +16,9 @@ No I/O here: the shard actors, the benchmark's single-process limit and the test
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
 import msgspec
@@ -47,6 +48,15 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return offsets + np.arange(total, dtype=np.int64)
 
 
+_TWO = itertools.repeat(2)
+_FOUR = itertools.repeat(4)
+
+
+def _cents(values: np.ndarray) -> Iterator[float]:
+    """Python's own rounding to the cent (correctly rounded, as every total has always been)."""
+    return map(round, values.tolist(), _TWO)
+
+
 class BookStats(msgspec.Struct, kw_only=True):
     ticks: int = 0
     rejected: int = 0  # NaN/infinite/non-positive prices or previous closes
@@ -70,6 +80,7 @@ class ValuationBook:
         # symbols
         self._sym_index: dict[str, int] = {}
         self._sym_names: list[str] = []
+        self._sym_name_array = np.empty(0, dtype=object)  # `_sym_names` for fancy indexing, kept in step
         self._last = np.empty(0)
         self._prev = np.empty(0)
         self._sym_ts = np.empty(0)
@@ -180,6 +191,11 @@ class ValuationBook:
         self._ingest = _grown(self._ingest, size, 0.0)
         self._seq = _grown(self._seq, size, 0)
         self._changed = _grown(self._changed, size, False)
+
+    def _symbol_names(self) -> np.ndarray:
+        if len(self._sym_name_array) != len(self._sym_names):
+            self._sym_name_array = np.array(self._sym_names, dtype=object)
+        return self._sym_name_array
 
     def _symbol(self, symbol: str) -> int:
         index = self._sym_index.get(symbol)
@@ -445,42 +461,40 @@ class ValuationBook:
         change = value - self._pos_start[rows] * prev - self._pos_cost[rows]
         base = value - change
         pct = np.divide(change * 100.0, base, out=np.zeros_like(change), where=base != 0)
-        names = [self._sym_names[s] for s in self._pos_sym[rows].tolist()]
+        names = self._symbol_names()[self._pos_sym[rows]].tolist()
         cols = zip(
             names, qty.tolist(), last.tolist(), prev.tolist(),
             np.round(value, 2).tolist(), np.round(change, 2).tolist(), np.round(pct, 4).tolist(), strict=True,
         )
-        per_position = [PositionValue(*c) for c in cols]
+        per_position = list(itertools.starmap(PositionValue, cols))
         segment = np.repeat(np.arange(len(indices)), counts)
         value_sums = np.bincount(segment, value, minlength=len(indices))
         change_sums = np.bincount(segment, change, minlength=len(indices))
         self._seq[indices] += 1
-        out: list[PortfolioSnapshot] = []
-        cursor = 0
-        for k, i in enumerate(indices.tolist()):
-            n = int(counts[k])
-            cash = float(self._cash[i])
-            pv, dc = float(value_sums[k]), float(change_sums[k])
-            total = cash + pv
-            day_base = total - dc
-            out.append(
-                PortfolioSnapshot(
-                    account_id=self._acct_ids[i],
-                    seq=int(self._seq[i]),
-                    as_of=float(self._as_of[i]) if n else self.newest_ts,
-                    ingest_ts=float(self._ingest[i]) if n else self.newest_ingest,
-                    publish_ts=publish_ts,
-                    total_value=round(total, 2),
-                    cash=round(cash, 2),
-                    positions_value=round(pv, 2),
-                    day_change=round(dc, 2),
-                    day_change_pct=round(dc * 100.0 / day_base, 4) if day_base else 0.0,
-                    positions=per_position[cursor : cursor + n],
-                    session=self.session,
-                    source=self.source,
-                )
+        # the totals as whole columns: one pass of C per field instead of a dozen Python calls per account
+        cash = self._cash[indices]
+        total = cash + value_sums
+        day_base = total - change_sums
+        day_pct = np.divide(change_sums * 100.0, day_base, out=np.zeros_like(day_base), where=day_base != 0)
+        held = counts > 0
+        as_of = np.where(held, self._as_of[indices], self.newest_ts)
+        ingest = np.where(held, self._ingest[indices], self.newest_ingest)
+        ends = np.cumsum(counts).tolist()
+        acct_ids = self._acct_ids
+        heads = zip(
+            indices.tolist(), self._seq[indices].tolist(), as_of.tolist(), ingest.tolist(),
+            _cents(total), _cents(cash), _cents(value_sums), _cents(change_sums), map(round, day_pct.tolist(), _FOUR),
+            [0, *ends[:-1]], ends, strict=True,
+        )
+        session, source = self.session, self.source
+        out = [
+            PortfolioSnapshot(
+                account_id=acct_ids[i], seq=seq, as_of=a, ingest_ts=g, publish_ts=publish_ts,
+                total_value=tv, cash=c, positions_value=pv, day_change=dc, day_change_pct=dp,
+                positions=per_position[begin:end], session=session, source=source,
             )
-            cursor += n
+            for i, seq, a, g, tv, c, pv, dc, dp, begin, end in heads
+        ]
         self.stats.snapshots += len(out)
         return out
 
