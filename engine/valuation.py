@@ -252,7 +252,7 @@ class ValuationBook:
             self.stats.stale += n
             return 0
         index = self._sym_index
-        syms = np.fromiter((index.get(s, -1) for s in symbols), dtype=np.int64, count=n)
+        syms = np.fromiter(map(index.get, symbols, itertools.repeat(-1)), dtype=np.int64, count=n)
         if (syms < 0).any():
             for k in np.flatnonzero(syms < 0).tolist():
                 syms[k] = self._symbol(symbols[k])
