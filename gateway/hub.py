@@ -106,12 +106,11 @@ class PortfolioHub:
         self._channels: ChannelReader | None = None
         self._ready = asyncio.Event()  # set while the pub/sub connection is up and subscribed
         self._tasks: list[asyncio.Task[None]] = []
+        self.sockets = 0
 
-    @property
-    def sockets(self) -> int:
-        return sum(len(w) for w in self._watchers.values())
-
-    def _count_sockets(self) -> None:
+    def _count_sockets(self, delta: int) -> None:
+        """Kept as a running count: summing every account's watchers per join is quadratic in sockets."""
+        self.sockets += delta
         metrics.sink().record(metrics.OPEN_WEBSOCKETS, self.sockets)
 
     def _ensure_started(self) -> None:
@@ -128,8 +127,10 @@ class PortfolioHub:
         await asyncio.wait_for(self._ready.wait(), timeout=JOIN_TIMEOUT_S)
         account = watcher.account_id
         first = account not in self._watchers
-        self._watchers.setdefault(account, set()).add(watcher)
-        self._count_sockets()
+        watchers = self._watchers.setdefault(account, set())
+        if watcher not in watchers:
+            watchers.add(watcher)
+            self._count_sockets(1)
         if first:
             channels = self._channels
             if channels is not None:
@@ -153,8 +154,9 @@ class PortfolioHub:
         watchers = self._watchers.get(account)
         if watchers is None:
             return
-        watchers.discard(watcher)
-        self._count_sockets()
+        if watcher in watchers:
+            watchers.discard(watcher)
+            self._count_sockets(-1)
         if not watchers:
             del self._watchers[account]
             channels = self._channels
