@@ -16,10 +16,10 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from gateway.errors import EXCEPTION_HANDLERS
+from gateway.hub import PortfolioHub
 from gateway.monitor import HealthMonitor
 from gateway.openapi import openapi_route
 from gateway.services import Services
-from gateway.hub import PortfolioHub
 
 RouteProvider = Callable[[Services], list[BaseRoute]]
 
