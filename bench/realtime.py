@@ -367,20 +367,24 @@ async def run_limit(scenario: dict, rate: float, duration: float, redis_url: str
     rss = RssSampler()
     sampler = asyncio.create_task(sample_rss_forever(rss))
     tasks = [asyncio.create_task(pump()), asyncio.create_task(publish())]
+    # the engine objects, the feed and the measuring subscriber share this process: its CPU and Redis's
+    roles = {"limit": os.getpid(), "redis": await redis_pid(client)}
     try:
         await asyncio.sleep(warmup)
         ticks0, lag0 = counted["ticks"], lag["value"]
         upd0 = sum(c.book.stats.holder_updates for c in portfolio_cores)
         pub0 = sum(c.stats.published for c in portfolio_cores)
+        ref0 = sum(c.stats.refreshed for c in portfolio_cores)
         recorder.recording = True
-        t0 = time.time()
+        t0, cpu0 = time.time(), cpu_seconds(roles)
         await asyncio.sleep(duration)
-        t1 = time.time()
+        t1, cpu1 = time.time(), cpu_seconds(roles)
         recorder.recording = False
         elapsed = t1 - t0
         ticks, lag1 = counted["ticks"] - ticks0, lag["value"]
         updates = sum(c.book.stats.holder_updates for c in portfolio_cores) - upd0
         published = sum(c.stats.published for c in portfolio_cores) - pub0
+        refreshed = sum(c.stats.refreshed for c in portfolio_cores) - ref0
     finally:
         stop.set()
         sampler.cancel()
@@ -400,6 +404,7 @@ async def run_limit(scenario: dict, rate: float, duration: float, redis_url: str
         "p99_staleness_ms": pct(stale, 99),
         "backlog_growth_ms_per_s": round((lag1 - lag0) * 1000 / elapsed, 1),
         "peak_rss_mb": round(rss.peak_mb),
+        **cpu_per_unit(cpu0, cpu1, ticks, published + refreshed),
     }
 
 
