@@ -9,7 +9,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from engine.config import DOCS, ConfigError, Settings, load_settings, markdown_table
+from engine.config import ConfigError, Settings, load_settings
+from engine.config_docs import DOCS, markdown_table
 
 
 def test_defaults_are_the_embedded_ones() -> None:
