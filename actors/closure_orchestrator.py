@@ -19,18 +19,22 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import ray
 
 from actors import placement
 from actors.common import lookup, setup_process
+from brokerage.closure.process import STEP_NAMES, ClosureProcess
+from brokerage.closure.records import ClosureStore
+from brokerage.email import mailer_from_settings
+from brokerage.factory import process_broker
+from brokerage.sql import Database
+from brokerage.store import store_from_settings
 from engine import metrics
+from engine.clock import clock_from_settings
 from engine.config import Settings
-
-if TYPE_CHECKING:
-    from brokerage.closure.process import ClosureProcess
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +46,9 @@ def orchestrator_name() -> str:
     return "clera.closure_orchestrator"
 
 
-def closure_process(settings: Settings) -> "ClosureProcess":
+def closure_process(settings: Settings) -> ClosureProcess:
     """The closure process every Ray worker builds alike from the shared settings: the configured broker
     on the shared market clock, the store, the closure records beside the store, the configured mailer."""
-    from brokerage.closure.process import ClosureProcess
-    from brokerage.closure.records import ClosureStore
-    from brokerage.email import mailer_from_settings
-    from brokerage.factory import process_broker
-    from brokerage.sql import Database
-    from brokerage.store import store_from_settings
-    from engine.clock import clock_from_settings
-
     redis_url = settings.redis_external_url
     if not redis_url:
         raise RuntimeError("account closure on Ray needs REDIS_URL (prices and holdings announcements)")
@@ -64,10 +60,10 @@ def closure_process(settings: Settings) -> "ClosureProcess":
     )
 
 
-_processes: dict[bytes, "ClosureProcess"] = {}
+_processes: dict[bytes, ClosureProcess] = {}
 
 
-def _process_for(settings: Settings) -> "ClosureProcess":
+def _process_for(settings: Settings) -> ClosureProcess:
     key = msgspec.json.encode(settings)
     process = _processes.get(key)
     if process is None:
@@ -134,8 +130,6 @@ class ClosureOrchestrator:
 
     def _count_steps(self) -> None:
         """The unfinished closures by the step each was at after its last pass (`initiated` before any)."""
-        from brokerage.closure.process import STEP_NAMES
-
         counts = dict.fromkeys(STEP_NAMES, 0)
         for account_id in self.unfinished:
             counts[self.last_steps.get(account_id, "initiated")] += 1

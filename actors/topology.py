@@ -28,7 +28,9 @@ from actors.market_feed import FeedFactory, MarketFeed
 from actors.portfolio_shard import PortfolioShard
 from actors.position_sync import PositionSync
 from actors.symbol_shard import SymbolShard
-from engine.config import ConfigError, Settings
+from brokerage.positions import position_source_from_settings as broker_source
+from engine.config import Settings
+from engine.demo_positions import FilePositionSource
 from engine.positions import PositionSource
 
 log = logging.getLogger(__name__)
@@ -40,13 +42,7 @@ RESTARTABLE: dict[str, Any] = {"lifetime": "detached", "max_restarts": -1, "max_
 def position_source_from_settings(settings: Settings) -> PositionSource:
     """The one place that maps CLERA_POSITIONS to a position source (used inside the actors)."""
     if settings.positions == "file":
-        from engine.demo_positions import FilePositionSource
-
         return FilePositionSource(settings.demo_accounts_file)
-    try:
-        from brokerage.positions import position_source_from_settings as broker_source
-    except ImportError as exc:
-        raise ConfigError(f"CLERA_POSITIONS='broker' needs brokerage.positions ({exc}); use 'file' for the demo") from None
     return broker_source(settings)
 
 

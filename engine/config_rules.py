@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from engine.prices_data import SHIPPED_FIRST_DAY, SHIPPED_LAST_DAY
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for the annotation only: engine.config runs these checks, so it imports this module
     from engine.config import Settings
 
 
