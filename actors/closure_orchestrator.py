@@ -100,22 +100,17 @@ class ClosureOrchestrator:
         # worker for each one in flight: a thousand closures would be a thousand processes and
         # database connections. Two per CPU of the cluster run at once; the rest wait their turn.
         self._slots = asyncio.Semaphore(max(2, 2 * int(ray.cluster_resources().get("CPU", 1))))
-        self._wake = asyncio.Event()
         self._task = asyncio.get_event_loop().create_task(self._run())
 
     async def _run(self) -> None:
         while True:
             try:
-                await self.wake_once()
+                await self._wake_once()
             except Exception:
                 log.exception("listing unfinished closures failed; trying again at the next wake")
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.closure_wake_s)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
+            await asyncio.sleep(self.settings.closure_wake_s)
 
-    async def wake_once(self) -> int:
+    async def _wake_once(self) -> int:
         """Start an advance for every unfinished closure that has none running; the number started."""
         self.wakes += 1
         account_ids: list[str] = await closure_call.remote(self.settings, "unfinished", ())
@@ -147,10 +142,6 @@ class ClosureOrchestrator:
         finally:
             self._inflight.pop(account_id, None)
 
-    async def wake(self) -> None:
-        """Wake now instead of at the next period (tests, an operator in a hurry)."""
-        self._wake.set()
-
     async def status(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
@@ -177,7 +168,7 @@ def get_orchestrator(settings: Settings) -> Any:
 
 
 def stop_orchestrator(settings: Settings) -> None:
-    """Kill the orchestrator for good (tests, shutting down); unfinished closures wait in the store."""
+    """Kill the orchestrator for good (tests and benchmarks); unfinished closures wait in the store."""
     handle = get_orchestrator(settings)
     if handle is not None:
         ray.kill(handle, no_restart=True)

@@ -99,21 +99,8 @@ def start_topology(
     return topology
 
 
-def get_topology(settings: Settings) -> Topology | None:
-    """The running engine, or None when any of its actors is missing."""
-    ns = settings.ray_namespace
-    handles = {
-        "market_feed": lookup(market_feed_name(), ns),
-        "symbol_shards": [lookup(symbol_shard_name(i), ns) for i in range(settings.symbol_shards)],
-        "portfolio_shards": [lookup(portfolio_shard_name(j), ns) for j in range(settings.portfolio_shards)],
-        "position_sync": lookup(position_sync_name(), ns),
-    }
-    flat = [handles["market_feed"], handles["position_sync"], *handles["symbol_shards"], *handles["portfolio_shards"]]
-    return None if any(h is None for h in flat) else Topology(**handles)
-
-
 def stop_topology(settings: Settings) -> None:
-    """Kill every engine actor for good (tests, benchmarks, `clera` shutting the engine down)."""
+    """Kill every engine actor for good (tests and benchmarks; `clera serve` ends its whole Ray instead)."""
     ns = settings.ray_namespace
     names = [market_feed_name(), position_sync_name()]  # upstream first: fewer calls die in flight
     names += [symbol_shard_name(i) for i in range(settings.symbol_shards)]

@@ -190,7 +190,8 @@ class ReplayFeed:
         rest of it (and its night): those closing ticks come first.
         """
         k = math.floor((wall - self.clock.epoch) * self.tick_hz)
-        index, frac = self.clock.position(self.clock.epoch + k / self.tick_hz)
+        grid_wall = self.clock.epoch + k / self.tick_hz
+        index, frac = self.clock.position(grid_wall)
         in_session = frac < self.clock.open_fraction
         fresh, self._fresh = self._fresh, set()  # subscribe() may run on another thread: take, then copy
         subscribed = list(self._subscribed)
@@ -204,7 +205,7 @@ class ReplayFeed:
         due = [s for s in subscribed if s in fresh] if repeat else subscribed
         if not in_session and out and self._close_sent_for == index:
             due = []  # the closes just sent include every fresh symbol
-        out += self._ticks_for(due, index, frac / self.clock.open_fraction if in_session else 1.0)
+        out += self.ticks_at(grid_wall, due)
         if in_session:
             self._open_day = index
         else:
