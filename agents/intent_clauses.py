@@ -116,7 +116,6 @@ class Message:
     text: str  # lower case, companies masked as §A, §B..., dates as §t, number words as digits
     symbols: list[str]  # by mask letter
     dates: Dates
-    original: str
 
     @classmethod
     def read(cls, text: str, resolver: SymbolResolver) -> Message:
@@ -131,7 +130,7 @@ class Message:
         masked = re.sub(r"[“”\"]", " ", masked)
         masked = words_to_digits(re.sub(r"\s+", " ", masked).strip())
         masked, dates = extract_dates(masked)
-        return cls(re.sub(r"\s+", " ", masked).strip(), symbols, dates, text)
+        return cls(re.sub(r"\s+", " ", masked).strip(), symbols, dates)
 
     def clause_symbols(self, text: str) -> list[str]:
         return list(dict.fromkeys(self.symbols[ord(c) - 65] for c in kw.SYMBOL_MARK.findall(text)))
