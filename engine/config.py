@@ -24,6 +24,9 @@ from dotenv import dotenv_values
 from engine.config_rules import ConfigError, check
 from engine.config_secrets import CREDENTIAL_URLS, is_secret
 
+__all__ = ["AtLeastOne", "ConfigError", "Positive", "Settings", "get_settings", "load_settings", "received_settings",
+           "shared_values"]  # ConfigError lives in engine.config_rules; every importer takes it from here
+
 Positive = msgspec.Meta(gt=0)
 AtLeastOne = msgspec.Meta(ge=1)
 
