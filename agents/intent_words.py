@@ -15,8 +15,9 @@ CONFIRM = re.compile(
     r"please|pls|correct|that's right|thats right|affirmative|let's do it|lets do it|do that|send it|"
     r"make it so|definitely|of course|right|alright|all right|now|then|it|please do|go|done)\s*)+"
 )
-CANCEL = re.compile(r"(?:(?:no|nope|nah|cancel|cancel it|stop|never ?mind|forget it|don't|dont|abort|not now|"
-              r"thanks|thank you|please)\s*)+")
+CANCEL = re.compile(
+    r"(?:(?:no|nope|nah|cancel|cancel it|stop|never ?mind|forget it|don't|dont|abort|not now|thanks|thank you|please)\s*)+"
+)
 GREETING = re.compile(r"(?:(?:hi|hello|hey|thanks|thank you|good morning|good evening|yo|howdy)\s*)+")
 
 ADVICE = re.compile(
@@ -131,6 +132,7 @@ CANDIDATE = re.compile(
     r"shares|share|stock|worth|of|in|company|called)\s+)*(?P<name>[a-z][\w&'.-]*)"
 )
 
+# Where a message is cut into clauses: sentence ends, "and"/"then"/"also", commas not inside a number.
 SPLIT = re.compile(
     r"\s*(?:[?!;]+|\.(?=\s|$)|,(?!\d)\s*(?:and|then|also|plus)?\b|\s(?:and then|and also|and|also|plus|then|"
     r"as well as|&|but)\s)\s*"
