@@ -36,7 +36,9 @@ from rich.text import Text
 
 from engine import logs
 from engine.auth import generate_secret, mint_jwt
-from engine.config import ConfigError, Settings, is_secret, load_settings, markdown_table
+from engine.config import ConfigError, Settings, load_settings
+from engine.config_docs import markdown_table
+from engine.config_secrets import is_secret
 
 if TYPE_CHECKING:
     from actors.status import SystemStatus

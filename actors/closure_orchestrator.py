@@ -19,18 +19,22 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import ray
 
 from actors import placement
 from actors.common import lookup, setup_process
+from brokerage.closure.process import STEP_NAMES, ClosureProcess
+from brokerage.closure.records import ClosureStore
+from brokerage.email import mailer_from_settings
+from brokerage.factory import process_broker
+from brokerage.sql import Database
+from brokerage.store import store_from_settings
 from engine import metrics
+from engine.clock import clock_from_settings
 from engine.config import Settings
-
-if TYPE_CHECKING:
-    from brokerage.closure.process import ClosureProcess
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +46,9 @@ def orchestrator_name() -> str:
     return "clera.closure_orchestrator"
 
 
-def closure_process(settings: Settings) -> "ClosureProcess":
+def closure_process(settings: Settings) -> ClosureProcess:
     """The closure process every Ray worker builds alike from the shared settings: the configured broker
     on the shared market clock, the store, the closure records beside the store, the configured mailer."""
-    from brokerage.closure.process import ClosureProcess
-    from brokerage.closure.records import ClosureStore
-    from brokerage.email import mailer_from_settings
-    from brokerage.factory import process_broker
-    from brokerage.sql import Database
-    from brokerage.store import store_from_settings
-    from engine.clock import clock_from_settings
-
     redis_url = settings.redis_external_url
     if not redis_url:
         raise RuntimeError("account closure on Ray needs REDIS_URL (prices and holdings announcements)")
@@ -64,10 +60,10 @@ def closure_process(settings: Settings) -> "ClosureProcess":
     )
 
 
-_processes: dict[bytes, "ClosureProcess"] = {}
+_processes: dict[bytes, ClosureProcess] = {}
 
 
-def _process_for(settings: Settings) -> "ClosureProcess":
+def _process_for(settings: Settings) -> ClosureProcess:
     key = msgspec.json.encode(settings)
     process = _processes.get(key)
     if process is None:
@@ -104,22 +100,17 @@ class ClosureOrchestrator:
         # worker for each one in flight: a thousand closures would be a thousand processes and
         # database connections. Two per CPU of the cluster run at once; the rest wait their turn.
         self._slots = asyncio.Semaphore(max(2, 2 * int(ray.cluster_resources().get("CPU", 1))))
-        self._wake = asyncio.Event()
         self._task = asyncio.get_event_loop().create_task(self._run())
 
     async def _run(self) -> None:
         while True:
             try:
-                await self.wake_once()
+                await self._wake_once()
             except Exception:
                 log.exception("listing unfinished closures failed; trying again at the next wake")
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.closure_wake_s)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
+            await asyncio.sleep(self.settings.closure_wake_s)
 
-    async def wake_once(self) -> int:
+    async def _wake_once(self) -> int:
         """Start an advance for every unfinished closure that has none running; the number started."""
         self.wakes += 1
         account_ids: list[str] = await closure_call.remote(self.settings, "unfinished", ())
@@ -134,8 +125,6 @@ class ClosureOrchestrator:
 
     def _count_steps(self) -> None:
         """The unfinished closures by the step each was at after its last pass (`initiated` before any)."""
-        from brokerage.closure.process import STEP_NAMES
-
         counts = dict.fromkeys(STEP_NAMES, 0)
         for account_id in self.unfinished:
             counts[self.last_steps.get(account_id, "initiated")] += 1
@@ -152,10 +141,6 @@ class ClosureOrchestrator:
             log.warning("advancing the closure of %s failed: %s", account_id, exc, extra={"account_id": account_id})
         finally:
             self._inflight.pop(account_id, None)
-
-    async def wake(self) -> None:
-        """Wake now instead of at the next period (tests, an operator in a hurry)."""
-        self._wake.set()
 
     async def status(self) -> dict[str, Any]:
         return {
@@ -183,7 +168,7 @@ def get_orchestrator(settings: Settings) -> Any:
 
 
 def stop_orchestrator(settings: Settings) -> None:
-    """Kill the orchestrator for good (tests, shutting down); unfinished closures wait in the store."""
+    """Kill the orchestrator for good (tests and benchmarks); unfinished closures wait in the store."""
     handle = get_orchestrator(settings)
     if handle is not None:
         ray.kill(handle, no_restart=True)

@@ -11,17 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING
 
 import ray
 
 from actors.common import Outbox, portfolio_shard_name, shared_redis_url
 from actors.portfolio_shard import ids_by_shard
+from brokerage.paper_stepper import LedgerStepper, ledger_stepper
 from engine import pubsub
 from engine.config import Settings
-
-if TYPE_CHECKING:
-    from brokerage.paper_stepper import LedgerStepper
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +57,6 @@ class PositionSync:
                     await self.reload_all()
                 except Exception:
                     log.exception("scheduled re-sync from Alpaca failed")
-        from brokerage.paper_stepper import ledger_stepper
-
         self._ledger = ledger_stepper(self.settings, redis_url)
         await self._ledger.run()
 

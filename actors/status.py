@@ -17,6 +17,7 @@ import httpx
 import msgspec
 import ray
 from prometheus_client.parser import text_string_to_metric_families
+from ray._private import state
 
 from actors import placement, topology
 from actors.closure_orchestrator import get_orchestrator
@@ -77,8 +78,6 @@ def nodes() -> list[NodeRow]:
 def system_actors() -> list[ActorRow]:
     """The engine's named actors and Serve's, from the GCS actor table: `ray.util.state` would need
     the dashboard, which a cluster may run without."""
-    from ray._private import state
-
     rows = []
     for info in state.actors().values():
         name = info.get("Name") or ""

@@ -28,7 +28,9 @@ from actors.market_feed import FeedFactory, MarketFeed
 from actors.portfolio_shard import PortfolioShard
 from actors.position_sync import PositionSync
 from actors.symbol_shard import SymbolShard
-from engine.config import ConfigError, Settings
+from brokerage.positions import position_source_from_settings as broker_source
+from engine.config import Settings
+from engine.demo_positions import FilePositionSource
 from engine.positions import PositionSource
 
 log = logging.getLogger(__name__)
@@ -40,13 +42,7 @@ RESTARTABLE: dict[str, Any] = {"lifetime": "detached", "max_restarts": -1, "max_
 def position_source_from_settings(settings: Settings) -> PositionSource:
     """The one place that maps CLERA_POSITIONS to a position source (used inside the actors)."""
     if settings.positions == "file":
-        from engine.demo_positions import FilePositionSource
-
         return FilePositionSource(settings.demo_accounts_file)
-    try:
-        from brokerage.positions import position_source_from_settings as broker_source
-    except ImportError as exc:
-        raise ConfigError(f"CLERA_POSITIONS='broker' needs brokerage.positions ({exc}); use 'file' for the demo") from None
     return broker_source(settings)
 
 
@@ -103,21 +99,8 @@ def start_topology(
     return topology
 
 
-def get_topology(settings: Settings) -> Topology | None:
-    """The running engine, or None when any of its actors is missing."""
-    ns = settings.ray_namespace
-    handles = {
-        "market_feed": lookup(market_feed_name(), ns),
-        "symbol_shards": [lookup(symbol_shard_name(i), ns) for i in range(settings.symbol_shards)],
-        "portfolio_shards": [lookup(portfolio_shard_name(j), ns) for j in range(settings.portfolio_shards)],
-        "position_sync": lookup(position_sync_name(), ns),
-    }
-    flat = [handles["market_feed"], handles["position_sync"], *handles["symbol_shards"], *handles["portfolio_shards"]]
-    return None if any(h is None for h in flat) else Topology(**handles)
-
-
 def stop_topology(settings: Settings) -> None:
-    """Kill every engine actor for good (tests, benchmarks, `clera` shutting the engine down)."""
+    """Kill every engine actor for good (tests and benchmarks; `clera serve` ends its whole Ray instead)."""
     ns = settings.ray_namespace
     names = [market_feed_name(), position_sync_name()]  # upstream first: fewer calls die in flight
     names += [symbol_shard_name(i) for i in range(settings.symbol_shards)]

@@ -37,7 +37,3 @@ TOOLS_OF: dict[str, tuple[str, ...]] = {
 ORDER_TOOLS: frozenset[str] = frozenset(TRADE_TOOLS)
 # The two that prepare a single order for confirmation.
 SINGLE_ORDER_TOOLS: frozenset[str] = frozenset(("buy", "sell"))
-
-RISK_PROFILES: tuple[str, ...] = ("conservative", "balanced", "aggressive")
-REBALANCE_TARGETS: tuple[str, ...] = ("equal_weight", *RISK_PROFILES)
-ACTIVITY_KINDS: tuple[str, ...] = ("", "trades", "cash")

@@ -25,7 +25,7 @@ from brokerage.errors import Forbidden
 from brokerage.prices import PriceReader
 from brokerage.store import Store
 from engine.clock import Clock
-from engine.config import Settings
+from engine.config import Settings, get_settings
 
 DEPS_KEY = "clera_deps"
 ACCOUNT_KEY = "account_id"
@@ -74,9 +74,6 @@ def account_of(config: RunnableConfig) -> str:
 @functools.cache
 def default_deps() -> AgentDeps:
     """The deps of a process that only has the settings (the graph run by `langgraph` tooling)."""
-    from agents.wiring import (
-        deps_from_settings,  # heavy: a broker, a store and Redis clients
-    )
-    from engine.config import get_settings
+    from agents.wiring import deps_from_settings  # a cycle: agents.wiring builds the AgentDeps of this module
 
     return deps_from_settings(get_settings())

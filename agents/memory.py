@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from engine.config import Settings
 
@@ -16,14 +18,10 @@ CHECKPOINT_FILE = "chat-checkpoints.db"
 async def checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointSaver]:
     """An async saver, set up, for as long as the context is open (it holds one connection)."""
     if settings.database_url:
-        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-
         async with AsyncPostgresSaver.from_conn_string(settings.database_url) as saver:
             await saver.setup()
             yield saver
         return
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
     settings.data_path.mkdir(parents=True, exist_ok=True)
     async with AsyncSqliteSaver.from_conn_string(str(settings.data_path / CHECKPOINT_FILE)) as saver:
         await saver.setup()

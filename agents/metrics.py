@@ -5,8 +5,7 @@ data supports or says it has none: a function returns None when the series is to
 for the metric to mean anything, rather than inventing a 0.
 
 Conventions: prices are adjusted daily closes, oldest first; a dated series is a list of
-`(date, close)`; returns are simple daily returns; annualising uses 252 trading days a year, and
-calendar-day growth (CAGR) uses 365.25 days a year.
+`(date, close)`; returns are simple daily returns; annualising uses 252 trading days a year.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import msgspec
 from brokerage.errors import InvalidRequest
 
 TRADING_DAYS = 252
-DAYS_PER_YEAR = 365.25
 # The diversification score saturates at this many effective holdings / effective sectors.
 FULL_HOLDINGS = 10.0
 FULL_SECTORS = 5.0
@@ -68,15 +66,6 @@ def annualized_volatility(closes: Sequence[float]) -> float | None:
     """Needs two returns (three closes): a sample standard deviation of one return is undefined."""
     returns = daily_returns(closes)
     return _sample_stdev(returns) * math.sqrt(TRADING_DAYS) if len(returns) >= 2 else None
-
-
-def annualized_return(series: DatedSeries) -> float | None:
-    """CAGR over calendar days, so a range with holidays and weekends compounds at the right rate.
-    None when the series spans no time."""
-    if len(series) < 2 or series[-1][0] <= series[0][0]:
-        return None
-    years = (series[-1][0] - series[0][0]).days / DAYS_PER_YEAR
-    return (series[-1][1] / series[0][1]) ** (1 / years) - 1
 
 
 def sharpe(closes: Sequence[float], risk_free_rate: float | Decimal) -> float | None:

@@ -433,7 +433,6 @@ def run_ray(world: World, redis_url: str, session_s: float, timeout_s: float) ->
     initiated_s = time.perf_counter() - started
     bad = [a for a in answers if not a.get("success")]
     assert not bad, bad[:3]
-    ray.get(orchestrator.wake.remote())
     deadline = time.monotonic() + timeout_s
     last_report = 0.0
     counts: dict[str, int] = {}

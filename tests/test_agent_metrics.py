@@ -49,13 +49,6 @@ def test_returns_volatility_and_sharpe_match_pandas(symbol: str) -> None:
     assert metrics.sharpe(closes(symbol), Decimal("0.02")) == pytest.approx(expected, rel=1e-10)
 
 
-def test_annualized_return_is_cagr_over_calendar_days() -> None:
-    series = frame("IBM")
-    years = (series.index[-1] - series.index[0]).days / 365.25
-    expected = np.power(series.iloc[-1] / series.iloc[0], 1 / years) - 1
-    assert metrics.annualized_return(shipped("IBM")) == pytest.approx(expected, rel=1e-12)
-
-
 @pytest.mark.parametrize("symbol", ["AAPL", "GOOG", "FB"])
 def test_max_drawdown_matches_a_cumulative_maximum(symbol: str) -> None:
     series = frame(symbol)
@@ -119,9 +112,6 @@ def test_hand_checked_small_series() -> None:
     assert metrics.annualized_volatility(prices) == pytest.approx(math.sqrt(0.04 / 3 * 252))
     assert metrics.sharpe(prices, 0.0) == pytest.approx((1 / 30) / math.sqrt(0.04 / 3) * math.sqrt(252))
     assert metrics.max_drawdown(prices).depth == pytest.approx(-0.10)
-    assert metrics.annualized_return([(D(2020, 1, 1), 100.0), (D(2022, 1, 1), 121.0)]) == pytest.approx(
-        1.21 ** (365.25 / 731) - 1
-    )
 
 
 def test_beta_by_hand() -> None:
@@ -145,7 +135,6 @@ def test_edge_cases_empty_one_price_flat() -> None:
     assert metrics.max_drawdown([]) == Drawdown(0.0)
     assert metrics.max_drawdown([(D(2020, 1, 1), 5.0)]) == Drawdown(0.0)
     assert metrics.max_drawdown([1.0, 2.0, 3.0]) == Drawdown(0.0)  # only rises
-    assert metrics.annualized_return([(D(2020, 1, 1), 5.0)]) is None
     dated_flat = [(D(2020, 1, d), 5.0) for d in range(1, 6)]
     assert metrics.beta(dated_flat, dated_flat) is None
     assert metrics.beta(shipped("AAPL"), []) is None

@@ -7,6 +7,7 @@ ledger, prices from the shipped data in Redis. The only scripted thing is what t
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +17,7 @@ import httpx
 from agent_support import AgentWorld, agent_world, real_close
 from gateway_support import ALICE, API_KEY, BOB, token
 
+from brokerage.models import OrderRequest
 from brokerage.store import CompanyProfile
 
 
@@ -370,8 +372,6 @@ async def test_a_new_message_stops_a_rebalance_in_progress(tmp_path: Path, redis
 
 
 async def test_outside_market_hours_the_order_is_shown_and_placed_as_queued(tmp_path: Path, redis_url: str) -> None:
-    import datetime as dt
-
     async with agent_world(tmp_path, redis_url) as w:
         w.clock.set(dt.datetime(2012, 6, 12, 23, 0, tzinfo=dt.timezone.utc))  # 19:00 in New York
         turn = await w.ok(await w.chat(ALICE, "buy $100 of IBM"))
@@ -401,16 +401,12 @@ async def test_an_edit_may_give_amounts_as_json_numbers(tmp_path: Path, redis_ur
 
 
 async def test_a_confirmation_the_account_can_no_longer_afford_places_nothing(tmp_path: Path, redis_url: str) -> None:
-    from decimal import Decimal as D
-
-    from brokerage.models import OrderRequest
-
     async with agent_world(tmp_path, redis_url) as w:
         account = w.accounts[ALICE]
         cash = w.broker.get_account(account).buying_power
         turn = await w.ok(await w.chat(ALICE, f"buy ${cash - 100:.2f} of MSFT"))
         assert turn["interrupt"] is not None
-        w.broker.submit_order(account, OrderRequest(symbol="IBM", side="buy", notional=D("500")))  # elsewhere, meanwhile
+        w.broker.submit_order(account, OrderRequest(symbol="IBM", side="buy", notional=Decimal("500")))  # elsewhere, meanwhile
         before = len(w.broker.list_orders(account, "all"))
         done = await w.ok(await w.resume(ALICE, turn["threadId"], turn["interrupt"]["id"], "confirm"))
         placed = done["steps"][0]["result"]

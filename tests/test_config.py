@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import pickle
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from engine.config import DOCS, ConfigError, Settings, load_settings, markdown_table
+from engine.config import ConfigError, Settings, load_settings
+from engine.config_docs import DOCS, markdown_table
 
 
 def test_defaults_are_the_embedded_ones() -> None:
@@ -97,11 +103,6 @@ RECEIVE = (
 
 
 def _received_in_another_process(payload: bytes, env: dict[str, str], cwd: Path) -> dict[str, object]:
-    import json
-    import os
-    import subprocess
-    import sys
-
     root = Path(__file__).resolve().parent.parent
     environ = {k: v for k, v in os.environ.items() if k not in _SETTING_NAMES} | {"PYTHONPATH": str(root), **env}
     out = subprocess.run([sys.executable, "-c", RECEIVE], input=payload, env=environ, cwd=cwd,
@@ -116,8 +117,6 @@ def test_settings_cross_processes_without_their_secrets(tmp_path: Path) -> None:
     """What Ray does to a task's or an actor's Settings argument (pickling): the bytes carry no secret,
     and the receiving process puts in its own, from its environment over its .env; every other value,
     unset ones included, is the sender's."""
-    import pickle
-
     payload = pickle.dumps(load_settings(SENDER, env_file=None))
     for secret in ("sender-api-key", "sender-plaid-secret", "sender-pw"):
         assert secret.encode() not in payload

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from engine import calendar
-from engine.clock import ReplayClock
+from engine.clock import ReplayClock, clock_from_settings
 from engine.config import ConfigError, load_settings
 from engine.feeds import feed_from_settings
 from engine.feeds.replay import ReplayFeed
-from engine.prices_data import PriceDataError, load_price_data, parse_rows
+from engine.prices_data import SHIPPED_FIRST_DAY, SHIPPED_LAST_DAY, PriceDataError, load_price_data, parse_rows
 
 CSV = Path(__file__).resolve().parents[1] / "engine" / "data" / "daily-ohlcv-quandl-wiki.csv.gz"
 
@@ -134,8 +134,6 @@ def test_replay_can_start_on_any_day_and_stops_after_the_data() -> None:
 
 
 def test_the_shipped_range_the_settings_check_is_the_files() -> None:
-    from engine.prices_data import SHIPPED_FIRST_DAY, SHIPPED_LAST_DAY
-
     data = load_price_data()
     assert (min(data.first_day(s) for s in data.symbols()), data.last_day()) == (SHIPPED_FIRST_DAY, SHIPPED_LAST_DAY)
 
@@ -219,8 +217,6 @@ def test_a_stalled_consumer_still_gets_every_seen_session_closed() -> None:
 def test_settings_build_the_replay_feed() -> None:
     settings = load_settings({"CLERA_FEED": "replay", "CLERA_REPLAY_EPOCH": "1000", "CLERA_REPLAY_SYMBOLS": "ibm,FB"},
                              env_file=None)
-    from engine.clock import clock_from_settings
-
     feed = feed_from_settings(settings, clock_from_settings(settings))
     assert isinstance(feed, ReplayFeed) and feed.universe == {"IBM", "FB"} and feed.tick_hz == settings.tick_hz
     bad = load_settings({"CLERA_REPLAY_EPOCH": "1000", "CLERA_REPLAY_SYMBOLS": "IBM,TSLA"}, env_file=None)

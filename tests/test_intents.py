@@ -28,46 +28,31 @@ def test_eval_set_accuracy() -> None:
 # ---------------------------------------------------------------- amounts and quantities
 
 
-@pytest.mark.parametrize(
-    ("text", "notional"),
-    [
-        ("buy $1,500 of Apple", "1500"),
-        ("buy 1500 dollars of Apple", "1500"),
-        ("buy $1.5k of Apple", "1500"),
-        ("buy 1.5k of Apple", "1500"),
-        ("buy 2k of Apple", "2000"),
-        ("buy $2 thousand of Apple", "2000"),
-        ("buy two thousand dollars of Apple", "2000"),
-        ("buy a thousand bucks of Apple", "1000"),
-        ("buy five hundred dollars of Apple", "500"),
-        ("buy twenty-five hundred dollars of Apple", "2500"),
-        ("buy one hundred and twenty five dollars of Apple", "125"),
-        ("buy $250.75 of Apple", "250.75"),
-        ("buy 1 million of Apple", "1000000"),
-        ("buy $1.25m of Apple", "1250000"),
-        ("buy $10 of AAPL", "10"),
-    ],
-)
-def test_notional_forms(text: str, notional: str) -> None:
-    assert calls(text) == [("buy", {"symbol": "AAPL", "notional": notional})]
+# Each amount, and the ways people write it: dollars ("notional") and shares ("qty").
+AMOUNT_FORMS: dict[tuple[str, str], list[str]] = {
+    ("notional", "1500"): ["buy $1,500 of Apple", "buy 1500 dollars of Apple", "buy $1.5k of Apple", "buy 1.5k of Apple"],
+    ("notional", "2000"): ["buy 2k of Apple", "buy $2 thousand of Apple", "buy two thousand dollars of Apple"],
+    ("notional", "1000"): ["buy a thousand bucks of Apple"],
+    ("notional", "500"): ["buy five hundred dollars of Apple"],
+    ("notional", "2500"): ["buy twenty-five hundred dollars of Apple"],
+    ("notional", "125"): ["buy one hundred and twenty five dollars of Apple"],
+    ("notional", "250.75"): ["buy $250.75 of Apple"],
+    ("notional", "1000000"): ["buy 1 million of Apple"],
+    ("notional", "1250000"): ["buy $1.25m of Apple"],
+    ("notional", "10"): ["buy $10 of AAPL"],
+    ("qty", "10"): ["buy 10 shares of Apple", "buy ten shares of Apple", "buy 10 AAPL"],
+    ("qty", "1"): ["buy a share of Apple", "buy one share of Apple", "buy one Apple share"],
+    ("qty", "2.5"): ["buy 2.5 shares of Apple"],
+    ("qty", "12"): ["buy a dozen shares of Apple"],
+    ("qty", "2000"): ["buy 2k shares of Apple"],
+}
 
 
 @pytest.mark.parametrize(
-    ("text", "qty"),
-    [
-        ("buy 10 shares of Apple", "10"),
-        ("buy ten shares of Apple", "10"),
-        ("buy a share of Apple", "1"),
-        ("buy one share of Apple", "1"),
-        ("buy one Apple share", "1"),
-        ("buy 2.5 shares of Apple", "2.5"),
-        ("buy a dozen shares of Apple", "12"),
-        ("buy 10 AAPL", "10"),
-        ("buy 2k shares of Apple", "2000"),
-    ],
+    ("text", "kind", "amount"), [(text, kind, amount) for (kind, amount), texts in AMOUNT_FORMS.items() for text in texts]
 )
-def test_quantity_forms(text: str, qty: str) -> None:
-    assert calls(text) == [("buy", {"symbol": "AAPL", "qty": qty})]
+def test_amount_forms(text: str, kind: str, amount: str) -> None:
+    assert calls(text) == [("buy", {"symbol": "AAPL", kind: amount})]
 
 
 @pytest.mark.parametrize("text", ["sell all my Apple", "sell everything in AAPL", "sell my whole position in Apple"])

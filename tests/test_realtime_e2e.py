@@ -7,6 +7,8 @@ import asyncio
 import pytest
 import ray
 
+from actors.common import market_feed_name, portfolio_shard_name, position_sync_name, symbol_shard_name
+from actors.topology import health, start_topology
 from engine import pubsub
 from realtime_support import (
     engine_settings, eventually, replay_of, replay_prices, running_engine, unique, write_accounts,
@@ -132,17 +134,19 @@ async def test_position_changes_move_subscriptions(redis_url, tmp_path) -> None:
 
 @pytest.mark.usefixtures("ray_session")
 async def test_topology_is_get_or_create_and_reports_health(redis_url, tmp_path) -> None:
-    from actors.topology import get_topology, health, start_topology
-
     settings = engine_settings(redis_url, tmp_path, [WATCHED])
+
+    def named_actors() -> set[str]:
+        return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == settings.ray_namespace}
+
+    engine = {market_feed_name(), position_sync_name(), *(symbol_shard_name(i) for i in range(settings.symbol_shards)),
+              *(portfolio_shard_name(j) for j in range(settings.portfolio_shards))}
     with running_engine(settings, redis_url) as topo:
         again = start_topology(settings, redis_url)
         assert again.market_feed._actor_id == topo.market_feed._actor_id
         assert [s._actor_id for s in again.portfolio_shards] == [s._actor_id for s in topo.portfolio_shards]
-        assert get_topology(settings) is not None
+        assert named_actors() == engine
         report = await health(settings)
         assert report["ok"] and report["feed"]["feed"]["source"] == "replay"
         assert all(s["alive"] for s in report["symbol_shards"] + report["portfolio_shards"])
-    assert get_topology(settings) is None
-    left = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == settings.ray_namespace]
-    assert left == []  # stopping the engine leaves none of its named actors behind
+    assert named_actors() == set()  # stopping the engine leaves none of its named actors behind

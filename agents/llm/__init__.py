@@ -14,7 +14,7 @@ NO_KEY = "not-needed"  # local OpenAI-compatible servers (vLLM, Ollama, llama.cp
 def chat_model(settings: Settings, resolver: SymbolResolver) -> BaseChatModel:
     if settings.llm == "offline":
         return OfflineChatModel(resolver=resolver)
-    from langchain_openai import ChatOpenAI  # only loaded when configured
+    from langchain_openai import ChatOpenAI  # optional and heavy (the openai SDK): only with CLERA_LLM=openai
 
     return ChatOpenAI(
         model=settings.llm_model,

@@ -93,13 +93,13 @@ def diversification(deps: AgentDeps, account_id: str) -> dict[str, Any]:
         return {"account_id": account_id, "error": "the account holds no positions"}
     weights = metrics.allocation(values)
     sector_weights = metrics.allocation(_sector_values(values, {s: _sector(deps, s) for s in values}))
-    largest = max(weights, key=lambda s: weights[s])
+    largest, largest_weight = metrics.largest_weight(weights) or ("", 0.0)  # never None: there are positions
     hhi = metrics.hhi(weights)
     return {
         "account_id": account_id,
         "positions": len(values),
         "largest_position": largest,
-        "largest_weight_pct": pct(weights[largest]),
+        "largest_weight_pct": pct(largest_weight),
         "hhi": f"{hhi:.4f}",
         "effective_holdings": f"{1 / hhi:.2f}" if hhi > 0 else None,
         "sectors": len(sector_weights),

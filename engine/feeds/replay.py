@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Collection
 from engine import calendar
 from engine.clock import ReplayClock
 from engine.feeds.base import FeedStatus
+from engine.feeds.counts import FeedCounts
 from engine.feeds.validate import split_symbols
 from engine.prices_data import DailyBar, PriceData, load_price_data
 from engine.types import Tick
@@ -97,13 +98,10 @@ class ReplayFeed:
         self._session_bounds: dict[dt.date, tuple[float, float]] = {}
         self._subscribed: dict[str, None] = {}
         self._fresh: set[str] = set()  # subscribed since the last step: owed their current price
-        self._closed = False
         self._last_step: int | None = None
         self._close_sent_for: int | None = None  # day index whose closing ticks went out
         self._open_day: int | None = None  # day index last seen in session, its close not yet sent
-        self._ticks = 0
-        self._rejected = 0
-        self._last_data_ts: float | None = None
+        self._counts = FeedCounts()
 
     # --- the pure part: prices as a function of the clock ---------------------------------
     def daily_bars(self, symbol: str) -> list[DailyBar]:
@@ -170,7 +168,7 @@ class ReplayFeed:
             if s in self.universe and s not in self._subscribed:
                 self._subscribed[s] = None
                 self._fresh.add(s)
-        self._rejected += len(unknown)
+        self._counts.rejected += len(unknown)
         return unknown
 
     def unsubscribe(self, symbols: Collection[str]) -> None:
@@ -190,7 +188,8 @@ class ReplayFeed:
         rest of it (and its night): those closing ticks come first.
         """
         k = math.floor((wall - self.clock.epoch) * self.tick_hz)
-        index, frac = self.clock.position(self.clock.epoch + k / self.tick_hz)
+        grid_wall = self.clock.epoch + k / self.tick_hz
+        index, frac = self.clock.position(grid_wall)
         in_session = frac < self.clock.open_fraction
         fresh, self._fresh = self._fresh, set()  # subscribe() may run on another thread: take, then copy
         subscribed = list(self._subscribed)
@@ -204,7 +203,7 @@ class ReplayFeed:
         due = [s for s in subscribed if s in fresh] if repeat else subscribed
         if not in_session and out and self._close_sent_for == index:
             due = []  # the closes just sent include every fresh symbol
-        out += self._ticks_for(due, index, frac / self.clock.open_fraction if in_session else 1.0)
+        out += self.ticks_at(grid_wall, due)
         if in_session:
             self._open_day = index
         else:
@@ -216,29 +215,20 @@ class ReplayFeed:
         return [t for s in symbols if (t := self.tick_at(s, index, fraction)) is not None]
 
     async def batches(self) -> AsyncIterator[list[Tick]]:
-        while not self._closed:
+        while not self._counts.closed:
             wall = self._wall_now()
             batch = self.step(wall)
             if batch:
-                self._ticks += len(batch)
-                self._last_data_ts = time.time()
+                self._counts.sent(len(batch), time.time())
                 yield batch
             next_step = self.clock.epoch + (math.floor((wall - self.clock.epoch) * self.tick_hz) + 1) / self.tick_hz
             await asyncio.sleep(max(next_step - self._wall_now(), 0.001))
 
     async def close(self) -> None:
-        self._closed = True
+        self._counts.closed = True
 
     def status(self) -> FeedStatus:
-        return FeedStatus(
-            source=self.source,
-            connected=not self._closed,
-            subscribed=len(self._subscribed),
-            ticks=self._ticks,
-            rejected=self._rejected,
-            last_data_ts=self._last_data_ts,
-            error=self._ended(),
-        )
+        return self._counts.status(self.source, len(self._subscribed), error=self._ended())
 
     def _ended(self) -> str | None:
         """Say so once the replay has run past the data: the market goes quiet for good."""
