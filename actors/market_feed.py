@@ -17,7 +17,7 @@ from engine import metrics
 from engine.clock import clock_from_settings
 from engine.config import Settings
 from engine.feeds import Feed, feed_from_settings
-from engine.realtime import TickBatcher, decode_batch
+from engine.realtime import TickBatcher
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,6 @@ def default_feed(settings: Settings) -> Feed:
 class MarketFeedStats(msgspec.Struct, kw_only=True):
     ticks: int = 0
     batches_sent: int = 0
-    injected: int = 0
-    bad_frames: int = 0
     lag_s: float = 0.0  # how far behind its own timestamps the newest batch arrived (simulated/live)
 
 
@@ -105,7 +103,6 @@ class MarketFeed:
             await asyncio.sleep(ray_metrics.REPORT_S)
             feed, stats = self.core.feed.status(), self.core.stats
             self._deltas.report(metrics.TICKS_INGESTED, stats.ticks, {"source": feed.source})
-            self._deltas.report(metrics.TICKS_REJECTED, stats.bad_frames, {"reason": "bad_frame"})
             self._deltas.report(metrics.TICKS_REJECTED, feed.rejected, {"reason": "bad_price"})
             self._deltas.report(metrics.FEED_RECONNECTS, feed.reconnects)
 
@@ -137,16 +134,6 @@ class MarketFeed:
 
     async def unsubscribe(self, symbols: list[str]) -> None:
         await asyncio.to_thread(self.core.feed.unsubscribe, symbols)
-
-    async def ingest(self, blob: bytes) -> int:
-        """Ticks from outside the feed (a PriceBatch blob) on the same path; returns ticks accepted."""
-        batch = decode_batch(blob)
-        if batch is None:
-            self.core.stats.bad_frames += 1
-            return 0
-        self.core.stats.injected += len(batch.ticks)
-        await self.core.add(batch.ticks, time.time())
-        return len(batch.ticks)
 
     async def status(self) -> dict:
         return {

@@ -110,9 +110,6 @@ class SymbolShard:
     async def symbols(self) -> list[str]:
         return self.core.refcounts.symbols()
 
-    async def refcount(self, symbol: str) -> int:
-        return self.core.refcounts.count(symbol)
-
     async def status(self) -> dict:
         return {
             "pid": os.getpid(),

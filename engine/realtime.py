@@ -3,9 +3,8 @@
 The actors in `actors/` are thin shells around these (they add the Ray calls and timers); the
 benchmark's single-process "limit" drives the very same objects directly. Batches travel as msgpack
 blobs of `ColumnBatch` (ticks as columns: a shard turns them into numpy arrays without building an
-object per tick), conflated per symbol at each symbol shard. Ticks from outside the feed enter the
-MarketFeed as a `PriceBatch`. A blob that does not decode, or a tick with a bad price, is rejected
-and counted, never allowed to stop a shard.
+object per tick), conflated per symbol at each symbol shard. A blob that does not decode, or a tick
+with a bad price, is rejected and counted, never allowed to stop a shard.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import redis.asyncio as aioredis
 from engine import metrics, pubsub
 from engine.subscriptions import SymbolRefcounts, shard_of
 from engine.types import (
-    PRICE_DECIMALS, AccountHoldings, LastPrice, PortfolioSnapshot, PriceBatch, Tick, msgpack_encoder, price_batch_decoder,
+    PRICE_DECIMALS, AccountHoldings, LastPrice, PortfolioSnapshot, Tick, msgpack_encoder,
 )
 from engine.valuation import Coalescer, ValuationBook
 
@@ -65,20 +64,6 @@ def decode_columns(blob: object) -> ColumnBatch | None:
         return None
     try:
         return _column_batch_decoder.decode(blob)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
-def encode_batch(ticks: list[Tick], ingest_ts: float) -> bytes:
-    return msgpack_encoder.encode(PriceBatch(ticks, ingest_ts))
-
-
-def decode_batch(blob: object) -> PriceBatch | None:
-    """The batch in `blob`, or None when it is not a well-formed PriceBatch."""
-    if not isinstance(blob, (bytes, bytearray, memoryview)):
-        return None
-    try:
-        return price_batch_decoder.decode(blob)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
 

@@ -29,13 +29,6 @@ class Tick(msgspec.Struct, array_like=True, gc=False, frozen=True):
     size: float = 0.0
 
 
-class PriceBatch(msgspec.Struct, array_like=True, gc=False):
-    """Ticks from one flush of one hop; `ingest_ts` is when the first of them entered the engine."""
-
-    ticks: list[Tick]
-    ingest_ts: float
-
-
 class Position(msgspec.Struct, frozen=True):
     """A holding for valuation.
 
@@ -113,7 +106,6 @@ class LastPrice(msgspec.Struct, frozen=True):
 msgpack_encoder = msgspec.msgpack.Encoder(decimal_format="string")
 snapshot_json_decoder = msgspec.json.Decoder(PortfolioSnapshot)
 snapshot_msgpack_decoder = msgspec.msgpack.Decoder(PortfolioSnapshot)
-price_batch_decoder = msgspec.msgpack.Decoder(PriceBatch)
 ticks_decoder = msgspec.msgpack.Decoder(list[Tick])
 holdings_json_decoder = msgspec.json.Decoder(list[AccountHoldings])
 holdings_msgpack_decoder = msgspec.msgpack.Decoder(list[AccountHoldings])
