@@ -50,7 +50,7 @@ def closure_process(settings: Settings) -> "ClosureProcess":
     from brokerage.email import mailer_from_settings
     from brokerage.factory import process_broker
     from brokerage.sql import Database
-    from brokerage.store import store_from_settings
+    from brokerage.store_factory import store_from_settings
     from engine.clock import clock_from_settings
 
     redis_url = settings.redis_external_url

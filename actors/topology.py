@@ -44,9 +44,9 @@ def position_source_from_settings(settings: Settings) -> PositionSource:
 
         return FilePositionSource(settings.demo_accounts_file)
     try:
-        from brokerage.positions import position_source_from_settings as broker_source
+        from brokerage.factory import position_source_from_settings as broker_source
     except ImportError as exc:
-        raise ConfigError(f"CLERA_POSITIONS='broker' needs brokerage.positions ({exc}); use 'file' for the demo") from None
+        raise ConfigError(f"CLERA_POSITIONS='broker' needs brokerage.factory ({exc}); use 'file' for the demo") from None
     return broker_source(settings)
 
 

@@ -2,7 +2,8 @@
 
 Implementations: `brokerage.sql_store.SqlStore` (SQLite file or PostgreSQL via `DATABASE_URL`) and
 `brokerage.supabase_store.SupabaseStore` (Supabase's REST API through supabase-py). One contract
-test suite runs against all three back ends.
+test suite runs against all three back ends. `brokerage.store_factory.store_from_settings` picks and
+migrates the configured one (it lives apart so that the implementations can import this port).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from brokerage.errors import Conflict, InvalidRequest
-from engine.config import ConfigError, Settings
 
 OnboardingStatus = Literal["submitted", "approved", "active", "rejected", "pending_closure", "closed"]
 ONBOARDING_STATUSES: frozenset[str] = frozenset(OnboardingStatus.__args__)  # type: ignore[attr-defined]
@@ -203,28 +203,3 @@ def status_changes(
     if confirmation_code is not None:
         changes["confirmation_code"] = confirmation_code
     return changes
-
-
-def store_from_settings(settings: Settings) -> Store:
-    """The configured store, migrated; on PostgreSQL the layout is this project's or an existing
-    Clera database's (`CLERA_SCHEMA`, `auto`: Clera's when the database has `user_onboarding`)."""
-    if settings.store == "supabase":
-        from brokerage.clera_supabase_store import CleraSupabaseStore
-        from brokerage.supabase_store import SupabaseStore
-
-        url, key = settings.supabase_url or "", settings.supabase_service_role_key or ""
-        store: Store = SupabaseStore(url, key)
-        if settings.schema == "clera" or (settings.schema == "auto" and store.has_table("user_onboarding")):
-            store = CleraSupabaseStore(url, key)
-    else:
-        from brokerage.clera_store import CleraSqlStore, has_clera_tables
-        from brokerage.sql import Database
-        from brokerage.sql_store import SqlStore
-
-        db = Database.for_settings(settings.database_url, settings.sqlite_path)
-        if settings.schema == "clera" and db.dialect != "postgres":
-            raise ConfigError("CLERA_SCHEMA=clera needs PostgreSQL: set DATABASE_URL (or CLERA_STORE=supabase)")
-        clera = settings.schema == "clera" or (settings.schema == "auto" and has_clera_tables(db))
-        store = CleraSqlStore(db) if clera else SqlStore(db)
-    store.migrate()
-    return store
