@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -30,6 +30,7 @@ from brokerage.models import (
     OrderRequest,
     Transfer,
 )
+from brokerage.closure.process import ClosureProcess
 from brokerage.company_service import CompanyService
 from brokerage.store import Store
 from engine.chat import ChatRunner
@@ -41,10 +42,6 @@ from engine.types import (
     last_price_json_decoder,
     snapshot_json_decoder,
 )
-
-if TYPE_CHECKING:
-    from brokerage.closure.process import ClosureProcess
-
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -276,7 +273,7 @@ class ThreadPoolClosureRunner(ClosureCalls):
     Two calls changing one closure at once are safe: the process takes the closure's own lock
     (`ClosureStore.lock`, across processes) around every step that acts."""
 
-    def __init__(self, process: "ClosureProcess", max_workers: int = 4) -> None:
+    def __init__(self, process: ClosureProcess, max_workers: int = 4) -> None:
         self.process = process
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="closure")
 
@@ -312,7 +309,7 @@ class Services:
         store: Store,
         broker: Broker | None = None,
         chat: ChatRunner | None = None,
-        closure: "ClosureProcess | None" = None,
+        closure: ClosureProcess | None = None,
     ) -> "Services":
         """The plain-Python wiring used under uvicorn: no Ray anywhere."""
         connector = RedisConnector(redis_url)

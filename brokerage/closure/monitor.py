@@ -26,14 +26,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
+import psycopg
 from rich.console import Console
 from rich.text import Text
 
-from brokerage.closure.records import FINISHED, STEP_NUMBER, TOTAL_STEPS, ClosureRecord
+from brokerage.closure.records import FINISHED, STEP_NUMBER, TOTAL_STEPS, ClosureRecord, ClosureStore
+from brokerage.sql import Database
+from engine.config import Settings
 
 LOG_SUBDIR = ("logs", "account_closures")
 RECENT_LINES = 20
+T = TypeVar("T")
 _FILE_NAME = re.compile(r"^closure_(?P<account>.+)_(?P<stamp>\d{8}_\d{6})\.log$")
 _PREFIX = re.compile(r"^(\[[^\]]*\]\s?)")
 _CURRENT_STEP = re.compile(r"Current Step: (\w+)")
@@ -118,52 +123,46 @@ class LogFiles:
 class Source:
     """The closure store (None when there is none to read) with the log files as the fallback."""
 
-    store: object | None  # ClosureStore
+    store: ClosureStore | None
     files: LogFiles
     notes: list[str] = field(default_factory=list)
 
-    def _guard(self, read: Callable[[], object], default: object) -> object:
+    def _guard(self, read: Callable[[ClosureStore], T], default: T) -> T:
         if self.store is None:
             return default
-        import psycopg
-
         try:
-            return read()
+            return read(self.store)
         except (sqlite3.Error, psycopg.Error, OSError) as exc:  # no table yet, a locked or unreachable database: use the files
             self.notes.append(f"closure store not readable ({type(exc).__name__}: {exc}); using log files")
             self.store = None
             return default
 
     def record(self, account_id: str) -> ClosureRecord | None:
-        return self._guard(lambda: self.store.get(account_id), None)  # type: ignore[union-attr,return-value]
+        return self._guard(lambda store: store.get(account_id), None)
 
     def records_of_user(self, user_id: str) -> list[ClosureRecord]:
-        return self._guard(lambda: self.store.of_user(user_id), [])  # type: ignore[union-attr,return-value]
+        return self._guard(lambda store: store.of_user(user_id), [])
 
     def unfinished(self) -> list[ClosureRecord]:
-        return self._guard(lambda: self.store.unfinished(), [])  # type: ignore[union-attr,return-value]
+        return self._guard(lambda store: store.unfinished(), [])
 
     def all_records(self) -> list[ClosureRecord]:
-        return self._guard(lambda: self.store.all(), [])  # type: ignore[union-attr,return-value]
+        return self._guard(lambda store: store.all(), [])
 
     def lines(self, account_id: str) -> tuple[list[str], str]:
         """Every line of the account's closures, oldest first, and where they came from."""
-        stored: list[str] = self._guard(lambda: self.store.log_lines(account_id), [])  # type: ignore[union-attr,assignment]
+        stored = self._guard(lambda store: store.log_lines(account_id), [])
         if stored:
             return stored, "closure store"
         return self.files.lines(account_id), f"log files in {self.files.folder}"
 
 
-def open_source(settings: object) -> Source:
+def open_source(settings: Settings) -> Source:
     """The store of `settings` if it exists (never created here), and the log folder under CLERA_DATA_DIR."""
-    from brokerage.closure.records import ClosureStore
-    from brokerage.sql import Database
-
-    files = LogFiles(settings.data_path.joinpath(*LOG_SUBDIR))  # type: ignore[attr-defined]
-    database_url = settings.database_url  # type: ignore[attr-defined]
-    if not database_url and not settings.sqlite_path.is_file():  # type: ignore[attr-defined]
+    files = LogFiles(settings.data_path.joinpath(*LOG_SUBDIR))
+    if not settings.database_url and not settings.sqlite_path.is_file():
         return Source(None, files)
-    return Source(ClosureStore(Database.for_settings(database_url, settings.sqlite_path)), files)  # type: ignore[attr-defined]
+    return Source(ClosureStore(Database.for_settings(settings.database_url, settings.sqlite_path)), files)
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -372,7 +371,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="--follow: seconds between polls")
 
 
-def run(args: argparse.Namespace, settings: object, console: Console | None = None) -> int:
+def run(args: argparse.Namespace, settings: Settings, console: Console | None = None) -> int:
     """0 when something was shown, 1 when the account or user has no closure, 2 on a usage error."""
     console = console or Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
