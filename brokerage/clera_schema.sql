@@ -1,5 +1,5 @@
 -- This project's additions to an existing Clera database for CLERA_SCHEMA=clera with CLERA_STORE=supabase: run in
--- the SQL editor (every statement can be repeated). Same DDL as CleraSqlStore's migration (brokerage/clera_store.py,
+-- the SQL editor (every statement can be repeated). Same DDL as CleraSqlStore's migration (brokerage/clera_schema.py,
 -- component "store_clera"); tests/test_store_contract.py checks that the two stay identical.
 -- Step 1: this project's own tables beside the frontend's, and company_profiles only if there is none.
 CREATE TABLE IF NOT EXISTS app_users (

@@ -119,7 +119,9 @@ class Store(Protocol):
         email: str | None = None,
         account_number: str | None = None,
         status: OnboardingStatus = "submitted",
-    ) -> AccountRecord: ...
+    ) -> AccountRecord:
+        """Records that `user_id` owns `account_id`; repeating it is harmless, another owner is a Conflict."""
+        ...
     def get_account(self, account_id: str) -> AccountRecord | None: ...
     def accounts_of(self, user_id: str) -> list[AccountRecord]: ...
     def owner_of(self, account_id: str) -> str | None: ...
@@ -203,3 +205,70 @@ def status_changes(
     if confirmation_code is not None:
         changes["confirmation_code"] = confirmation_code
     return changes
+
+
+class NewAccount(msgspec.Struct, frozen=True, kw_only=True):
+    """An `add_account` call, checked and normalized (ids non-empty, status known, email lower-cased)."""
+
+    user_id: str
+    account_id: str
+    email: str | None
+    account_number: str | None
+    status: OnboardingStatus
+
+
+class CheckedStore:
+    """The `Store` methods that take ids and emails from callers: each checks and normalizes them here,
+    once for every store, then leaves the writing or reading to the store's own `_` method."""
+
+    def ensure_user(self, user_id: str, email: str | None = None) -> User:
+        return self._ensure_user(check_id("user_id", user_id), normalize_email(email))
+
+    def add_account(
+        self,
+        user_id: str,
+        account_id: str,
+        *,
+        email: str | None = None,
+        account_number: str | None = None,
+        status: OnboardingStatus = "submitted",
+    ) -> AccountRecord:
+        wanted = NewAccount(
+            user_id=check_id("user_id", user_id),
+            account_id=check_id("account_id", account_id),
+            status=check_status(status),
+            email=normalize_email(email),
+            account_number=account_number,
+        )
+        record = self._attach_account(wanted)
+        if record.user_id != wanted.user_id:
+            raise Conflict(f"account {wanted.account_id} belongs to another user", code="account_owned_elsewhere")
+        return record
+
+    def account_by_email(self, email: str) -> AccountRecord | None:
+        wanted = normalize_email(email)
+        return None if wanted is None else self._account_by_email(wanted)
+
+    def claim_email(self, user_id: str, email: str) -> EmailClaim:
+        return self._claim_email(check_id("user_id", user_id), check_email(email))
+
+    def release_email(self, user_id: str, email: str) -> None:
+        wanted = normalize_email(email)
+        if wanted is not None:  # "no email" was never claimed
+            self._release_email(user_id, wanted)
+
+    def _ensure_user(self, user_id: str, email: str | None) -> User:
+        raise NotImplementedError
+
+    def _attach_account(self, new: NewAccount) -> AccountRecord:
+        """Writes `new` unless its account id is recorded already; answers the account as stored."""
+        raise NotImplementedError
+
+    def _account_by_email(self, email: str) -> AccountRecord | None:
+        raise NotImplementedError
+
+    def _claim_email(self, user_id: str, email: str) -> EmailClaim:
+        raise NotImplementedError
+
+    def _release_email(self, user_id: str, email: str) -> None:
+        raise NotImplementedError

@@ -1,6 +1,6 @@
 -- Tables of the Clera store for Supabase (CLERA_STORE=supabase): run in the SQL editor, and again after
 -- an upgrade (every statement can be repeated). Same DDL as SqlStore's PostgreSQL migration
--- (brokerage/sql_store.py, component "store"); tests/test_store_contract.py checks that the two stay identical.
+-- (brokerage/store_schema.py, component "store"); tests/test_store_contract.py checks that the two stay identical.
 -- Version 1: users, account ownership, company profiles.
 CREATE TABLE IF NOT EXISTS app_users (
     id TEXT PRIMARY KEY,

@@ -19,12 +19,14 @@ from standins.postgrest import PostgrestStandIn
 from supabase import create_client
 from supabase.lib.client_options import SyncClientOptions
 
-from brokerage.clera_store import CLERA_SCHEMA_SQL, CleraSqlStore
+from brokerage.clera_schema import CLERA_SCHEMA_SQL
+from brokerage.clera_store import CleraSqlStore
 from brokerage.clera_supabase_store import CleraSupabaseStore
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from brokerage.sql import Database
-from brokerage.sql_store import SqlStore, schema_sql
+from brokerage.sql_store import SqlStore
 from brokerage.store import CompanyProfile, Store
+from brokerage.store_schema import schema_sql
 from brokerage.supabase_store import SupabaseStore, error_from_postgrest
 from engine.clock import ManualClock
 

@@ -151,7 +151,7 @@ class Source:
 
     def lines(self, account_id: str) -> tuple[list[str], str]:
         """Every line of the account's closures, oldest first, and where they came from."""
-        stored = self._guard(lambda store: store.log_lines(account_id), [])
+        stored: list[str] = self._guard(lambda store: store.log_lines(account_id), [])
         if stored:
             return stored, "closure store"
         return self.files.lines(account_id), f"log files in {self.files.folder}"
