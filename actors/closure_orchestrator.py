@@ -134,7 +134,7 @@ class ClosureOrchestrator:
 
     def _count_steps(self) -> None:
         """The unfinished closures by the step each was at after its last pass (`initiated` before any)."""
-        from brokerage.closure.process import STEP_NAMES
+        from brokerage.closure.steps import STEP_NAMES
 
         counts = dict.fromkeys(STEP_NAMES, 0)
         for account_id in self.unfinished:
