@@ -15,10 +15,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from brokerage import store
 from brokerage.errors import Conflict, NotFound, Unavailable
 from brokerage.profile_rows import OWN_COLUMNS, normal_symbol, profile_from_row, profile_row
 from brokerage.sql import DATABASE_DOWN, INTEGRITY, Database
-from brokerage import store
 from brokerage.store import check_status, status_changes
 from brokerage.store_rows import account_from_row, moment, user_from_row
 from brokerage.store_schema import schema_sql

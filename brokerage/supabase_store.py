@@ -20,9 +20,9 @@ from postgrest import APIError, CountMethod, ReturnMethod
 from supabase import Client, SupabaseException, create_client
 from supabase.lib.client_options import SyncClientOptions
 
+from brokerage import store
 from brokerage.errors import BrokerageError, Conflict, InvalidRequest, NotFound, Unavailable
 from brokerage.profile_rows import OWN_COLUMNS, normal_symbol, profile_from_row, profile_row
-from brokerage import store
 from brokerage.store import check_status, status_changes
 from brokerage.store_rows import account_from_row, moment, user_from_row
 from engine.clock import Clock, WallClock
