@@ -3,7 +3,8 @@
 Every call goes through alpaca-py; what comes back is turned into `brokerage.models` types (amounts
 as `Decimal`, `brokerage.alpaca_answers`) and every failure into a `brokerage.errors` type
 (`brokerage.alpaca_errors`), so the gateway never sees an SDK or `requests` exception; requests are
-built and checked in `brokerage.alpaca_requests`. Known gaps of the SDK are handled here rather than worked around by callers:
+built and checked in `brokerage.alpaca_requests`. Known gaps of the SDK are handled here rather than
+worked around by callers:
 
 - ACH relationship lists: the SDK's status enum knows only QUEUED/APPROVED/PENDING, so a list that
   holds a CANCELED or CANCEL_REQUESTED relationship (every account that ever replaced its bank link)

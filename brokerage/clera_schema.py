@@ -7,7 +7,14 @@ keeps the two identical). The tables are written with the `{ts}`/`{now}` placeho
 
 from __future__ import annotations
 
-from brokerage.store_schema import APP_USERS_DDL, EMAIL_CLAIMS_DDL, PROFILE_TYPES, SEED_PROFILE_ADDED_DDL, rls
+from brokerage.store_schema import (
+    APP_USERS_DDL,
+    EMAIL_CLAIMS_DDL,
+    PROFILE_TYPES,
+    SEED_PROFILE_ADDED_DDL,
+    bank_links_sql,
+    rls,
+)
 
 _TYPES = {"ts": "TIMESTAMPTZ", "now": " DEFAULT now()"}
 # Which account an email opened (one account per email: the frontend's table may get no unique index).
@@ -48,4 +55,5 @@ ALTER TABLE user_onboarding ADD COLUMN IF NOT EXISTS closure_completed_at TIMEST
 ALTER TABLE user_onboarding ADD COLUMN IF NOT EXISTS closure_confirmation_code TEXT;
 END $$;
 """
-CLERA_SCHEMA_SQL = (_CLERA_V1, _CLERA_V2)
+# Step 3: this project's record of the Plaid Item behind each bank link (as in the own layout).
+CLERA_SCHEMA_SQL = (_CLERA_V1, _CLERA_V2, bank_links_sql("postgres", own_accounts=False))

@@ -22,7 +22,10 @@ from brokerage.store import AccountRecord, NewAccount, OnboardingStatus, check_e
 from brokerage.store_rows import parse_ts
 from brokerage.supabase_store import SupabaseStore, to_wire
 
-CLERA_TABLES = ("user_onboarding", "app_users", "email_claims", "account_emails", "account_claims", "company_profiles")
+CLERA_TABLES = (
+    "user_onboarding", "app_users", "email_claims", "account_emails", "account_claims", "company_profiles",
+    "bank_links",
+)
 _RETRIES = 20
 
 

@@ -20,7 +20,7 @@ from brokerage.errors import Conflict, NotFound, Unavailable
 from brokerage.profile_rows import OWN_COLUMNS, normal_symbol, profile_from_row, profile_row
 from brokerage.sql import DATABASE_DOWN, INTEGRITY, Database
 from brokerage.store import check_status, status_changes
-from brokerage.store_rows import account_from_row, moment, user_from_row
+from brokerage.store_rows import account_from_row, bank_link_from_row, moment, user_from_row
 from brokerage.store_schema import schema_sql
 from engine.clock import Clock, WallClock
 
@@ -40,6 +40,7 @@ _ACCOUNT_COLUMNS = (
     "account_id, user_id, status, email, account_number, created_at, updated_at,"
     " closure_requested_at, closed_at, confirmation_code"
 )
+_BANK_LINK_COLUMNS = "relationship_id, account_id, item_id, needs_relink, last_event, created_at, updated_at"
 _IN_CHUNK = 500  # symbols asked for in one IN (...) list
 _CLAIM_ATTEMPTS = 5
 
@@ -180,6 +181,42 @@ class SqlStore(store.CheckedStore):
             record = self.get_account(account_id)
         assert record is not None
         return record
+
+    # -- bank links made through Plaid -----------------------------------------------------------
+    def record_bank_link(self, account_id: str, relationship_id: str, item_id: str) -> store.BankLink:
+        now = self._ts_in(self._now())
+        with unavailable_when_down(), self.db.transaction():
+            self.db.execute(
+                f"INSERT INTO bank_links ({_BANK_LINK_COLUMNS}) VALUES (?, ?, ?, ?, NULL, ?, ?)"
+                " ON CONFLICT (relationship_id) DO UPDATE SET account_id = excluded.account_id,"
+                " item_id = excluded.item_id, needs_relink = excluded.needs_relink, last_event = NULL,"
+                " created_at = excluded.created_at, updated_at = excluded.updated_at",
+                (relationship_id, account_id, item_id, False, now, now),
+            )
+            row = self.db.fetchone(
+                f"SELECT {_BANK_LINK_COLUMNS} FROM bank_links WHERE relationship_id = ?", (relationship_id,)
+            )
+        assert row is not None  # just written
+        return bank_link_from_row(row)
+
+    def record_item_event(self, item_id: str, event: str, needs_relink: bool | None) -> list[store.BankLink]:
+        flag = "" if needs_relink is None else ", needs_relink = ?"
+        with unavailable_when_down(), self.db.transaction():
+            self.db.execute(
+                f"UPDATE bank_links SET last_event = ?, updated_at = ?{flag} WHERE item_id = ?",
+                (event, self._ts_in(self._now()), *(() if needs_relink is None else (needs_relink,)), item_id),
+            )
+            rows = self.db.fetchall(
+                f"SELECT {_BANK_LINK_COLUMNS} FROM bank_links WHERE item_id = ? ORDER BY relationship_id", (item_id,)
+            )
+        return [bank_link_from_row(r) for r in rows]
+
+    def bank_links_of(self, account_id: str) -> list[store.BankLink]:
+        rows = self.db.fetchall(
+            f"SELECT {_BANK_LINK_COLUMNS} FROM bank_links WHERE account_id = ? ORDER BY created_at, relationship_id",
+            (account_id,),
+        )
+        return [bank_link_from_row(r) for r in rows]
 
     # -- company profiles ------------------------------------------------------------------------
     def _profile_columns(self) -> tuple[str, ...]:

@@ -51,6 +51,19 @@ class EmailClaim(msgspec.Struct, kw_only=True):
     new: bool
 
 
+class BankLink(msgspec.Struct, kw_only=True):
+    """A bank link made through Plaid: the Plaid Item behind the broker's ACH relationship, and what
+    Plaid's webhooks last said of it. `needs_relink` while the user must go through Link again."""
+
+    relationship_id: str
+    account_id: str
+    item_id: str
+    needs_relink: bool = False
+    last_event: str | None = None  # "TYPE/CODE", then the error code if Plaid sent one
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
 class CompanyProfile(msgspec.Struct, kw_only=True):
     """A row of `company_profiles` in the seed's shape (its collector's column names, which the frontend
     reads for logos, names and pickers). Market figures are display data from FMP, hence floats.
@@ -143,6 +156,16 @@ class Store(Protocol):
     ) -> AccountRecord:
         """Moves the onboarding status; entering `pending_closure`/`closed` stamps its timestamp."""
         ...
+
+    # bank links made through Plaid
+    def record_bank_link(self, account_id: str, relationship_id: str, item_id: str) -> BankLink:
+        """Notes the Plaid Item behind a new ACH relationship (recording one again starts it afresh)."""
+        ...
+    def record_item_event(self, item_id: str, event: str, needs_relink: bool | None) -> list[BankLink]:
+        """Notes a webhook Plaid sent about `item_id` on every bank link it backs (none for an Item this
+        store never linked); `needs_relink` None leaves the flag as it is."""
+        ...
+    def bank_links_of(self, account_id: str) -> list[BankLink]: ...
 
     # company profiles
     def upsert_company_profiles(self, profiles: list[CompanyProfile]) -> int: ...

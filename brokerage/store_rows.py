@@ -1,5 +1,5 @@
-"""Rows of `app_users` and `user_accounts` -> the `Store` port's records, for every store that reads
-those tables (SQLite, PostgreSQL, Supabase): one mapping, so the stores cannot drift apart."""
+"""Rows of `app_users`, `user_accounts` and `bank_links` -> the `Store` port's records, for every store
+that reads those tables (SQLite, PostgreSQL, Supabase): one mapping, so the stores cannot drift apart."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from brokerage.store import AccountRecord, User
+from brokerage.store import AccountRecord, BankLink, User
 
 UTC = dt.UTC
 
@@ -38,4 +38,16 @@ def account_from_row(row: Mapping[str, Any]) -> AccountRecord:
         closure_requested_at=parse_ts(row.get("closure_requested_at")),
         closed_at=parse_ts(row.get("closed_at")),
         confirmation_code=row.get("confirmation_code"),
+    )
+
+
+def bank_link_from_row(row: Mapping[str, Any]) -> BankLink:
+    return BankLink(
+        relationship_id=row["relationship_id"],
+        account_id=row["account_id"],
+        item_id=row["item_id"],
+        needs_relink=bool(row["needs_relink"]),  # SQLite keeps 0/1
+        last_event=row.get("last_event"),
+        created_at=moment(row["created_at"]),
+        updated_at=moment(row["updated_at"]),
     )

@@ -98,6 +98,24 @@ def _v3(dialect: str) -> str:
     )
 
 
+# Version 4: which Plaid Item backs a bank link (ACH relationship) made through Plaid, and what Plaid's
+# webhooks last said of it (`last_event`, e.g. "ITEM/ERROR ITEM_LOGIN_REQUIRED"): `needs_relink` while the
+# user must go through Link again. The broker holds the relationship itself; this table only adds what
+# the broker has no place for. The Clera layout has it too, without the reference to `user_accounts`.
+BANK_LINKS_DDL = """CREATE TABLE IF NOT EXISTS bank_links (
+    relationship_id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL{account_ref},
+    item_id TEXT NOT NULL,
+    needs_relink {bool} NOT NULL DEFAULT {false},
+    last_event TEXT,
+    created_at {ts} NOT NULL{now},
+    updated_at {ts} NOT NULL{now}
+);
+CREATE INDEX IF NOT EXISTS bank_links_account_id_idx ON bank_links (account_id);
+CREATE INDEX IF NOT EXISTS bank_links_item_id_idx ON bank_links (item_id);
+"""
+
+
 # Supabase serves every public table over REST, to the browser's anon key too: row level security
 # with no policy keeps these tables to the service role (and to the owner SqlStore connects as).
 def rls(*tables: str) -> str:
@@ -106,13 +124,24 @@ def rls(*tables: str) -> str:
 
 _DIALECT_TYPES = {
     "postgres": {
-        "ts": "TIMESTAMPTZ", "now": " DEFAULT now()", "json": "JSONB",
+        "ts": "TIMESTAMPTZ", "now": " DEFAULT now()", "json": "JSONB", "bool": "BOOLEAN", "false": "false",
         "rls": rls("app_users", "user_accounts", "company_profiles"), "rls_v2": rls("email_claims"),
+        "rls_v4": rls("bank_links"),
     },
-    "sqlite": {"ts": "TEXT", "now": "", "json": "TEXT", "rls": "", "rls_v2": ""},
+    "sqlite": {
+        "ts": "TEXT", "now": "", "json": "TEXT", "bool": "INTEGER", "false": "0", "rls": "", "rls_v2": "", "rls_v4": "",
+    },
 }
+
+
+def bank_links_sql(dialect: str, *, own_accounts: bool = True) -> str:
+    """The `bank_links` table: version 4 here; step 3 of the Clera layout, whose accounts live in the
+    frontend's `user_onboarding` (`own_accounts=False`: nothing to reference)."""
+    account_ref = " REFERENCES user_accounts (account_id)" if own_accounts else ""
+    return (BANK_LINKS_DDL + "{rls_v4}").format(**_DIALECT_TYPES[dialect], account_ref=account_ref)
 
 
 def schema_sql(dialect: str) -> list[str]:
     """The migration steps for one dialect ("postgres" or "sqlite")."""
-    return [step.format(**_DIALECT_TYPES[dialect]).strip() + "\n" for step in (_V1, _V2)] + [_v3(dialect)]
+    steps = [step.format(**_DIALECT_TYPES[dialect]).strip() + "\n" for step in (_V1, _V2)] + [_v3(dialect)]
+    return [*steps, bank_links_sql(dialect)]

@@ -24,11 +24,11 @@ from brokerage import store
 from brokerage.errors import BrokerageError, Conflict, InvalidRequest, NotFound, Unavailable
 from brokerage.profile_rows import OWN_COLUMNS, normal_symbol, profile_from_row, profile_row
 from brokerage.store import check_status, status_changes
-from brokerage.store_rows import account_from_row, moment, user_from_row
+from brokerage.store_rows import account_from_row, bank_link_from_row, moment, user_from_row
 from engine.clock import Clock, WallClock
 
 UTC = dt.UTC
-TABLES = ("app_users", "user_accounts", "company_profiles", "email_claims")
+TABLES = ("app_users", "user_accounts", "company_profiles", "email_claims", "bank_links")
 _MISSING_TABLE_CODES = {"PGRST205", "42P01"}
 _STATUS_RETRIES = 20
 _UPSERT_CHUNK = 500
@@ -223,6 +223,30 @@ class SupabaseStore(store.CheckedStore):
             if updated:
                 return account_from_row(updated[0])
         raise Unavailable(f"account {account_id} kept changing; status not set", code="store_contention")
+
+    # -- bank links made through Plaid -----------------------------------------------------------
+    def record_bank_link(self, account_id: str, relationship_id: str, item_id: str) -> store.BankLink:
+        now = to_wire(self._now())
+        row = {
+            "relationship_id": relationship_id, "account_id": account_id, "item_id": item_id,
+            "needs_relink": False, "last_event": None, "created_at": now, "updated_at": now,
+        }
+        written = self._run(lambda c: c.table("bank_links").upsert(row, on_conflict="relationship_id")).data
+        return bank_link_from_row(written[0])
+
+    def record_item_event(self, item_id: str, event: str, needs_relink: bool | None) -> list[store.BankLink]:
+        changes: dict[str, Any] = {"last_event": event, "updated_at": to_wire(self._now())}
+        if needs_relink is not None:
+            changes["needs_relink"] = needs_relink
+        rows = self._run(lambda c: c.table("bank_links").update(changes).eq("item_id", item_id)).data
+        return sorted((bank_link_from_row(r) for r in rows), key=lambda link: link.relationship_id)
+
+    def bank_links_of(self, account_id: str) -> list[store.BankLink]:
+        rows = self._run(
+            lambda c: c.table("bank_links").select("*").eq("account_id", account_id).order("created_at")
+            .order("relationship_id")
+        ).data
+        return [bank_link_from_row(r) for r in rows]
 
     # -- company profiles ------------------------------------------------------------------------
     def upsert_company_profiles(self, profiles: list[store.CompanyProfile]) -> int:
