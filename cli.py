@@ -351,7 +351,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from actors import topology
     from brokerage.company_profiles import load_default_company_profiles
     from brokerage.factory import process_broker
-    from brokerage.store import store_from_settings
+    from brokerage.store_factory import store_from_settings
     from engine import world
     from engine.clock import clock_from_settings
     from engine.console import run_console

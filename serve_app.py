@@ -29,7 +29,7 @@ from agents.wiring import runner_from_settings
 from brokerage.broker import Broker
 from brokerage.company_profiles import load_default_company_profiles
 from brokerage.factory import process_broker
-from brokerage.store import store_from_settings
+from brokerage.store_factory import store_from_settings
 from engine.chat import (
     ChatEvent,
     ChatTurn,

@@ -26,12 +26,13 @@ import ray
 
 from actors import placement
 from actors.common import lookup, setup_process
-from brokerage.closure.process import STEP_NAMES, ClosureProcess
+from brokerage.closure.process import ClosureProcess
 from brokerage.closure.records import ClosureStore
+from brokerage.closure.steps import STEP_NAMES
 from brokerage.email import mailer_from_settings
 from brokerage.factory import process_broker
 from brokerage.sql import Database
-from brokerage.store import store_from_settings
+from brokerage.store_factory import store_from_settings
 from engine import metrics
 from engine.clock import clock_from_settings
 from engine.config import Settings

@@ -28,7 +28,7 @@ from actors.market_feed import FeedFactory, MarketFeed
 from actors.portfolio_shard import PortfolioShard
 from actors.position_sync import PositionSync
 from actors.symbol_shard import SymbolShard
-from brokerage.positions import position_source_from_settings as broker_source
+from brokerage.factory import position_source_from_settings as broker_source
 from engine.config import Settings
 from engine.demo_positions import FilePositionSource
 from engine.positions import PositionSource

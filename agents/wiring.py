@@ -12,7 +12,8 @@ from brokerage.broker import Broker
 from brokerage.factory import process_broker
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
-from brokerage.store import Store, store_from_settings
+from brokerage.store import Store
+from brokerage.store_factory import store_from_settings
 from engine.clock import clock_from_settings
 from engine.config import ConfigError, Settings
 

@@ -117,7 +117,7 @@ def run_uvicorn(port: int, environ: dict[str, str]) -> None:
     from agents.wiring import runner_from_settings
     from brokerage.company_profiles import load_default_company_profiles
     from brokerage.factory import process_broker
-    from brokerage.store import store_from_settings
+    from brokerage.store_factory import store_from_settings
     from engine.config import load_settings
     from gateway.app import build_app
     from gateway.services import Services
@@ -451,7 +451,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         from brokerage.company_profiles import load_default_company_profiles
         from brokerage.factory import process_broker
-        from brokerage.store import store_from_settings
+        from brokerage.store_factory import store_from_settings
 
         store = store_from_settings(settings)
         load_default_company_profiles(store)

@@ -79,7 +79,7 @@ def _ms(seconds: float | None) -> float | None:
 def run_uvicorn(port: int, environ: dict[str, str]) -> None:
     import uvicorn
 
-    from brokerage.store import store_from_settings
+    from brokerage.store_factory import store_from_settings
     from engine.config import load_settings
     from gateway import routes_core, ws
     from gateway.app import build_app
@@ -474,7 +474,7 @@ def main() -> None:
 
     import serve_app
     from actors.topology import start_topology, stop_topology
-    from brokerage.store import store_from_settings
+    from brokerage.store_factory import store_from_settings
 
     # As `clera serve` starts Ray: direct ingress on; workers at the load generator's priority (Ray
     # starts them at nice 15, and a busy machine would otherwise starve only the Ray side).

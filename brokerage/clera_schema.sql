@@ -1,5 +1,5 @@
 -- This project's additions to an existing Clera database for CLERA_SCHEMA=clera with CLERA_STORE=supabase: run in
--- the SQL editor (every statement can be repeated). Same DDL as CleraSqlStore's migration (brokerage/clera_store.py,
+-- the SQL editor (every statement can be repeated). Same DDL as CleraSqlStore's migration (brokerage/clera_schema.py,
 -- component "store_clera"); tests/test_store_contract.py checks that the two stay identical.
 -- Step 1: this project's own tables beside the frontend's, and company_profiles only if there is none.
 CREATE TABLE IF NOT EXISTS app_users (
@@ -47,3 +47,16 @@ ALTER TABLE user_onboarding ADD COLUMN IF NOT EXISTS closure_initiated_at TIMEST
 ALTER TABLE user_onboarding ADD COLUMN IF NOT EXISTS closure_completed_at TIMESTAMPTZ;
 ALTER TABLE user_onboarding ADD COLUMN IF NOT EXISTS closure_confirmation_code TEXT;
 END $$;
+-- Step 3: the Plaid Item behind each bank link and what Plaid's webhooks last said of it.
+CREATE TABLE IF NOT EXISTS bank_links (
+    relationship_id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    needs_relink BOOLEAN NOT NULL DEFAULT false,
+    last_event TEXT,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS bank_links_account_id_idx ON bank_links (account_id);
+CREATE INDEX IF NOT EXISTS bank_links_item_id_idx ON bank_links (item_id);
+ALTER TABLE bank_links ENABLE ROW LEVEL SECURITY;

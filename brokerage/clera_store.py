@@ -23,25 +23,19 @@ from typing import Any
 
 import psycopg
 
+from brokerage.clera_schema import CLERA_SCHEMA_SQL
 from brokerage.errors import Conflict, InvalidRequest, NotFound
 from brokerage.sql import Database
-from brokerage.sql_store import (
-    APP_USERS_DDL,
-    EMAIL_CLAIMS_DDL,
-    PROFILE_TYPES,
-    SEED_PROFILE_ADDED_DDL,
-    SqlStore,
-    unavailable_when_down,
-)
+from brokerage.sql_store import SqlStore, unavailable_when_down
 from brokerage.store import (
     AccountRecord,
+    NewAccount,
     OnboardingStatus,
     check_email,
-    check_id,
     check_status,
-    normalize_email,
     status_changes,
 )
+from brokerage.store_rows import account_from_row
 from engine.config import ConfigError
 
 CLERA_STATUS: dict[str, str | None] = {"active": "approved", "rejected": None}  # ours -> the enum's (None: not written)
@@ -51,47 +45,6 @@ CLOSURE_COLUMNS = {
     "closed_at": "closure_completed_at",
     "confirmation_code": "closure_confirmation_code",
 }
-
-_TYPES = {"ts": "TIMESTAMPTZ", "now": " DEFAULT now()"}
-# Component "store_clera". Step 1: this project's own tables, and company_profiles in the seed's
-# shape only if the database has none (an existing one is used as it is).
-_CLERA_V1 = (
-    APP_USERS_DDL.format(**_TYPES)
-    + EMAIL_CLAIMS_DDL.format(**_TYPES)
-    + """CREATE TABLE IF NOT EXISTS account_emails (
-    email TEXT PRIMARY KEY,
-    account_id TEXT NOT NULL UNIQUE,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS account_claims (
-    account_id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-ALTER TABLE app_users ENABLE ROW LEVEL SECURITY;
-ALTER TABLE email_claims ENABLE ROW LEVEL SECURITY;
-ALTER TABLE account_emails ENABLE ROW LEVEL SECURITY;
-ALTER TABLE account_claims ENABLE ROW LEVEL SECURITY;
-CREATE TABLE IF NOT EXISTS company_profiles (
-    symbol TEXT PRIMARY KEY, company_name TEXT NOT NULL, industry TEXT, description TEXT, isin TEXT, country TEXT,
-    sector TEXT, updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-"""
-    + SEED_PROFILE_ADDED_DDL.format(**PROFILE_TYPES["postgres"])
-    + "\n);\n"
-)
-# Step 2: the seed's own closure additions to the frontend's table (its SQL, made repeatable).
-_CLERA_V2 = """DO $$
-BEGIN
-IF to_regtype('onboarding_status') IS NOT NULL THEN
-    ALTER TYPE onboarding_status ADD VALUE IF NOT EXISTS 'pending_closure';
-    ALTER TYPE onboarding_status ADD VALUE IF NOT EXISTS 'closed';
-END IF;
-ALTER TABLE user_onboarding ADD COLUMN IF NOT EXISTS closure_initiated_at TIMESTAMPTZ;
-ALTER TABLE user_onboarding ADD COLUMN IF NOT EXISTS closure_completed_at TIMESTAMPTZ;
-ALTER TABLE user_onboarding ADD COLUMN IF NOT EXISTS closure_confirmation_code TEXT;
-END $$;
-"""
-CLERA_SCHEMA_SQL = (_CLERA_V1, _CLERA_V2)  # also shipped as brokerage/clera_schema.sql for CLERA_STORE=supabase
 
 
 def clera_status(status: str) -> str | None:
@@ -160,24 +113,21 @@ class CleraSqlStore(SqlStore):
 
     def get_account(self, account_id: str) -> AccountRecord | None:
         row = self.db.fetchone(self._select("o.alpaca_account_id = ?") + " ORDER BY o.created_at LIMIT 1", (account_id,))
-        return self._account(row) if row else None
+        return account_from_row(row) if row else None
 
     def accounts_of(self, user_id: str) -> list[AccountRecord]:
         rows = self.db.fetchall(
             self._select("o.user_id::text = ?") + " ORDER BY o.created_at, o.alpaca_account_id", (user_id,)
         )
-        return [self._account(r) for r in rows]
+        return [account_from_row(r) for r in rows]
 
     def owner_of(self, account_id: str) -> str | None:
         record = self.get_account(account_id)
         return record.user_id if record else None
 
-    def account_by_email(self, email: str) -> AccountRecord | None:
-        wanted = normalize_email(email)
-        if wanted is None:
-            return None
-        row = self.db.fetchone(self._select("e.email = ?") + " LIMIT 1", (wanted,))
-        return self._account(row) if row else None
+    def _account_by_email(self, email: str) -> AccountRecord | None:
+        row = self.db.fetchone(self._select("e.email = ?") + " LIMIT 1", (email,))
+        return account_from_row(row) if row else None
 
     def list_account_ids(self) -> list[str]:
         rows = self.db.fetchall(
@@ -188,41 +138,28 @@ class CleraSqlStore(SqlStore):
         return [r["alpaca_account_id"] for r in rows]
 
     # -- writing ---------------------------------------------------------------------------------
-    def add_account(
-        self,
-        user_id: str,
-        account_id: str,
-        *,
-        email: str | None = None,
-        account_number: str | None = None,
-        status: OnboardingStatus = "submitted",
-    ) -> AccountRecord:
-        user_id = check_id("user_id", user_id)
-        account_id = check_id("account_id", account_id)
-        check_status(status)
-        email = normalize_email(email)
+    def _attach_account(self, new: NewAccount) -> AccountRecord:
         now = self._now()
         with unavailable_when_down(), self.db.transaction():
             self.db.execute(
                 "INSERT INTO app_users (id, email, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (user_id, None, now),
+                (new.user_id, None, now),
             )
-            current = self.get_account(account_id)
+            current = self.get_account(new.account_id)
             # No unique index may be added to the frontend's table: the claim decides who attaches the
             # account (a racing insert waits for ours to commit, then finds it).
             if current is None and self.db.execute(
                 "INSERT INTO account_claims (account_id, user_id, created_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (account_id) DO NOTHING",
-                (account_id, user_id, now),
+                (new.account_id, new.user_id, now),
             ) == 1:
-                self._claim_account_email(account_id, email)
-                self._attach(user_id, account_id, account_number, status, now)
-            current = current or self.get_account(account_id)
+                self._claim_account_email(new.account_id, new.email)
+                self._attach(new.user_id, new.account_id, new.account_number, new.status, now)
+            current = current or self.get_account(new.account_id)
         if current is None:  # claimed by a writer that then failed (its transaction rolled back the claim)
-            raise Conflict(f"account {account_id} is being attached by another request; retry", code="store_contention")
-        assert current is not None  # just written, or there before
-        if current.user_id != user_id:
-            raise Conflict(f"account {account_id} belongs to another user", code="account_owned_elsewhere")
+            raise Conflict(
+                f"account {new.account_id} is being attached by another request; retry", code="store_contention"
+            )
         return current
 
     def _claim_account_email(self, account_id: str, email: str | None) -> None:

@@ -18,10 +18,14 @@ from supabase import Client
 from brokerage.clera_store import CLOSURE_COLUMNS, clera_changes, clera_status
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from brokerage.profile_rows import SEED_COLUMNS
-from brokerage.store import AccountRecord, OnboardingStatus, check_email, check_id, check_status, normalize_email
-from brokerage.supabase_store import SupabaseStore, parse_ts, to_wire
+from brokerage.store import AccountRecord, NewAccount, OnboardingStatus, check_email, check_status
+from brokerage.store_rows import parse_ts
+from brokerage.supabase_store import SupabaseStore, to_wire
 
-CLERA_TABLES = ("user_onboarding", "app_users", "email_claims", "account_emails", "account_claims", "company_profiles")
+CLERA_TABLES = (
+    "user_onboarding", "app_users", "email_claims", "account_emails", "account_claims", "company_profiles",
+    "bank_links",
+)
 _RETRIES = 20
 
 
@@ -110,11 +114,8 @@ class CleraSupabaseStore(SupabaseStore):
         record = self.get_account(account_id)
         return record.user_id if record else None
 
-    def account_by_email(self, email: str) -> AccountRecord | None:
-        wanted = normalize_email(email)
-        if wanted is None:
-            return None
-        held = self._run(lambda c: c.table("account_emails").select("account_id").eq("email", wanted).limit(1)).data
+    def _account_by_email(self, email: str) -> AccountRecord | None:
+        held = self._run(lambda c: c.table("account_emails").select("account_id").eq("email", email).limit(1)).data
         return self.get_account(held[0]["account_id"]) if held else None
 
     def _account_ids_after(self, after: str | None) -> list[str]:
@@ -130,27 +131,13 @@ class CleraSupabaseStore(SupabaseStore):
         return list(dict.fromkeys(r["alpaca_account_id"] for r in self._run(build).data))
 
     # -- writing ---------------------------------------------------------------------------------
-    def add_account(
-        self,
-        user_id: str,
-        account_id: str,
-        *,
-        email: str | None = None,
-        account_number: str | None = None,
-        status: OnboardingStatus = "submitted",
-    ) -> AccountRecord:
-        user_id = check_id("user_id", user_id)
-        account_id = check_id("account_id", account_id)
-        check_status(status)
-        if not _is_uuid(user_id):
-            raise InvalidRequest(f"user id {user_id!r} is not a Supabase user id", code="invalid_user_id")
-        email = normalize_email(email)
-        self._insert_user(user_id)
-        current = self.get_account(account_id)
+    def _attach_account(self, new: NewAccount) -> AccountRecord:
+        if not _is_uuid(new.user_id):
+            raise InvalidRequest(f"user id {new.user_id!r} is not a Supabase user id", code="invalid_user_id")
+        self._insert_user(new.user_id)
+        current = self.get_account(new.account_id)
         if current is None:
-            current = self._attach_claimed(user_id, account_id, email, account_number, status)
-        if current.user_id != user_id:
-            raise Conflict(f"account {account_id} belongs to another user", code="account_owned_elsewhere")
+            current = self._attach_claimed(new.user_id, new.account_id, new.email, new.account_number, new.status)
         return current
 
     def _attach_claimed(

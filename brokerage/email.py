@@ -19,12 +19,11 @@ import threading
 import time
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import msgspec
 
-if TYPE_CHECKING:
-    from engine.config import Settings
+from engine.config import Settings
 
 log = logging.getLogger(__name__)
 

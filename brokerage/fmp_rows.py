@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -28,15 +28,15 @@ class FmpQuote(msgspec.Struct, kw_only=True):
 
     symbol: str
     price: float | None = None
-    change: float | None = None
-    change_pct: float | None = None
+    change: Annotated[float, msgspec.Meta(description="US dollars since the previous close")] | None = None
+    change_pct: Annotated[float, msgspec.Meta(description="percent since the previous close")] | None = None
     previous_close: float | None = None
     day_low: float | None = None
     day_high: float | None = None
-    volume: float | None = None
+    volume: Annotated[float, msgspec.Meta(description="shares traded today")] | None = None
     market_cap: float | None = None
     exchange: str | None = None
-    timestamp: float | None = None
+    timestamp: Annotated[float, msgspec.Meta(description="Unix seconds of the quote")] | None = None
     source: str = "fmp"
 
 

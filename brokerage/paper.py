@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from brokerage import models, paper_rows
 from brokerage import paper_ledger as ledger
-from brokerage import paper_rows
 from brokerage import paper_rules as rules
 from brokerage.aba import is_valid_routing_number
 from brokerage.errors import (
@@ -38,18 +38,6 @@ from brokerage.errors import (
     Unavailable,
 )
 from brokerage.ledger_schema import COMPONENT, STEPS
-from brokerage.models import (
-    AccountApplication,
-    AchRelationship,
-    Activity,
-    BrokerAccount,
-    BrokerPosition,
-    CloseResult,
-    ManualAchRequest,
-    Order,
-    OrderRequest,
-    Transfer,
-)
 from brokerage.paper_ledger import CLOSED, OPEN_ORDER, OpenOrder, OrderTerms
 from brokerage.paper_reads import LedgerReads
 from brokerage.paper_session import LedgerSessions, NextDue, OnChange
@@ -104,7 +92,7 @@ class PaperBroker:
 
     # --- accounts ---------------------------------------------------------------------------
     @_ledger_errors
-    def create_account(self, application: AccountApplication) -> BrokerAccount:
+    def create_account(self, application: models.AccountApplication) -> models.BrokerAccount:
         """Validates the application and files it as SUBMITTED; approval follows on the next touch or ledger step."""
         app = rules.check_application(application, dt.date.today())
         account_id = new_id()
@@ -123,18 +111,18 @@ class PaperBroker:
         return self.reads.account(account_id)
 
     @_ledger_errors
-    def get_account(self, account_id: str) -> BrokerAccount:
+    def get_account(self, account_id: str) -> models.BrokerAccount:
         self.sessions.sync(account_id)
         return self.reads.account(account_id)
 
     @_ledger_errors
-    def find_account_by_email(self, email: str) -> BrokerAccount | None:
+    def find_account_by_email(self, email: str) -> models.BrokerAccount | None:
         wanted = normalize_email(email)
         account_id = None if wanted is None else self.tables.account_id_by_email(wanted)
         return None if account_id is None else self.get_account(account_id)
 
     @_ledger_errors
-    def close_account(self, account_id: str) -> BrokerAccount:
+    def close_account(self, account_id: str) -> models.BrokerAccount:
         """Only with no positions, no open orders, no deposit in flight and at most $1.00 cash."""
         with self.sessions.locked(account_id) as a:
             if a.book.status != CLOSED:
@@ -153,14 +141,14 @@ class PaperBroker:
 
     # --- bank links -------------------------------------------------------------------------
     @_ledger_errors
-    def list_ach_relationships(self, account_id: str) -> list[AchRelationship]:
+    def list_ach_relationships(self, account_id: str) -> list[models.AchRelationship]:
         self.tables.account(account_id)
         return [paper_rows.ach_relationship(r) for r in self.tables.ach_rows(account_id)]
 
     @_ledger_errors
-    def create_ach_relationship(self, account_id: str, request: ManualAchRequest) -> AchRelationship:
+    def create_ach_relationship(self, account_id: str, request: models.ManualAchRequest) -> models.AchRelationship:
         try:
-            req = msgspec.convert(msgspec.to_builtins(request), ManualAchRequest)
+            req = msgspec.convert(msgspec.to_builtins(request), models.ManualAchRequest)
         except msgspec.ValidationError as exc:
             raise InvalidRequest(f"invalid bank details: {exc}") from None
         if not is_valid_routing_number(req.bank_routing_number):
@@ -182,7 +170,7 @@ class PaperBroker:
     @_ledger_errors
     def create_ach_relationship_from_processor_token(
         self, account_id: str, processor_token: str
-    ) -> AchRelationship:
+    ) -> models.AchRelationship:
         """A bank link from a Plaid processor token; the paper broker trusts the token as verified."""
         if (
             not isinstance(processor_token, str)
@@ -208,7 +196,7 @@ class PaperBroker:
             if self.tables.ach_row(a.id, relationship_id)["status"] != "CANCELED":
                 self.tables.cancel_ach(relationship_id, a.now)
 
-    def _add_relationship(self, account_id: str, **bank: str | None) -> AchRelationship:
+    def _add_relationship(self, account_id: str, **bank: str | None) -> models.AchRelationship:
         rel_id = new_id()
         refusal = Conflict(
             "this account already has an active ACH relationship; delete it first", code="ach_relationship_exists"
@@ -227,7 +215,7 @@ class PaperBroker:
     @_ledger_errors
     def create_transfer(
         self, account_id: str, relationship_id: str, amount: Decimal, direction: str
-    ) -> Transfer:
+    ) -> models.Transfer:
         amount = rules.check_amount(amount)
         direction = direction.upper() if isinstance(direction, str) else ""
         if direction not in ("INCOMING", "OUTGOING"):
@@ -262,12 +250,12 @@ class PaperBroker:
         return paper_rows.transfer(self.tables.transfer_row(account_id, transfer_id))
 
     @_ledger_errors
-    def get_transfer(self, account_id: str, transfer_id: str) -> Transfer:
+    def get_transfer(self, account_id: str, transfer_id: str) -> models.Transfer:
         self.sessions.sync(account_id)
         return paper_rows.transfer(self.tables.transfer_row(account_id, transfer_id))
 
     @_ledger_errors
-    def list_transfers(self, account_id: str) -> list[Transfer]:
+    def list_transfers(self, account_id: str) -> list[models.Transfer]:
         self.sessions.sync(account_id)
         return [paper_rows.transfer(r) for r in self.tables.transfer_rows(account_id)]
 
@@ -285,7 +273,7 @@ class PaperBroker:
 
     # --- trading ----------------------------------------------------------------------------
     @_ledger_errors
-    def submit_order(self, account_id: str, request: OrderRequest) -> Order:
+    def submit_order(self, account_id: str, request: models.OrderRequest) -> models.Order:
         """Validates, checks funds or shares, records the order and fills it if the market is open.
 
         A refusal (no price, no funds, no shares, PDT) raises `Rejected` and records nothing; an
@@ -321,12 +309,12 @@ class PaperBroker:
         return paper_rows.order(self.tables.order_row(account_id, order.id))
 
     @_ledger_errors
-    def get_order(self, account_id: str, order_id: str) -> Order:
+    def get_order(self, account_id: str, order_id: str) -> models.Order:
         self.sessions.sync(account_id)
         return paper_rows.order(self.tables.order_row(account_id, order_id))
 
     @_ledger_errors
-    def list_orders(self, account_id: str, status: str = "all") -> list[Order]:
+    def list_orders(self, account_id: str, status: str = "all") -> list[models.Order]:
         if status not in ("open", "closed", "all"):
             raise InvalidRequest("status must be open, closed or all", details={"field": "status"})
         self.sessions.sync(account_id)
@@ -346,12 +334,12 @@ class PaperBroker:
             self.sessions.close_order(a, order_id, "canceled")
 
     @_ledger_errors
-    def list_positions(self, account_id: str) -> list[BrokerPosition]:
+    def list_positions(self, account_id: str) -> list[models.BrokerPosition]:
         self.sessions.sync(account_id)
         return self.reads.positions(account_id)
 
     @_ledger_errors
-    def list_activities(self, account_id: str) -> list[Activity]:
+    def list_activities(self, account_id: str) -> list[models.Activity]:
         self.sessions.sync(account_id)
         return self.reads.activities(account_id)
 
@@ -361,7 +349,7 @@ class PaperBroker:
         return self.reads.holdings(account_id)
 
     @_ledger_errors
-    def close_all_positions(self, account_id: str) -> list[CloseResult]:
+    def close_all_positions(self, account_id: str) -> list[models.CloseResult]:
         """Cancels every open order, then sells each position at market (queued if closed)."""
         with self.sessions.locked(account_id) as a:
             ledger.require_active(a.book)
@@ -371,10 +359,10 @@ class PaperBroker:
         results = []
         for symbol, held in positions:
             try:
-                order = self.submit_order(account_id, OrderRequest(symbol=symbol, side="sell", qty=held.qty))
-                results.append(CloseResult(symbol=symbol, status=200, order_id=order.id))
+                order = self.submit_order(account_id, models.OrderRequest(symbol=symbol, side="sell", qty=held.qty))
+                results.append(models.CloseResult(symbol=symbol, status=200, order_id=order.id))
             except BrokerageError as exc:
-                results.append(CloseResult(symbol=symbol, status=exc.status, message=exc.message))
+                results.append(models.CloseResult(symbol=symbol, status=exc.status, message=exc.message))
         return results
 
     # --- time-driven steps ------------------------------------------------------------------

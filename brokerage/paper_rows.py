@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 
@@ -42,33 +43,36 @@ def masked_application(app: AccountApplication) -> AccountApplication:
     return app
 
 
+def _columns(row: Row, *names: str) -> dict[str, Any]:
+    """The columns stored under the model's own field names, as they are."""
+    return {name: row[name] for name in names}
+
+
+def _decimals(row: Row, *names: str) -> dict[str, Any]:
+    """Amounts kept as exact decimal text; an empty column stays None."""
+    return {name: decimal_or_none(row[name]) for name in names}
+
+
+def _stamps(row: Row) -> dict[str, Any]:
+    return {"created_at": instant(row["created_at"]), "updated_at": instant(row["updated_at"])}
+
+
 def ach_relationship(row: Row) -> AchRelationship:
     return AchRelationship(
-        id=row["id"],
-        account_id=row["account_id"],
-        status=row["status"],
+        **_columns(
+            row, "id", "account_id", "status", "bank_account_type", "bank_account_number", "bank_routing_number",
+            "nickname", "bank_name",
+        ),
         account_owner_name=row["owner_name"],
-        bank_account_type=row["bank_account_type"],
-        bank_account_number=row["bank_account_number"],
-        bank_routing_number=row["bank_routing_number"],
-        nickname=row["nickname"],
-        bank_name=row["bank_name"],
-        created_at=instant(row["created_at"]),
-        updated_at=instant(row["updated_at"]),
+        **_stamps(row),
     )
 
 
 def transfer(row: Row) -> Transfer:
     return Transfer(
-        id=row["id"],
-        account_id=row["account_id"],
-        relationship_id=row["relationship_id"],
+        **_columns(row, "id", "account_id", "relationship_id", "direction", "status", "reason"),
         amount=Decimal(row["amount"]),
-        direction=row["direction"],
-        status=row["status"],
-        reason=row["reason"],
-        created_at=instant(row["created_at"]),
-        updated_at=instant(row["updated_at"]),
+        **_stamps(row),
     )
 
 
@@ -101,24 +105,13 @@ def fill_activity(row: Row) -> Activity:
 
 
 def order(row: Row) -> Order:
-    filled_qty = Decimal(row["filled_qty"])
     return Order(
-        id=row["id"],
-        client_order_id=row["client_order_id"],
-        account_id=row["account_id"],
-        symbol=row["symbol"],
-        side=row["side"],
-        type=row["type"],
-        time_in_force=row["time_in_force"],
-        status=row["status"],
-        qty=decimal_or_none(row["qty"]),
-        notional=decimal_or_none(row["notional"]),
-        limit_price=decimal_or_none(row["limit_price"]),
-        filled_qty=filled_qty,
-        filled_avg_price=decimal_or_none(row["filled_avg_price"]),
-        reason=row["reason"],
-        created_at=instant(row["created_at"]),
-        updated_at=instant(row["updated_at"]),
+        **_columns(
+            row, "id", "client_order_id", "account_id", "symbol", "side", "type", "time_in_force", "status", "reason"
+        ),
+        **_decimals(row, "qty", "notional", "limit_price", "filled_avg_price"),
+        filled_qty=Decimal(row["filled_qty"]),
+        **_stamps(row),
         submitted_at=when(row["created_at"]),
         filled_at=when(row["filled_at"]),
     )

@@ -4,7 +4,7 @@ for Alpaca -> ACH relationship on the broker, plus verification of Plaid's signe
 Every Plaid or transport failure leaves this module as a `brokerage.errors` type, so the gateway
 never sees a plaid-python exception. Webhook verification follows Plaid's published procedure: the
 `Plaid-Verification` header is an ES256 JWT whose key is fetched by `kid`, fresh for five minutes,
-carrying the SHA-256 of the exact body bytes.
+carrying the SHA-256 of the exact body bytes. What a verified webhook says is `brokerage.plaid_events`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from plaid.model.webhook_verification_key_get_request import WebhookVerification
 
 from brokerage.errors import BrokerageError, InvalidRequest, Rejected, Unavailable
 from brokerage.models import AchRelationship, BrokerAccount
+from brokerage.plaid_events import RELINK_CODES
 from engine.config import Settings
 
 T = TypeVar("T")
@@ -48,9 +49,7 @@ WEBHOOK_MAX_AGE_S = 300
 # Plaid's clock and ours may disagree a little; a webhook "from the future" within this is accepted.
 CLOCK_SKEW_S = 30
 REQUEST_TIMEOUT_S = 15.0
-# Plaid error codes for which the user must go through Link again (update mode or a new link).
-RELINK_CODES = frozenset({"ITEM_LOGIN_REQUIRED", "PENDING_EXPIRATION", "PENDING_DISCONNECT",
-                          "USER_PERMISSION_REVOKED", "VERIFICATION_EXPIRED", "ACCESS_NOT_GRANTED"})
+
 
 
 class WebhookUnverified(BrokerageError):
@@ -70,17 +69,18 @@ class BankAccount(msgspec.Struct, kw_only=True):
     routing_number: str | None
 
 
-class PlaidWebhookEvent(msgspec.Struct, kw_only=True):
-    """The part of a Plaid webhook the backend acts on (or logs)."""
+class PlaidItem(msgspec.Struct, kw_only=True):
+    """What exchanging Link's public token gives: the Item's access token and its id (webhooks name the id)."""
 
-    webhook_type: str
-    webhook_code: str
-    item_id: str | None = None
-    account_id: str | None = None
-    environment: str | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    needs_relink: bool = False
+    access_token: str
+    item_id: str
+
+
+class LinkedBank(msgspec.Struct, kw_only=True):
+    """A bank linked through Plaid: the broker's ACH relationship and the Plaid Item behind it."""
+
+    relationship: AchRelationship
+    item_id: str
 
 
 class _CachedKey(msgspec.Struct):
@@ -151,10 +151,11 @@ class PlaidLink:
         url = response.get("hosted_link_url") or f"{LINK_CDN_URL}?{urlencode({'token': link_token})}"
         return link_token, url
 
-    def exchange_public_token(self, public_token: str) -> str:
+    def exchange_public_token(self, public_token: str) -> PlaidItem:
         _require(public_token=public_token)
         request = ItemPublicTokenExchangeRequest(public_token=public_token)
-        return self._call(self._api.item_public_token_exchange, request)["access_token"]
+        response = self._call(self._api.item_public_token_exchange, request)
+        return PlaidItem(access_token=response["access_token"], item_id=response["item_id"])
 
     def bank_accounts(self, access_token: str) -> list[BankAccount]:
         """The Item's accounts that have ACH numbers, for picking one when Link did not say which."""
@@ -185,7 +186,7 @@ class PlaidLink:
 
     def link_bank(
         self, broker: BankLinkBroker, account_id: str, public_token: str, plaid_account_id: str | None = None
-    ) -> AchRelationship:
+    ) -> LinkedBank:
         """The whole chain after Link; the account is checked first because a public token is single-use.
 
         Without `plaid_account_id` (Hosted Link gives the frontend no account metadata) the Item's
@@ -197,17 +198,18 @@ class PlaidLink:
         if plaid_account_id is not None:
             _require(plaid_account_id=plaid_account_id)
         broker.get_account(account_id)
-        access_token = self.exchange_public_token(public_token)
+        item = self.exchange_public_token(public_token)
         try:
-            chosen = plaid_account_id or self._default_account(access_token)
-            processor_token = self.processor_token(access_token, chosen)
-            return broker.create_ach_relationship_from_processor_token(account_id, processor_token)
+            chosen = plaid_account_id or self._default_account(item.access_token)
+            processor_token = self.processor_token(item.access_token, chosen)
+            relationship = broker.create_ach_relationship_from_processor_token(account_id, processor_token)
         except BrokerageError:
             try:
-                self.remove_item(access_token)
+                self.remove_item(item.access_token)
             except BrokerageError:
                 pass  # best effort: the original failure is what the caller needs to see
             raise
+        return LinkedBank(relationship=relationship, item_id=item.item_id)
 
     def _default_account(self, access_token: str) -> str:
         accounts = self.bank_accounts(access_token)
@@ -296,29 +298,6 @@ class PlaidLink:
             raise InvalidRequest(f"Plaid request rejected by the client library: {exc}") from None
 
 
-def parse_webhook(payload: Mapping[str, Any]) -> PlaidWebhookEvent:
-    """The event a verified webhook carries; `needs_relink` marks Items the user must fix in Link."""
-    webhook_type, webhook_code = payload.get("webhook_type"), payload.get("webhook_code")
-    if not isinstance(webhook_type, str) or not isinstance(webhook_code, str):
-        raise InvalidRequest("webhook needs string webhook_type and webhook_code")
-    error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
-    error_code = error.get("error_code")
-    relink = (
-        (webhook_type == "ITEM" and (webhook_code in RELINK_CODES or error_code in RELINK_CODES))
-        or (webhook_type == "AUTH" and webhook_code == "VERIFICATION_EXPIRED")
-    )
-    return PlaidWebhookEvent(
-        webhook_type=webhook_type,
-        webhook_code=webhook_code,
-        item_id=_str_or_none(payload.get("item_id")),
-        account_id=_str_or_none(payload.get("account_id")),
-        environment=_str_or_none(payload.get("environment")),
-        error_code=_str_or_none(error_code),
-        error_message=_str_or_none(error.get("error_message")),
-        needs_relink=relink,
-    )
-
-
 def _map_api_error(exc: plaid.ApiException) -> BrokerageError:
     """Plaid's error object -> our typed error; `details` keeps Plaid's fields for the logs and the user."""
     status = exc.status or 0
@@ -360,7 +339,3 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     if value is None:
         value = next((v for k, v in headers.items() if k.lower() == name), None)
     return value
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None

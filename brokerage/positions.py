@@ -8,9 +8,7 @@ changed accounts on `holdings:changed` so `PositionSync` reloads just those.
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 from collections.abc import Callable, Collection, Iterable
 from decimal import Decimal
 
@@ -21,9 +19,7 @@ from brokerage import paper_rules as rules
 from brokerage.broker import Broker
 from brokerage.errors import NotFound
 from brokerage.models import Activity
-from brokerage.prices import PriceReader, RedisPriceReader
-from engine.clock import Clock, clock_from_settings
-from engine.config import Settings
+from engine.clock import Clock
 from engine.redis_keys import HOLDINGS_CHANNEL
 from engine.types import AccountHoldings, Position
 
@@ -139,47 +135,3 @@ class HoldingsNotifier:
 
     def close(self) -> None:
         self._client.close()
-
-
-def position_source_from_settings(
-    settings: Settings,
-    *,
-    redis_url: str | None = None,
-    clock: Clock | None = None,
-    prices: PriceReader | None = None,
-    account_ids: Callable[[], Iterable[str]] | None = None,
-) -> BrokerPositionSource:
-    """The CLERA_POSITIONS=broker source.
-
-    Redis comes from `redis_url`, else the settings, else the process environment's REDIS_URL
-    (`clera serve` exports the embedded server's URL there before starting the actors). The paper
-    ledger lists its own accounts; with Alpaca the accounts are the ones our store knows (see
-    `store_account_ids`), unless `account_ids` says otherwise.
-    """
-    from brokerage.factory import broker_from_settings
-
-    url = redis_url or settings.redis_external_url or os.environ.get("REDIS_URL")
-    if not url:
-        raise ValueError("the broker position source needs a Redis URL (pass redis_url or set REDIS_URL)")
-    clock = clock or clock_from_settings(settings)
-    broker = broker_from_settings(
-        settings, clock, prices or RedisPriceReader(url), on_change=HoldingsNotifier(url)
-    )
-    if account_ids is None and settings.broker == "alpaca":
-        account_ids = store_account_ids(settings)
-    return BrokerPositionSource(broker, clock, account_ids)
-
-
-def store_account_ids(settings: Settings) -> Callable[[], list[str]]:
-    """The accounts to value when the broker cannot tell which of its accounts are ours.
-
-    Alpaca's partner account holds whatever else shares its keys, so the store (where every account
-    the product opens is recorded) decides. The list is read again at each full load, so an account
-    opened since the last one joins at the next scheduled re-sync (sooner if it trades: the order's
-    change hook reloads it by id). The store is opened at the first listing, not here, so a store
-    that is down fails the load (which the shards retry), not the building of the source.
-    """
-    from brokerage.store import store_from_settings
-
-    store = functools.cache(lambda: store_from_settings(settings))
-    return lambda: store().list_account_ids()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgspec
 
+from brokerage.company_profiles import default_profiles
 from brokerage.errors import BrokerageError
 from brokerage.fmp import FmpClient, FmpError
 from brokerage.fmp_rows import RowError, profile_from_fmp
@@ -49,6 +50,7 @@ def broker_symbols(settings: Settings) -> list[str]:
     """The symbols to collect: Alpaca's tradable US equities when Alpaca is configured, else the
     offline symbol list (the companies the offline profiles know, without their alias tickers)."""
     if settings.broker == "alpaca" and settings.broker_api_key and settings.broker_secret_key:
+        # alpaca-py is loaded only when Alpaca is configured (as in brokerage.factory)
         from alpaca.broker import BrokerClient
         from alpaca.trading.enums import AssetClass, AssetStatus
         from alpaca.trading.requests import GetAssetsRequest
@@ -59,8 +61,6 @@ def broker_symbols(settings: Settings) -> list[str]:
         )
         assets = client.get_all_assets(GetAssetsRequest(status=AssetStatus.ACTIVE, asset_class=AssetClass.US_EQUITY))
         return sorted({a.symbol.upper() for a in assets if a.tradable})  # type: ignore[union-attr]
-    from brokerage.company_profiles import default_profiles
-
     return [p.symbol for p in default_profiles() if "alias_of" not in p.facts]
 
 

@@ -29,7 +29,7 @@ from brokerage.profile_collector import (
     start_from,
     symbols_from_file,
 )
-from brokerage.store import store_from_settings
+from brokerage.store_factory import store_from_settings
 from engine.config import Settings
 
 FAILURES_SHOWN = 50

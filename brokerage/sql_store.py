@@ -15,138 +15,16 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-
+from brokerage import store
 from brokerage.errors import Conflict, NotFound, Unavailable
 from brokerage.profile_rows import OWN_COLUMNS, normal_symbol, profile_from_row, profile_row
-from brokerage.sql import DATABASE_DOWN, INTEGRITY, Database, Row
-from brokerage.store import (
-    ONBOARDING_STATUSES,
-    AccountRecord,
-    CompanyProfile,
-    EmailClaim,
-    OnboardingStatus,
-    User,
-    check_email,
-    check_id,
-    check_status,
-    normalize_email,
-    status_changes,
-)
+from brokerage.sql import DATABASE_DOWN, INTEGRITY, Database
+from brokerage.store import check_status, status_changes
+from brokerage.store_rows import account_from_row, bank_link_from_row, moment, user_from_row
+from brokerage.store_schema import schema_sql
 from engine.clock import Clock, WallClock
 
 UTC = dt.UTC
-
-_STATUS_LIST = ", ".join(f"'{s}'" for s in sorted(ONBOARDING_STATUSES))
-
-# Version 1 of component "store". `{ts}`, `{now}` and `{json}` differ per dialect; `schema_sql("postgres")`
-# is what ships as brokerage/supabase_schema.sql, so the two PostgreSQL paths share one DDL.
-# The users and the email claims are this project's own tables on either layout (see clera_store.py).
-APP_USERS_DDL = """CREATE TABLE IF NOT EXISTS app_users (
-    id TEXT PRIMARY KEY,
-    email TEXT,
-    created_at {ts} NOT NULL{now}
-);
-"""
-EMAIL_CLAIMS_DDL = """CREATE TABLE IF NOT EXISTS email_claims (
-    email TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES app_users (id),
-    created_at {ts} NOT NULL{now}
-);
-"""
-_V1 = "\n" + APP_USERS_DDL + f"""CREATE TABLE IF NOT EXISTS user_accounts (
-    account_id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES app_users (id),
-    status TEXT NOT NULL DEFAULT 'submitted' CHECK (status IN ({_STATUS_LIST})),
-    email TEXT,
-    account_number TEXT,
-    created_at {{ts}} NOT NULL{{now}},
-    updated_at {{ts}} NOT NULL{{now}},
-    closure_requested_at {{ts}},
-    closed_at {{ts}},
-    confirmation_code TEXT
-);
-CREATE INDEX IF NOT EXISTS user_accounts_user_id_idx ON user_accounts (user_id);
-CREATE INDEX IF NOT EXISTS user_accounts_email_idx ON user_accounts (email);
-CREATE TABLE IF NOT EXISTS company_profiles (
-    symbol TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    sector TEXT,
-    industries {{json}} NOT NULL DEFAULT '[]',
-    description TEXT,
-    isin TEXT,
-    country TEXT,
-    facts {{json}} NOT NULL DEFAULT '{{{{}}}}',
-    source TEXT NOT NULL,
-    updated_at {{ts}} NOT NULL{{now}}
-);
-{{rls}}"""
-
-# Version 2: one account per email, enforced by the database rather than checked before writing, and
-# the claim an applicant holds on an email while the broker opens the account (see `claim_email`).
-# The index fails to build if two accounts already share an email: a loud start rather than a quiet duplicate.
-_V2 = """
-CREATE UNIQUE INDEX IF NOT EXISTS user_accounts_email_key ON user_accounts (email);
-DROP INDEX IF EXISTS user_accounts_email_idx;
-""" + EMAIL_CLAIMS_DDL + "{rls_v2}"
-
-# Version 3: company_profiles in the seed's shape (the column names of its FMP collector, which the frontend
-# reads): `name` becomes `company_name`, `industries` (a list) becomes `industry` (its first entry), and
-# the seed's FMP columns are added; `source` and `facts` stay as this project's own. On PostgreSQL the
-# step runs only on this project's old table (it has `industries`), so an existing Clera table of that
-# name, or one already converted, is left exactly as it is, and the SQL file can be applied again.
-SEED_PROFILE_ADDED_DDL = """price {real}, beta {real}, vol_avg {real}, market_cap {real}, last_div {real}, range TEXT,
-changes {real}, currency TEXT, cik TEXT, cusip TEXT, exchange TEXT, exchange_short_name TEXT, website TEXT,
-ceo TEXT, full_time_employees TEXT, phone TEXT, address TEXT, city TEXT, state TEXT, zip TEXT, dcf_diff {real},
-dcf {real}, image TEXT, ipo_date {date}, default_image {bool} NOT NULL DEFAULT {false},
-is_etf {bool} NOT NULL DEFAULT {false}, is_actively_trading {bool} NOT NULL DEFAULT {true},
-is_adr {bool} NOT NULL DEFAULT {false}, is_fund {bool} NOT NULL DEFAULT {false}"""
-
-
-PROFILE_TYPES = {
-    "postgres": {"real": "DOUBLE PRECISION", "date": "DATE", "bool": "BOOLEAN", "false": "false", "true": "true"},
-    "sqlite": {"real": "REAL", "date": "TEXT", "bool": "INTEGER", "false": "0", "true": "1"},
-}
-
-
-def _v3(dialect: str) -> str:
-    added = [c.strip() for c in SEED_PROFILE_ADDED_DDL.format(**PROFILE_TYPES[dialect]).replace("\n", " ").split(",")]
-    first_industry = "industries ->> 0" if dialect == "postgres" else "json_extract(industries, '$[0]')"
-    steps = [
-        "ALTER TABLE company_profiles RENAME COLUMN name TO company_name",
-        "ALTER TABLE company_profiles ADD COLUMN industry TEXT",
-        f"UPDATE company_profiles SET industry = {first_industry}",
-        "ALTER TABLE company_profiles DROP COLUMN industries",
-        *(f"ALTER TABLE company_profiles ADD COLUMN {column}" for column in added),
-    ]
-    if dialect == "sqlite":
-        return ";\n".join(steps) + ";\n"
-    body = "".join(f"    {step};\n" for step in steps)
-    return (
-        "DO $$\nBEGIN\nIF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
-        " AND table_name = 'company_profiles' AND column_name = 'industries') THEN\n"
-        f"{body}END IF;\nEND $$;\n"
-    )
-
-
-# Supabase serves every public table over REST, to the browser's anon key too: row level security
-# with no policy keeps these tables to the service role (and to the owner SqlStore connects as).
-def _rls(*tables: str) -> str:
-    return "".join(f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n" for t in tables)
-
-
-_DIALECT_TYPES = {
-    "postgres": {
-        "ts": "TIMESTAMPTZ", "now": " DEFAULT now()", "json": "JSONB",
-        "rls": _rls("app_users", "user_accounts", "company_profiles"), "rls_v2": _rls("email_claims"),
-    },
-    "sqlite": {"ts": "TEXT", "now": "", "json": "TEXT", "rls": "", "rls_v2": ""},
-}
-_CLAIM_ATTEMPTS = 5
-
-
-def schema_sql(dialect: str) -> list[str]:
-    """The migration steps for one dialect ("postgres" or "sqlite")."""
-    return [step.format(**_DIALECT_TYPES[dialect]).strip() + "\n" for step in (_V1, _V2)] + [_v3(dialect)]
 
 
 @contextlib.contextmanager
@@ -162,10 +40,12 @@ _ACCOUNT_COLUMNS = (
     "account_id, user_id, status, email, account_number, created_at, updated_at,"
     " closure_requested_at, closed_at, confirmation_code"
 )
+_BANK_LINK_COLUMNS = "relationship_id, account_id, item_id, needs_relink, last_event, created_at, updated_at"
 _IN_CHUNK = 500  # symbols asked for in one IN (...) list
+_CLAIM_ATTEMPTS = 5
 
 
-class SqlStore:
+class SqlStore(store.CheckedStore):
     """Users, account ownership, onboarding status and company profiles in one SQL database."""
 
     layout = "own"
@@ -188,37 +68,11 @@ class SqlStore:
             return value
         return value.astimezone(UTC).isoformat(timespec="microseconds")
 
-    @staticmethod
-    def _ts_out(value: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
-        return moment.astimezone(UTC)
-
     def _json_in(self, value: Any) -> str:
         return json.dumps(value, sort_keys=True)
 
-    def _user(self, row: Row) -> User:
-        return User(id=row["id"], email=row["email"], created_at=self._ts_out(row["created_at"]))  # type: ignore[arg-type]
-
-    def _account(self, row: Row) -> AccountRecord:
-        return AccountRecord(
-            account_id=row["account_id"],
-            user_id=row["user_id"],
-            status=row["status"],
-            email=row["email"],
-            account_number=row["account_number"],
-            created_at=self._ts_out(row["created_at"]),  # type: ignore[arg-type]
-            updated_at=self._ts_out(row["updated_at"]),  # type: ignore[arg-type]
-            closure_requested_at=self._ts_out(row["closure_requested_at"]),
-            closed_at=self._ts_out(row["closed_at"]),
-            confirmation_code=row["confirmation_code"],
-        )
-
     # -- users and ownership -------------------------------------------------------------------
-    def ensure_user(self, user_id: str, email: str | None = None) -> User:
-        user_id = check_id("user_id", user_id)
-        email = normalize_email(email)
+    def _ensure_user(self, user_id: str, email: str | None) -> store.User:
         self.db.execute(
             "INSERT INTO app_users (id, email, created_at) VALUES (?, ?, ?)"
             " ON CONFLICT (id) DO UPDATE SET email = COALESCE(excluded.email, app_users.email)",
@@ -228,77 +82,57 @@ class SqlStore:
         assert user is not None  # just written; users are never deleted
         return user
 
-    def get_user(self, user_id: str) -> User | None:
+    def get_user(self, user_id: str) -> store.User | None:
         row = self.db.fetchone("SELECT id, email, created_at FROM app_users WHERE id = ?", (user_id,))
-        return self._user(row) if row else None
+        return user_from_row(row) if row else None
 
-    def add_account(
-        self,
-        user_id: str,
-        account_id: str,
-        *,
-        email: str | None = None,
-        account_number: str | None = None,
-        status: OnboardingStatus = "submitted",
-    ) -> AccountRecord:
-        """Records that `user_id` owns `account_id`; repeating it is harmless, another owner is a Conflict."""
-        user_id = check_id("user_id", user_id)
-        account_id = check_id("account_id", account_id)
-        check_status(status)
-        email = normalize_email(email)
+    def _attach_account(self, new: store.NewAccount) -> store.AccountRecord:
         now = self._ts_in(self._now())
         try:
             with unavailable_when_down(), self.db.transaction():
                 self.db.execute(
                     "INSERT INTO app_users (id, email, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                    (user_id, None, now),
+                    (new.user_id, None, now),
                 )
                 self.db.execute(
                     f"INSERT INTO user_accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)"
                     " ON CONFLICT (account_id) DO NOTHING",
-                    (account_id, user_id, status, email, account_number, now, now),
+                    (new.account_id, new.user_id, new.status, new.email, new.account_number, now, now),
                 )
-                record = self.get_account(account_id)
+                record = self.get_account(new.account_id)
         except INTEGRITY:
-            holder = self.account_by_email(email) if email else None
-            if holder is None or holder.account_id == account_id:
+            holder = self.account_by_email(new.email) if new.email else None
+            if holder is None or holder.account_id == new.account_id:
                 raise
             raise Conflict("an account with this email address already exists", code="email_in_use") from None
         assert record is not None  # just written; accounts are never deleted
-        if record.user_id != user_id:
-            raise Conflict(f"account {account_id} belongs to another user", code="account_owned_elsewhere")
         return record
 
-    def get_account(self, account_id: str) -> AccountRecord | None:
+    def get_account(self, account_id: str) -> store.AccountRecord | None:
         row = self.db.fetchone(f"SELECT {_ACCOUNT_COLUMNS} FROM user_accounts WHERE account_id = ?", (account_id,))
-        return self._account(row) if row else None
+        return account_from_row(row) if row else None
 
-    def accounts_of(self, user_id: str) -> list[AccountRecord]:
+    def accounts_of(self, user_id: str) -> list[store.AccountRecord]:
         rows = self.db.fetchall(
             f"SELECT {_ACCOUNT_COLUMNS} FROM user_accounts WHERE user_id = ? ORDER BY created_at, account_id",
             (user_id,),
         )
-        return [self._account(r) for r in rows]
+        return [account_from_row(r) for r in rows]
 
     def owner_of(self, account_id: str) -> str | None:
         row = self.db.fetchone("SELECT user_id FROM user_accounts WHERE account_id = ?", (account_id,))
         return row["user_id"] if row else None
 
-    def account_by_email(self, email: str) -> AccountRecord | None:
-        """The newest account opened with this email (compared case-insensitively)."""
-        wanted = normalize_email(email)
-        if wanted is None:
-            return None
+    def _account_by_email(self, email: str) -> store.AccountRecord | None:
+        """The newest account opened with this email."""
         row = self.db.fetchone(
             f"SELECT {_ACCOUNT_COLUMNS} FROM user_accounts WHERE email = ?"
             " ORDER BY created_at DESC, account_id DESC LIMIT 1",
-            (wanted,),
+            (email,),
         )
-        return self._account(row) if row else None
+        return account_from_row(row) if row else None
 
-    def claim_email(self, user_id: str, email: str) -> EmailClaim:
-        user_id = check_id("user_id", user_id)
-        wanted = check_email(email)
+    def _claim_email(self, user_id: str, wanted: str) -> store.EmailClaim:
         now = self._ts_in(self._now())
         for _ in range(_CLAIM_ATTEMPTS):  # a claim released between our insert and our read: claim again
             with unavailable_when_down(), self.db.transaction():
@@ -313,13 +147,12 @@ class SqlStore:
                 )
                 row = self.db.fetchone("SELECT user_id FROM email_claims WHERE email = ?", (wanted,))
             if row is not None:
-                return EmailClaim(email=wanted, user_id=row["user_id"], new=taken == 1)
+                return store.EmailClaim(email=wanted, user_id=row["user_id"], new=taken == 1)
         raise Unavailable(f"the claim on {wanted} kept changing; try again", code="store_contention")
 
-    def release_email(self, user_id: str, email: str) -> None:
-        wanted = normalize_email(email)
+    def _release_email(self, user_id: str, email: str) -> None:
         with unavailable_when_down():
-            self.db.execute("DELETE FROM email_claims WHERE email = ? AND user_id = ?", (wanted, user_id))
+            self.db.execute("DELETE FROM email_claims WHERE email = ? AND user_id = ?", (email, user_id))
 
     def list_account_ids(self) -> list[str]:
         rows = self.db.fetchall(
@@ -328,8 +161,8 @@ class SqlStore:
         return [r["account_id"] for r in rows]
 
     def set_account_status(
-        self, account_id: str, status: OnboardingStatus, *, confirmation_code: str | None = None
-    ) -> AccountRecord:
+        self, account_id: str, status: store.OnboardingStatus, *, confirmation_code: str | None = None
+    ) -> store.AccountRecord:
         check_status(status)
         with self.db.transaction():
             row = self.db.fetchone(
@@ -338,7 +171,7 @@ class SqlStore:
             )
             if row is None:
                 raise NotFound(f"account {account_id} is not known", code="account_not_found")
-            changes = status_changes(self._account(row), status, confirmation_code, self._now())
+            changes = status_changes(account_from_row(row), status, confirmation_code, self._now())
             columns = list(changes)
             values = [self._ts_in(v) if isinstance(v, dt.datetime) else v for v in changes.values()]
             self.db.execute(
@@ -348,6 +181,42 @@ class SqlStore:
             record = self.get_account(account_id)
         assert record is not None
         return record
+
+    # -- bank links made through Plaid -----------------------------------------------------------
+    def record_bank_link(self, account_id: str, relationship_id: str, item_id: str) -> store.BankLink:
+        now = self._ts_in(self._now())
+        with unavailable_when_down(), self.db.transaction():
+            self.db.execute(
+                f"INSERT INTO bank_links ({_BANK_LINK_COLUMNS}) VALUES (?, ?, ?, ?, NULL, ?, ?)"
+                " ON CONFLICT (relationship_id) DO UPDATE SET account_id = excluded.account_id,"
+                " item_id = excluded.item_id, needs_relink = excluded.needs_relink, last_event = NULL,"
+                " created_at = excluded.created_at, updated_at = excluded.updated_at",
+                (relationship_id, account_id, item_id, False, now, now),
+            )
+            row = self.db.fetchone(
+                f"SELECT {_BANK_LINK_COLUMNS} FROM bank_links WHERE relationship_id = ?", (relationship_id,)
+            )
+        assert row is not None  # just written
+        return bank_link_from_row(row)
+
+    def record_item_event(self, item_id: str, event: str, needs_relink: bool | None) -> list[store.BankLink]:
+        flag = "" if needs_relink is None else ", needs_relink = ?"
+        with unavailable_when_down(), self.db.transaction():
+            self.db.execute(
+                f"UPDATE bank_links SET last_event = ?, updated_at = ?{flag} WHERE item_id = ?",
+                (event, self._ts_in(self._now()), *(() if needs_relink is None else (needs_relink,)), item_id),
+            )
+            rows = self.db.fetchall(
+                f"SELECT {_BANK_LINK_COLUMNS} FROM bank_links WHERE item_id = ? ORDER BY relationship_id", (item_id,)
+            )
+        return [bank_link_from_row(r) for r in rows]
+
+    def bank_links_of(self, account_id: str) -> list[store.BankLink]:
+        rows = self.db.fetchall(
+            f"SELECT {_BANK_LINK_COLUMNS} FROM bank_links WHERE account_id = ? ORDER BY created_at, relationship_id",
+            (account_id,),
+        )
+        return [bank_link_from_row(r) for r in rows]
 
     # -- company profiles ------------------------------------------------------------------------
     def _profile_columns(self) -> tuple[str, ...]:
@@ -375,7 +244,7 @@ class SqlStore:
             return value.isoformat()
         return value
 
-    def upsert_company_profiles(self, profiles: list[CompanyProfile]) -> int:
+    def upsert_company_profiles(self, profiles: list[store.CompanyProfile]) -> int:
         if not profiles:
             return 0
         columns = self._profile_columns()
@@ -391,7 +260,7 @@ class SqlStore:
                 self.db.execute(sql, row)
         return len(rows)
 
-    def get_company_profile(self, symbol: str) -> CompanyProfile | None:
+    def get_company_profile(self, symbol: str) -> store.CompanyProfile | None:
         if not isinstance(symbol, str) or not symbol.strip():
             return None
         row = self.db.fetchone(
@@ -414,5 +283,5 @@ class SqlStore:
                 + (" AND source = 'fmp'" if "source" in self._profile_columns() else ""),
                 chunk,
             )
-            found.update({r["symbol"]: self._ts_out(r["updated_at"]) for r in rows if r["updated_at"] is not None})
+            found.update({r["symbol"]: moment(r["updated_at"]) for r in rows if r["updated_at"] is not None})
         return found

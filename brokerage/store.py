@@ -2,7 +2,8 @@
 
 Implementations: `brokerage.sql_store.SqlStore` (SQLite file or PostgreSQL via `DATABASE_URL`) and
 `brokerage.supabase_store.SupabaseStore` (Supabase's REST API through supabase-py). One contract
-test suite runs against all three back ends.
+test suite runs against all three back ends. `brokerage.store_factory.store_from_settings` picks and
+migrates the configured one (it lives apart so that the implementations can import this port).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from brokerage.errors import Conflict, InvalidRequest
-from engine.config import ConfigError, Settings
 
 OnboardingStatus = Literal["submitted", "approved", "active", "rejected", "pending_closure", "closed"]
 ONBOARDING_STATUSES: frozenset[str] = frozenset(OnboardingStatus.__args__)  # type: ignore[attr-defined]
@@ -49,6 +49,19 @@ class EmailClaim(msgspec.Struct, kw_only=True):
     email: str
     user_id: str
     new: bool
+
+
+class BankLink(msgspec.Struct, kw_only=True):
+    """A bank link made through Plaid: the Plaid Item behind the broker's ACH relationship, and what
+    Plaid's webhooks last said of it. `needs_relink` while the user must go through Link again."""
+
+    relationship_id: str
+    account_id: str
+    item_id: str
+    needs_relink: bool = False
+    last_event: str | None = None  # "TYPE/CODE", then the error code if Plaid sent one
+    created_at: dt.datetime
+    updated_at: dt.datetime
 
 
 class CompanyProfile(msgspec.Struct, kw_only=True):
@@ -119,7 +132,9 @@ class Store(Protocol):
         email: str | None = None,
         account_number: str | None = None,
         status: OnboardingStatus = "submitted",
-    ) -> AccountRecord: ...
+    ) -> AccountRecord:
+        """Records that `user_id` owns `account_id`; repeating it is harmless, another owner is a Conflict."""
+        ...
     def get_account(self, account_id: str) -> AccountRecord | None: ...
     def accounts_of(self, user_id: str) -> list[AccountRecord]: ...
     def owner_of(self, account_id: str) -> str | None: ...
@@ -141,6 +156,16 @@ class Store(Protocol):
     ) -> AccountRecord:
         """Moves the onboarding status; entering `pending_closure`/`closed` stamps its timestamp."""
         ...
+
+    # bank links made through Plaid
+    def record_bank_link(self, account_id: str, relationship_id: str, item_id: str) -> BankLink:
+        """Notes the Plaid Item behind a new ACH relationship (recording one again starts it afresh)."""
+        ...
+    def record_item_event(self, item_id: str, event: str, needs_relink: bool | None) -> list[BankLink]:
+        """Notes a webhook Plaid sent about `item_id` on every bank link it backs (none for an Item this
+        store never linked); `needs_relink` None leaves the flag as it is."""
+        ...
+    def bank_links_of(self, account_id: str) -> list[BankLink]: ...
 
     # company profiles
     def upsert_company_profiles(self, profiles: list[CompanyProfile]) -> int: ...
@@ -205,26 +230,68 @@ def status_changes(
     return changes
 
 
-def store_from_settings(settings: Settings) -> Store:
-    """The configured store, migrated; on PostgreSQL the layout is this project's or an existing
-    Clera database's (`CLERA_SCHEMA`, `auto`: Clera's when the database has `user_onboarding`)."""
-    if settings.store == "supabase":
-        from brokerage.clera_supabase_store import CleraSupabaseStore
-        from brokerage.supabase_store import SupabaseStore
+class NewAccount(msgspec.Struct, frozen=True, kw_only=True):
+    """An `add_account` call, checked and normalized (ids non-empty, status known, email lower-cased)."""
 
-        url, key = settings.supabase_url or "", settings.supabase_service_role_key or ""
-        store: Store = SupabaseStore(url, key)
-        if settings.schema == "clera" or (settings.schema == "auto" and store.has_table("user_onboarding")):
-            store = CleraSupabaseStore(url, key)
-    else:
-        from brokerage.clera_store import CleraSqlStore, has_clera_tables
-        from brokerage.sql import Database
-        from brokerage.sql_store import SqlStore
+    user_id: str
+    account_id: str
+    email: str | None
+    account_number: str | None
+    status: OnboardingStatus
 
-        db = Database.for_settings(settings.database_url, settings.sqlite_path)
-        if settings.schema == "clera" and db.dialect != "postgres":
-            raise ConfigError("CLERA_SCHEMA=clera needs PostgreSQL: set DATABASE_URL (or CLERA_STORE=supabase)")
-        clera = settings.schema == "clera" or (settings.schema == "auto" and has_clera_tables(db))
-        store = CleraSqlStore(db) if clera else SqlStore(db)
-    store.migrate()
-    return store
+
+class CheckedStore:
+    """The `Store` methods that take ids and emails from callers: each checks and normalizes them here,
+    once for every store, then leaves the writing or reading to the store's own `_` method."""
+
+    def ensure_user(self, user_id: str, email: str | None = None) -> User:
+        return self._ensure_user(check_id("user_id", user_id), normalize_email(email))
+
+    def add_account(
+        self,
+        user_id: str,
+        account_id: str,
+        *,
+        email: str | None = None,
+        account_number: str | None = None,
+        status: OnboardingStatus = "submitted",
+    ) -> AccountRecord:
+        wanted = NewAccount(
+            user_id=check_id("user_id", user_id),
+            account_id=check_id("account_id", account_id),
+            status=check_status(status),
+            email=normalize_email(email),
+            account_number=account_number,
+        )
+        record = self._attach_account(wanted)
+        if record.user_id != wanted.user_id:
+            raise Conflict(f"account {wanted.account_id} belongs to another user", code="account_owned_elsewhere")
+        return record
+
+    def account_by_email(self, email: str) -> AccountRecord | None:
+        wanted = normalize_email(email)
+        return None if wanted is None else self._account_by_email(wanted)
+
+    def claim_email(self, user_id: str, email: str) -> EmailClaim:
+        return self._claim_email(check_id("user_id", user_id), check_email(email))
+
+    def release_email(self, user_id: str, email: str) -> None:
+        wanted = normalize_email(email)
+        if wanted is not None:  # "no email" was never claimed
+            self._release_email(user_id, wanted)
+
+    def _ensure_user(self, user_id: str, email: str | None) -> User:
+        raise NotImplementedError
+
+    def _attach_account(self, new: NewAccount) -> AccountRecord:
+        """Writes `new` unless its account id is recorded already; answers the account as stored."""
+        raise NotImplementedError
+
+    def _account_by_email(self, email: str) -> AccountRecord | None:
+        raise NotImplementedError
+
+    def _claim_email(self, user_id: str, email: str) -> EmailClaim:
+        raise NotImplementedError
+
+    def _release_email(self, user_id: str, email: str) -> None:
+        raise NotImplementedError

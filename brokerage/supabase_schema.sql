@@ -1,6 +1,6 @@
 -- Tables of the Clera store for Supabase (CLERA_STORE=supabase): run in the SQL editor, and again after
 -- an upgrade (every statement can be repeated). Same DDL as SqlStore's PostgreSQL migration
--- (brokerage/sql_store.py, component "store"); tests/test_store_contract.py checks that the two stay identical.
+-- (brokerage/store_schema.py, component "store"); tests/test_store_contract.py checks that the two stay identical.
 -- Version 1: users, account ownership, company profiles.
 CREATE TABLE IF NOT EXISTS app_users (
     id TEXT PRIMARY KEY,
@@ -85,3 +85,16 @@ IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current
     ALTER TABLE company_profiles ADD COLUMN is_fund BOOLEAN NOT NULL DEFAULT false;
 END IF;
 END $$;
+-- Version 4: the Plaid Item behind each bank link and what Plaid's webhooks last said of it.
+CREATE TABLE IF NOT EXISTS bank_links (
+    relationship_id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES user_accounts (account_id),
+    item_id TEXT NOT NULL,
+    needs_relink BOOLEAN NOT NULL DEFAULT false,
+    last_event TEXT,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS bank_links_account_id_idx ON bank_links (account_id);
+CREATE INDEX IF NOT EXISTS bank_links_item_id_idx ON bank_links (item_id);
+ALTER TABLE bank_links ENABLE ROW LEVEL SECURITY;

@@ -15,28 +15,20 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import msgspec
 from postgrest import APIError, CountMethod, ReturnMethod
 from supabase import Client, SupabaseException, create_client
 from supabase.lib.client_options import SyncClientOptions
 
+from brokerage import store
 from brokerage.errors import BrokerageError, Conflict, InvalidRequest, NotFound, Unavailable
 from brokerage.profile_rows import OWN_COLUMNS, normal_symbol, profile_from_row, profile_row
-from brokerage.store import (
-    AccountRecord,
-    CompanyProfile,
-    EmailClaim,
-    OnboardingStatus,
-    User,
-    check_email,
-    check_id,
-    check_status,
-    normalize_email,
-    status_changes,
-)
+from brokerage.store import check_status, status_changes
+from brokerage.store_rows import account_from_row, bank_link_from_row, moment, user_from_row
 from engine.clock import Clock, WallClock
 
 UTC = dt.UTC
-TABLES = ("app_users", "user_accounts", "company_profiles", "email_claims")
+TABLES = ("app_users", "user_accounts", "company_profiles", "email_claims", "bank_links")
 _MISSING_TABLE_CODES = {"PGRST205", "42P01"}
 _STATUS_RETRIES = 20
 _UPSERT_CHUNK = 500
@@ -60,39 +52,13 @@ def error_from_postgrest(error: APIError) -> BrokerageError:
     return Unavailable(f"Supabase answered {code or 'an error'}: {message}", code="store_unavailable")
 
 
-def parse_ts(value: Any) -> dt.datetime | None:
-    if value is None:
-        return None
-    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
-    return moment.astimezone(UTC)
-
-
 def to_wire(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.astimezone(UTC).isoformat(timespec="microseconds")
     return value.isoformat() if isinstance(value, dt.date) else value
 
 
-def _user(row: dict[str, Any]) -> User:
-    return User(id=row["id"], email=row.get("email"), created_at=parse_ts(row["created_at"]))  # type: ignore[arg-type]
-
-
-def _account(row: dict[str, Any]) -> AccountRecord:
-    return AccountRecord(
-        account_id=row["account_id"],
-        user_id=row["user_id"],
-        status=row["status"],
-        email=row.get("email"),
-        account_number=row.get("account_number"),
-        created_at=parse_ts(row["created_at"]),  # type: ignore[arg-type]
-        updated_at=parse_ts(row["updated_at"]),  # type: ignore[arg-type]
-        closure_requested_at=parse_ts(row.get("closure_requested_at")),
-        closed_at=parse_ts(row.get("closed_at")),
-        confirmation_code=row.get("confirmation_code"),
-    )
-
-
-class SupabaseStore:
+class SupabaseStore(store.CheckedStore):
     """The store on Supabase tables `app_users`, `user_accounts` and `company_profiles`."""
 
     layout = "own"
@@ -137,13 +103,11 @@ class SupabaseStore:
             self._run(lambda c, t=table: c.table(t).select("*").limit(1))
 
     # -- users and ownership -------------------------------------------------------------------
-    def ensure_user(self, user_id: str, email: str | None = None) -> User:
-        user_id = check_id("user_id", user_id)
-        email = normalize_email(email)
+    def _ensure_user(self, user_id: str, email: str | None) -> store.User:
         self._insert_user(user_id)
         if email is not None:
             rows = self._run(lambda c: c.table("app_users").update({"email": email}).eq("id", user_id)).data
-            return _user(rows[0])
+            return user_from_row(rows[0])
         user = self.get_user(user_id)
         assert user is not None  # just written; users are never deleted
         return user
@@ -152,59 +116,38 @@ class SupabaseStore:
         row = {"id": user_id, "created_at": to_wire(self._now())}
         self._run(lambda c: c.table("app_users").upsert(row, on_conflict="id", ignore_duplicates=True))
 
-    def get_user(self, user_id: str) -> User | None:
+    def get_user(self, user_id: str) -> store.User | None:
         rows = self._run(lambda c: c.table("app_users").select("*").eq("id", user_id).limit(1)).data
-        return _user(rows[0]) if rows else None
+        return user_from_row(rows[0]) if rows else None
 
-    def add_account(
-        self,
-        user_id: str,
-        account_id: str,
-        *,
-        email: str | None = None,
-        account_number: str | None = None,
-        status: OnboardingStatus = "submitted",
-    ) -> AccountRecord:
-        user_id = check_id("user_id", user_id)
-        account_id = check_id("account_id", account_id)
-        check_status(status)
+    def _attach_account(self, new: store.NewAccount) -> store.AccountRecord:
         now = to_wire(self._now())
-        self._insert_user(user_id)
-        row = {
-            "account_id": account_id,
-            "user_id": user_id,
-            "status": status,
-            "email": normalize_email(email),
-            "account_number": account_number,
-            "created_at": now,
-            "updated_at": now,
-        }
+        self._insert_user(new.user_id)
+        row = {**msgspec.structs.asdict(new), "created_at": now, "updated_at": now}
         try:
             inserted = self._run(
                 lambda c: c.table("user_accounts").upsert(row, on_conflict="account_id", ignore_duplicates=True)
             ).data
         except Conflict as clash:  # 23505 on the email's unique index: the email is another account's
-            holder = self.account_by_email(row["email"]) if row["email"] else None
-            if holder is None or holder.account_id == account_id:
+            holder = self.account_by_email(new.email) if new.email else None
+            if holder is None or holder.account_id == new.account_id:
                 raise
             raise Conflict("an account with this email address already exists", code="email_in_use") from clash
-        record = _account(inserted[0]) if inserted else self.get_account(account_id)
+        record = account_from_row(inserted[0]) if inserted else self.get_account(new.account_id)
         assert record is not None  # inserted now or before; accounts are never deleted
-        if record.user_id != user_id:
-            raise Conflict(f"account {account_id} belongs to another user", code="account_owned_elsewhere")
         return record
 
-    def get_account(self, account_id: str) -> AccountRecord | None:
+    def get_account(self, account_id: str) -> store.AccountRecord | None:
         rows = self._run(lambda c: c.table("user_accounts").select("*").eq("account_id", account_id).limit(1)).data
-        return _account(rows[0]) if rows else None
+        return account_from_row(rows[0]) if rows else None
 
-    def accounts_of(self, user_id: str) -> list[AccountRecord]:
+    def accounts_of(self, user_id: str) -> list[store.AccountRecord]:
         rows = self._run(
             lambda c: (
                 c.table("user_accounts").select("*").eq("user_id", user_id).order("created_at").order("account_id")
             )
         ).data
-        return [_account(r) for r in rows]
+        return [account_from_row(r) for r in rows]
 
     def owner_of(self, account_id: str) -> str | None:
         rows = self._run(
@@ -212,25 +155,20 @@ class SupabaseStore:
         ).data
         return rows[0]["user_id"] if rows else None
 
-    def account_by_email(self, email: str) -> AccountRecord | None:
-        wanted = normalize_email(email)
-        if wanted is None:
-            return None
+    def _account_by_email(self, email: str) -> store.AccountRecord | None:
         rows = self._run(
             lambda c: (
                 c.table("user_accounts")
                 .select("*")
-                .eq("email", wanted)
+                .eq("email", email)
                 .order("created_at", desc=True)
                 .order("account_id", desc=True)
                 .limit(1)
             )
         ).data
-        return _account(rows[0]) if rows else None
+        return account_from_row(rows[0]) if rows else None
 
-    def claim_email(self, user_id: str, email: str) -> EmailClaim:
-        user_id = check_id("user_id", user_id)
-        wanted = check_email(email)
+    def _claim_email(self, user_id: str, wanted: str) -> store.EmailClaim:
         self._insert_user(user_id)
         row = {"email": wanted, "user_id": user_id, "created_at": to_wire(self._now())}
         for _ in range(_STATUS_RETRIES):  # a claim released between our insert and our read: claim again
@@ -238,16 +176,15 @@ class SupabaseStore:
                 lambda c: c.table("email_claims").upsert(row, on_conflict="email", ignore_duplicates=True)
             ).data
             if inserted:
-                return EmailClaim(email=wanted, user_id=user_id, new=True)
+                return store.EmailClaim(email=wanted, user_id=user_id, new=True)
             held = self._run(lambda c: c.table("email_claims").select("user_id").eq("email", wanted).limit(1)).data
             if held:
-                return EmailClaim(email=wanted, user_id=held[0]["user_id"], new=False)
+                return store.EmailClaim(email=wanted, user_id=held[0]["user_id"], new=False)
         raise Unavailable(f"the claim on {wanted} kept changing; try again", code="store_contention")
 
-    def release_email(self, user_id: str, email: str) -> None:
-        wanted = normalize_email(email)
+    def _release_email(self, user_id: str, email: str) -> None:
         self._run(
-            lambda c: c.table("email_claims").delete(returning=ReturnMethod.minimal).eq("email", wanted).eq(
+            lambda c: c.table("email_claims").delete(returning=ReturnMethod.minimal).eq("email", email).eq(
                 "user_id", user_id
             )
         )
@@ -270,8 +207,8 @@ class SupabaseStore:
         return [r["account_id"] for r in self._run(build).data]
 
     def set_account_status(
-        self, account_id: str, status: OnboardingStatus, *, confirmation_code: str | None = None
-    ) -> AccountRecord:
+        self, account_id: str, status: store.OnboardingStatus, *, confirmation_code: str | None = None
+    ) -> store.AccountRecord:
         check_status(status)
         for _ in range(_STATUS_RETRIES):
             current = self.get_account(account_id)
@@ -284,11 +221,35 @@ class SupabaseStore:
                 )
             ).data
             if updated:
-                return _account(updated[0])
+                return account_from_row(updated[0])
         raise Unavailable(f"account {account_id} kept changing; status not set", code="store_contention")
 
+    # -- bank links made through Plaid -----------------------------------------------------------
+    def record_bank_link(self, account_id: str, relationship_id: str, item_id: str) -> store.BankLink:
+        now = to_wire(self._now())
+        row = {
+            "relationship_id": relationship_id, "account_id": account_id, "item_id": item_id,
+            "needs_relink": False, "last_event": None, "created_at": now, "updated_at": now,
+        }
+        written = self._run(lambda c: c.table("bank_links").upsert(row, on_conflict="relationship_id")).data
+        return bank_link_from_row(written[0])
+
+    def record_item_event(self, item_id: str, event: str, needs_relink: bool | None) -> list[store.BankLink]:
+        changes: dict[str, Any] = {"last_event": event, "updated_at": to_wire(self._now())}
+        if needs_relink is not None:
+            changes["needs_relink"] = needs_relink
+        rows = self._run(lambda c: c.table("bank_links").update(changes).eq("item_id", item_id)).data
+        return sorted((bank_link_from_row(r) for r in rows), key=lambda link: link.relationship_id)
+
+    def bank_links_of(self, account_id: str) -> list[store.BankLink]:
+        rows = self._run(
+            lambda c: c.table("bank_links").select("*").eq("account_id", account_id).order("created_at")
+            .order("relationship_id")
+        ).data
+        return [bank_link_from_row(r) for r in rows]
+
     # -- company profiles ------------------------------------------------------------------------
-    def upsert_company_profiles(self, profiles: list[CompanyProfile]) -> int:
+    def upsert_company_profiles(self, profiles: list[store.CompanyProfile]) -> int:
         now = self._now()
         rows = [
             {k: to_wire(v) for k, v in profile_row(p, self.profile_columns, now).items()} for p in profiles
@@ -302,7 +263,7 @@ class SupabaseStore:
             )
         return len(rows)
 
-    def get_company_profile(self, symbol: str) -> CompanyProfile | None:
+    def get_company_profile(self, symbol: str) -> store.CompanyProfile | None:
         if not isinstance(symbol, str) or not symbol.strip():
             return None
         wanted = symbol.strip().upper()
@@ -324,5 +285,5 @@ class SupabaseStore:
                 return query.eq("source", "fmp") if "source" in self.profile_columns else query
 
             rows = self._run(build).data
-            found.update({r["symbol"]: parse_ts(r["updated_at"]) for r in rows if r.get("updated_at")})
+            found.update({r["symbol"]: moment(r["updated_at"]) for r in rows if r.get("updated_at")})
         return found

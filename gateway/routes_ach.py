@@ -4,6 +4,10 @@ Routing numbers are checked against the ABA checksum here, whichever broker is c
 typo is a 422 before anything reaches a bank. The owner name on a relationship comes from the
 account's identity at the broker, never from the request. Plaid is built on first use per app;
 unconfigured, its routes answer 503 and manual links keep working.
+
+A link made through Plaid is recorded in the store with its Plaid Item; Plaid's webhooks about that
+Item are recorded on it, and one saying the user must go through Link again shows as `needs_relink`
+on the relationship until Plaid says the login was repaired (or the bank is linked again).
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from brokerage.aba import is_valid_routing_number
+from brokerage.errors import BrokerageError
 from brokerage.models import AchRelationship, ManualAchRequest
-from brokerage.plaid_link import PlaidLink, parse_webhook
+from brokerage.plaid_events import parse_webhook
+from brokerage.plaid_link import PlaidLink
+from brokerage.store import BankLink
 from gateway.auth import check_owner, services_of
 from gateway.body import json_response, parse_body
 from gateway.brokerage_access import BlockingBroker, Id, acting_user, broker_of, owned_account, query_param
@@ -47,7 +54,8 @@ class ManualAchResponse(msgspec.Struct):
 
 
 class AchView(msgspec.Struct):
-    """A bank link as the frontend shows it: the last four digits, never the full account number."""
+    """A bank link as the frontend shows it: the last four digits, never the full account number;
+    `needs_relink` while Plaid says the user must go through Link again for it."""
 
     id: str
     status: str
@@ -56,6 +64,7 @@ class AchView(msgspec.Struct):
     last_4: str
     nickname: str | None
     created_at: dt.datetime
+    needs_relink: bool = False
 
 
 class AchListResponse(msgspec.Struct):
@@ -86,13 +95,16 @@ class ExchangeTokenBody(msgspec.Struct, forbid_unknown_fields=False):
 
 
 class WebhookAck(msgspec.Struct):
+    """`bank_links`: how many bank links the webhook was recorded on (0 for an Item no link knows)."""
+
     received: bool
     webhook_type: str
     webhook_code: str
     needs_relink: bool
+    bank_links: int
 
 
-def ach_view(rel: AchRelationship) -> AchView:
+def ach_view(rel: AchRelationship, link: BankLink | None = None) -> AchView:
     return AchView(
         id=rel.id,
         status=rel.status,
@@ -101,6 +113,7 @@ def ach_view(rel: AchRelationship) -> AchView:
         last_4=rel.bank_account_number[-4:],
         nickname=rel.nickname,
         created_at=rel.created_at,
+        needs_relink=link is not None and link.needs_relink,
     )
 
 
@@ -137,9 +150,13 @@ async def list_ach(request: Request) -> Response:
     """Active links only: a deleted link (CANCELED / CANCEL_REQUESTED) can no longer move money."""
     user_id = acting_user(request)
     account_id = query_param(request, "accountId")
+    store = services_of(request).store
     await check_owner(services_of(request), user_id, account_id)
     rels: list[AchRelationship] = await broker_of(request).list_ach_relationships(account_id)
-    return json_response(AchListResponse([ach_view(r) for r in rels if r.status not in INACTIVE_ACH]))
+    links = {link.relationship_id: link for link in await asyncio.to_thread(store.bank_links_of, account_id)}
+    return json_response(
+        AchListResponse([ach_view(r, links.get(r.id)) for r in rels if r.status not in INACTIVE_ACH])
+    )
 
 
 async def delete_ach(request: Request) -> Response:
@@ -164,10 +181,19 @@ async def exchange_token(request: Request) -> Response:
     await check_owner(services_of(request), user_id, body.accountId)
     plaid, broker = _plaid(request), broker_of(request)
     blocking = BlockingBroker(broker, asyncio.get_running_loop())
-    rel = await asyncio.to_thread(plaid.link_bank, blocking, body.accountId, body.publicToken, body.plaidAccountId)
+    linked = await asyncio.to_thread(plaid.link_bank, blocking, body.accountId, body.publicToken, body.plaidAccountId)
+    rel = linked.relationship
     log.info("bank linked through Plaid on account %s: relationship %s", body.accountId, rel.id,
              extra={"account_id": body.accountId})
-    return json_response(ach_view(rel))
+    try:
+        link = await asyncio.to_thread(
+            services_of(request).store.record_bank_link, body.accountId, rel.id, linked.item_id
+        )
+    except BrokerageError:  # the bank is linked and moves money; only Plaid's later notices would be missed
+        log.exception("bank link %s of account %s not recorded with its Plaid Item", rel.id, body.accountId,
+                      extra={"account_id": body.accountId})
+        link = None
+    return json_response(ach_view(rel, link))
 
 
 async def plaid_webhook(request: Request) -> Response:
@@ -176,17 +202,24 @@ async def plaid_webhook(request: Request) -> Response:
     plaid = _plaid(request)
     payload = await asyncio.to_thread(plaid.verify_webhook, raw, request.headers)
     event = parse_webhook(payload)
+    links: list[BankLink] = []
+    if event.item_id is not None:
+        store = services_of(request).store
+        links = await asyncio.to_thread(store.record_item_event, event.item_id, event.summary, event.relink_state)
+    relationships = [link.relationship_id for link in links]
     if event.needs_relink:
         log.warning(
-            "plaid webhook %s/%s: item %s needs the user to relink (%s)",
-            event.webhook_type, event.webhook_code, event.item_id, event.error_code,
+            "plaid webhook %s: item %s needs the user to relink (bank links %s)",
+            event.summary, event.item_id, relationships,
         )
+    elif event.item_id is not None and not links:
+        log.info("plaid webhook %s for item %s, which no bank link knows: ignored", event.summary, event.item_id)
     else:
-        log.info("plaid webhook %s/%s item=%s", event.webhook_type, event.webhook_code, event.item_id)
+        log.info("plaid webhook %s item=%s bank links %s", event.summary, event.item_id, relationships)
     return json_response(
         WebhookAck(
             received=True, webhook_type=event.webhook_type, webhook_code=event.webhook_code,
-            needs_relink=event.needs_relink,
+            needs_relink=event.needs_relink, bank_links=len(links),
         )
     )
 
@@ -201,7 +234,8 @@ def routes(_: object) -> list[BaseRoute]:
         ),
         ApiRoute(
             "/get-ach-relationships", list_ach, auth="service_owner",
-            summary="Active bank links of ?accountId=", response=AchListResponse, errors=(422, 503), tags=tags,
+            summary="Active bank links of ?accountId= (needs_relink: Plaid asks the user to link again)",
+            response=AchListResponse, errors=(422, 503), tags=tags,
             query={"accountId": ID_QUERY},
         ),
         ApiRoute(

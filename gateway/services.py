@@ -12,24 +12,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
 
+from brokerage import models
 from brokerage.broker import Broker
-from brokerage.models import (
-    AccountApplication,
-    AchRelationship,
-    Activity,
-    BrokerAccount,
-    BrokerPosition,
-    CloseResult,
-    ManualAchRequest,
-    Order,
-    OrderRequest,
-    Transfer,
-)
+from brokerage.closure.process import ClosureProcess
 from brokerage.company_service import CompanyService
 from brokerage.store import Store
 from engine.chat import ChatRunner
@@ -41,10 +31,6 @@ from engine.types import (
     last_price_json_decoder,
     snapshot_json_decoder,
 )
-
-if TYPE_CHECKING:
-    from brokerage.closure.process import ClosureProcess
-
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -108,63 +94,67 @@ class AsyncBroker:
         """Run `method` (a function of the Broker protocol) on the real broker: subclasses say where."""
         raise NotImplementedError
 
-    async def create_account(self, application: AccountApplication) -> BrokerAccount:
+    async def create_account(self, application: models.AccountApplication) -> models.BrokerAccount:
         return await self._run(Broker.create_account, application)
 
-    async def get_account(self, account_id: str) -> BrokerAccount:
+    async def get_account(self, account_id: str) -> models.BrokerAccount:
         return await self._run(Broker.get_account, account_id)
 
-    async def find_account_by_email(self, email: str) -> BrokerAccount | None:
+    async def find_account_by_email(self, email: str) -> models.BrokerAccount | None:
         return await self._run(Broker.find_account_by_email, email)
 
-    async def close_account(self, account_id: str) -> BrokerAccount:
+    async def close_account(self, account_id: str) -> models.BrokerAccount:
         return await self._run(Broker.close_account, account_id)
 
-    async def list_ach_relationships(self, account_id: str) -> list[AchRelationship]:
+    async def list_ach_relationships(self, account_id: str) -> list[models.AchRelationship]:
         return await self._run(Broker.list_ach_relationships, account_id)
 
-    async def create_ach_relationship(self, account_id: str, request: ManualAchRequest) -> AchRelationship:
+    async def create_ach_relationship(
+        self, account_id: str, request: models.ManualAchRequest
+    ) -> models.AchRelationship:
         return await self._run(Broker.create_ach_relationship, account_id, request)
 
     async def create_ach_relationship_from_processor_token(
         self, account_id: str, processor_token: str
-    ) -> AchRelationship:
+    ) -> models.AchRelationship:
         return await self._run(Broker.create_ach_relationship_from_processor_token, account_id, processor_token)
 
     async def delete_ach_relationship(self, account_id: str, relationship_id: str) -> None:
         return await self._run(Broker.delete_ach_relationship, account_id, relationship_id)
 
-    async def create_transfer(self, account_id: str, relationship_id: str, amount: Decimal, direction: str) -> Transfer:
+    async def create_transfer(
+        self, account_id: str, relationship_id: str, amount: Decimal, direction: str
+    ) -> models.Transfer:
         return await self._run(Broker.create_transfer, account_id, relationship_id, amount, direction)
 
-    async def get_transfer(self, account_id: str, transfer_id: str) -> Transfer:
+    async def get_transfer(self, account_id: str, transfer_id: str) -> models.Transfer:
         return await self._run(Broker.get_transfer, account_id, transfer_id)
 
-    async def list_transfers(self, account_id: str) -> list[Transfer]:
+    async def list_transfers(self, account_id: str) -> list[models.Transfer]:
         return await self._run(Broker.list_transfers, account_id)
 
     async def cancel_transfer(self, account_id: str, transfer_id: str) -> None:
         return await self._run(Broker.cancel_transfer, account_id, transfer_id)
 
-    async def submit_order(self, account_id: str, request: OrderRequest) -> Order:
+    async def submit_order(self, account_id: str, request: models.OrderRequest) -> models.Order:
         return await self._run(Broker.submit_order, account_id, request)
 
-    async def get_order(self, account_id: str, order_id: str) -> Order:
+    async def get_order(self, account_id: str, order_id: str) -> models.Order:
         return await self._run(Broker.get_order, account_id, order_id)
 
-    async def list_orders(self, account_id: str, status: str = "all") -> list[Order]:
+    async def list_orders(self, account_id: str, status: str = "all") -> list[models.Order]:
         return await self._run(Broker.list_orders, account_id, status)
 
     async def cancel_order(self, account_id: str, order_id: str) -> None:
         return await self._run(Broker.cancel_order, account_id, order_id)
 
-    async def list_positions(self, account_id: str) -> list[BrokerPosition]:
+    async def list_positions(self, account_id: str) -> list[models.BrokerPosition]:
         return await self._run(Broker.list_positions, account_id)
 
-    async def close_all_positions(self, account_id: str) -> list[CloseResult]:
+    async def close_all_positions(self, account_id: str) -> list[models.CloseResult]:
         return await self._run(Broker.close_all_positions, account_id)
 
-    async def list_activities(self, account_id: str) -> list[Activity]:
+    async def list_activities(self, account_id: str) -> list[models.Activity]:
         return await self._run(Broker.list_activities, account_id)
 
 
@@ -276,7 +266,7 @@ class ThreadPoolClosureRunner(ClosureCalls):
     Two calls changing one closure at once are safe: the process takes the closure's own lock
     (`ClosureStore.lock`, across processes) around every step that acts."""
 
-    def __init__(self, process: "ClosureProcess", max_workers: int = 4) -> None:
+    def __init__(self, process: ClosureProcess, max_workers: int = 4) -> None:
         self.process = process
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="closure")
 
@@ -312,7 +302,7 @@ class Services:
         store: Store,
         broker: Broker | None = None,
         chat: ChatRunner | None = None,
-        closure: "ClosureProcess | None" = None,
+        closure: ClosureProcess | None = None,
     ) -> "Services":
         """The plain-Python wiring used under uvicorn: no Ray anywhere."""
         connector = RedisConnector(redis_url)

@@ -22,9 +22,9 @@ from pydantic import ValidationError
 
 from brokerage.alpaca_broker import AlpacaBroker
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected, Unavailable
+from brokerage.factory import position_source_from_settings
 from brokerage.models import AccountApplication, BrokerAccount, ManualAchRequest, OrderRequest
-from brokerage.positions import position_source_from_settings
-from brokerage.store import store_from_settings
+from brokerage.store_factory import store_from_settings
 from engine.clock import ManualClock
 from engine.config import Settings, load_settings
 from standins.alpaca_broker_api import NEW_YORK, AlpacaBrokerStandIn, Spec

@@ -22,7 +22,7 @@ from standins.alpaca_broker_api import AlpacaBrokerStandIn
 from brokerage.alpaca_broker import AlpacaBroker
 from brokerage.models import OrderRequest
 from brokerage.positions import HoldingsNotifier
-from brokerage.store import store_from_settings
+from brokerage.store_factory import store_from_settings
 from engine import pubsub
 from engine.config import Settings
 from engine.feeds.replay import ReplayFeed

@@ -167,7 +167,8 @@ async def test_open_link_fund_trade_and_withdraw(tmp_path: Path, redis_url: str)
         banks = await w.ok("GET", "/get-ach-relationships", params={"accountId": account_id})
         assert banks == {"relationships": [{
             "id": manual["id"], "status": "APPROVED", "bank_name": None, "bank_account_type": "CHECKING",
-            "last_4": "6789", "nickname": "Main checking", "created_at": manual["created_at"]}]}
+            "last_4": "6789", "nickname": "Main checking", "created_at": manual["created_at"],
+            "needs_relink": False}]}
 
         # a JSON number, parsed exactly (no float detour)
         raw = b'{"accountId": "%s", "relationshipId": "%s", "amount": 1000.10, "direction": "INCOMING"}' % (
@@ -541,7 +542,9 @@ async def test_plaid_link_exchange_and_webhook(tmp_path: Path, redis_url: str, p
 
         rel = await w.ok("POST", "/exchange-plaid-token", ALICE,
                          {"accountId": account_id, "publicToken": sandbox_public_token(plaid_standin)})
-        assert set(rel) == {"id", "status", "bank_name", "bank_account_type", "last_4", "nickname", "created_at"}
+        assert set(rel) == {
+            "id", "status", "bank_name", "bank_account_type", "last_4", "nickname", "created_at", "needs_relink"}
+        assert rel["needs_relink"] is False
         assert rel["status"] == "APPROVED" and len(rel["last_4"]) == 4
         banks = await w.ok("GET", "/get-ach-relationships", params={"accountId": account_id})
         assert [b["id"] for b in banks["relationships"]] == [rel["id"]]
@@ -555,10 +558,79 @@ async def test_plaid_link_exchange_and_webhook(tmp_path: Path, redis_url: str, p
         signed = {"Plaid-Verification": plaid_standin.sign_webhook(ITEM_LOGIN), "Content-Type": "application/json"}
         ack = await w.http.post("/plaid/webhook", content=ITEM_LOGIN, headers=signed)
         assert ack.status_code == 200, ack.text
-        assert ack.json() == {"received": True, "webhook_type": "ITEM", "webhook_code": "ERROR", "needs_relink": True}
+        assert ack.json() == {"received": True, "webhook_type": "ITEM", "webhook_code": "ERROR", "needs_relink": True,
+                              "bank_links": 0}  # item-9 backs no bank link here
         tampered = ITEM_LOGIN.replace(b"item-9", b"item-8")
         assert_error(await w.http.post("/plaid/webhook", content=tampered, headers=signed), 401, "webhook_unverified")
         assert_error(await w.http.post("/plaid/webhook", content=ITEM_LOGIN), 401, "webhook_unverified")
+
+
+def signed_webhook(standin: PlaidStandin, body: bytes) -> dict[str, str]:
+    return {"Plaid-Verification": standin.sign_webhook(body), "Content-Type": "application/json"}
+
+
+def item_webhook(item_id: str, code: str, error_code: str | None = None) -> bytes:
+    payload: dict[str, Any] = {
+        "webhook_type": "ITEM", "webhook_code": code, "item_id": item_id, "environment": "sandbox"}
+    if error_code is not None:
+        payload["error"] = {"error_type": "ITEM_ERROR", "error_code": error_code, "error_message": "login changed"}
+    return json.dumps(payload).encode()
+
+
+async def test_plaid_webhooks_are_recorded_on_the_bank_link_of_their_item(
+    tmp_path: Path, redis_url: str, plaid_standin: PlaidStandin
+) -> None:
+    async with world(tmp_path, redis_url, **plaid_env(plaid_standin)) as w:
+        account_id = await w.open_account()
+        public_token = sandbox_public_token(plaid_standin)
+        item_id = plaid_standin.items[plaid_standin.public_tokens[public_token]]["item_id"]  # Plaid's side knows it
+        rel = await w.ok("POST", "/exchange-plaid-token", ALICE, {"accountId": account_id, "publicToken": public_token})
+
+        async def banks() -> dict[str, bool]:
+            listed = await w.ok("GET", "/get-ach-relationships", params={"accountId": account_id})
+            return {b["id"]: b["needs_relink"] for b in listed["relationships"]}
+
+        async def send(body: bytes) -> httpx.Response:
+            return await w.http.post("/plaid/webhook", content=body, headers=signed_webhook(plaid_standin, body))
+
+        assert await banks() == {rel["id"]: False}
+        login = await send(item_webhook(item_id, "ERROR", "ITEM_LOGIN_REQUIRED"))
+        assert login.status_code == 200, login.text
+        assert login.json() == {"received": True, "webhook_type": "ITEM", "webhook_code": "ERROR",
+                                "needs_relink": True, "bank_links": 1}
+        assert await banks() == {rel["id"]: True}
+        [link] = w.store.bank_links_of(account_id)
+        assert (link.relationship_id, link.item_id, link.last_event) == (
+            rel["id"], item_id, "ITEM/ERROR ITEM_LOGIN_REQUIRED")
+
+        # a webhook that says nothing of the login is recorded and leaves the flag; another Item's changes nothing
+        other = await send(item_webhook(item_id, "WEBHOOK_UPDATE_ACKNOWLEDGED"))
+        assert (other.status_code, other.json()["bank_links"], other.json()["needs_relink"]) == (200, 1, False)
+        assert w.store.bank_links_of(account_id)[0].last_event == "ITEM/WEBHOOK_UPDATE_ACKNOWLEDGED"
+        unknown = await send(item_webhook("item-nobody-linked", "PENDING_DISCONNECT"))
+        assert (unknown.status_code, unknown.json()["bank_links"], unknown.json()["needs_relink"]) == (200, 0, True)
+        assert await banks() == {rel["id"]: True}
+
+        # the user fixed the login elsewhere: Plaid says so and the notice goes
+        repaired = await send(item_webhook(item_id, "LOGIN_REPAIRED"))
+        assert (repaired.status_code, repaired.json()["bank_links"]) == (200, 1)
+        assert await banks() == {rel["id"]: False}
+        await send(item_webhook(item_id, "PENDING_EXPIRATION"))
+        assert await banks() == {rel["id"]: True}
+
+        # malformed bodies, signed as Plaid would: the documented error, nothing recorded
+        before = w.store.bank_links_of(account_id)
+        missing_code = json.dumps({"webhook_type": "ITEM", "item_id": item_id}).encode()
+        numeric_code = json.dumps({"webhook_type": "ITEM", "webhook_code": 7, "item_id": item_id}).encode()
+        for body in (b"webhook_type=ITEM", b"[1, 2]", missing_code, numeric_code):
+            assert_error(await send(body), 422, "invalid_request")
+        assert w.store.bank_links_of(account_id) == before
+        # and the verification stays: unsigned or altered, nothing is recorded
+        body = item_webhook(item_id, "LOGIN_REPAIRED")
+        assert_error(await w.http.post("/plaid/webhook", content=body), 401, "webhook_unverified")
+        forged = signed_webhook(plaid_standin, item_webhook(item_id, "ERROR"))
+        assert_error(await w.http.post("/plaid/webhook", content=body, headers=forged), 401, "webhook_unverified")
+        assert await banks() == {rel["id"]: True}
 
 
 async def test_unconfigured_plaid_and_missing_broker_are_503(tmp_path: Path, redis_url: str) -> None:

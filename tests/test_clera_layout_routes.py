@@ -24,7 +24,7 @@ from brokerage.closure.process import ClosureProcess
 from brokerage.closure.records import ClosureStore
 from brokerage.email import OutboxMailer
 from brokerage.sql import Database
-from brokerage.store import store_from_settings
+from brokerage.store_factory import store_from_settings
 from engine.clock import ManualClock
 from engine.config import ConfigError
 from gateway import routes_brokerage, routes_closure, routes_core

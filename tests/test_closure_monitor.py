@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from brokerage.closure.log import ClosureLog
-from brokerage.closure.monitor import line_style
+from brokerage.closure.monitor_style import line_style
 from brokerage.closure.records import (
     ClosureRecord,
     ClosureStore,

@@ -35,7 +35,7 @@ from brokerage.models import OrderRequest
 from brokerage.paper import PaperBroker
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
-from brokerage.store import store_from_settings
+from brokerage.store_factory import store_from_settings
 from engine.clock import ManualClock, clock_from_settings
 from engine.config import Settings, load_settings
 from serve_app import RayClosureRunner

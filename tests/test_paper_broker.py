@@ -11,15 +11,10 @@ import pytest
 import redis
 
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected, Unavailable
-from brokerage.factory import broker_from_settings
+from brokerage.factory import broker_from_settings, position_source_from_settings
 from brokerage.models import ManualAchRequest, OrderRequest
 from brokerage.paper import NextDue, PaperBroker
-from brokerage.positions import (
-    BrokerPositionSource,
-    HoldingsNotifier,
-    holdings_from_activities,
-    position_source_from_settings,
-)
+from brokerage.positions import BrokerPositionSource, HoldingsNotifier, holdings_from_activities
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
 from engine.clock import ManualClock, ReplayClock

@@ -23,7 +23,8 @@ from standins.plaid_api import PlaidStandin
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected, Unavailable
 from brokerage.models import AccountApplication, Agreement, Contact, Disclosures, Identity
 from brokerage.paper import PaperBroker
-from brokerage.plaid_link import PlaidLink, PlaidWebhookEvent, WebhookUnverified, parse_webhook
+from brokerage.plaid_events import PlaidWebhookEvent, parse_webhook
+from brokerage.plaid_link import PlaidLink, WebhookUnverified
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
 from engine.clock import ManualClock
@@ -121,7 +122,9 @@ def test_empty_user_id_fails_before_calling_plaid(link: PlaidLink, standin: Plai
 
 # --- tokens -------------------------------------------------------------------------------------
 def test_public_token_to_access_token_to_processor_token(link: PlaidLink, standin: PlaidStandin) -> None:
-    access_token = link.exchange_public_token(sandbox_public_token(standin))
+    item = link.exchange_public_token(sandbox_public_token(standin))
+    access_token = item.access_token
+    assert standin.items[access_token]["item_id"] == item.item_id  # the id Plaid's webhooks will name
     accounts = link.bank_accounts(access_token)
     assert [a.subtype for a in accounts] == ["checking", "savings"]  # the credit card has no ACH numbers
     assert all(a.routing_number and len(a.routing_number) == 9 and a.routing_number.isdigit() for a in accounts)
@@ -149,14 +152,14 @@ def test_invalid_public_token_is_an_invalid_request(link: PlaidLink) -> None:
 
 
 def test_processor_token_for_a_foreign_account_is_rejected(link: PlaidLink, standin: PlaidStandin) -> None:
-    access_token = link.exchange_public_token(sandbox_public_token(standin))
+    access_token = link.exchange_public_token(sandbox_public_token(standin)).access_token
     with pytest.raises(InvalidRequest) as caught:
         link.processor_token(access_token, "no-such-account")
     assert caught.value.details["error_code"] == "INVALID_ACCOUNT_ID"
 
 
 def test_item_login_required_is_rejected(link: PlaidLink, standin: PlaidStandin) -> None:
-    access_token = link.exchange_public_token(sandbox_public_token(standin))
+    access_token = link.exchange_public_token(sandbox_public_token(standin)).access_token
     checking = link.bank_accounts(access_token)[0]
     reset_login(standin, access_token)
     with pytest.raises(Rejected) as caught:
@@ -225,11 +228,13 @@ def test_link_bank_creates_the_ach_relationship(
 ) -> None:
     account_id = open_account(broker, "ada@example.com")
     issued_before = set(standin.processor_tokens)
-    relationship = link.link_bank(broker, account_id, sandbox_public_token(standin))
+    linked = link.link_bank(broker, account_id, sandbox_public_token(standin))
+    relationship = linked.relationship
     assert relationship.account_id == account_id and relationship.status == "APPROVED"
     assert broker.list_ach_relationships(account_id) == [relationship]
     (issued,) = set(standin.processor_tokens) - issued_before
     item_id, plaid_account_id = standin.processor_tokens[issued]
+    assert linked.item_id == item_id
     item = next(i for i in standin.items.values() if i["item_id"] == item_id)
     chosen = next(a for a in item["accounts"] if a["account_id"] == plaid_account_id)
     assert chosen["subtype"] == "checking"  # Hosted Link gave no account: the checking account is used
@@ -248,7 +253,7 @@ def test_second_link_conflicts_and_its_item_is_removed(
     link: PlaidLink, standin: PlaidStandin, broker: PaperBroker
 ) -> None:
     account_id = open_account(broker, "alan@example.com")
-    first = link.link_bank(broker, account_id, sandbox_public_token(standin))
+    first = link.link_bank(broker, account_id, sandbox_public_token(standin)).relationship
     public_token = sandbox_public_token(standin)
     access_token = standin.public_tokens[public_token]
     with pytest.raises(Conflict):
@@ -263,7 +268,7 @@ def test_unknown_account_leaves_the_public_token_unused(
     public_token = sandbox_public_token(standin)
     with pytest.raises(NotFound):
         link.link_bank(broker, "no-such-account", public_token)
-    assert link.exchange_public_token(public_token).startswith("access-")
+    assert link.exchange_public_token(public_token).access_token.startswith("access-")
 
 
 def test_link_bank_with_a_bad_public_token_changes_nothing(
@@ -380,3 +385,13 @@ def test_parse_webhook_kinds() -> None:
     assert parse_webhook({"webhook_type": "ITEM", "webhook_code": "PENDING_EXPIRATION"}).needs_relink
     with pytest.raises(InvalidRequest):
         parse_webhook({"webhook_code": "ERROR"})
+
+
+def test_what_a_bank_link_records_of_a_webhook() -> None:
+    login = parse_webhook(json.loads(ITEM_ERROR))
+    assert (login.summary, login.relink_state) == ("ITEM/ERROR ITEM_LOGIN_REQUIRED", True)
+    repaired = parse_webhook({"webhook_type": "ITEM", "webhook_code": "LOGIN_REPAIRED", "item_id": "item-1"})
+    assert (repaired.summary, repaired.relink_state) == ("ITEM/LOGIN_REPAIRED", False)
+    other = parse_webhook({"webhook_type": "ITEM", "webhook_code": "NEW_ACCOUNTS_AVAILABLE", "item_id": "item-1"})
+    assert (other.summary, other.relink_state) == ("ITEM/NEW_ACCOUNTS_AVAILABLE", None)
+    assert parse_webhook({"webhook_type": "TRANSACTIONS", "webhook_code": "LOGIN_REPAIRED"}).relink_state is None

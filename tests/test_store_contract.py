@@ -19,12 +19,14 @@ from standins.postgrest import PostgrestStandIn
 from supabase import create_client
 from supabase.lib.client_options import SyncClientOptions
 
-from brokerage.clera_store import CLERA_SCHEMA_SQL, CleraSqlStore
+from brokerage.clera_schema import CLERA_SCHEMA_SQL
+from brokerage.clera_store import CleraSqlStore
 from brokerage.clera_supabase_store import CleraSupabaseStore
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from brokerage.sql import Database
-from brokerage.sql_store import SqlStore, schema_sql
+from brokerage.sql import INTEGRITY, Database
+from brokerage.sql_store import SqlStore
 from brokerage.store import CompanyProfile, Store
+from brokerage.store_schema import schema_sql
 from brokerage.supabase_store import SupabaseStore, error_from_postgrest
 from engine.clock import ManualClock
 
@@ -420,6 +422,25 @@ def test_upgrade_brings_the_old_profile_table_to_the_seed_shape(
         db.close()
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_upgrade_to_version_4_adds_bank_links_beside_the_accounts(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'v3.db'}" if engine == "sqlite" else request.getfixturevalue("pg_url"))
+    try:
+        db.migrate("store", schema_sql(db.dialect)[:3])  # a database from before bank links were recorded
+        SqlStore(db).add_account(ALICE, "acc-a")
+        upgraded = SqlStore(db)
+        upgraded.migrate()
+        assert db.fetchone("SELECT MAX(version) AS v FROM schema_migrations WHERE component = 'store'") == {"v": 4}
+        assert upgraded.owner_of("acc-a") == ALICE
+        assert upgraded.record_bank_link("acc-a", "rel-1", "item-1").item_id == "item-1"
+        with pytest.raises(INTEGRITY):  # this layout's bank links belong to its accounts
+            upgraded.record_bank_link("acc-nobody", "rel-2", "item-2")
+    finally:
+        db.close()
+
+
 def test_migrate_from_several_processes_at_once(make_store: MakeStore) -> None:
     """Every replica migrates on start; on a fresh database they race, and all of them must succeed."""
     race(4, lambda _: make_store().ensure_user(U1))
@@ -524,6 +545,39 @@ def test_profile_update_times_count_fmp_profiles_only(store: Store, clock: Manua
         expected["AAPL"] = START
     assert store.profile_update_times(["aapl", "MSFT", "NOPE"]) == expected
     assert store.profile_update_times([]) == {}
+
+
+# -- bank links made through Plaid ------------------------------------------------------------------
+
+
+def test_bank_links_record_what_plaid_says_of_their_item(make_store: MakeStore, clock: ManualClock) -> None:
+    store = make_store()
+    store.add_account(ALICE, "acc-a1")
+    store.add_account(BOB, "acc-b1")
+    linked = store.record_bank_link("acc-a1", "rel-1", "item-1")
+    assert (linked.account_id, linked.item_id, linked.needs_relink, linked.last_event) == ("acc-a1", "item-1", False, None)
+    assert linked.created_at == linked.updated_at == START and _aware_utc(linked.created_at)
+    other = store.record_bank_link("acc-b1", "rel-2", "item-2")
+
+    clock.advance(dt.timedelta(minutes=5))
+    [marked] = store.record_item_event("item-1", "ITEM/ERROR ITEM_LOGIN_REQUIRED", True)
+    assert (marked.relationship_id, marked.needs_relink, marked.last_event) == ("rel-1", True, "ITEM/ERROR ITEM_LOGIN_REQUIRED")
+    assert marked.updated_at == START + dt.timedelta(minutes=5) and marked.created_at == START
+    assert store.bank_links_of("acc-a1") == [marked]
+    assert make_store().bank_links_of("acc-b1") == [other]  # another Item's link is left alone, after a restart too
+
+    [noted] = store.record_item_event("item-1", "ITEM/WEBHOOK_UPDATE_ACKNOWLEDGED", None)
+    assert (noted.needs_relink, noted.last_event) == (True, "ITEM/WEBHOOK_UPDATE_ACKNOWLEDGED")  # the flag stays
+    [repaired] = store.record_item_event("item-1", "ITEM/LOGIN_REPAIRED", False)
+    assert not repaired.needs_relink
+    assert store.record_item_event("item-unknown", "ITEM/ERROR ITEM_LOGIN_REQUIRED", True) == []
+    assert store.bank_links_of("acc-nobody") == []
+
+    store.record_item_event("item-1", "ITEM/PENDING_DISCONNECT", True)
+    clock.advance(dt.timedelta(minutes=5))
+    again = store.record_bank_link("acc-a1", "rel-1", "item-3")  # recorded again: starts afresh
+    assert (again.item_id, again.needs_relink, again.last_event) == ("item-3", False, None)
+    assert make_store().bank_links_of("acc-a1") == [again]
 
 
 # -- Supabase specifics ---------------------------------------------------------------------------

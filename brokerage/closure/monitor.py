@@ -17,180 +17,21 @@ retries, red errors and failures, cyan email, magenta timing.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import re
-import sqlite3
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from decimal import Decimal
-from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
 
+from brokerage.closure.monitor_source import Source, open_source
+from brokerage.closure.monitor_style import progress_bar, progress_text, step_style, styled, when_text
 from brokerage.closure.records import FINISHED, STEP_NUMBER, TOTAL_STEPS, ClosureRecord
+from brokerage.closure.steps import withdrawn
+from engine.config import Settings
 
-LOG_SUBDIR = ("logs", "account_closures")
 RECENT_LINES = 20
-_FILE_NAME = re.compile(r"^closure_(?P<account>.+)_(?P<stamp>\d{8}_\d{6})\.log$")
-_PREFIX = re.compile(r"^(\[[^\]]*\]\s?)")
 _CURRENT_STEP = re.compile(r"Current Step: (\w+)")
-
-# --- colours ----------------------------------------------------------------------------------
-_RED_ICONS = ("❌", "🚨", "💥", "🛑")
-_YELLOW_ICONS = ("⚠", "🔁", "⏳")
-_CYAN_ICONS = ("📧", "✉")
-_MAGENTA_ICONS = ("⏱", "⌛")
-_GREEN_ICONS = ("✅", "🎉")
-_RED_WORDS = re.compile(r"\b(FAILED|FAILURE|ERROR|EXCEPTION|CRITICAL)\b|Current Step: failed")
-_YELLOW_WORDS = re.compile(r"\b(WARNING|WARN|RETRY|RETRYING|RETRIED|REJECTED|RETURNED)\b|\bretry", re.IGNORECASE)
-_GREEN_WORDS = re.compile(r"\b(PASSED|COMPLETED|SUCCESS|SUCCEEDED)\b|Current Step: completed")
-
-
-def line_style(line: str) -> str:
-    """The colour of one log line: by its leading icon, else by the icons and keywords it contains."""
-    body = _PREFIX.sub("", line, count=1).lstrip()
-    if _RED_WORDS.search(body) or any(i in body for i in _RED_ICONS):
-        return "red"  # a failed email or safety check is a failure before it is an email or a check
-    if body.startswith(_YELLOW_ICONS):
-        return "yellow"
-    if body.startswith(_CYAN_ICONS):
-        return "cyan"
-    if body.startswith(_MAGENTA_ICONS):
-        return "magenta"
-    if body.startswith(_GREEN_ICONS):
-        return "green"
-    if _YELLOW_WORDS.search(body):
-        return "yellow"
-    if _GREEN_WORDS.search(body) or any(i in body for i in _GREEN_ICONS):
-        return "green"
-    return "blue"
-
-
-def styled(line: str) -> Text:
-    text = Text()
-    prefix = _PREFIX.match(line)
-    if prefix:
-        text.append(prefix.group(1), style="dim")
-        line = line[prefix.end():]
-    text.append(line, style=line_style(line))
-    return text
-
-
-# --- the log files --------------------------------------------------------------------------
-@dataclass
-class LogFiles:
-    """This machine's closure log files: `closure_{account}_{YYYYmmdd_HHMMSS}.log`."""
-
-    folder: Path
-
-    def accounts(self) -> dict[str, list[Path]]:
-        found: dict[str, list[Path]] = {}
-        if self.folder.is_dir():
-            for path in sorted(self.folder.glob("closure_*.log"), key=lambda p: _FILE_NAME.sub(r"\2", p.name)):
-                match = _FILE_NAME.match(path.name)
-                if match:
-                    found.setdefault(match["account"], []).append(path)
-        return found
-
-    def of_account(self, account_id: str) -> list[Path]:
-        """Oldest first (a resumed closure appends to its file; a second closure has a file of its own)."""
-        return self.accounts().get(account_id, [])
-
-    def lines(self, account_id: str) -> list[str]:
-        lines: list[str] = []
-        for path in self.of_account(account_id):
-            lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
-        return lines
-
-    def of_user(self, user_id: str) -> list[str]:
-        """Accounts whose log mentions the user id (the files are named by account only)."""
-        return [
-            account for account, paths in self.accounts().items()
-            if any(user_id in p.read_text(encoding="utf-8", errors="replace") for p in paths)
-        ]
-
-
-# --- what the monitor reads -------------------------------------------------------------------
-@dataclass
-class Source:
-    """The closure store (None when there is none to read) with the log files as the fallback."""
-
-    store: object | None  # ClosureStore
-    files: LogFiles
-    notes: list[str] = field(default_factory=list)
-
-    def _guard(self, read: Callable[[], object], default: object) -> object:
-        if self.store is None:
-            return default
-        import psycopg
-
-        try:
-            return read()
-        except (sqlite3.Error, psycopg.Error, OSError) as exc:  # no table yet, a locked or unreachable database: use the files
-            self.notes.append(f"closure store not readable ({type(exc).__name__}: {exc}); using log files")
-            self.store = None
-            return default
-
-    def record(self, account_id: str) -> ClosureRecord | None:
-        return self._guard(lambda: self.store.get(account_id), None)  # type: ignore[union-attr,return-value]
-
-    def records_of_user(self, user_id: str) -> list[ClosureRecord]:
-        return self._guard(lambda: self.store.of_user(user_id), [])  # type: ignore[union-attr,return-value]
-
-    def unfinished(self) -> list[ClosureRecord]:
-        return self._guard(lambda: self.store.unfinished(), [])  # type: ignore[union-attr,return-value]
-
-    def all_records(self) -> list[ClosureRecord]:
-        return self._guard(lambda: self.store.all(), [])  # type: ignore[union-attr,return-value]
-
-    def lines(self, account_id: str) -> tuple[list[str], str]:
-        """Every line of the account's closures, oldest first, and where they came from."""
-        stored: list[str] = self._guard(lambda: self.store.log_lines(account_id), [])  # type: ignore[union-attr,assignment]
-        if stored:
-            return stored, "closure store"
-        return self.files.lines(account_id), f"log files in {self.files.folder}"
-
-
-def open_source(settings: object) -> Source:
-    """The store of `settings` if it exists (never created here), and the log folder under CLERA_DATA_DIR."""
-    from brokerage.closure.records import ClosureStore
-    from brokerage.sql import Database
-
-    files = LogFiles(settings.data_path.joinpath(*LOG_SUBDIR))  # type: ignore[attr-defined]
-    database_url = settings.database_url  # type: ignore[attr-defined]
-    if not database_url and not settings.sqlite_path.is_file():  # type: ignore[attr-defined]
-        return Source(None, files)
-    return Source(ClosureStore(Database.for_settings(database_url, settings.sqlite_path)), files)  # type: ignore[attr-defined]
-
-
-# --- rendering --------------------------------------------------------------------------------
-def _when(at: dt.datetime | None) -> str:
-    if at is None:
-        return "-"
-    if at.tzinfo is not None:
-        return at.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return at.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _withdrawn(record: ClosureRecord) -> Decimal:
-    return sum((t.amount for t in record.transfers if t.status == "COMPLETE"), Decimal(0))
-
-
-def _bar(number: int) -> str:
-    done = max(0, min(number, TOTAL_STEPS))
-    return "█" * (done * 4) + "░" * ((TOTAL_STEPS - done) * 4)
-
-
-def progress_text(record: ClosureRecord) -> str:
-    number = STEP_NUMBER.get(record.step, 0)
-    return "failed" if number < 0 else f"step {number}/{TOTAL_STEPS}"
-
-
-def step_style(step: str) -> str:
-    return {"completed": "green", "failed": "red"}.get(step, "yellow" if step == "partial_withdrawal_waiting" else "blue")
 
 
 class Monitor:
@@ -242,20 +83,20 @@ class Monitor:
             ("account", Text(record.account_id, "bold cyan")),
             ("user", record.user_id),
             ("step", Text.assemble((record.step, step_style(record.step)), f"  ({progress_text(record)})")),
-            ("progress", Text.assemble((_bar(number), step_style(record.step)), f" {max(number, 0)}/{TOTAL_STEPS}")),
+            ("progress", Text.assemble((progress_bar(number), step_style(record.step)), f" {max(number, 0)}/{TOTAL_STEPS}")),
             ("confirmation", record.confirmation_code),
-            ("initiated", _when(record.initiated_at)),
-            ("updated", _when(record.updated_at)),
+            ("initiated", when_text(record.initiated_at)),
+            ("updated", when_text(record.updated_at)),
         ]
         if record.completed_at is not None:
-            rows.append(("completed", _when(record.completed_at)))
+            rows.append(("completed", when_text(record.completed_at)))
         if record.transfers:
-            rows.append(("withdrawn", f"${_withdrawn(record):,.2f} in {sum(t.status == 'COMPLETE' for t in record.transfers)}"
+            rows.append(("withdrawn", f"${withdrawn(record):,.2f} in {sum(t.status == 'COMPLETE' for t in record.transfers)}"
                                       f" completed of {len(record.transfers)} transfers"))
             for t in record.transfers:
                 style = {"COMPLETE": "green", "REJECTED": "red", "RETURNED": "red", "CANCELED": "red"}.get(t.status, "yellow")
                 rows.append(("  transfer", Text.assemble(f"{t.id} ${t.amount:,.2f} ", (t.status, style),
-                                                         f" attempt {t.attempt} {_when(t.created_at)}")))
+                                                         f" attempt {t.attempt} {when_text(t.created_at)}")))
         if record.failure_reason:
             rows.append(("failure", Text(record.failure_reason, "red")))
         rows.append(("log lines", str(len(lines))))
@@ -264,7 +105,7 @@ class Monitor:
         if record.history:
             self.say(Text("history", "dim"))
             for entry in record.history:
-                self.say(Text.assemble(f"  {_when(entry.at)}  ", (f"{entry.step:<27}", step_style(entry.step)),
+                self.say(Text.assemble(f"  {when_text(entry.at)}  ", (f"{entry.step:<27}", step_style(entry.step)),
                                        entry.message))
 
     def account(self, account_id: str, *, limit: int = 0, summary: bool = False) -> tuple[bool, int]:
@@ -332,8 +173,8 @@ class Monitor:
                 lines, _ = self.source.lines(r.account_id)
                 self.say(Text.assemble(
                     (f"{r.account_id}", "bold cyan"), "  user ", r.user_id, "  ", (f"{r.step}", step_style(r.step)),
-                    f" ({progress_text(r)})  ", r.confirmation_code, ("  since ", "dim"), _when(r.initiated_at),
-                    ("  updated ", "dim"), _when(r.updated_at),
+                    f" ({progress_text(r)})  ", r.confirmation_code, ("  since ", "dim"), when_text(r.initiated_at),
+                    ("  updated ", "dim"), when_text(r.updated_at),
                 ))
                 if lines:
                     self.say(Text.assemble("    ", styled(lines[-1])))
@@ -372,7 +213,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="--follow: seconds between polls")
 
 
-def run(args: argparse.Namespace, settings: object, console: Console | None = None) -> int:
+def run(args: argparse.Namespace, settings: Settings, console: Console | None = None) -> int:
     """0 when something was shown, 1 when the account or user has no closure, 2 on a usage error."""
     console = console or Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
