@@ -19,7 +19,6 @@ import datetime as dt
 import functools
 import json
 import os
-import random
 import signal
 import sys
 import threading
@@ -29,10 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import websockets
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+from websockets.asyncio.client import connect
 
 from engine import logs
 from engine.auth import generate_secret, mint_jwt
@@ -90,23 +91,6 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 # --- clera watch ---------------------------------------------------------------------------
-class Backoff:
-    """Exponential backoff with full jitter: spreads reconnecting clients so a restart is not a stampede."""
-
-    def __init__(self, base_s: float = 0.5, cap_s: float = 30.0, rng: random.Random | None = None) -> None:
-        self.base_s, self.cap_s = base_s, cap_s
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap_s, self.base_s * 2**self.attempt)
-        self.attempt += 1
-        return self._rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 class AuthRefused(Exception):
     """The server refused for good (a 1008 close or a 4xx on the handshake): retrying cannot help."""
 
@@ -116,13 +100,12 @@ async def watch_frames(
     on_frame: Callable[[dict[str, Any]], None],
     on_status: Callable[[str], None] = lambda _: None,
     *,
-    backoff: Backoff | None = None,
     stop: asyncio.Event | None = None,
     heartbeat_s: float = 15.0,
 ) -> None:
     """Receive frames until `stop` is set, reconnecting after any drop; raises AuthRefused on a refusal."""
     stop = stop or asyncio.Event()
-    runner = asyncio.create_task(_watch_forever(url, on_frame, on_status, backoff or Backoff(), heartbeat_s))
+    runner = asyncio.create_task(_watch_forever(url, on_frame, on_status, heartbeat_s))
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
     for task in (runner, stopper):
@@ -133,44 +116,46 @@ async def watch_frames(
         runner.result()
 
 
-async def _watch_forever(
-    url: str,
-    on_frame: Callable[[dict[str, Any]], None],
-    on_status: Callable[[str], None],
-    backoff: Backoff,
-    heartbeat_s: float,
-) -> None:
-    import websockets
-    from websockets.asyncio.client import connect
+def _triage(on_status: Callable[[str], None]) -> Callable[[Exception], Exception | None]:
+    """What websockets' reconnecting `connect` does with a failed connection attempt: a refused upgrade
+    (4xx: a wrong URL or token) is final; anything else on the way to the server may heal, and the
+    library retries it with its jittered exponential backoff (so a restart is not a stampede)."""
 
-    while True:
-        try:
-            async with connect(url, open_timeout=10) as ws:
-                on_status("connected")
-                beat = asyncio.create_task(_heartbeats(ws, heartbeat_s))
-                try:
-                    while True:
-                        frame = json.loads(await ws.recv())
-                        if frame.get("type") == "ping":
-                            await ws.send(json.dumps({"type": "pong"}))
-                        backoff.reset()  # a frame arrived: this connection really works
-                        on_frame(frame)
-                finally:
-                    beat.cancel()
-        except websockets.ConnectionClosed as exc:
-            if exc.rcvd is not None and exc.rcvd.code == POLICY_VIOLATION:
-                raise AuthRefused(exc.rcvd.reason or "not allowed") from None
-            on_status(f"disconnected ({exc.rcvd.code if exc.rcvd else 'no close frame'})")
-        except websockets.InvalidStatus as exc:
+    def triage(exc: Exception) -> Exception | None:
+        if isinstance(exc, websockets.InvalidStatus):
             status = exc.response.status_code
-            if 400 <= status < 500:  # a wrong URL or a refused upgrade does not heal by retrying
-                raise AuthRefused(f"HTTP {status} on the WebSocket handshake") from None
-            on_status(f"cannot connect (HTTP {status})")
-        except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
-            on_status(f"cannot connect ({type(exc).__name__})")
-        delay = backoff.next_delay()
-        on_status(f"reconnecting in {delay:.1f}s")
-        await asyncio.sleep(delay)
+            if 400 <= status < 500:
+                return AuthRefused(f"HTTP {status} on the WebSocket handshake")
+            on_status(f"cannot connect (HTTP {status}); reconnecting")
+            return None
+        if isinstance(exc, (OSError, asyncio.TimeoutError, websockets.InvalidHandshake)):
+            on_status(f"cannot connect ({type(exc).__name__}); reconnecting")
+            return None
+        return exc
+
+    return triage
+
+
+async def _watch_forever(
+    url: str, on_frame: Callable[[dict[str, Any]], None], on_status: Callable[[str], None], heartbeat_s: float
+) -> None:
+    connections = aiter(connect(url, open_timeout=10, process_exception=_triage(on_status)))
+    async with contextlib.aclosing(connections):  # leaving (stop, refusal) closes the open connection
+        async for ws in connections:
+            on_status("connected")
+            beat = asyncio.create_task(_heartbeats(ws, heartbeat_s))
+            try:
+                while True:
+                    frame = json.loads(await ws.recv())
+                    if frame.get("type") == "ping":
+                        await ws.send(json.dumps({"type": "pong"}))
+                    on_frame(frame)
+            except websockets.ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code == POLICY_VIOLATION:
+                    raise AuthRefused(exc.rcvd.reason or "not allowed") from None
+                on_status(f"disconnected ({exc.rcvd.code if exc.rcvd else 'no close frame'}); reconnecting")
+            finally:
+                beat.cancel()
 
 
 async def _heartbeats(ws: Any, every_s: float) -> None:
