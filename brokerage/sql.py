@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
 # What a database that cannot be reached (or is locked past its timeout) raises: callers answer 503.
 DATABASE_DOWN = (sqlite3.OperationalError, psycopg.OperationalError)
@@ -29,18 +30,23 @@ Row = dict[str, Any]
 _PLACEHOLDER = re.compile(r"\?")
 
 
+# SQLite answers "database is locked" at once, not after its busy timeout, where it cannot wait:
+# switching to WAL (an exclusive lock: several processes opening a new file together, as every
+# replica migrates on start) and taking the write lock. Such a step is tried again, a little later
+# each time; the last try raises what it meets. PostgreSQL raises no sqlite3 error: tried once.
+_SQLITE_LOCKED = retry_if_exception_type(sqlite3.OperationalError)
+
+
+@retry(stop=stop_after_attempt(41), wait=wait_incrementing(0.01, 0.01), retry=_SQLITE_LOCKED, reraise=True)
 def _use_wal(conn: sqlite3.Connection) -> None:
-    """Switch the file to WAL (it stays so). Switching takes an exclusive lock and, unlike other
-    statements, fails at once with "database is locked" rather than waiting for it, which happens
-    when several processes open a new file together (every replica migrates on start): retried."""
-    for attempt in range(40):
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError:
-            time.sleep(0.01 * (attempt + 1))
-    conn.execute("PRAGMA journal_mode=WAL")  # the last try raises what it meets
+    """Switch the file to WAL (it stays so)."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+@retry(stop=stop_after_attempt(51), wait=wait_incrementing(0.05, 0.05), retry=_SQLITE_LOCKED, reraise=True)
+def _begin(conn: Any, statement: str) -> None:
+    conn.execute(statement)
 
 
 class Database:
@@ -115,15 +121,7 @@ class Database:
                 self._local.depth -= 1
             return
         conn = self._conn()
-        begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN"
-        for attempt in range(50):
-            try:
-                conn.execute(begin)
-                break
-            except sqlite3.OperationalError:  # database is locked beyond busy_timeout
-                time.sleep(0.05 * (attempt + 1))
-        else:
-            conn.execute(begin)
+        _begin(conn, "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
         self._local.depth = 1
         try:
             yield self
