@@ -230,7 +230,8 @@ class Listener:
 
 
 LOST_REDIS = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
-RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 5.0  # a lost subscription is retried after 0.1 s, 0.2 s, ... at most 5 s apart
+# A lost subscription is tried again after 0.1 s, 0.2 s, 0.4 s ... at most 5 s apart.
+RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 5.0
 
 
 class PortfolioSubscriber:
