@@ -36,10 +36,10 @@ POOL_WAIT_S = 10.0
 _PLACEHOLDER = re.compile(r"\?")
 
 
-# SQLite answers "database is locked" at once, not after its busy timeout, where it cannot wait:
-# switching to WAL (an exclusive lock: several processes opening a new file together, as every
-# replica migrates on start) and taking the write lock. Such a step is tried again, a little later
-# each time; the last try raises what it meets. PostgreSQL raises no sqlite3 error: tried once.
+# Two SQLite steps meet "database is locked": switching to WAL fails at once rather than waiting
+# (several processes opening a new file together, as every replica migrates on start), and taking
+# the write lock can still fail past the busy timeout. Each is tried again, a little later each
+# time; the last try raises what it meets. PostgreSQL raises no sqlite3 error: tried once.
 _SQLITE_LOCKED = retry_if_exception_type(sqlite3.OperationalError)
 
 
