@@ -9,11 +9,11 @@ on the current status, as in `SupabaseStore`. `brokerage/clera_schema.sql` must 
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 from supabase import Client
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_incrementing
 
 from brokerage.clera_store import CLOSURE_COLUMNS, clera_changes, clera_status
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Unavailable
@@ -27,6 +27,11 @@ CLERA_TABLES = (
     "bank_links",
 )
 _RETRIES = 20
+# The winner of an account's claim writes its onboarding row in a moment: the others read until it is there.
+_WINNERS_ROW = Retrying(
+    stop=stop_after_attempt(_RETRIES), wait=wait_incrementing(0.01, 0.01),
+    retry=retry_if_result(lambda found: found is None), retry_error_callback=lambda _: None,
+)
 
 
 def _is_uuid(value: str) -> bool:
@@ -155,11 +160,9 @@ class CleraSupabaseStore(SupabaseStore):
             except BaseException:
                 self._run(lambda c: c.table("account_claims").delete().eq("account_id", account_id))
                 raise
-        for attempt in range(_RETRIES):
-            current = self.get_account(account_id)
-            if current is not None:
-                return current
-            time.sleep(0.01 * (attempt + 1))
+        attached = _WINNERS_ROW(self.get_account, account_id)
+        if attached is not None:
+            return attached
         raise Unavailable(f"account {account_id} is being attached by another request; retry", code="store_contention")
 
     def _claim_account_email(self, account_id: str, email: str | None) -> None:

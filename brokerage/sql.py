@@ -1,7 +1,8 @@
 """A small SQL layer shared by the store and the paper ledger: SQLite (a file) or PostgreSQL.
 
-Queries are written once with `?` placeholders and run on either engine. Each thread gets its own
-connection (sqlite3 and psycopg connections are not to be shared across threads). A write
+Queries are written once with `?` placeholders and run on either engine. On SQLite each thread has
+its own connection (sqlite3's are not to be shared across threads); on PostgreSQL a psycopg_pool pool
+lends a connection per statement, or per transaction to the thread that opened it. A write
 transaction is serialised per database on SQLite (`BEGIN IMMEDIATE`) and uses row locks on
 PostgreSQL (`for_update()`), which is what keeps concurrent requests from overdrawing an account.
 """
@@ -18,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import ConnectionPool, PoolClosed
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
 # What a database that cannot be reached (or is locked past its timeout) raises: callers answer 503.
 DATABASE_DOWN = (sqlite3.OperationalError, psycopg.OperationalError)
@@ -26,21 +29,30 @@ DATABASE_DOWN = (sqlite3.OperationalError, psycopg.OperationalError)
 INTEGRITY = (sqlite3.IntegrityError, psycopg.IntegrityError)
 
 Row = dict[str, Any]
+# PostgreSQL connections per Database and process, lent per statement or per transaction; a statement
+# waits this long for one (all lent out, or the server being reconnected) before DATABASE_DOWN.
+POOL_MAX_SIZE = 10
+POOL_WAIT_S = 10.0
 _PLACEHOLDER = re.compile(r"\?")
 
 
+# Two SQLite steps meet "database is locked": switching to WAL fails at once rather than waiting
+# (several processes opening a new file together, as every replica migrates on start), and taking
+# the write lock can still fail past the busy timeout. Each is tried again, a little later each
+# time; the last try raises what it meets. PostgreSQL raises no sqlite3 error: tried once.
+_SQLITE_LOCKED = retry_if_exception_type(sqlite3.OperationalError)
+
+
+@retry(stop=stop_after_attempt(41), wait=wait_incrementing(0.01, 0.01), retry=_SQLITE_LOCKED, reraise=True)
 def _use_wal(conn: sqlite3.Connection) -> None:
-    """Switch the file to WAL (it stays so). Switching takes an exclusive lock and, unlike other
-    statements, fails at once with "database is locked" rather than waiting for it, which happens
-    when several processes open a new file together (every replica migrates on start): retried."""
-    for attempt in range(40):
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError:
-            time.sleep(0.01 * (attempt + 1))
-    conn.execute("PRAGMA journal_mode=WAL")  # the last try raises what it meets
+    """Switch the file to WAL (it stays so)."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+@retry(stop=stop_after_attempt(51), wait=wait_incrementing(0.05, 0.05), retry=_SQLITE_LOCKED, reraise=True)
+def _begin(conn: Any, statement: str) -> None:
+    conn.execute(statement)
 
 
 class Database:
@@ -49,7 +61,9 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.dialect = "postgres" if url.startswith(("postgres://", "postgresql://")) else "sqlite"
-        self._local = threading.local()
+        self._local = threading.local()  # this thread's SQLite connection and open transaction
+        self._pool: ConnectionPool[psycopg.Connection[DictRow]] | None = None
+        self._pool_lock = threading.Lock()
         if self.dialect == "sqlite":
             self._path = url.removeprefix("sqlite:///")
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
@@ -59,28 +73,70 @@ class Database:
         return cls(database_url or f"sqlite:///{sqlite_path}")
 
     # -- connections -------------------------------------------------------------------------
-    def _connect(self) -> Any:
-        if self.dialect == "sqlite":
+    def _sqlite(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
             conn = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout=30000")
             _use_wal(conn)
             conn.execute("PRAGMA foreign_keys=ON")
-            return conn
-        return psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
-
-    def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or (self.dialect == "postgres" and conn.closed):
-            conn = self._connect()
             self._local.conn = conn
         return conn
 
+    def _open_pool(self) -> ConnectionPool[psycopg.Connection[DictRow]]:
+        with self._pool_lock:
+            if self._pool is None:
+                # The pool would wait out its timeout for a server that is not there: one connection
+                # of our own first fails at once, with the server's own error.
+                psycopg.connect(self.url).close()
+                self._pool = ConnectionPool(
+                    self.url, connection_class=psycopg.Connection[DictRow],
+                    kwargs={"autocommit": True, "row_factory": dict_row},
+                    min_size=1, max_size=POOL_MAX_SIZE, timeout=POOL_WAIT_S, open=True,
+                )
+            return self._pool
+
+    @contextlib.contextmanager
+    def _lent(self) -> Iterator[psycopg.Connection[DictRow]]:
+        while True:
+            pool = self._open_pool()
+            try:
+                conn = pool.getconn()
+            except PoolClosed:  # another thread's close() came in between: a new pool serves this one
+                continue
+            break
+        try:
+            yield conn
+        finally:
+            pool.putconn(conn)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """The open transaction's connection, else this thread's SQLite one, else one the pool lends
+        for this statement."""
+        held = getattr(self._local, "tx", None)
+        if held is not None:
+            yield held
+        elif self.dialect == "sqlite":
+            yield self._sqlite()
+        else:
+            with self._lent() as conn:
+                yield conn
+
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Closes this thread's SQLite connection, or the pool's PostgreSQL connections (one lent out
+        closes when it is returned); a later statement opens what it needs again."""
+        if self.dialect == "sqlite":
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                conn.close()
+                self._local.conn = None
+            return
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     # -- statements --------------------------------------------------------------------------
     def _sql(self, sql: str) -> str:
@@ -88,17 +144,18 @@ class Database:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; returns the number of rows it changed."""
-        cur = self._conn().execute(self._sql(sql), tuple(params))
-        return cur.rowcount
+        with self._connection() as conn:
+            rowcount: int = conn.execute(self._sql(sql), tuple(params)).rowcount
+            return rowcount
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        cur = self._conn().execute(self._sql(sql), tuple(params))
-        return [dict(r) for r in cur.fetchall()]
+        with self._connection() as conn:
+            return [dict(r) for r in conn.execute(self._sql(sql), tuple(params)).fetchall()]
 
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        cur = self._conn().execute(self._sql(sql), tuple(params))
-        row = cur.fetchone()
-        return dict(row) if row is not None else None
+        with self._connection() as conn:
+            row = conn.execute(self._sql(sql), tuple(params)).fetchone()
+            return dict(row) if row is not None else None
 
     def for_update(self) -> str:
         """Suffix that row-locks a SELECT inside a transaction (SQLite locks the whole file instead)."""
@@ -106,7 +163,8 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator["Database"]:
-        """A write transaction: all or nothing. Nested use joins the outer transaction."""
+        """A write transaction on one connection, held by this thread: all or nothing. Nested use
+        joins the outer transaction."""
         if getattr(self._local, "depth", 0):
             self._local.depth += 1
             try:
@@ -114,25 +172,17 @@ class Database:
             finally:
                 self._local.depth -= 1
             return
-        conn = self._conn()
-        begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN"
-        for attempt in range(50):
+        with self._connection() as conn:
+            _begin(conn, "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+            self._local.tx, self._local.depth = conn, 1
             try:
-                conn.execute(begin)
-                break
-            except sqlite3.OperationalError:  # database is locked beyond busy_timeout
-                time.sleep(0.05 * (attempt + 1))
-        else:
-            conn.execute(begin)
-        self._local.depth = 1
-        try:
-            yield self
-        except BaseException:
-            self._local.depth = 0
-            conn.execute("ROLLBACK")
-            raise
-        self._local.depth = 0
-        conn.execute("COMMIT")
+                yield self
+            except BaseException:
+                self._local.tx, self._local.depth = None, 0
+                conn.execute("ROLLBACK")
+                raise
+            self._local.tx, self._local.depth = None, 0
+            conn.execute("COMMIT")
 
     # -- migrations --------------------------------------------------------------------------
     def migrate(self, component: str, steps: Sequence[str]) -> int:

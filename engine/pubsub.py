@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Collection, Iterable
 import msgspec
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from tenacity import AsyncRetrying, before_sleep_log, wait_exponential
 
 from engine.redis_keys import (
     HOLDINGS_CHANNEL,
@@ -228,6 +229,11 @@ class Listener:
         await self.close()
 
 
+LOST_REDIS = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
+# A lost subscription is tried again after 0.1 s, 0.2 s, 0.4 s ... at most 5 s apart.
+RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 5.0
+
+
 class PortfolioSubscriber:
     """One Redis pub/sub connection serving many local listeners.
 
@@ -325,26 +331,37 @@ class PortfolioSubscriber:
             listener.offer(snap)
 
     async def _read(self) -> None:
-        delay = 0.1
         while True:
             try:
-                assert self._pubsub is not None
-                message = await self._pubsub.get_message(timeout=1.0)
-                delay = 0.1
-                if message is not None and message["type"] in ("message", "pmessage"):
-                    channel = message["channel"]
-                    if channel.startswith(PORTFOLIO_PREFIX.encode()):
-                        self._dispatch(channel, message["data"])
-            except asyncio.CancelledError:
-                raise
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                await self._read_until_lost()
+            except LOST_REDIS as exc:
                 log.warning("portfolio subscriber lost Redis (%s); reconnecting", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await self._reconnect()
+
+    async def _read_until_lost(self) -> None:
+        while True:
+            assert self._pubsub is not None
+            message = await self._pubsub.get_message(timeout=1.0)
+            if message is not None and message["type"] in ("message", "pmessage"):
+                channel = message["channel"]
+                if channel.startswith(PORTFOLIO_PREFIX.encode()):
+                    self._dispatch(channel, message["data"])
+
+    async def _reconnect(self) -> None:
+        """A new subscription with every wanted channel, tried (on any error) until Redis answers;
+        the backoff starts over with each outage."""
+        async with self._lock:
+            if self._pubsub is not None:
                 with contextlib.suppress(Exception):
-                    async with self._lock:
-                        await self._connect()
-                        self.reconnects += 1
+                    await self._pubsub.aclose()  # its connection is dead: hand it back before taking another
+        async for attempt in AsyncRetrying(
+            wait=wait_exponential(multiplier=RECONNECT_FIRST_S, max=RECONNECT_MAX_S),
+            before_sleep=before_sleep_log(log, logging.DEBUG),
+        ):
+            with attempt:
+                async with self._lock:
+                    await self._connect()
+        self.reconnects += 1
 
     async def _keep_interest(self) -> None:
         while True:

@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import io
 import json
-import random
 import re
 import time
 from pathlib import Path
@@ -17,6 +16,9 @@ import pytest
 from rich.console import Console
 
 import cli
+from clera_cli.dev_secrets import SECRETS_FILE
+from clera_cli.watch import AuthRefused, default_watch_url, watch_frames
+from clera_cli.watch_view import portfolio_view
 from conftest import free_port
 from engine.auth import verify_jwt
 from engine.config import load_settings
@@ -35,12 +37,12 @@ def bare_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_token_uses_a_dev_secret_generated_once(bare_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["token", "--user", "user-7"]) == 0
     first = capsys.readouterr().out.strip()
-    stored = json.loads((bare_env / cli.SECRETS_FILE).read_text())
+    stored = json.loads((bare_env / SECRETS_FILE).read_text())
     assert verify_jwt(first, stored["SUPABASE_JWT_SECRET"]) == "user-7"
     assert stored["BACKEND_API_KEY"] and stored["BACKEND_API_KEY"] != stored["SUPABASE_JWT_SECRET"]
-    assert (bare_env / cli.SECRETS_FILE).stat().st_mode & 0o077 == 0  # readable by the owner only
+    assert (bare_env / SECRETS_FILE).stat().st_mode & 0o077 == 0  # readable by the owner only
     assert cli.main(["token", "--user", "user-8"]) == 0  # a restart keeps the secret: old tokens stay valid
-    assert json.loads((bare_env / cli.SECRETS_FILE).read_text()) == stored
+    assert json.loads((bare_env / SECRETS_FILE).read_text()) == stored
     assert verify_jwt(capsys.readouterr().out.strip(), stored["SUPABASE_JWT_SECRET"]) == "user-8"
 
 
@@ -49,7 +51,7 @@ def test_configured_secrets_win(bare_env: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("BACKEND_API_KEY", "configured-key")
     assert cli.main(["token", "--user", "u"]) == 0
     assert verify_jwt(capsys.readouterr().out.strip(), "configured-secret-0123456789abcdef012345") == "u"
-    assert not (bare_env / cli.SECRETS_FILE).exists()
+    assert not (bare_env / SECRETS_FILE).exists()
 
 
 def test_config_markdown_and_bad_config(bare_env: Path, monkeypatch, capsys) -> None:
@@ -59,17 +61,6 @@ def test_config_markdown_and_bad_config(bare_env: Path, monkeypatch, capsys) -> 
     monkeypatch.setenv("CLERA_PORT", "eighty")
     assert cli.main(["config"]) == 2
     assert "CLERA_PORT" in capsys.readouterr().out
-
-
-def test_backoff_grows_with_jitter_and_resets() -> None:
-    backoff = cli.Backoff(base_s=1.0, cap_s=8.0, rng=random.Random(3))
-    delays = [backoff.next_delay() for _ in range(6)]
-    for attempt, delay in enumerate(delays):
-        ceiling = min(8.0, 2.0**attempt)
-        assert ceiling / 2 <= delay <= ceiling
-    assert len(set(delays)) == len(delays)  # jittered, not a fixed ladder
-    backoff.reset()
-    assert backoff.next_delay() <= 1.0
 
 
 async def test_watch_reconnects_after_the_gateway_restarts(redis_url: str, tmp_path: Path) -> None:
@@ -86,15 +77,13 @@ async def test_watch_reconnects_after_the_gateway_restarts(redis_url: str, tmp_p
             while not predicate():
                 await asyncio.sleep(0.02)
 
-        watcher = asyncio.create_task(cli.watch_frames(
-            url, frames.append, statuses.append, backoff=cli.Backoff(0.05, 0.2), stop=stop
-        ))
+        watcher = asyncio.create_task(watch_frames(url, frames.append, statuses.append, stop=stop))
         await asyncio.wait_for(until(lambda: any(f.get("seq") == 1 for f in frames)), 10)
         await gw.restart()
         await asyncio.wait_for(until(lambda: statuses.count("connected") >= 2), 20)
         await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=2))
         await asyncio.wait_for(until(lambda: any(f.get("seq") == 2 for f in frames)), 10)
-        assert any(s.startswith("reconnecting in") for s in statuses)
+        assert any(s.startswith("disconnected") for s in statuses), statuses  # the screen said so
         stop.set()
         await asyncio.wait_for(watcher, 10)
 
@@ -102,24 +91,24 @@ async def test_watch_reconnects_after_the_gateway_restarts(redis_url: str, tmp_p
 async def test_watch_stops_on_a_refusal(redis_url: str, tmp_path: Path) -> None:
     settings = make_settings(redis_url, tmp_path)
     async with running_gateway(settings, make_store(tmp_path / "store.db"), free_port()) as gw:
-        with pytest.raises(cli.AuthRefused):
-            await asyncio.wait_for(cli.watch_frames(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token=bad", print), 10)
+        with pytest.raises(AuthRefused):
+            await asyncio.wait_for(watch_frames(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token=bad", print), 10)
 
 
 async def test_watch_stops_on_a_wrong_url(redis_url: str, tmp_path: Path) -> None:
     settings = make_settings(redis_url, tmp_path)
     async with running_gateway(settings, make_store(tmp_path / "store.db"), free_port()) as gw:
-        with pytest.raises(cli.AuthRefused, match="HTTP 403"):  # Starlette refuses unknown socket paths
-            await asyncio.wait_for(cli.watch_frames(f"{gw.ws}/ws/nowhere?token=x", print), 10)
+        with pytest.raises(AuthRefused, match="HTTP 403"):  # Starlette refuses unknown socket paths
+            await asyncio.wait_for(watch_frames(f"{gw.ws}/ws/nowhere?token=x", print), 10)
 
 
 def test_watch_defaults_to_the_replicas_own_port_when_direct_ingress_is_on() -> None:
     direct = load_settings({"CLERA_PORT": "9000", "CLERA_DIRECT_PORT": "9101"}, env_file=None)
-    assert cli.default_watch_url(direct) == "ws://127.0.0.1:9101"  # past the proxy: latest snapshot only
+    assert default_watch_url(direct) == "ws://127.0.0.1:9101"  # past the proxy: latest snapshot only
     proxy_only = load_settings(
         {"CLERA_PORT": "9000", "CLERA_DIRECT_PORT": "9101", "CLERA_SERVE_DIRECT_INGRESS": "false"}, env_file=None
     )
-    assert cli.default_watch_url(proxy_only) == "ws://127.0.0.1:9000"
+    assert default_watch_url(proxy_only) == "ws://127.0.0.1:9000"
 
 
 async def test_watch_latency_under_replay_is_within_a_second_of_the_truth(redis_url: str, tmp_path: Path) -> None:
@@ -142,10 +131,10 @@ async def test_watch_latency_under_replay_is_within_a_second_of_the_truth(redis_
         )
         await publish(redis_url, replayed)
         url = f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}"
-        await asyncio.wait_for(cli.watch_frames(url, on_frame, stop=done), 10)
+        await asyncio.wait_for(watch_frames(url, on_frame, stop=done), 10)
     truth_s = arrived["received_at"] - ingested
     screen = Console(record=True, width=400, file=io.StringIO())
-    screen.print(cli._portfolio_view(ALICE_ACCOUNT, arrived["frame"], "connected", arrived["received_at"]))
+    screen.print(portfolio_view(ALICE_ACCOUNT, arrived["frame"], "connected", arrived["received_at"]))
     shown = screen.export_text()
     latency = re.search(r"latency (\d+) ms", shown)
     assert latency is not None, shown

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from test_entry_points import BIN, Command, _environ, _nothing_left_behind, _ports, _until, commands  # noqa: F401
 
-import cli
+from clera_cli.dev_secrets import SECRETS_FILE
 from engine import world
 from engine.config import load_settings
 from gateway import demo
@@ -39,7 +39,7 @@ class Run:
         self.accounts = re.findall(r"^  demo-[\w-]+ +(\S+)$", out, re.MULTILINE)
         token = re.search(r"^(eyJ\S+)$", out, re.MULTILINE)
         assert self.accounts and token is not None, out
-        key = json.loads((data / cli.SECRETS_FILE).read_text())["BACKEND_API_KEY"]
+        key = json.loads((data / SECRETS_FILE).read_text())["BACKEND_API_KEY"]
         self.headers = {"Authorization": f"Bearer {token[1]}", "X-API-Key": key}
 
     async def snapshot(self, done: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:

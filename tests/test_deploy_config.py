@@ -151,7 +151,7 @@ def test_make_dist_builds_what_the_set_up_installs(tmp_path: Path) -> None:
     assert {"serve_app.py", "cli.py", "engine/config.py", "actors/topology.py"} <= names
     # every package of the repository, subpackages included (a missing one only fails on the cluster)
     packages = {p.relative_to(ROOT).as_posix() for p in ROOT.glob("*/**/__init__.py") if p.parts[len(ROOT.parts)] in
-                ("engine", "brokerage", "agents", "gateway", "actors")}
+                ("engine", "brokerage", "agents", "gateway", "actors", "clera_cli")}
     assert packages and packages <= names, sorted(packages - names)
     assert any(n.startswith("engine/data/") and n.endswith(".csv.gz") for n in names)  # the replayed prices
     assert (dist / "serve_config.yaml").read_text() == (ROOT / "serve_config.yaml").read_text()

@@ -32,9 +32,10 @@ import redis
 import yaml
 from websockets.asyncio.client import connect
 
-import cli
 from brokerage.sql import Database
 from brokerage.sql_store import SqlStore
+from clera_cli.dev_secrets import SECRETS_FILE
+from clera_cli.watch import watch_frames
 from conftest import free_port
 from engine.auth import mint_jwt, verify_jwt
 from engine.config import Settings
@@ -188,7 +189,7 @@ async def test_clera_serve_runs_everything_and_stops_on_ctrl_c(tmp_path: Path, c
 
     await served.wait_for(r"^output is not a terminal")  # printed last, once everything is up
     out = served.stdout()
-    secrets = json.loads((data / cli.SECRETS_FILE).read_text())  # generated on first start
+    secrets = json.loads((data / SECRETS_FILE).read_text())  # generated on first start
     url = f"http://127.0.0.1:{port}"
     assert f"Clera engine is up at {url}" in out
     assert f"API key (X-API-Key):  {secrets['BACKEND_API_KEY']}" in out
@@ -234,7 +235,7 @@ async def test_clera_serve_runs_everything_and_stops_on_ctrl_c(tmp_path: Path, c
             got_one.set()
 
     socket_path = f"/ws/portfolio/{account}?token={demo_token[1]}"
-    await asyncio.wait_for(cli.watch_frames(f"{watch_url[1]}{socket_path}", on_frame, stop=got_one), 60)
+    await asyncio.wait_for(watch_frames(f"{watch_url[1]}{socket_path}", on_frame, stop=got_one), 60)
     assert frames[0]["account_id"] == account and frames[0]["total_value"].startswith("$")
     async with connect(f"ws://127.0.0.1:{port}{socket_path}") as ws:
         assert (await next_of(ws))["account_id"] == account

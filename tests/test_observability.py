@@ -22,7 +22,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
-import cli
+from clera_cli.dev_secrets import SECRETS_FILE
+from clera_cli.status import RAY_TOKEN_FILE
 from test_entry_points import BIN, _engine_up, _environ, _nothing_left_behind, _ports, _until, commands  # noqa: F401
 from test_gateway_ws import next_of
 
@@ -39,7 +40,7 @@ print(json.dumps([(n["NodeManagerAddress"], n["MetricsExportPort"]) for n in ray
 def metrics_ports(gcs_address: str) -> list[tuple[str, int]]:
     """Every node's Prometheus endpoint, as Ray lists it, asked by a driver of its own (the token of
     `clera serve`'s Ray, as `clera status` sends it: Ray reads the mode once per process)."""
-    env = {**os.environ, "RAY_AUTH_MODE": "token"} if cli.RAY_TOKEN_FILE.is_file() else dict(os.environ)
+    env = {**os.environ, "RAY_AUTH_MODE": "token"} if RAY_TOKEN_FILE.is_file() else dict(os.environ)
     done = subprocess.run([sys.executable, "-c", ENDPOINTS.format(address=gcs_address)], env=env,
                           capture_output=True, text=True, timeout=120, check=True)
     return [tuple(e) for e in json.loads(done.stdout.strip().splitlines()[-1])]
@@ -79,7 +80,7 @@ async def test_metrics_reach_prometheus_and_clera_status_shows_the_running_syste
     out = served.stdout()
     gcs = re.search(r"^Ray: (\S+)", out, re.MULTILINE)
     assert gcs is not None, out
-    secrets = json.loads((data / cli.SECRETS_FILE).read_text())
+    secrets = json.loads((data / SECRETS_FILE).read_text())
     demo_token = re.search(r"^(eyJ\S+)$", out, re.MULTILINE)
     assert demo_token is not None
     account = re.findall(r"^  demo-[\w-]+ +(\S+)$", out, re.MULTILINE)[0]

@@ -18,6 +18,7 @@ from realtime_support import unique
 # channels are server-wide: ids unique to this run (see realtime_support.RUN)
 A, B, ACC, ZZZ, P1, P2 = (unique(n) for n in ("a", "b", "acc", "zzz", "p1", "p2"))
 W, Q, CASH = unique("w"), unique("q"), unique("cash-only")
+DROPPED = unique("dropped")
 
 
 def _snap(account: str, seq: int, total: float, ts: float = 1.0) -> PortfolioSnapshot:
@@ -107,6 +108,29 @@ async def test_subscriber_shares_one_channel_and_keeps_latest(redis_url) -> None
     await _eventually(lambda: _numsub_is(writer, f"portfolio:{ACC}", 0), "unsubscribed after the last listener")
     assert other.latest() is None
     await other.close()
+    await hub.close()
+    await writer.aclose()
+
+
+async def test_subscriber_resubscribes_after_redis_drops_its_connection(redis_url) -> None:
+    """Redis closes a subscriber that falls behind (output buffer limit); here it is killed outright."""
+    writer = pubsub.connect(redis_url)
+    db = writer.connection_pool.connection_kwargs.get("db", 0)
+
+    async def subscribers() -> set[int]:
+        return {c["id"] for c in await writer.client_list(_type="pubsub") if int(c["db"]) == db}
+
+    others = await subscribers()
+    hub = pubsub.PortfolioSubscriber(redis_url, interest_ttl_s=20)
+    await hub.start()
+    listener = await hub.listen(DROPPED)
+    mine = await subscribers() - others
+    assert mine and all([await writer.client_kill_filter(_id=c) == 1 for c in mine])
+    assert await _numsub(writer, f"portfolio:{DROPPED}") == 0
+    await _eventually(lambda: _numsub_is(writer, f"portfolio:{DROPPED}", 1), "the channel subscribed again", 500)
+    await pubsub.publish_snapshots(writer, [_snap(DROPPED, 1, 7.0)], [])
+    assert (await listener.get(timeout=5)).total_value == 7.0  # live again
+    await listener.close()
     await hub.close()
     await writer.aclose()
 

@@ -22,6 +22,8 @@ from brokerage.paper import PaperBroker, newest_record
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
 from brokerage.sql_store import SqlStore
+from clera_cli.dev_secrets import SECRETS_FILE
+from clera_cli.world import fresh_world, resume_epoch
 from engine import world
 from engine.clock import ReplayClock
 from engine.config import ConfigError, Settings
@@ -128,25 +130,25 @@ def test_fresh_removes_the_worlds_files_and_nothing_else(
     SqlStore(Database.for_settings(None, settings.sqlite_path)).migrate()
     world.save_moment(settings, dt.datetime(2012, 6, 4, 15, 0, tzinfo=UTC))
     for name in ("chat-checkpoints.db", "chat-checkpoints.db-wal", "logs/account_closures/closure_a_1.log",
-                 "outbox/1.eml", "clera.db.closure-locks/a.lock", cli.SECRETS_FILE, "notes.txt", "redis/x"):
+                 "outbox/1.eml", "clera.db.closure-locks/a.lock", SECRETS_FILE, "notes.txt", "redis/x"):
         (data / name).parent.mkdir(parents=True, exist_ok=True)
         (data / name).write_text("x")
     world_files = {"clera.db", "clera.db.closure-locks", "chat-checkpoints.db", "chat-checkpoints.db-wal", "logs",
                    "outbox", world.POSITION_FILE}
     assert world_files <= {p.name for p in data.iterdir()}
-    assert cli._resume_epoch(settings) < time.time() - 60  # the old world would continue, in the past
+    assert resume_epoch(settings) < time.time() - 60  # the old world would continue, in the past
     assert "continuing the paper world at 2012-06-04 11:00:00 ET" in capsys.readouterr().out
     assert cli.build_parser().parse_args(["serve", "--fresh"]).fresh is True
-    assert cli._fresh_world(settings) is True
+    assert fresh_world(settings) is True
     said = capsys.readouterr().out
     assert "--fresh: starting a new paper world" in said and all(name in said for name in world_files)
-    assert sorted(p.name for p in data.iterdir()) == sorted([cli.SECRETS_FILE, "notes.txt", "redis"])
+    assert sorted(p.name for p in data.iterdir()) == sorted([SECRETS_FILE, "notes.txt", "redis"])
     started = time.time()
-    epoch = cli._resume_epoch(settings)  # what `clera serve --fresh` goes on to do: a new world, starting now
+    epoch = resume_epoch(settings)  # what `clera serve --fresh` goes on to do: a new world, starting now
     assert started <= epoch <= time.time()
     assert capsys.readouterr().out.startswith("a new paper world: the replay starts at 2012-06-01")
     # a world whose ledger lives in PostgreSQL is not clera's to empty: refused, nothing touched
     elsewhere = make_settings(redis_url, tmp_path, DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
     world.save_moment(elsewhere, dt.datetime(2012, 6, 4, 15, 0, tzinfo=UTC))
-    assert cli._fresh_world(elsewhere) is False
+    assert fresh_world(elsewhere) is False
     assert "DATABASE_URL" in capsys.readouterr().out and world.position_path(elsewhere).exists()

@@ -1,12 +1,11 @@
 """Live trades from Alpaca through alpaca-py's `StockDataStream`, on one upstream connection.
 
-alpaca-py's `run()` owns an event loop (`asyncio.run`), so the stream lives on its own thread; its
-`subscribe_*` calls block on that loop, so they run on a single control thread (which also keeps
-subscribe/unsubscribe in order). Trades cross to the consumer's event loop through a locked list
-and one `call_soon_threadsafe` wake-up per batch. Reconnection and its jittered backoff and the
-silence watchdog (`data_timeout`) are the SDK's own; this module only adds what the SDK lacks:
-it stops on an auth failure instead of retrying it forever, counts connections, screens frames,
-and attaches previous closes from the snapshot REST endpoint.
+alpaca-py's `run()` owns an event loop (`asyncio.run`), so the stream (`alpaca_stream`) lives on its
+own thread; its `subscribe_*` calls block on that loop, so they run on a single control thread (which
+also keeps subscribe/unsubscribe in order). Trades cross to the consumer's event loop through a
+locked list and one `call_soon_threadsafe` wake-up per batch. Reconnection and its jittered backoff
+and the silence watchdog (`data_timeout`) are the SDK's own; this module adds what the SDK lacks:
+it counts connections, screens frames, and attaches previous closes (`alpaca_closes`, REST).
 """
 
 from __future__ import annotations
@@ -23,15 +22,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgpack
-import requests
 from alpaca.common.exceptions import APIError
 from alpaca.data.enums import DataFeed
-from alpaca.data.historical import StockHistoricalDataClient
-from alpaca.data.live import StockDataStream
-from alpaca.data.models import Snapshot
-from alpaca.data.requests import StockSnapshotRequest
 
 from engine import calendar
+from engine.feeds.alpaca_closes import FETCH_ERRORS, PrevCloses
+from engine.feeds.alpaca_stream import AlpacaStream
 from engine.feeds.base import FeedStatus
 from engine.feeds.validate import is_price, split_symbols
 from engine.types import Tick
@@ -39,104 +35,9 @@ from engine.types import Tick
 log = logging.getLogger(__name__)
 
 NEW_YORK = ZoneInfo("America/New_York")
-FATAL_AUTH_CODES = {401, 402, 403, 404}  # not authenticated / auth failed / ...: retrying cannot help
 EMPTY_FRAME = msgpack.packb([])
-SNAPSHOT_CHUNK = 500  # symbols per snapshot request (Alpaca's URL length and page limits)
-REFETCH_RETRY_S = 5.0
-FETCH_ERRORS = (APIError, requests.RequestException, ValueError)  # ValueError: pydantic on a bad body
+REFETCH_RETRY_S = 5.0  # a previous close not found is asked for again by a trade at most this often
 MAX_BUFFER = 200_000  # ticks held for a stalled consumer before conflating to the latest per symbol
-
-
-class _TimeoutSession(requests.Session):
-    """alpaca-py's REST client sends no timeout; a hung data host must not hang a subscribe."""
-
-    def __init__(self, timeout: float) -> None:
-        super().__init__()
-        self._timeout = timeout
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self._timeout)
-        return super().request(method, url, *args, **kwargs)
-
-
-class _Stream(StockDataStream):
-    """`StockDataStream` with the hooks the feed needs (the SDK's reconnect loop is kept as is)."""
-
-    def __init__(self, owner: AlpacaFeed, **kwargs: Any) -> None:
-        super().__init__(raw_data=True, **kwargs)
-        self._owner = owner
-        self._shutdown = False
-
-    async def _connect(self) -> None:
-        if self._shutdown:  # closed before the SDK's loop started: make its retry loop end
-            await self.stop_ws()
-            raise ValueError("stream closed")
-        await super()._connect()
-        ws = self._ws
-        receive = ws.recv
-
-        async def screened_recv() -> Any:
-            return self._owner._screen(await receive())
-
-        ws.recv = screened_recv  # type: ignore[method-assign]
-
-    async def _auth(self) -> None:
-        """The SDK's auth exchange, but an auth error stops the stream instead of being retried forever."""
-        await self._ws.send(msgpack.packb({"action": "auth", "key": self._api_key, "secret": self._secret_key}))
-        reply = msgpack.unpackb(await self._ws.recv())
-        first = reply[0] if isinstance(reply, list) and reply and isinstance(reply[0], dict) else {}
-        if first.get("T") == "error":
-            code, msg = first.get("code"), first.get("msg", "auth failed")
-            if code in FATAL_AUTH_CODES:
-                self._owner._auth_failed(code, msg)
-                log.error("Alpaca market data stream stopped: retrying rejected credentials cannot succeed")
-                await self.stop_ws()
-            raise ValueError(f"{msg} ({code})")
-        if first.get("T") != "success" or first.get("msg") != "authenticated":
-            raise ValueError("failed to authenticate")
-        self._owner._authenticated()
-
-    async def _dispatch(self, msg: dict[str, Any]) -> None:
-        kind, symbol = msg.get("T"), msg.get("S")
-        if kind == "t" and not (isinstance(symbol, str) and symbol in self._handlers["trades"]):
-            self._owner._reject()  # a trade for a symbol nobody subscribed
-            return
-        if kind == "error":
-            self._owner._upstream_error(msg.get("code"), msg.get("msg"))
-        await super()._dispatch(msg)
-
-    async def close(self) -> None:
-        self._owner._disconnected()
-        await super().close()
-
-    async def _halt(self) -> None:
-        await self.stop_ws()
-        if self._ws is not None:  # wakes a pending recv at once instead of after its 5 s poll
-            await self._ws.close()
-
-    def halt(self, timeout: float) -> None:
-        """Stop from another thread, whatever state the SDK's loop is in."""
-        self._shutdown = True
-        loop = self._loop
-        if loop is not None and loop.is_running():
-            try:
-                asyncio.run_coroutine_threadsafe(self._halt(), loop).result(timeout)
-            except Exception:  # the loop ended meanwhile: nothing left to stop
-                log.debug("stream already stopped", exc_info=True)
-
-    def add_trades(self, handler: Any, symbols: list[str]) -> None:
-        try:
-            self.subscribe_trades(handler, *symbols)
-        except Exception:  # socket died mid-send: the handlers are registered, the reconnect resubscribes them
-            log.warning("subscribe not sent now; it will be sent on reconnect", exc_info=True)
-
-    def drop_trades(self, symbols: list[str]) -> None:
-        try:
-            self.unsubscribe_trades(*symbols)
-        except Exception:  # the SDK sends before it forgets: forget anyway, or a reconnect would resubscribe
-            log.warning("unsubscribe not sent (connection down)", exc_info=True)
-            for s in symbols:
-                self._handlers["trades"].pop(s, None)
 
 
 class AlpacaFeed:
@@ -169,14 +70,12 @@ class AlpacaFeed:
         if use_basic_auth:  # broker-partner keys authenticate the handshake with Basic auth
             token = base64.b64encode(f"{key}:{secret}".encode()).decode()
             params["extra_headers"] = {"Authorization": f"Basic {token}"}
-        self._stream = _Stream(
+        self._stream = AlpacaStream(
             self, api_key=key, secret_key=secret, feed=data_feed, url_override=stream_url,
             data_timeout=data_timeout, websocket_params=params,
         )
-        self._rest = StockHistoricalDataClient(key, secret, use_basic_auth=use_basic_auth, url_override=data_url,
-                                               sandbox=sandbox)
-        self._rest._session = _TimeoutSession(rest_timeout)
-        self._data_feed = data_feed
+        self._closes = PrevCloses(key, secret, data_feed, data_url=data_url, sandbox=sandbox,
+                                  use_basic_auth=use_basic_auth, timeout=rest_timeout)
         self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alpaca-control")
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -198,44 +97,44 @@ class AlpacaFeed:
         self._rejected = 0
         self._last_data_ts: float | None = None
 
-    # --- callbacks from the stream thread ---------------------------------------------------
-    def _screen(self, raw: Any) -> Any:
+    # --- hooks the stream calls (`alpaca_stream.StreamHooks`), on its thread -----------------
+    def screen(self, raw: Any) -> Any:
         """Counts frames the SDK would drop or choke on; returns what the SDK may safely read."""
         try:
             msgs = msgpack.unpackb(raw)
         except Exception:
-            self._reject()
+            self.reject()
             return EMPTY_FRAME
         if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
-            self._reject()
+            self.reject()
             return EMPTY_FRAME
         headless = sum(1 for m in msgs if m.get("T") == "t" and "S" not in m)  # the SDK skips these unseen
         if headless:
-            self._reject(headless)
+            self.reject(headless)
         return raw
 
-    def _reject(self, n: int = 1) -> None:
+    def reject(self, n: int = 1) -> None:
         with self._lock:
             self._rejected += n
 
-    def _authenticated(self) -> None:
+    def authenticated(self) -> None:
         with self._lock:
             self._auth_count += 1
             self._connected = True
             self._authenticated_ok = True
             self._error = None
 
-    def _auth_failed(self, code: object, msg: object) -> None:
+    def auth_failed(self, code: object, msg: object) -> None:
         with self._lock:
             self._authenticated_ok = False
             self._error = f"Alpaca market data auth failed ({code}: {msg}); check the API key and secret"
         log.error("%s", self._error)
 
-    def _upstream_error(self, code: object, msg: object) -> None:
+    def upstream_error(self, code: object, msg: object) -> None:
         with self._lock:
             self._error = f"Alpaca stream error {code}: {msg}"
 
-    def _disconnected(self) -> None:
+    def disconnected(self) -> None:
         with self._lock:
             self._connected = False
 
@@ -244,7 +143,7 @@ class AlpacaFeed:
         if not is_price(price) or not isinstance(stamp, msgpack.Timestamp) or not (
             size == 0 or is_price(size)
         ):
-            self._reject()
+            self.reject()
             return
         ts = stamp.to_unix()
         session = self._session_of(ts)
@@ -296,24 +195,10 @@ class AlpacaFeed:
         return label
 
     # --- previous closes (control thread) ---------------------------------------------------
-    def _fetch_prev_closes(self, symbols: list[str], session: dt.date) -> dict[str, float]:
-        """Previous closes as of `session` from the snapshot endpoint; raises on transport/API errors."""
-        found: dict[str, float] = {}
-        for i in range(0, len(symbols), SNAPSHOT_CHUNK):
-            chunk = symbols[i : i + SNAPSHOT_CHUNK]
-            snapshots = self._rest.get_stock_snapshot(
-                StockSnapshotRequest(symbol_or_symbols=chunk, feed=self._data_feed)
-            )
-            for symbol, snap in snapshots.items():
-                value = _prev_close(snap, session)
-                if value is not None:
-                    found[symbol] = value
-        return found
-
     def _fetch_failed(self, exc: Exception) -> None:
         status = exc.status_code if isinstance(exc, APIError) else None
         if status in (401, 403):
-            self._auth_failed(f"HTTP {status} from the snapshot endpoint", exc)
+            self.auth_failed(f"HTTP {status} from the snapshot endpoint", exc)
         else:
             with self._lock:
                 self._error = f"previous closes unavailable ({exc}); retried when trades arrive"
@@ -327,7 +212,7 @@ class AlpacaFeed:
             by_session.setdefault(session, []).append(symbol)
         for session, symbols in by_session.items():
             try:
-                found = self._fetch_prev_closes(symbols, dt.date.fromisoformat(session))
+                found = self._closes.fetch(symbols, dt.date.fromisoformat(session))
             except FETCH_ERRORS as exc:
                 self._fetch_failed(exc)
                 with self._lock:
@@ -353,7 +238,7 @@ class AlpacaFeed:
         if new:
             session = dt.date.fromisoformat(self._session_of(time.time()))
             try:
-                found = self._fetch_prev_closes(new, session)
+                found = self._closes.fetch(new, session)
             except FETCH_ERRORS as exc:
                 # Data host unreachable or refusing: subscribe anyway; closes are fetched when trades arrive.
                 self._fetch_failed(exc)
@@ -438,14 +323,3 @@ class AlpacaFeed:
                 last_data_ts=self._last_data_ts,
             )
 
-
-def _prev_close(snap: Snapshot, session: dt.date) -> float | None:
-    """The close of the trading day before `session`: today's daily bar may or may not exist yet."""
-    daily, previous = snap.daily_bar, snap.previous_daily_bar
-    if daily is not None and daily.timestamp.astimezone(NEW_YORK).date() < session:
-        value: float | None = daily.close
-    elif previous is not None:
-        value = previous.close
-    else:  # a first trading day: its open stands in, as in the replay
-        value = daily.open if daily is not None else None
-    return value if is_price(value) else None
