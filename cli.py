@@ -166,7 +166,7 @@ async def _watch_forever(
             if 400 <= status < 500:  # a wrong URL or a refused upgrade does not heal by retrying
                 raise AuthRefused(f"HTTP {status} on the WebSocket handshake") from None
             on_status(f"cannot connect (HTTP {status})")
-        except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
+        except (TimeoutError, OSError, websockets.InvalidHandshake) as exc:
             on_status(f"cannot connect ({type(exc).__name__})")
         delay = backoff.next_delay()
         on_status(f"reconnecting in {delay:.1f}s")
@@ -289,7 +289,7 @@ def _decide(interrupt: dict[str, Any]) -> dict[str, Any]:
 
     order = interrupt["order"]
     console.print(f"[bold yellow]confirmation needed[/bold yellow] (expires {interrupt['expires_at']}): "
-                  f"{order['side']} {order.get('notional') and '$' + order['notional'] or order.get('qty') + ' shares'} "
+                  f"{order['side']} {(order.get('notional') and '$' + order['notional']) or order.get('qty') + ' shares'} "
                   f"of {order['symbol']}, about {order['estimated_qty']} shares at ${order['estimated_price']}, "
                   f"market {'open' if order['market_open'] else 'closed (queued for the next open)'}")
     decision = Prompt.ask("confirm, edit or cancel", choices=["confirm", "edit", "cancel"], default="cancel")
@@ -529,7 +529,7 @@ def cmd_closure_monitor(args: argparse.Namespace) -> int:
 
 
 # --- clera status --------------------------------------------------------------------------
-def _status_view(status: "SystemStatus", address: str) -> Group:
+def _status_view(status: SystemStatus, address: str) -> Group:
     """Node ids cut to their first 8 characters: enough to tell a handful of nodes apart."""
     nodes = Table(title="nodes", title_justify="left", header_style="bold", box=None)
     for column in ("node", "address", "state", "CPUs", "types"):

@@ -21,8 +21,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.applications import Starlette
 
-from actors import placement
-from actors import topology
+from actors import placement, topology
 from actors.closure_orchestrator import closure_call, start_orchestrator
 from actors.common import setup_process
 from agents.wiring import runner_from_settings
@@ -41,11 +40,11 @@ from engine.chat import (
 from engine.config import ConfigError, Settings, get_settings
 from gateway.app import build_app
 from gateway.services import (
-    P,
-    R,
     AsyncBroker,
     ClosureCalls,
     EngineState,
+    P,
+    R,
     RedisConnector,
     RedisPortfolioReads,
     Services,

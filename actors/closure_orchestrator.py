@@ -42,7 +42,7 @@ def orchestrator_name() -> str:
     return "clera.closure_orchestrator"
 
 
-def closure_process(settings: Settings) -> "ClosureProcess":
+def closure_process(settings: Settings) -> ClosureProcess:
     """The closure process every Ray worker builds alike from the shared settings: the configured broker
     on the shared market clock, the store, the closure records beside the store, the configured mailer."""
     from brokerage.closure.process import ClosureProcess
@@ -64,10 +64,10 @@ def closure_process(settings: Settings) -> "ClosureProcess":
     )
 
 
-_processes: dict[bytes, "ClosureProcess"] = {}
+_processes: dict[bytes, ClosureProcess] = {}
 
 
-def _process_for(settings: Settings) -> "ClosureProcess":
+def _process_for(settings: Settings) -> ClosureProcess:
     key = msgspec.json.encode(settings)
     process = _processes.get(key)
     if process is None:
@@ -115,7 +115,7 @@ class ClosureOrchestrator:
                 log.exception("listing unfinished closures failed; trying again at the next wake")
             try:
                 await asyncio.wait_for(self._wake.wait(), self.settings.closure_wake_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
 

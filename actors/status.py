@@ -132,7 +132,7 @@ async def _feed_ticks(settings: Settings) -> tuple[dict[str, Any] | None, float 
         first = await asyncio.wait_for(feed.status.remote(), 5)
         await asyncio.sleep(TICK_SAMPLE_S)
         second = await asyncio.wait_for(feed.status.remote(), 5)
-    except (asyncio.TimeoutError, ray.exceptions.RayError):
+    except (TimeoutError, ray.exceptions.RayError):
         return None, None
     rate = (second["stats"]["ticks"] - first["stats"]["ticks"]) / TICK_SAMPLE_S
     return second["feed"], max(0.0, rate)
@@ -144,7 +144,7 @@ async def _closures(settings: Settings) -> dict[str, str]:
         return {}
     try:
         status = await asyncio.wait_for(handle.status.remote(), 5)
-    except (asyncio.TimeoutError, ray.exceptions.RayError):
+    except (TimeoutError, ray.exceptions.RayError):
         return {}
     return {a: status["last_steps"].get(a, "initiated") for a in status["unfinished"]}
 

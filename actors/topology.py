@@ -133,7 +133,7 @@ async def _probe(handle: Any, timeout: float) -> dict | None:
         return None
     try:
         return await asyncio.wait_for(handle.status.remote(), timeout)
-    except (asyncio.TimeoutError, ray.exceptions.RayError):
+    except (TimeoutError, ray.exceptions.RayError):
         return None
 
 

@@ -303,9 +303,7 @@ def _portfolio_intents(text: str, dates: Dates, has_symbols: bool) -> list[tuple
         found.append(("rebalance_plan", {"target": target} if target else {}))
     if _DIVERSIFY.search(text):
         found.append(("diversification", {}))
-    if _RISK.search(text) and not (has_symbols and not _MINE.search(text)):
-        found.append(("risk_metrics", {"period": dates.period} if dates.period else {}))
-    elif re.search(r"\btoo (?:aggressive|conservative)\b", text):
+    if (_RISK.search(text) and not (has_symbols and not _MINE.search(text))) or re.search(r"\btoo (?:aggressive|conservative)\b", text):
         found.append(("risk_metrics", {"period": dates.period} if dates.period else {}))
     mine = _PORTFOLIO.search(text) and not (has_symbols and not _MINE.search(text))
     if not found and mine and dates.period and _PERF.search(text):
@@ -479,9 +477,7 @@ def _understand(message: _Message) -> tuple[Parsed, bool]:
                 asks.append((amount.problem, {"tool": tool, **({"symbol": clause.symbols[0]} if clause.symbols else {})}))
             elif not clause.symbols:
                 asks.append((_which_stock(tool, clause.unknown, amount), {"tool": tool, **amount.args()}))
-            elif not amount:
-                asks.append((_how_much(tool, clause.symbols[0]), {"tool": tool, "symbol": clause.symbols[0]}))
-            elif amount.qty == "all" and tool == "buy":
+            elif not amount or (amount.qty == "all" and tool == "buy"):
                 asks.append((_how_much(tool, clause.symbols[0]), {"tool": tool, "symbol": clause.symbols[0]}))
             else:
                 calls.extend(_call(tool, {"symbol": s, **amount.args()}) for s in clause.symbols)

@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_support import free_port_range, print_json_only  # noqa: E402
+
 from engine.auth import mint_jwt
 from engine.redis_keys import price_key
 

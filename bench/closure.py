@@ -62,11 +62,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_support import print_json_only  # noqa: E402
+
 from brokerage.models import AccountApplication, ManualAchRequest, OrderRequest  # noqa: E402
 from engine import calendar  # noqa: E402
 from engine.redis_keys import price_key  # noqa: E402
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 PG_URL = os.environ.get("CLERA_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NAMESPACE = "clera-bench-closure"
 SEED = 20120606
@@ -224,7 +225,7 @@ def _ray_processes() -> list[psutil.Process]:
     for proc in psutil.process_iter(["name", "cmdline"]):
         with contextlib.suppress(psutil.Error):
             line = " ".join(proc.info["cmdline"] or [])
-            if proc.info["name"] in ("raylet", "gcs_server") or line.startswith("ray::") or "/ray/" in line and "default_worker" in line:
+            if proc.info["name"] in ("raylet", "gcs_server") or line.startswith("ray::") or ("/ray/" in line and "default_worker" in line):
                 procs.append(proc)
     return procs
 
@@ -304,7 +305,7 @@ def checks(world: World, expected: int) -> dict[str, Any]:
         steps[step] = steps.get(step, 0) + 1
         if json.loads(body).get("liquidations") != 1:
             liquidations_not_one += 1
-    positions_per_account = {a: 0 for a in ids}
+    positions_per_account = dict.fromkeys(ids, 0)
     sell_orders = dict(sells)
     remaining_cash = sum((Decimal(c) for _, _, c in accounts), Decimal(0))
     return {

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_support import free_port_range  # noqa: E402
+
 from engine.auth import mint_jwt  # noqa: E402
 
 USER = "bench-user"
@@ -330,7 +331,7 @@ async def ws_fanout(
     await connect_all()
     try:
         await asyncio.wait_for(connected.wait(), timeout=60)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         closing = True
         for sock in sockets:
             sock.close()
@@ -450,7 +451,7 @@ def main() -> None:
     redis_url = args.redis_url or embedded.url  # type: ignore[union-attr]
     secret = "bench-secret-0123456789abcdef0123456789abcdef"
     sys.path.insert(0, str(ROOT / "bench"))
-    from realtime import make_accounts  # noqa: PLC0415  (the realtime benchmark's account generator)
+    from realtime import make_accounts
 
     accounts_file = tmp / "accounts.json"
     make_accounts({"accounts": accounts, "positions": POSITIONS, "symbols": SYMBOLS}, accounts_file)

@@ -36,12 +36,12 @@ import redis as sync_redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import pubsub, redis_keys  # noqa: E402
-from engine.config import Settings, load_settings  # noqa: E402
-from engine.feeds.simulated import SimulatedFeed, synthetic_symbols  # noqa: E402
-from engine.realtime import PortfolioCore, SymbolCore, TickBatcher, publish_step, refresh_interest  # noqa: E402
-from engine.subscriptions import shard_of  # noqa: E402
-from engine.types import AccountHoldings, LastPrice, holdings_json_decoder, snapshot_json_decoder  # noqa: E402
+from engine import pubsub, redis_keys
+from engine.config import Settings, load_settings
+from engine.feeds.simulated import SimulatedFeed, synthetic_symbols
+from engine.realtime import PortfolioCore, SymbolCore, TickBatcher, publish_step, refresh_interest
+from engine.subscriptions import shard_of
+from engine.types import AccountHoldings, LastPrice, holdings_json_decoder, snapshot_json_decoder
 
 SCENARIOS = {
     "small": {"accounts": 1_000, "positions": 10, "symbols": 500, "live_fraction": 0.10},

@@ -51,7 +51,7 @@ class CompanyService:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: Store) -> "CompanyService":
+    def from_settings(cls, settings: Settings, store: Store) -> CompanyService:
         return cls(
             store,
             FmpClient.from_settings(settings),

@@ -58,7 +58,7 @@ def build_message(mail: Email, sender: str) -> EmailMessage:
     message["From"] = sender
     message["To"] = mail.to
     message["Subject"] = mail.subject
-    message["Date"] = email.utils.format_datetime(dt.datetime.now(dt.timezone.utc))
+    message["Date"] = email.utils.format_datetime(dt.datetime.now(dt.UTC))
     domain = email.utils.parseaddr(sender)[1].rpartition("@")[2] or "askclera.com"
     message["Message-ID"] = email.utils.make_msgid(domain=domain)
     message.set_content(mail.text)
@@ -149,7 +149,7 @@ class OutboxMailer:
         with cls._lock:  # strictly increasing within the process, so two emails of one instant keep their order
             ns = max(time.time_ns(), cls._last_ns + 1000)
             cls._last_ns = ns
-        at = dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc)
+        at = dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)
         return at.strftime("%Y%m%dT%H%M%S.%fZ")
 
     def send(self, email: Email) -> None:

@@ -55,7 +55,7 @@ class Database:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def for_settings(cls, database_url: str | None, sqlite_path: Path) -> "Database":
+    def for_settings(cls, database_url: str | None, sqlite_path: Path) -> Database:
         return cls(database_url or f"sqlite:///{sqlite_path}")
 
     # -- connections -------------------------------------------------------------------------
@@ -105,7 +105,7 @@ class Database:
         return " FOR UPDATE" if self.dialect == "postgres" else ""
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator["Database"]:
+    def transaction(self) -> Iterator[Database]:
         """A write transaction: all or nothing. Nested use joins the outer transaction."""
         if getattr(self._local, "depth", 0):
             self._local.depth += 1

@@ -15,7 +15,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-
 from brokerage.errors import Conflict, NotFound, Unavailable
 from brokerage.profile_rows import OWN_COLUMNS, normal_symbol, profile_from_row, profile_row
 from brokerage.sql import DATABASE_DOWN, INTEGRITY, Database, Row

@@ -57,7 +57,7 @@ def session_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
 
 def session_of(moment: dt.datetime) -> dt.date:
     """The trading day a moment belongs to: today's session if it is one, else the next one."""
-    day = moment.astimezone(dt.timezone.utc).date()
+    day = moment.astimezone(dt.UTC).date()
     if is_trading_day(day) and moment < session_bounds(day)[1]:
         return day
     return next_trading_day(day)

@@ -20,7 +20,14 @@ import redis.asyncio as aioredis
 from engine import metrics, pubsub
 from engine.subscriptions import SymbolRefcounts, shard_of
 from engine.types import (
-    PRICE_DECIMALS, AccountHoldings, LastPrice, PortfolioSnapshot, PriceBatch, Tick, msgpack_encoder, price_batch_decoder,
+    PRICE_DECIMALS,
+    AccountHoldings,
+    LastPrice,
+    PortfolioSnapshot,
+    PriceBatch,
+    Tick,
+    msgpack_encoder,
+    price_batch_decoder,
 )
 from engine.valuation import Coalescer, ValuationBook
 

@@ -114,7 +114,7 @@ async def ws_health(request: Request) -> Response:
             service=SEED_WS_SERVICE,
             websocket_host=settings.host,
             websocket_port=str(settings.socket_port),
-            timestamp=dt.datetime.now(dt.timezone.utc).isoformat(),
+            timestamp=dt.datetime.now(dt.UTC).isoformat(),
         )
     )
 

@@ -18,6 +18,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from brokerage.broker import Broker
+from brokerage.company_service import CompanyService
 from brokerage.models import (
     AccountApplication,
     AchRelationship,
@@ -30,7 +31,6 @@ from brokerage.models import (
     OrderRequest,
     Transfer,
 )
-from brokerage.company_service import CompanyService
 from brokerage.store import Store
 from engine.chat import ChatRunner
 from engine.config import Settings
@@ -276,7 +276,7 @@ class ThreadPoolClosureRunner(ClosureCalls):
     Two calls changing one closure at once are safe: the process takes the closure's own lock
     (`ClosureStore.lock`, across processes) around every step that acts."""
 
-    def __init__(self, process: "ClosureProcess", max_workers: int = 4) -> None:
+    def __init__(self, process: ClosureProcess, max_workers: int = 4) -> None:
         self.process = process
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="closure")
 
@@ -312,8 +312,8 @@ class Services:
         store: Store,
         broker: Broker | None = None,
         chat: ChatRunner | None = None,
-        closure: "ClosureProcess | None" = None,
-    ) -> "Services":
+        closure: ClosureProcess | None = None,
+    ) -> Services:
         """The plain-Python wiring used under uvicorn: no Ray anywhere."""
         connector = RedisConnector(redis_url)
         return cls(

@@ -54,7 +54,7 @@ JOIN_TIMEOUT_S = 5.0
 
 
 def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat()
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
 
 
 def money(value: float) -> str:

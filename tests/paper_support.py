@@ -18,7 +18,7 @@ from engine.clock import ManualClock
 from engine.config import load_settings
 from engine.types import LastPrice
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 # Mon 2025-01-13 .. Fri 2025-01-17 are trading days; Mon 2025-01-20 is Martin Luther King Jr. Day.
 MON_MORNING = dt.datetime(2025, 1, 13, 15, 0, tzinfo=UTC)  # 10:00 New York, market open
 TUE_MORNING = dt.datetime(2025, 1, 14, 15, 0, tzinfo=UTC)

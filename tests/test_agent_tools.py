@@ -31,8 +31,8 @@ from agent_support import (
 )
 from paper_support import open_account
 
-import agents.tools.analyst  # noqa: F401  (importing the modules registers the tools)
-import agents.tools.portfolio  # noqa: F401
+import agents.tools.analyst
+import agents.tools.portfolio
 import agents.tools.trade  # noqa: F401
 from agents.deps import AgentDeps
 from agents.tools.registry import REGISTRY
@@ -417,7 +417,7 @@ def test_diversification_figures_and_score(world: World) -> None:
 def test_diversification_score_grows_with_holdings(world: World) -> None:
     scores = []
     for n in range(1, 6):
-        account = world.open(f"n{n}@example.com", "10000", notional={s: "1000" for s in ALL_SYMBOLS[:n]})
+        account = world.open(f"n{n}@example.com", "10000", notional=dict.fromkeys(ALL_SYMBOLS[:n], "1000"))
         got = world.run("diversification", account)
         assert got["positions"] == n
         assert abs(float(got["hhi"]) - 1 / n) < 0.001  # $1000 each (fills rounded down to the share)
@@ -547,7 +547,7 @@ def expected_targets(values: dict[str, Decimal], cash: Decimal, target: str) -> 
             if not over:
                 w = {**fixed, **scaled}
                 break
-            fixed.update({s: limit for s in over})
+            fixed.update(dict.fromkeys(over, limit))
     return {s: investable * x for s, x in w.items()}, reserve
 
 

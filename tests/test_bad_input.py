@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine, unique
 
 from engine import pubsub
 from engine.realtime import SymbolCore, encode_batch, encode_columns
 from engine.types import Tick
-from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine, unique
 
 ACCOUNT = {
     "account_id": unique("bad-a"),

@@ -19,8 +19,8 @@ from paper_support import open_account
 from realtime_support import engine_settings, eventually, running_engine
 
 from brokerage.models import OrderRequest
-from brokerage.paper_rules import next_open_after
 from brokerage.paper import PaperBroker
+from brokerage.paper_rules import next_open_after
 from brokerage.positions import HoldingsNotifier
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
@@ -29,7 +29,7 @@ from engine.clock import ManualClock, clock_from_settings
 from engine.subscriptions import shard_of
 from engine.types import LastPrice
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 # The replayed world starts on Tue 2012-06-05; each replayed day lasts SESSION_S seconds of wall time.
 SESSION_S = 30
 

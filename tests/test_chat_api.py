@@ -373,7 +373,7 @@ async def test_outside_market_hours_the_order_is_shown_and_placed_as_queued(tmp_
     import datetime as dt
 
     async with agent_world(tmp_path, redis_url) as w:
-        w.clock.set(dt.datetime(2012, 6, 12, 23, 0, tzinfo=dt.timezone.utc))  # 19:00 in New York
+        w.clock.set(dt.datetime(2012, 6, 12, 23, 0, tzinfo=dt.UTC))  # 19:00 in New York
         turn = await w.ok(await w.chat(ALICE, "buy $100 of IBM"))
         assert turn["interrupt"]["order"]["market_open"] is False
         assert "queued for the next open" in turn["interrupt"]["message"]

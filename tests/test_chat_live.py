@@ -27,7 +27,7 @@ from engine.clock import ManualClock, clock_from_settings
 from gateway import routes_chat
 from gateway.services import Services
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -30,7 +30,7 @@ from brokerage.sql import Database
 from engine.clock import ManualClock
 
 CLERA = Path(sys.executable).parent / "clera"
-START = dt.datetime(2025, 7, 9, 14, 30, tzinfo=dt.timezone.utc)
+START = dt.datetime(2025, 7, 9, 14, 30, tzinfo=dt.UTC)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 

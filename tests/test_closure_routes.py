@@ -54,7 +54,7 @@ from gateway.services import Services
 ALICE, BOB = "user-alice", "user-bob"
 PREFIXES = ("/account-closure", "/api/account-closure")
 CONFIRMED = {"confirm_liquidation": True, "confirm_irreversible": True}
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @contextlib.asynccontextmanager

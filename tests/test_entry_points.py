@@ -30,17 +30,17 @@ import psutil
 import pytest
 import redis
 import yaml
+from conftest import free_port
+from gateway_support import ALICE, API_KEY, JWT_SECRET, bearer, publish, snapshot, token
+from test_gateway_ws import next_of
 from websockets.asyncio.client import connect
 
 import cli
 from brokerage.sql import Database
 from brokerage.sql_store import SqlStore
-from conftest import free_port
 from engine.auth import mint_jwt, verify_jwt
 from engine.config import Settings
 from gateway import demo
-from gateway_support import ALICE, API_KEY, JWT_SECRET, bearer, publish, snapshot, token
-from test_gateway_ws import next_of
 
 pytestmark = [pytest.mark.own_ray, pytest.mark.timeout(900)]  # each starts and stops a whole Ray
 

@@ -15,7 +15,7 @@ from engine.config import load_settings
 from engine.feeds import feed_from_settings
 from engine.feeds.simulated import SimulatedFeed, synthetic_symbols
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def started(**kw: object) -> SimulatedFeed:

@@ -11,11 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
-
 from conftest import free_port
-from engine.types import PortfolioSnapshot
-from gateway.ws import money, signed_return
 from gateway_support import (
     ALICE,
     ALICE_ACCOUNT,
@@ -31,6 +27,10 @@ from gateway_support import (
     unsigned_token,
     wrong_audience_token,
 )
+from websockets.asyncio.client import ClientConnection, connect
+
+from engine.types import PortfolioSnapshot
+from gateway.ws import money, signed_return
 
 
 @pytest.fixture

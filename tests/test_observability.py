@@ -20,11 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from test_entry_points import BIN, _engine_up, _environ, _nothing_left_behind, _ports, _until, commands  # noqa: F401
+from test_gateway_ws import next_of
 from websockets.asyncio.client import ClientConnection, connect
 
 import cli
-from test_entry_points import BIN, _engine_up, _environ, _nothing_left_behind, _ports, _until, commands  # noqa: F401
-from test_gateway_ws import next_of
 
 pytestmark = [pytest.mark.own_ray, pytest.mark.timeout(900)]
 

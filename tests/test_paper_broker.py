@@ -9,6 +9,19 @@ from decimal import Decimal
 
 import pytest
 import redis
+from conftest import free_port
+from paper_support import (
+    BANK,
+    MON_MORNING,
+    TUE_MORNING,
+    UTC,
+    application,
+    funded_account,
+    make_broker,
+    open_account,
+    set_price,
+    sqlite_url,
+)
 
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected, Unavailable
 from brokerage.factory import broker_from_settings
@@ -23,21 +36,8 @@ from brokerage.positions import (
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
 from engine.clock import ManualClock, ReplayClock
-from engine.redis_keys import HOLDINGS_CHANNEL
-from conftest import free_port
 from engine.config import load_settings
-from paper_support import (
-    BANK,
-    MON_MORNING,
-    TUE_MORNING,
-    UTC,
-    application,
-    funded_account,
-    make_broker,
-    open_account,
-    set_price,
-    sqlite_url,
-)
+from engine.redis_keys import HOLDINGS_CHANNEL
 
 FRI_MORNING = dt.datetime(2025, 1, 17, 15, 0, tzinfo=UTC)
 SAT_NOON = dt.datetime(2025, 1, 18, 17, 0, tzinfo=UTC)

@@ -23,7 +23,7 @@ from brokerage.models import Activity
 from brokerage.paper_ledger import Book, Fill, Holding, OpenOrder, OrderTerms, Pdt
 from engine.types import LastPrice
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SESSION = dt.date(2025, 1, 14)  # a Tuesday
 NOW = dt.datetime(2025, 1, 14, 16, 0, tzinfo=UTC)  # 11:00 in New York, the market open
 CENT = Decimal("0.01")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from paper_support import MON_MORNING, funded_account, make_broker, set_price, sqlite_url
 
 from brokerage import paper_rules as rules
 from brokerage.errors import InvalidRequest, Rejected
@@ -26,7 +27,6 @@ from brokerage.models import Order, OrderRequest, Transfer
 from brokerage.paper import PaperBroker
 from engine import calendar
 from engine.clock import ManualClock
-from paper_support import MON_MORNING, funded_account, make_broker, set_price, sqlite_url
 
 CENT = Decimal("0.01")
 SYMBOLS = ("AAPL", "MSFT")
@@ -173,7 +173,7 @@ def test_any_sequence_of_operations_keeps_the_ledger_reconciled(
 
 # --- the timing and amount rules on their own ---------------------------------------------------------
 moments = st.datetimes(
-    min_value=dt.datetime(2001, 1, 1), max_value=dt.datetime(2026, 6, 30), timezones=st.just(dt.timezone.utc)
+    min_value=dt.datetime(2001, 1, 1), max_value=dt.datetime(2026, 6, 30), timezones=st.just(dt.UTC)
 )
 
 

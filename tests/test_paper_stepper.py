@@ -41,9 +41,9 @@ def test_wall_time_at_is_the_inverse_of_the_replayed_now() -> None:
     for _ in range(500):
         wall.now = EPOCH + rng.uniform(0, 8 * SESSION_S)
         assert clock.wall_time_at(clock.now()) == pytest.approx(wall.now, abs=1e-6)
-    assert clock.wall_time_at(dt.datetime(2025, 1, 16, 14, 30, tzinfo=dt.timezone.utc)) == EPOCH
-    assert clock.wall_time_at(dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)) == EPOCH  # before the replay
-    saturday = dt.datetime(2025, 1, 18, 12, 0, tzinfo=dt.timezone.utc)  # in the night from Friday to Tuesday
+    assert clock.wall_time_at(dt.datetime(2025, 1, 16, 14, 30, tzinfo=dt.UTC)) == EPOCH
+    assert clock.wall_time_at(dt.datetime(2025, 1, 1, tzinfo=dt.UTC)) == EPOCH  # before the replay
+    saturday = dt.datetime(2025, 1, 18, 12, 0, tzinfo=dt.UTC)  # in the night from Friday to Tuesday
     assert EPOCH + 1.8 * SESSION_S < clock.wall_time_at(saturday) < EPOCH + 2 * SESSION_S
 
 
@@ -96,7 +96,7 @@ async def test_the_stepper_lands_a_deposit_at_the_replayed_open_without_polling(
         heard.clear()
         transfer = broker.create_transfer(account_id, rel_id, Decimal("250"), "INCOMING")
         row = broker.db.fetchone("SELECT complete_at FROM paper_transfers WHERE id = ?", (transfer.id,))
-        landing = clock.wall_time_at(dt.datetime.fromtimestamp(row["complete_at"], dt.timezone.utc))
+        landing = clock.wall_time_at(dt.datetime.fromtimestamp(row["complete_at"], dt.UTC))
         deadline = time.time() + 60
         while (len(heard) < 2 or stepper.steps < 2) and time.time() < deadline:
             await asyncio.sleep(0.02)

@@ -6,11 +6,17 @@ import asyncio
 
 import pytest
 import ray
+from realtime_support import (
+    engine_settings,
+    eventually,
+    replay_of,
+    replay_prices,
+    running_engine,
+    unique,
+    write_accounts,
+)
 
 from engine import pubsub
-from realtime_support import (
-    engine_settings, eventually, replay_of, replay_prices, running_engine, unique, write_accounts,
-)
 
 A, B, C = unique("e2e-a"), unique("e2e-b"), unique("e2e-c")
 

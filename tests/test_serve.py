@@ -22,10 +22,7 @@ import pytest
 import redis
 import websockets
 import yaml
-from websockets.asyncio.client import ClientConnection, connect
-
 from conftest import DIRECT_PORT, REDIS_URL, free_port
-from engine.config import Settings, load_settings
 from gateway_support import (
     ALICE,
     ALICE_ACCOUNT,
@@ -40,6 +37,9 @@ from gateway_support import (
     token,
 )
 from test_gateway_ws import close_code, next_of, until_seq
+from websockets.asyncio.client import ClientConnection, connect
+
+from engine.config import Settings, load_settings
 
 APP_NAME = "clera-gateway-test"
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,12 +228,12 @@ async def _connect_through_proxy(url: str) -> tuple[ClientConnection, dict]:
     while True:
         try:
             ws = await connect(url, open_timeout=10)
-        except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake):
+        except (TimeoutError, OSError, websockets.InvalidHandshake):
             ws = None
         if ws is not None:
             try:
                 return ws, await next_of(ws)
-            except (websockets.ConnectionClosed, asyncio.TimeoutError):
+            except (TimeoutError, websockets.ConnectionClosed):
                 await ws.close()
         assert time.monotonic() < deadline, "no live replica took the socket"
         await asyncio.sleep(0.5)

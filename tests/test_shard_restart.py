@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import ray
+from realtime_support import assert_replay_values, engine_settings, eventually, replay_of, running_engine, unique
 
 from engine import pubsub
 from engine.subscriptions import shard_of
-from realtime_support import assert_replay_values, engine_settings, eventually, replay_of, running_engine, unique
 
 ACCOUNTS = [
     {"account_id": unique(f"r-{i}"), "cash": f"{100 * i}.50", "positions": [{"symbol": s, "qty": str(i + 1)} for s in syms]}

@@ -255,7 +255,7 @@ def test_incremental_equals_full_recomputation(moves, flush_every) -> None:
     book.set_holdings(holdings)
     book.apply([Tick(s, 10.0, 9.0, 0, "d", "simulated") for s in symbols], 0)
     book.flush()
-    last = {s: 10.0 for s in symbols}
+    last = dict.fromkeys(symbols, 10.0)
     for n, (i, price) in enumerate(moves):
         book.apply([Tick(symbols[i], price, 9.0, n, "d", "simulated")], n)
         last[symbols[i]] = price

@@ -33,7 +33,7 @@ from engine.types import PortfolioSnapshot
 from engine.wire import json_encoder, may_hold_decimal
 from gateway.services import Services
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 

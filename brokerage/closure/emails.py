@@ -33,7 +33,7 @@ def _when(at: dt.datetime | None) -> str:
         return "-"
     zone = ""
     if at.tzinfo is not None:
-        at, zone = at.astimezone(dt.timezone.utc), " UTC"
+        at, zone = at.astimezone(dt.UTC), " UTC"
     return f"{at:%B} {at.day}, {at:%Y} at {at:%H:%M}{zone}"
 
 

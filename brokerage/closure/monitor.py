@@ -171,7 +171,7 @@ def _when(at: dt.datetime | None) -> str:
     if at is None:
         return "-"
     if at.tzinfo is not None:
-        return at.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return at.strftime("%Y-%m-%d %H:%M:%S")
 
 

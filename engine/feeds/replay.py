@@ -35,7 +35,7 @@ class _DayPath:
     it is clamped to [low, high].
     """
 
-    __slots__ = ("low", "high", "times", "values", "waves")
+    __slots__ = ("high", "low", "times", "values", "waves")
 
     def __init__(self, bar: DailyBar) -> None:
         rng = random.Random(zlib.crc32(f"{bar.symbol}:{bar.day.isoformat()}".encode()))

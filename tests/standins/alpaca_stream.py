@@ -36,7 +36,7 @@ NEW_YORK = dt.timezone(dt.timedelta(hours=-5))  # bar timestamps only need the r
 
 
 def _bar(day: dt.date, close: float) -> dict[str, object]:
-    stamp = dt.datetime.combine(day, dt.time(0), NEW_YORK).astimezone(dt.timezone.utc)
+    stamp = dt.datetime.combine(day, dt.time(0), NEW_YORK).astimezone(dt.UTC)
     return {
         "t": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "o": close, "h": close, "l": close, "c": close, "v": 1000, "n": 10, "vw": close,
@@ -46,7 +46,7 @@ def _bar(day: dt.date, close: float) -> dict[str, object]:
 def _utc(text: str) -> dt.datetime:
     """An RFC 3339 time or a date from a query; Alpaca reads a time without an offset as UTC."""
     moment = dt.datetime.fromisoformat(text)
-    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
 
 
 class AlpacaStreamStandIn:

@@ -14,11 +14,12 @@ import threading
 import time
 from typing import Any
 
-from standins.served import ThreadedServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from standins.served import ThreadedServer
 
 
 def stable_profile(symbol: str) -> dict[str, Any]:
