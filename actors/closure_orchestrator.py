@@ -16,6 +16,7 @@ completion happen as the replay moves, whichever worker runs the step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -113,10 +114,8 @@ class ClosureOrchestrator:
                 await self.wake_once()
             except Exception:
                 log.exception("listing unfinished closures failed; trying again at the next wake")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.closure_wake_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def wake_once(self) -> int:
@@ -147,7 +146,7 @@ class ClosureOrchestrator:
             async with self._slots:
                 self.last_steps[account_id] = await advance_closure.remote(self.settings, account_id)
             self.advanced += 1
-        except Exception as exc:  # the step raised (recorded by the process) or its retries ran out
+        except Exception as exc:  # noqa: BLE001 - the step raised (recorded by the process) or its retries ran out
             self.failed += 1
             log.warning("advancing the closure of %s failed: %s", account_id, exc, extra={"account_id": account_id})
         finally:

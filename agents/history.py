@@ -8,6 +8,7 @@ symbols, not the S&P 500, and the agents must not present it as one, so it carri
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -79,7 +80,7 @@ class OfflineHistory:
             return []
         level = INDEX_BASE
         series = [(days[0], level)]
-        for previous, day in zip(days, days[1:]):
+        for previous, day in itertools.pairwise(days):
             before, now = by_day[previous], by_day[day]
             returns = [now[s] / before[s] - 1 for s in now if s in before]
             if returns:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -47,7 +48,7 @@ def _values(series: Sequence[float] | DatedSeries) -> list[float]:
 
 
 def daily_returns(closes: Sequence[float]) -> list[float]:
-    return [now / before - 1 for before, now in zip(closes, closes[1:])]
+    return [now / before - 1 for before, now in itertools.pairwise(closes)]
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -127,7 +128,7 @@ def beta(asset: DatedSeries, market: DatedSeries) -> float | None:
     var = math.fsum((y - mean_m) ** 2 for y in rm)
     if var == 0:
         return None
-    return math.fsum((x - mean_a) * (y - mean_m) for x, y in zip(ra, rm)) / var
+    return math.fsum((x - mean_a) * (y - mean_m) for x, y in zip(ra, rm, strict=True)) / var
 
 
 def portfolio_series(

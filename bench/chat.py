@@ -50,8 +50,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench_support import free_port_range, print_json_only  # noqa: E402
 
-from engine.auth import mint_jwt
-from engine.redis_keys import price_key
+from engine.auth import mint_jwt  # noqa: E402 - after the sys.path line, like bench_support
+from engine.redis_keys import price_key  # noqa: E402
 
 USER = "bench-chat-user"
 APP = "clera-bench-chat"

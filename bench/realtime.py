@@ -512,7 +512,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         "machine": {
             "cpus": os.cpu_count(),
             "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
-            "ray_worker_niceness": int(os.environ.get("RAY_worker_niceness", "0")),
+            "ray_worker_niceness": int(os.environ.get("RAY_worker_niceness", "0")),  # noqa: SIM112 - Ray spells it so
         },
         "scenarios": {},
     }

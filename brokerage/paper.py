@@ -106,7 +106,7 @@ class PaperBroker:
     @_ledger_errors
     def create_account(self, application: AccountApplication) -> BrokerAccount:
         """Validates the application and files it as SUBMITTED; approval follows on the next touch or ledger step."""
-        app = rules.check_application(application, dt.date.today())
+        app = rules.check_application(application, dt.date.today())  # noqa: DTZ011 - the applicant's age, by this machine's calendar
         account_id = new_id()
         email = check_email(app.contact.email_address)
         owner = f"{app.identity.given_name.strip()} {app.identity.family_name.strip()}"

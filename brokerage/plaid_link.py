@@ -9,6 +9,7 @@ carrying the SHA-256 of the exact body bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -203,10 +204,8 @@ class PlaidLink:
             processor_token = self.processor_token(access_token, chosen)
             return broker.create_ach_relationship_from_processor_token(account_id, processor_token)
         except BrokerageError:
-            try:
+            with contextlib.suppress(BrokerageError):  # best effort: the original failure is what the caller needs to see
                 self.remove_item(access_token)
-            except BrokerageError:
-                pass  # best effort: the original failure is what the caller needs to see
             raise
 
     def _default_account(self, access_token: str) -> str:

@@ -287,7 +287,7 @@ class PortfolioHub:
                         self.dispatch(channel, data)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # Redis gone or restarting: keep the sockets, retry
+            except Exception as exc:  # noqa: BLE001 - Redis gone or restarting: keep the sockets, retry
                 metrics.sink().record(metrics.REDIS_ERRORS, 1, {"component": "gateway"})
                 log.warning("portfolio hub lost Redis (%s); retrying in %.1fs", exc, backoff)
             finally:
@@ -304,7 +304,7 @@ class PortfolioHub:
         if not accounts:
             return
         raws = await self._services.redis.client().mget([last_key(a) for a in accounts])
-        for account, raw in zip(accounts, raws):
+        for account, raw in zip(accounts, raws, strict=True):
             if raw is None:
                 continue
             try:
@@ -335,7 +335,7 @@ class PortfolioHub:
                     accounts = list(self._watchers)
                     await register_interest(self._services.redis.client(), accounts, self._interest_ttl_s)
                     refreshed = now
-                except Exception as exc:  # retried next tick; the reader handles reconnection
+                except Exception as exc:  # noqa: BLE001 - retried next tick; the reader handles reconnection
                     log.warning("interest refresh failed: %s", exc)
 
     async def close(self) -> None:

@@ -134,7 +134,7 @@ async def test_a_model_that_fails_is_a_503_and_a_stream_ends_with_an_error_event
         async with w.http.stream("POST", "/api/chat/stream", json=body, headers=w.headers(ALICE)) as response:
             text = (await response.aread()).decode()
         assert response.status_code == 200
-        blocks = [b for b in text.strip().split("\n\n")]
+        blocks = text.strip().split("\n\n")
         assert blocks[0].startswith("event: step") and blocks[-1].startswith("event: error")
         error = json.loads(blocks[-1].split("data: ", 1)[1])["error"]
         assert error["code"] == "model_unavailable" and set(error) == {"code", "message", "details"}

@@ -220,7 +220,7 @@ def test_company_profile_is_the_stored_profile(world: World) -> None:
     assert missing["symbol"] == "ZZZZ" and "no company profile" in missing["error"]
 
 
-@pytest.mark.parametrize("asked, symbol", [(s, s) for s in SYMBOLS] + [("Apple", "AAPL"), ("microsoft", "MSFT")])
+@pytest.mark.parametrize(("asked", "symbol"), [(s, s) for s in SYMBOLS] + [("Apple", "AAPL"), ("microsoft", "MSFT")])
 def test_get_quote_is_the_real_close_and_previous_close(world: World, asked: str, symbol: str) -> None:
     bars = DATA.daily_bars(symbol)
     i = next(k for k, b in enumerate(bars) if b.day == PRICE_DAY)
@@ -290,7 +290,7 @@ def test_stock_performance_of_apple_since_march_2011(world: World) -> None:
 
 
 @pytest.mark.parametrize(
-    "symbol, args, start, end",
+    ("symbol", "args", "start", "end"),
     [
         ("AAPL", {"period": "ytd"}, dt.date(2012, 1, 1), TODAY),
         ("MSFT", {"period": "6m"}, months_back(TODAY, 6), TODAY),
@@ -318,7 +318,7 @@ def test_stock_performance_windows(world: World, symbol: str, args: dict[str, st
 
 
 @pytest.mark.parametrize(
-    "args, words",
+    ("args", "words"),
     [
         ({"period": "6m", "start_date": "2012-01-01"}, "either period or start_date"),
         ({"period": "6q"}, "not understood"),
@@ -453,7 +453,7 @@ def expected_risk(qty: dict[str, Decimal], start: dt.date, end: dt.date, rf: flo
     }
 
 
-@pytest.mark.parametrize("period, start", [("", months_back(TODAY, 12)), ("ytd", dt.date(2012, 1, 1)),
+@pytest.mark.parametrize(("period", "start"), [("", months_back(TODAY, 12)), ("ytd", dt.date(2012, 1, 1)),
                                            ("6m", months_back(TODAY, 6)), ("2y", months_back(TODAY, 24))])
 def test_risk_metrics_of_the_holdings(world: World, period: str, start: dt.date) -> None:
     account = world.open("risk@example.com", "20000", qty={"AAPL": "10", "MSFT": "50", "IBM": "5"})
@@ -646,7 +646,7 @@ def test_account_activity_matches_the_ledger(world: World) -> None:
         assert [(r["date"], r["type"], r["symbol"], r["side"]) for r in got["activities"]] == [
             (a.date.isoformat(), a.activity_type, a.symbol, a.side) for a in expected
         ]
-        for row, a in zip(got["activities"], expected):
+        for row, a in zip(got["activities"], expected, strict=True):
             assert Decimal(row["net_amount"]) == a.net_amount
             assert (row["qty"] is None) == (a.qty is None) and (row["qty"] is None or Decimal(row["qty"]) == a.qty)
             assert (row["price"] is None) == (a.price is None)
@@ -684,7 +684,7 @@ def test_cash_available_matches_the_broker_account(world: World) -> None:
 
 # --- buy / sell pre-trade checks -----------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "tool, args, code",
+    ("tool", "args", "code"),
     [
         ("sell", {"symbol": "GOOG", "qty": "1"}, "no_position"),
         ("sell", {"symbol": "GOOG", "qty": "all"}, "no_position"),
@@ -732,7 +732,7 @@ def test_buying_power_boundary(world: World) -> None:
 
 
 @pytest.mark.parametrize(
-    "tool, args, symbol, notional",
+    ("tool", "args", "symbol", "notional"),
     [
         ("buy", {"symbol": "AAPL", "notional": "1000"}, "AAPL", "1000.00"),
         ("buy", {"symbol": "Microsoft", "notional": "$1,500"}, "MSFT", "1500.00"),

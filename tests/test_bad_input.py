@@ -28,7 +28,7 @@ def test_symbol_core_counts_each_kind_of_bad_input() -> None:
     core = SymbolCore()
     core.set_holder(0, ["AAPL"])
     assert core.route(b"\x93\x01") == {} and core.route(None) == {}
-    out = core.route(encode_columns(_bad_ticks("2012-06-01") + [Tick("NOPE", 1.0, 1.0, 1.0, "2012-06-01", "replay")], 1.0))
+    out = core.route(encode_columns([*_bad_ticks("2012-06-01"), Tick("NOPE", 1.0, 1.0, 1.0, "2012-06-01", "replay")], 1.0))
     assert out == {}
     assert (core.stats.bad_frames, core.stats.rejected, core.stats.unrouted) == (2, 3, 1)
     assert core.take_prices() == []  # nothing bad reached price:{SYMBOL}
@@ -53,7 +53,7 @@ async def test_shards_reject_bad_input_and_keep_publishing(redis_url, tmp_path) 
         await symbol_shard.on_ticks.remote("not bytes")
         await portfolio_shard.on_batch.remote(b"\x92\xa1x")
         assert await topo.market_feed.ingest.remote(b"\xff") == 0
-        bad = _bad_ticks(first.session) + [Tick("NOPE", 3.0, 3.0, 1.0, first.session, "replay")]
+        bad = [*_bad_ticks(first.session), Tick("NOPE", 3.0, 3.0, 1.0, first.session, "replay")]
         assert await topo.market_feed.ingest.remote(encode_batch(bad, 0.0)) == 4
 
         async def counted() -> bool:

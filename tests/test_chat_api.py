@@ -38,7 +38,7 @@ async def test_a_quote_is_answered_by_the_analyst_from_the_price_in_redis(tmp_pa
         assert turn["agent"] == "financial_analyst"
         assert [s["tool"] for s in turn["steps"]] == ["get_quote"]
         step = turn["steps"][0]
-        close, prev = real_close("AAPL")
+        close, _prev = real_close("AAPL")
         assert step["agent"] == "financial_analyst" and step["args"] == {"symbol": "AAPL"}
         assert Decimal(step["result"]["price"]) == Decimal(repr(close)).quantize(Decimal("0.0001"))
         assert step["result"]["source"] == "replay"

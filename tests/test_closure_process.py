@@ -176,7 +176,7 @@ def test_repeated_and_concurrent_passes_never_sell_or_withdraw_twice(
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
 
-        def run(process: object) -> None:
+        def run(process: object, barrier: threading.Barrier, errors: list[BaseException]) -> None:
             barrier.wait()
             try:
                 for _ in range(3):
@@ -184,7 +184,7 @@ def test_repeated_and_concurrent_passes_never_sell_or_withdraw_twice(
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
 
-        threads = [threading.Thread(target=run, args=(p,)) for p in (world.process, other.process) * 2]
+        threads = [threading.Thread(target=run, args=(p, barrier, errors)) for p in (world.process, other.process) * 2]
         for t in threads:
             t.start()
         for t in threads:

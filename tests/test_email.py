@@ -196,12 +196,12 @@ NASTY = '<script>alert("x")</script> & Co'
 
 def _record(**changes: Any) -> ClosureRecord:
     at = dt.datetime(2025, 7, 9, 14, 30, tzinfo=dt.UTC)
-    fields: dict[str, Any] = dict(
-        account_id="acct-0000-9f3c", user_id="user-1", ach_relationship_id="rel-1",
-        confirmation_code="CLA-7Q2K9X", initiated_at=at, updated_at=at + dt.timedelta(days=4),
-        email="ada@example.com", owner_name=f"Ada {NASTY}",
-        history=[HistoryEntry(step="initiated", at=at, message="started")],
-    )
+    fields: dict[str, Any] = {
+        "account_id": "acct-0000-9f3c", "user_id": "user-1", "ach_relationship_id": "rel-1",
+        "confirmation_code": "CLA-7Q2K9X", "initiated_at": at, "updated_at": at + dt.timedelta(days=4),
+        "email": "ada@example.com", "owner_name": f"Ada {NASTY}",
+        "history": [HistoryEntry(step="initiated", at=at, message="started")],
+    }
     fields.update(changes)
     return ClosureRecord(**fields)
 

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import datetime as dt
 import gzip
+import itertools
 import json
 import math
 import os
@@ -91,7 +92,7 @@ def test_intraday_path_stays_in_range_and_ends_at_close() -> None:
             assert path[0] == bar.open and path[-1] == bar.close
             span = bar.high - bar.low
             assert max(path) >= bar.high - 0.05 * span and min(path) <= bar.low + 0.05 * span  # visits both
-            moves = {round(b - a, 12) for a, b in zip(path, path[1:])}
+            moves = {round(b - a, 12) for a, b in itertools.pairwise(path)}
             assert len(moves) > 100  # an intraday path, not a straight line or a step
 
 
@@ -178,7 +179,7 @@ async def test_live_batches_follow_the_clock() -> None:
     assert {t.symbol for t in seen} == {"AAPL", "MSFT"}
     for symbol in ("AAPL", "MSFT"):
         mine = [t for t in seen if t.symbol == symbol]
-        assert all(a.ts <= b.ts for a, b in zip(mine, mine[1:]))
+        assert all(a.ts <= b.ts for a, b in itertools.pairwise(mine))
         sessions = sorted({t.session for t in mine})
         assert len(sessions) >= 3 and sessions[0] == feed.days[0].isoformat()
         for i, day in enumerate(feed.days[: len(sessions) - 1]):  # the last one was cut short by the break

@@ -42,6 +42,7 @@ from engine.types import LastPrice
 from engine.wire import json_encoder
 from gateway import ApiRoute, json_response, parse_body, require_api_key, require_owner
 from gateway.openapi import DECIMAL_PATTERN
+from gateway.services import Services
 
 
 class EchoBody(msgspec.Struct):
@@ -250,7 +251,7 @@ async def test_company_profile_with_latest_price(env, redis_url: str) -> None:
 async def test_shared_helpers_for_mounted_routes(env) -> None:
     settings, store = env
     port = free_port()
-    async with running_gateway(settings, store, port, CORE_PROVIDERS + [_test_routes]) as gw, \
+    async with running_gateway(settings, store, port, [*CORE_PROVIDERS, _test_routes]) as gw, \
             httpx.AsyncClient(base_url=gw.http) as http:
         key = {"X-API-Key": API_KEY}
         missing = _assert_error(await http.post("/test/echo", json={"account_id": "a", "amount": "1"}), 401,
@@ -289,7 +290,7 @@ async def test_shared_helpers_for_mounted_routes(env) -> None:
 
 async def test_openapi_lists_every_route_with_msgspec_schemas(env) -> None:
     settings, store = env
-    async with running_gateway(settings, store, free_port(), CORE_PROVIDERS + [_test_routes]) as gw, \
+    async with running_gateway(settings, store, free_port(), [*CORE_PROVIDERS, _test_routes]) as gw, \
             httpx.AsyncClient(base_url=gw.http) as http:
         doc = (await http.get("/openapi.json")).json()
         app_paths = {route.path for route in gw.app.routes}

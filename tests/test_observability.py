@@ -70,7 +70,9 @@ def value(found: dict[str, dict[frozenset, float]], name: str, **tags: str) -> f
     return sum(v for t, v in found.get(name, {}).items() if set(tags.items()) <= t)
 
 
-async def test_metrics_reach_prometheus_and_clera_status_shows_the_running_system(tmp_path: Path, commands) -> None:
+async def test_metrics_reach_prometheus_and_clera_status_shows_the_running_system(
+    tmp_path: Path, commands,  # noqa: F811 - the fixture imported above
+) -> None:
     port, direct = _ports()
     data, marker = tmp_path / "data", uuid.uuid4().hex
     env = _environ(marker, CLERA_DATA_DIR=str(data), CLERA_PORT=str(port), CLERA_DIRECT_PORT=str(direct))

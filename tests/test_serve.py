@@ -215,7 +215,7 @@ def _listener(port: int) -> psutil.Process:
 
 async def _closed_without_news(ws: ClientConnection, last_seq: int) -> None:
     """The socket ends (its replica is gone) and nothing newer than `last_seq` reached it first."""
-    with pytest.raises(websockets.ConnectionClosed):
+    with pytest.raises(websockets.ConnectionClosed):  # noqa: PT012 - read until the replica's end closes it
         while True:
             frame = decode(await asyncio.wait_for(ws.recv(), timeout=30))
             assert frame["type"] != "portfolio_update" or frame["seq"] <= last_seq

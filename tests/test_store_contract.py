@@ -121,10 +121,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualCloc
 
         yield make_supabase
         return
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
+    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
     if request.param == "clera_postgres":
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(CLERA_FRONTEND_DDL)
@@ -287,7 +284,7 @@ def test_concurrent_claims_and_accounts_on_one_email(make_store: MakeStore) -> N
             store.add_account(user(f"racer-{i}"), f"acc-{i}", email="Contested@example.com")
             outcome = written
         except Conflict as clash:
-            assert clash.code == "email_in_use"
+            assert clash.code == "email_in_use"  # noqa: PT017 - either outcome is fine; a refusal says why
             outcome = refused
         with lock:
             claims.append((claim.user_id, claim.new))
@@ -535,14 +532,14 @@ def test_supabase_schema_file_is_the_postgres_migration() -> None:
 
 
 def test_clera_schema_file_is_the_clera_migration() -> None:
-    shipped = "".join(l for l in CLERA_SCHEMA_FILE.read_text().splitlines(keepends=True) if not l.startswith("--"))
+    shipped = "".join(line for line in CLERA_SCHEMA_FILE.read_text().splitlines(keepends=True) if not line.startswith("--"))
     assert shipped == "".join(CLERA_SCHEMA_SQL)
 
 
 def test_supabase_store_says_when_the_schema_was_not_applied(pg_url: str) -> None:
     with PostgrestStandIn(pg_url, SERVICE_KEY) as server:  # an empty schema: nobody ran the SQL file
         store = SupabaseStore(server.url, SERVICE_KEY)
-        with pytest.raises(Unavailable, match="supabase_schema.sql"):
+        with pytest.raises(Unavailable, match=r"supabase_schema\.sql"):
             store.migrate()
 
 

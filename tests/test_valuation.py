@@ -81,7 +81,7 @@ def _ticks(day: str, bars: dict[str, dict[str, float]], prev: dict[str, float], 
 
 
 def test_values_match_plain_computation_over_real_days(days) -> None:
-    first_day, first_bars = days[1]
+    first_day, _first_bars = days[1]
     prev = {s: days[0][1][s]["Close"] for s in SYMBOLS}
     holdings = _accounts(1, 60, first_day, bought_today=True)
     book = ValuationBook()
