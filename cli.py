@@ -288,10 +288,12 @@ def _decide(interrupt: dict[str, Any]) -> dict[str, Any]:
     from rich.prompt import Prompt
 
     order = interrupt["order"]
-    console.print(f"[bold yellow]confirmation needed[/bold yellow] (expires {interrupt['expires_at']}): "
-                  f"{order['side']} {(order.get('notional') and '$' + order['notional']) or order.get('qty') + ' shares'} "
-                  f"of {order['symbol']}, about {order['estimated_qty']} shares at ${order['estimated_price']}, "
-                  f"market {'open' if order['market_open'] else 'closed (queued for the next open)'}")
+    console.print(
+        f"[bold yellow]confirmation needed[/bold yellow] (expires {interrupt['expires_at']}): "
+        f"{order['side']} {(order.get('notional') and '$' + order['notional']) or order.get('qty') + ' shares'} "
+        f"of {order['symbol']}, about {order['estimated_qty']} shares at ${order['estimated_price']}, "
+        f"market {'open' if order['market_open'] else 'closed (queued for the next open)'}"
+    )
     decision = Prompt.ask("confirm, edit or cancel", choices=["confirm", "edit", "cancel"], default="cancel")
     answer: dict[str, Any] = {"interruptId": interrupt["id"], "decision": decision}
     if decision == "edit":
@@ -420,7 +422,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             say(f"Ray dashboard: http://{context.dashboard_url}")
         say(f"Ray: {context.address_info['gcs_address']}  (`clera status` finds it; elsewhere set RAY_ADDRESS to it)")
         # a key the operator set is theirs to know: only a generated development key is shown
-        say(f"API key (X-API-Key):  {'BACKEND_API_KEY (as configured)' if key_configured else settings.backend_api_key}")
+        say(
+            f"API key (X-API-Key):  {'BACKEND_API_KEY (as configured)' if key_configured else settings.backend_api_key}"
+        )
         say(f"demo user {demo.DEMO_USER}, token (Authorization: Bearer ... or ?token=...):")
         say(demo_token)
         say(f"watch one:  export CLERA_TOKEN={demo_token}; clera watch ACCOUNT --url {watch_url}")

@@ -219,7 +219,9 @@ class AgentGraph:
     ) -> ChatTurn:
         return await self.runner.resume(user_id, thread_id, interrupt_id, decision, edit)
 
-    async def stream(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> AsyncIterator[ChatEvent]:
+    async def stream(
+        self, user_id: str, account_id: str, thread_id: str | None, message: str
+    ) -> AsyncIterator[ChatEvent]:
         async for event in self.runner.stream(user_id, account_id, thread_id, message):
             yield event
 
@@ -251,7 +253,9 @@ class ServeChatRunner:
     ) -> ChatTurn:
         return await self._result(self._handle.resume.remote(user_id, thread_id, interrupt_id, decision, edit))
 
-    async def stream(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> AsyncIterator[ChatEvent]:
+    async def stream(
+        self, user_id: str, account_id: str, thread_id: str | None, message: str
+    ) -> AsyncIterator[ChatEvent]:
         events = self._handle.options(stream=True).stream.remote(user_id, account_id, thread_id, message)
         try:
             async for event in events:

@@ -36,7 +36,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TASK_RETRIES = 3  # a step's task runs again when its worker dies (never when the step itself raised)
-ORCHESTRATOR_OPTIONS: dict[str, Any] = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 2, "num_cpus": 0}
+ORCHESTRATOR_OPTIONS: dict[str, Any] = {
+    "lifetime": "detached",
+    "max_restarts": -1,
+    "max_task_retries": 2,
+    "num_cpus": 0,
+}
 
 
 def orchestrator_name() -> str:

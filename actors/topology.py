@@ -46,7 +46,9 @@ def position_source_from_settings(settings: Settings) -> PositionSource:
     try:
         from brokerage.positions import position_source_from_settings as broker_source
     except ImportError as exc:
-        raise ConfigError(f"CLERA_POSITIONS='broker' needs brokerage.positions ({exc}); use 'file' for the demo") from None
+        raise ConfigError(
+            f"CLERA_POSITIONS='broker' needs brokerage.positions ({exc}); use 'file' for the demo"
+        ) from None
     return broker_source(settings)
 
 

@@ -291,7 +291,9 @@ async def _edited(deps: AgentDeps, account_id: str, pending: dict[str, Any], edi
     side = order["side"]
     result = await asyncio.to_thread(_run_tool, deps, account_id, side, args)
     messages: list[AnyMessage] = [
-        AIMessage(content="", name=trade.AGENT, tool_calls=[{"name": side, "args": args, "id": call_id, "type": "tool_call"}]),
+        AIMessage(
+            content="", name=trade.AGENT, tool_calls=[{"name": side, "args": args, "id": call_id, "type": "tool_call"}]
+        ),
         tool_message(call_id, side, result),
     ]
     if result.get("status") != trade.AWAITING:

@@ -159,8 +159,14 @@ _TARGET_CHANGE = _rx(
     r"distribute|allocate|weight|put)\b"
 )
 _TARGETS = (
-    ("equal_weight", _rx(r"\bequal[- ]?weight|\bequally\b|\bevenly\b|\bequal (?:parts|amounts|split|shares)\b|\bsame amount")),
-    ("conservative", _rx(r"\bconservative|\bsafer\b|\bless risk|\blower risk|\bdefensive|\bcautious|\bless aggressive")),
+    (
+        "equal_weight",
+        _rx(r"\bequal[- ]?weight|\bequally\b|\bevenly\b|\bequal (?:parts|amounts|split|shares)\b|\bsame amount"),
+    ),
+    (
+        "conservative",
+        _rx(r"\bconservative|\bsafer\b|\bless risk|\blower risk|\bdefensive|\bcautious|\bless aggressive"),
+    ),
     ("balanced", _rx(r"\bbalanced\b|\bmoderate\b|\bmiddle of the road\b|\bin between\b")),
     ("aggressive", _rx(r"\baggressive|\bgrowth\b|\briskier\b|\bmore risk|\bhigher risk|\bmore growth")),
 )
@@ -261,7 +267,9 @@ def _amount(text: str, side: str, bare_is_qty: bool = True) -> _Amount:
     if side == "sell" and _ALL.search(text):
         return _Amount(qty="all")
     if _FRACTION.search(text):
-        return _Amount(problem="Please say a dollar amount or a number of shares (fractions and percentages aren't supported).")
+        return _Amount(
+            problem="Please say a dollar amount or a number of shares (fractions and percentages aren't supported)."
+        )
     m = _BARE.search(text)
     if m and bare_is_qty:
         value = decimal_text(m.group("n"))
@@ -290,7 +298,9 @@ class _Clause:
 
 def _portfolio_intents(text: str, dates: Dates, has_symbols: bool) -> list[tuple[str, dict[str, str]]]:
     found: list[tuple[str, dict[str, str]]] = []
-    activity = _ACTIVITY.search(text) and not (has_symbols and re.search(r"\bhistory\b", text) and not re.search(r"\bmy\b", text))
+    activity = _ACTIVITY.search(text) and not (
+        has_symbols and re.search(r"\bhistory\b", text) and not re.search(r"\bmy\b", text)
+    )
     if activity:
         trades, cash = bool(_ACTIVITY_TRADES.search(text)), bool(_ACTIVITY_CASH.search(text))
         kind = "trades" if trades and not cash else "cash" if cash and not trades else ""
@@ -298,12 +308,16 @@ def _portfolio_intents(text: str, dates: Dates, has_symbols: bool) -> list[tuple
     elif _CASH.search(text):
         found.append(("cash_available", {}))
     target = next((name for name, rx in _TARGETS if rx.search(text)), "")
-    wants_profile = target and re.search(rf"\b(?:an?|the|my)\s+{target.split('_')[0]}\w*\s+(?:allocation|mix|portfolio|profile)\b", text)
+    wants_profile = target and re.search(
+        rf"\b(?:an?|the|my)\s+{target.split('_')[0]}\w*\s+(?:allocation|mix|portfolio|profile)\b", text
+    )
     if _REBALANCE.search(text) or wants_profile or (target and _TARGET_CHANGE.search(text) and _PORTFOLIO.search(text)):
         found.append(("rebalance_plan", {"target": target} if target else {}))
     if _DIVERSIFY.search(text):
         found.append(("diversification", {}))
-    if (_RISK.search(text) and not (has_symbols and not _MINE.search(text))) or re.search(r"\btoo (?:aggressive|conservative)\b", text):
+    if (_RISK.search(text) and not (has_symbols and not _MINE.search(text))) or re.search(
+        r"\btoo (?:aggressive|conservative)\b", text
+    ):
         found.append(("risk_metrics", {"period": dates.period} if dates.period else {}))
     mine = _PORTFOLIO.search(text) and not (has_symbols and not _MINE.search(text))
     if not found and mine and dates.period and _PERF.search(text):
@@ -474,7 +488,9 @@ def _understand(message: _Message) -> tuple[Parsed, bool]:
         elif clause.trade:
             amount, tool = clause.amount, clause.trade
             if amount.problem:
-                asks.append((amount.problem, {"tool": tool, **({"symbol": clause.symbols[0]} if clause.symbols else {})}))
+                asks.append(
+                    (amount.problem, {"tool": tool, **({"symbol": clause.symbols[0]} if clause.symbols else {})})
+                )
             elif not clause.symbols:
                 asks.append((_which_stock(tool, clause.unknown, amount), {"tool": tool, **amount.args()}))
             elif not amount or (amount.qty == "all" and tool == "buy"):
@@ -486,7 +502,9 @@ def _understand(message: _Message) -> tuple[Parsed, bool]:
         elif clause.analyst:
             if clause.symbols:
                 for s in clause.symbols:
-                    calls.append(_call(clause.analyst, {"symbol": s, **(perf if clause.analyst == "stock_performance" else {})}))
+                    calls.append(
+                        _call(clause.analyst, {"symbol": s, **(perf if clause.analyst == "stock_performance" else {})})
+                    )
             elif clause.analyst_strong:
                 pending = {"tool": clause.analyst, **(perf if clause.analyst == "stock_performance" else {})}
                 asks.append((_which_stock(clause.analyst, clause.unknown, _Amount()), pending))

@@ -121,7 +121,9 @@ _DATE_FORMS = [
     r"(?P<iy>(?:19|20)\d\d)-(?P<im>[01]?\d)-(?P<id>[0-3]?\d)",
     r"(?P<um>[01]?\d)/(?P<ud>[0-3]?\d)/(?P<uy>(?:19|20)\d\d)",
     rf"{_DAY}\s+(?:of\s+)?{_MONTH},?\s+{_YEAR}",
-    rf"{_MONTH}\s+{_DAY},?\s+{_YEAR}".replace("?P<mon>", "?P<mon2>").replace("?P<day>", "?P<day2>").replace("?P<year>", "?P<year2>"),
+    rf"{_MONTH}\s+{_DAY},?\s+{_YEAR}".replace("?P<mon>", "?P<mon2>")
+    .replace("?P<day>", "?P<day2>")
+    .replace("?P<year>", "?P<year2>"),
     rf"{_MONTH},?\s+{_YEAR}".replace("?P<mon>", "?P<mon3>").replace("?P<year>", "?P<year3>"),
     r"(?P<y>(?:19|20)\d\d)(?![\d,.])",
 ]

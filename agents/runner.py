@@ -162,7 +162,9 @@ class AgentRunner:
             if pending is None:
                 raise Conflict("this conversation is not waiting for a confirmation", code="not_waiting")
             if pending["id"] != interrupt_id:
-                raise Conflict("interruptId is not the confirmation this conversation waits for", code="stale_interrupt")
+                raise Conflict(
+                    "interruptId is not the confirmation this conversation waits for", code="stale_interrupt"
+                )
             if pending["expires_at"] <= time.time():
                 await graph.ainvoke(Command(resume={"decision": "expired"}), config, durability=DURABILITY)
                 raise Conflict("the confirmation expired: nothing was placed; ask again to get a new one",
@@ -174,7 +176,9 @@ class AgentRunner:
             values = await graph.ainvoke(Command(resume=answer), config, durability=DURABILITY)
             return self._turn(values, config, record, before)
 
-    async def stream(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> AsyncIterator[ChatEvent]:
+    async def stream(
+        self, user_id: str, account_id: str, thread_id: str | None, message: str
+    ) -> AsyncIterator[ChatEvent]:
         """The turn as events; ownership and input are checked before the first event, so a refusal
         raises instead of starting a stream."""
         record = await self._thread_for(user_id, account_id, thread_id, message)

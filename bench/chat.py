@@ -466,8 +466,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         import serve_app
         from actors.topology import start_topology
 
-        serve_env = {**serve_app.direct_ingress_environ(settings), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-                     "RAY_worker_niceness": "0"}
+        serve_env = {
+            **serve_app.direct_ingress_environ(settings),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+            "RAY_worker_niceness": "0",
+        }
         os.environ.update(serve_env)
         os.environ.update(serve_app.settings_environ(settings))  # the local Ray's secrets: never an argument
         result: dict[str, Any] = {

@@ -345,11 +345,17 @@ async def ws_fanout(
     await asyncio.sleep(3.0 + clients / 1000)
     measuring = True
     started = time.time()
-    (published0, _), cpu_before = await engine.published(), (rss_of.cpu(), engine.meter.cpu(), psutil.Process().cpu_times())
+    (published0, _), cpu_before = (
+        await engine.published(),
+        (rss_of.cpu(), engine.meter.cpu(), psutil.Process().cpu_times()),
+    )
     await asyncio.sleep(seconds)
     measuring = False
     elapsed = time.time() - started
-    (published1, live_hz), cpu_after = await engine.published(), (rss_of.cpu(), engine.meter.cpu(), psutil.Process().cpu_times())
+    (published1, live_hz), cpu_after = (
+        await engine.published(),
+        (rss_of.cpu(), engine.meter.cpu(), psutil.Process().cpu_times()),
+    )
     closing = True
     for sock in sockets:
         sock.close()
@@ -531,15 +537,28 @@ def main() -> None:
             for n in clients_list:
                 asyncio.run(forget_interest(redis_url, accounts))
                 try:
-                    runs.append(asyncio.run(ws_fanout(f"ws://127.0.0.1:{ports[target]}", token, n, ws_s, engine, rss_of)))
+                    runs.append(
+                        asyncio.run(ws_fanout(f"ws://127.0.0.1:{ports[target]}", token, n, ws_s, engine, rss_of))
+                    )
                 except Exception as exc:  # noqa: BLE001 - a run that cannot complete is a result too
-                    runs.append({"clients": n, "error": f"{type(exc).__name__}: {exc}"[:300],
-                                 "msgs_per_s": 0.0, "p50_ms": None, "p99_ms": None})
+                    runs.append(
+                        {
+                            "clients": n,
+                            "error": f"{type(exc).__name__}: {exc}"[:300],
+                            "msgs_per_s": 0.0,
+                            "p50_ms": None,
+                            "p99_ms": None,
+                        }
+                    )
             biggest = runs[-1]
             key = "ws" if target == targets[0] else f"ws_{target.replace('-', '_')}"
             result[key] = {
-                **{k: biggest.get(k) for k in ("clients", "msgs_per_s", "p50_ms", "p99_ms", "engine_published_msgs_per_s")},
-                "target": target, "runs": runs,
+                **{
+                    k: biggest.get(k)
+                    for k in ("clients", "msgs_per_s", "p50_ms", "p99_ms", "engine_published_msgs_per_s")
+                },
+                "target": target,
+                "runs": runs,
                 "latency": f"tick (newest price in the snapshot) to client receipt, through one {target} gateway process",
             }
         every = [r for k in result if k.startswith("ws") for r in result[k]["runs"]]

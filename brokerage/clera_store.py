@@ -159,7 +159,9 @@ class CleraSqlStore(SqlStore):
         )
 
     def get_account(self, account_id: str) -> AccountRecord | None:
-        row = self.db.fetchone(self._select("o.alpaca_account_id = ?") + " ORDER BY o.created_at LIMIT 1", (account_id,))
+        row = self.db.fetchone(
+            self._select("o.alpaca_account_id = ?") + " ORDER BY o.created_at LIMIT 1", (account_id,)
+        )
         return self._account(row) if row else None
 
     def accounts_of(self, user_id: str) -> list[AccountRecord]:
@@ -260,7 +262,9 @@ class CleraSqlStore(SqlStore):
                 f"INSERT INTO user_onboarding ({columns}) VALUES ({', '.join('?' for _ in values)})", values
             )
         except psycopg.errors.InvalidTextRepresentation as exc:  # user_id is a UUID column there
-            raise InvalidRequest(f"user id {user_id!r} is not a Supabase user id: {exc}", code="invalid_user_id") from None
+            raise InvalidRequest(
+                f"user id {user_id!r} is not a Supabase user id: {exc}", code="invalid_user_id"
+            ) from None
 
     def set_account_status(
         self, account_id: str, status: OnboardingStatus, *, confirmation_code: str | None = None

@@ -193,7 +193,9 @@ class CleraSupabaseStore(SupabaseStore):
         """Puts the account on the person's onboarding row without one, or on a new row."""
         now = to_wire(self._now())
         values: dict[str, Any] = {
-            "alpaca_account_id": account_id, "alpaca_account_number": number, "status": clera_status(status) or "submitted",
+            "alpaca_account_id": account_id,
+            "alpaca_account_number": number,
+            "status": clera_status(status) or "submitted",
         }
         if self._has_updated_at:
             values["updated_at"] = now

@@ -121,7 +121,9 @@ class SmtpMailer:
             codes = {rcpt: code for rcpt, (code, _) in exc.recipients.items()}
             raise MailError(f"SMTP server {where} refused the recipient {codes}") from None
         except smtplib.SMTPResponseException as exc:
-            reply = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+            reply = (
+                exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+            )
             raise MailError(
                 f"SMTP server {where} answered {exc.smtp_code} {_scrub(reply, self._password)}"
             ) from None

@@ -99,7 +99,9 @@ class BankLinkBroker(Protocol):
     """The part of the Broker port linking a bank needs (any Broker has it)."""
 
     def get_account(self, account_id: str) -> BrokerAccount: ...
-    def create_ach_relationship_from_processor_token(self, account_id: str, processor_token: str) -> AchRelationship: ...
+    def create_ach_relationship_from_processor_token(
+        self, account_id: str, processor_token: str
+    ) -> AchRelationship: ...
 
 
 class PlaidLink:
@@ -204,7 +206,9 @@ class PlaidLink:
             processor_token = self.processor_token(access_token, chosen)
             return broker.create_ach_relationship_from_processor_token(account_id, processor_token)
         except BrokerageError:
-            with contextlib.suppress(BrokerageError):  # best effort: the original failure is what the caller needs to see
+            with contextlib.suppress(
+                BrokerageError
+            ):  # best effort: the original failure is what the caller needs to see
                 self.remove_item(access_token)
             raise
 

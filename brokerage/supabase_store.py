@@ -277,7 +277,9 @@ class SupabaseStore:
             current = self.get_account(account_id)
             if current is None:
                 raise NotFound(f"account {account_id} is not known", code="account_not_found")
-            changes = {k: to_wire(v) for k, v in status_changes(current, status, confirmation_code, self._now()).items()}
+            changes = {
+                k: to_wire(v) for k, v in status_changes(current, status, confirmation_code, self._now()).items()
+            }
             updated = self._run(
                 lambda c, changes=changes, seen=current.status: (
                     c.table("user_accounts").update(changes).eq("account_id", account_id).eq("status", seen)

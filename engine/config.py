@@ -424,5 +424,7 @@ def markdown_table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for field in msgspec.structs.fields(Settings):
         default = "" if field.default in (None, msgspec.NODEFAULT) else str(field.default)
-        rows.append(f"| `{field.encode_name}` | {f'`{default}`' if default else '(unset)'} | {DOCS[field.encode_name]} |")
+        rows.append(
+            f"| `{field.encode_name}` | {f'`{default}`' if default else '(unset)'} | {DOCS[field.encode_name]} |"
+        )
     return "\n".join(rows)

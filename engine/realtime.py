@@ -303,7 +303,9 @@ class PortfolioCore:
         _keep(self.stats.arrival_lag_ms, (time.time() - batch.ingest_ts) * 1000)
         accepted = 0
         for c in batch.columns:
-            rejected = self.book.apply_columns(c.symbols, c.price, c.prev_close, c.ts, c.session, c.source, batch.ingest_ts)
+            rejected = self.book.apply_columns(
+                c.symbols, c.price, c.prev_close, c.ts, c.session, c.source, batch.ingest_ts
+            )
             accepted += len(c.symbols) - rejected
         return accepted
 

@@ -75,7 +75,9 @@ class AgentWorld:
     def headers(self, user: str) -> dict[str, str]:
         return {"X-API-Key": API_KEY, "Authorization": f"Bearer {token(user)}"}
 
-    async def chat(self, user: str, message: str, thread: str | None = None, account: str | None = None) -> httpx.Response:
+    async def chat(
+        self, user: str, message: str, thread: str | None = None, account: str | None = None
+    ) -> httpx.Response:
         body: dict[str, Any] = {"message": message, "accountId": account or self.accounts[user]}
         if thread is not None:
             body["threadId"] = thread

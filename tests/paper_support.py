@@ -68,7 +68,9 @@ def application(email: str = "ada@example.com", **identity: object) -> AccountAp
             "is_politically_exposed": False,
             "immediate_family_exposed": False,
         },
-        "agreements": [{"agreement": "customer_agreement", "signed_at": "2025-01-01T00:00:00Z", "ip_address": "127.0.0.1"}],
+        "agreements": [
+            {"agreement": "customer_agreement", "signed_at": "2025-01-01T00:00:00Z", "ip_address": "127.0.0.1"}
+        ],
     }
     return msgspec.convert(raw, AccountApplication)
 

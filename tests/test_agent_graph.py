@@ -124,7 +124,9 @@ class Failing(GenericFakeChatModel):
             raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9/v1")) from None
 
 
-async def test_a_model_that_fails_is_a_503_and_a_stream_ends_with_an_error_event(tmp_path: Path, redis_url: str) -> None:
+async def test_a_model_that_fails_is_a_503_and_a_stream_ends_with_an_error_event(
+    tmp_path: Path, redis_url: str
+) -> None:
     model = Failing(disable_streaming=True, messages=iter([
         _call("route", {"agents": ["financial_analyst"]}),
         _call("get_quote", {"symbol": "AAPL"}),

@@ -299,7 +299,12 @@ def test_stock_performance_of_apple_since_march_2011(world: World) -> None:
         ("AAPL", {"period": "30d"}, TODAY - dt.timedelta(days=30), TODAY),
         ("MSFT", {"start_date": "2011-01-01", "end_date": "2011-12-31"}, dt.date(2011, 1, 1), dt.date(2011, 12, 31)),
         ("FB", {"period": "1y"}, months_back(TODAY, 12), TODAY),  # listed 2012-05-18: starts there
-        ("Apple", {"end_date": "2030-01-01", "start_date": "2012-03-01"}, dt.date(2012, 3, 1), TODAY),  # end cut to today
+        (
+            "Apple",
+            {"end_date": "2030-01-01", "start_date": "2012-03-01"},
+            dt.date(2012, 3, 1),
+            TODAY,
+        ),  # end cut to today
     ],
 )
 def test_stock_performance_windows(world: World, symbol: str, args: dict[str, str], start: dt.date,

@@ -128,7 +128,9 @@ async def test_a_first_buy_of_a_pinned_symbol_fills_and_shows_live(tmp_path: Pat
 
 
 @pytest.mark.usefixtures("ray_session")
-async def test_a_change_nobody_announced_while_the_listener_was_down_is_picked_up(tmp_path: Path, redis_url: str) -> None:
+async def test_a_change_nobody_announced_while_the_listener_was_down_is_picked_up(
+    tmp_path: Path, redis_url: str
+) -> None:
     """PositionSync reloads everything whenever it resubscribes, not only at its first start."""
     settings = engine_settings(redis_url, tmp_path, [], CLERA_POSITIONS="broker", CLERA_REPLAY_START="2012-06-05")
     quiet = PaperBroker(Database.for_settings(None, settings.sqlite_path),

@@ -235,8 +235,12 @@ async def test_bad_input_gets_the_error_shape(tmp_path: Path, redis_url: str) ->
         body = {"threadId": turn["threadId"], "interruptId": turn["interrupt"]["id"]}
         assert_error(await w.http.post("/api/chat/resume", json={**body, "decision": "yes"}, headers=h), 422)
         assert_error(await w.http.post("/api/chat/resume", json={**body, "decision": "edit"}, headers=h), 422)
-        assert_error(await w.http.post("/api/chat/resume", json={**body, "decision": "edit",
-                                                                   "edit": {"notional": "5", "qty": "1"}}, headers=h), 422)
+        assert_error(
+            await w.http.post(
+                "/api/chat/resume", json={**body, "decision": "edit", "edit": {"notional": "5", "qty": "1"}}, headers=h
+            ),
+            422,
+        )
         assert_error(await w.http.post("/api/chat/resume", json={**body, "decision": "edit",
                                                                    "edit": {"price": "5"}}, headers=h), 422)
         assert_error(await w.http.get("/api/chat/threads", headers=h), 422)
@@ -336,7 +340,9 @@ async def test_a_rebalance_is_carried_out_one_confirmed_order_at_a_time(tmp_path
         turn = await w.ok(await w.chat(ALICE, "execute the rebalance to equal weight", thread=plan["threadId"]))
         assert turn["agent"] == "trade_execution"
         assert turn["steps"][0]["tool"] == "rebalance_orders"
-        assert turn["steps"][0]["result"]["orders"] == [{k: t[k] for k in ("side", "symbol", "notional")} for t in trades]
+        assert turn["steps"][0]["result"]["orders"] == [
+            {k: t[k] for k in ("side", "symbol", "notional")} for t in trades
+        ]
         first = turn["interrupt"]["order"]
         assert (first["side"], first["symbol"], first["notional"]) == (trades[0]["side"], trades[0]["symbol"],
                                                                       trades[0]["notional"])
@@ -410,7 +416,9 @@ async def test_a_confirmation_the_account_can_no_longer_afford_places_nothing(tm
         cash = w.broker.get_account(account).buying_power
         turn = await w.ok(await w.chat(ALICE, f"buy ${cash - 100:.2f} of MSFT"))
         assert turn["interrupt"] is not None
-        w.broker.submit_order(account, OrderRequest(symbol="IBM", side="buy", notional=D("500")))  # elsewhere, meanwhile
+        w.broker.submit_order(
+            account, OrderRequest(symbol="IBM", side="buy", notional=D("500"))
+        )  # elsewhere, meanwhile
         before = len(w.broker.list_orders(account, "all"))
         done = await w.ok(await w.resume(ALICE, turn["threadId"], turn["interrupt"]["id"], "confirm"))
         placed = done["steps"][0]["result"]

@@ -97,7 +97,9 @@ def next_morning(clock: ManualClock) -> None:
     clock.set(dt.datetime.combine(day, dt.time(15, 0), UTC))
 
 
-async def holding(w: World, amount: str, buy: str | None, user: str = ALICE, email: str = "ada@example.com") -> tuple[str, str]:
+async def holding(
+    w: World, amount: str, buy: str | None, user: str = ALICE, email: str = "ada@example.com"
+) -> tuple[str, str]:
     """A funded account (Tuesday morning) that bought `buy` dollars of AAPL at $100."""
     account_id, rel_id = await w.funded(amount, user, email)
     if buy is not None:

@@ -52,7 +52,11 @@ pytestmark = pytest.mark.cluster
 HOLDINGS = [["AAPL", "IBM"], ["MSFT"], ["GOOG", "AAPL"], ["IBM", "MSFT"]]
 # enough accounts that every portfolio shard, on either worker, serves some
 ACCOUNTS = [
-    {"account_id": unique(f"c-{i}"), "cash": f"{250 * i}.25", "positions": [{"symbol": s, "qty": str(i + 2)} for s in syms]}
+    {
+        "account_id": unique(f"c-{i}"),
+        "cash": f"{250 * i}.25",
+        "positions": [{"symbol": s, "qty": str(i + 2)} for s in syms],
+    }
     for i, syms in enumerate(HOLDINGS * 4)
 ]
 WORKER_RESOURCES = {placement.REALTIME: 1, placement.AGENTS: 1}

@@ -49,7 +49,11 @@ def test_aliases_resolve_to_the_same_company(store: SqlStore) -> None:
     for alias, target in SYMBOL_ALIASES.items():
         via_alias, direct = store.get_company_profile(alias), store.get_company_profile(target)
         assert via_alias is not None and direct is not None
-        assert (via_alias.company_name, via_alias.isin, via_alias.industry) == (direct.company_name, direct.isin, direct.industry)
+        assert (via_alias.company_name, via_alias.isin, via_alias.industry) == (
+            direct.company_name,
+            direct.isin,
+            direct.industry,
+        )
         assert via_alias.facts["alias_of"] == target and "alias_of" not in direct.facts
     # share classes listed in the US resolve to one company too
     goog, googl = store.get_company_profile("GOOG"), store.get_company_profile("GOOGL")

@@ -90,6 +90,8 @@ async def test_a_demo_restarted_twice_continues_its_world(tmp_path: Path, comman
             reached = max(later["as_of"], *await run.activity_dates())
             assert len(await run.activity_dates()) == EXPECTED_ACTIVITIES  # nothing funded or bought twice
             assert await served.ctrl_c() == 0
-            assert world.saved_moment(load_settings({"CLERA_DATA_DIR": str(data)}, env_file=None)).timestamp() >= reached
+            assert (
+                world.saved_moment(load_settings({"CLERA_DATA_DIR": str(data)}, env_file=None)).timestamp() >= reached
+            )
             await _nothing_left_behind(marker, tmp_path)
 

@@ -55,7 +55,9 @@ class Collector:
 
 
 def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"clera" and auth_data.password == PASSWORD.encode()
+    ok = (
+        isinstance(auth_data, LoginPassword) and auth_data.login == b"clera" and auth_data.password == PASSWORD.encode()
+    )
     return AuthResult(success=ok, handled=False)
 
 

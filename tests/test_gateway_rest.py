@@ -195,7 +195,9 @@ async def test_portfolio_auth_and_ownership_errors(env, redis_url: str) -> None:
         forged = {"Authorization": f"Bearer {token(ALICE, secret='x' * 40)}"}
         _assert_error(await http.get(path, headers=forged), 401, "unauthorized")
         for forged_token in (unsigned_token(ALICE), wrong_audience_token(ALICE)):
-            _assert_error(await http.get(path, headers={"Authorization": f"Bearer {forged_token}"}), 401, "unauthorized")
+            _assert_error(
+                await http.get(path, headers={"Authorization": f"Bearer {forged_token}"}), 401, "unauthorized"
+            )
         # Bob's valid token on Alice's account, even with a header claiming to be Alice
         _assert_error(await http.get(path, headers={**bearer(BOB), "X-User-ID": ALICE}), 403, "forbidden")
         _assert_error(await http.get(f"{path}/positions", headers=bearer(BOB)), 403, "forbidden")

@@ -154,7 +154,16 @@ async def test_server_pings_and_drops_silent_peers(redis_url: str, tmp_path: Pat
 
 @pytest.mark.parametrize(
     "case",
-    ["no_token", "bad_token", "expired", "wrong_secret", "alg_none", "wrong_audience", "someone_else", "unknown_account"],
+    [
+        "no_token",
+        "bad_token",
+        "expired",
+        "wrong_secret",
+        "alg_none",
+        "wrong_audience",
+        "someone_else",
+        "unknown_account",
+    ],
 )
 async def test_policy_violations_close_with_1008(env, case: str) -> None:
     settings, store = env

@@ -104,7 +104,9 @@ def test_an_invalid_application_is_refused_and_stores_nothing(broker: PaperBroke
 # --- bank links ---------------------------------------------------------------------------------
 def test_one_active_ach_relationship_and_the_aba_checksum(broker: PaperBroker) -> None:
     account_id = broker.create_account(application()).id
-    bad = ManualAchRequest(bank_account_type="CHECKING", bank_account_number="123456789", bank_routing_number="121000359")
+    bad = ManualAchRequest(
+        bank_account_type="CHECKING", bank_account_number="123456789", bank_routing_number="121000359"
+    )
     with pytest.raises(InvalidRequest, match="checksum"):
         broker.create_ach_relationship(account_id, bad)
     rel = broker.create_ach_relationship(account_id, BANK)
@@ -301,7 +303,9 @@ def test_limit_orders_rest_fill_when_marketable_and_expire_with_the_day(
     )
     gtc = broker.submit_order(
         account_id,
-        OrderRequest(symbol="MSFT", side="buy", type="limit", qty=Decimal(1), limit_price=Decimal("41"), time_in_force="gtc"),
+        OrderRequest(
+            symbol="MSFT", side="buy", type="limit", qty=Decimal(1), limit_price=Decimal("41"), time_in_force="gtc"
+        ),
     )
     clock.set(dt.datetime(2025, 1, 14, 22, 0, tzinfo=UTC))  # after the close
     assert broker.get_order(account_id, day.id).status == "expired"
@@ -419,7 +423,9 @@ def test_next_due_of_orders_resting_in_the_session_is_their_price_and_a_day_orde
     broker.process_due()
     gtc = broker.submit_order(
         account_id,
-        OrderRequest(symbol="MSFT", side="buy", type="limit", qty=Decimal(1), limit_price=Decimal("41"), time_in_force="gtc"),
+        OrderRequest(
+            symbol="MSFT", side="buy", type="limit", qty=Decimal(1), limit_price=Decimal("41"), time_in_force="gtc"
+        ),
     )
     assert gtc.status == "new"
     assert broker.next_due() == NextDue(at=None, waiting_on_prices=True)  # no moment: it waits on the price
@@ -620,7 +626,11 @@ def test_the_position_source_from_settings_reads_the_ledger_and_drops_closed_acc
     broker = broker_from_settings(settings, clock, RedisPriceReader(redis_url))
     account_id, rel_id = funded_account(broker, clock, "40")  # type: ignore[arg-type]
     [holdings] = source.load_all()
-    assert (holdings.account_id, holdings.cash, holdings.deposits_today) == (account_id, Decimal("40.00"), Decimal("40.00"))
+    assert (holdings.account_id, holdings.cash, holdings.deposits_today) == (
+        account_id,
+        Decimal("40.00"),
+        Decimal("40.00"),
+    )
     broker.create_transfer(account_id, rel_id, Decimal("39.50"), "OUTGOING")
     broker.close_account(account_id)
     assert source.load_all() == [] and source.load([account_id]) == []
@@ -711,7 +721,9 @@ def test_a_ledger_of_the_first_schema_upgrades_with_its_money_intact(
         old.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(2)))
         old.db.close()
     broker = make_broker(db_url, clock, redis_url)
-    versions = broker.db.fetchall("SELECT version FROM schema_migrations WHERE component = ?", (ledger_schema.COMPONENT,))
+    versions = broker.db.fetchall(
+        "SELECT version FROM schema_migrations WHERE component = ?", (ledger_schema.COMPONENT,)
+    )
     assert sorted(r["version"] for r in versions) == list(range(1, len(ledger_schema.STEPS) + 1))
     assert broker.get_account(account_id).cash == Decimal("800.00")
     assert [(p.symbol, p.qty) for p in broker.list_positions(account_id)] == [("AAPL", Decimal(2))]

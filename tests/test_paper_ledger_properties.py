@@ -129,19 +129,25 @@ def test_any_sequence_of_operations_keeps_the_ledger_reconciled(
                 elif kind == "withdraw":
                     transfers.append(broker.create_transfer(account_id, rel_id, step[1], "OUTGOING"))
                 elif kind == "buy_qty":
-                    orders.append(broker.submit_order(account_id, OrderRequest(symbol=step[1], side="buy", qty=step[2])))
+                    orders.append(
+                        broker.submit_order(account_id, OrderRequest(symbol=step[1], side="buy", qty=step[2]))
+                    )
                 elif kind == "buy_notional":
                     request = OrderRequest(symbol=step[1], side="buy", notional=step[2])
                     orders.append(broker.submit_order(account_id, request))
                 elif kind == "buy_limit":
                     limit = (last[step[1]] * Decimal(step[3])).quantize(CENT)
-                    request = OrderRequest(symbol=step[1], side="buy", type="limit", qty=step[2], limit_price=max(limit, CENT))
+                    request = OrderRequest(
+                        symbol=step[1], side="buy", type="limit", qty=step[2], limit_price=max(limit, CENT)
+                    )
                     orders.append(broker.submit_order(account_id, request))
                 elif kind == "sell":
                     held = {p.symbol: p.qty_available for p in broker.list_positions(account_id)}
                     qty = (held.get(step[1], Decimal(0)) * Decimal(step[2])).quantize(Decimal("1e-9"))
                     if qty > 0:
-                        orders.append(broker.submit_order(account_id, OrderRequest(symbol=step[1], side="sell", qty=qty)))
+                        orders.append(
+                            broker.submit_order(account_id, OrderRequest(symbol=step[1], side="sell", qty=qty))
+                        )
                 elif kind == "price":
                     last[step[1]] = step[2]
                     set_price(redis_url, step[1], float(step[2]))
@@ -162,7 +168,9 @@ def test_any_sequence_of_operations_keeps_the_ledger_reconciled(
             clock.advance(dt.timedelta(seconds=1))  # every step at its own moment: the log has an order
             reconcile(broker, account_id)
         # a week later, during a session (orders queued outside hours fill at an open)
-        clock.set(calendar.session_bounds(calendar.add_trading_days(clock.now().date(), 5))[0] + dt.timedelta(minutes=1))
+        clock.set(
+            calendar.session_bounds(calendar.add_trading_days(clock.now().date(), 5))[0] + dt.timedelta(minutes=1)
+        )
         broker.process_due()
         reconcile(broker, account_id)
         matches_what_was_asked(broker, account_id, funding, transfers, orders)
@@ -195,7 +203,9 @@ def test_a_transfer_completes_at_the_first_open_after_it_is_created(created: dt.
 def test_the_current_session_is_the_latest_that_has_opened(moment: dt.datetime) -> None:
     session = rules.current_session(moment)
     assert calendar.is_trading_day(session)
-    assert calendar.session_bounds(session)[0] <= moment < calendar.session_bounds(calendar.next_trading_day(session))[0]
+    assert (
+        calendar.session_bounds(session)[0] <= moment < calendar.session_bounds(calendar.next_trading_day(session))[0]
+    )
     assert rules.settle_date(session) == calendar.next_trading_day(session)
 
 

@@ -99,7 +99,9 @@ async def test_rest_through_serve(served, redis_url: str) -> None:
         missing = await http.get("/no/such/route")
         assert missing.status_code == 404 and set(missing.json()["error"]) == {"code", "message", "details"}
         company = await http.get("/api/company/AAPL", headers={"X-API-Key": API_KEY})
-        assert company.status_code == 200 and company.json()["profile"]["company_name"] == "Apple Inc."  # loaded on start
+        assert (
+            company.status_code == 200 and company.json()["profile"]["company_name"] == "Apple Inc."
+        )  # loaded on start
         doc = (await http.get("/openapi.json")).json()
         assert "/ws/portfolio/{account_id}" in doc["paths"] and "/api/portfolio/{account_id}" in doc["paths"]
 

@@ -10,7 +10,11 @@ from engine import pubsub
 from engine.subscriptions import shard_of
 
 ACCOUNTS = [
-    {"account_id": unique(f"r-{i}"), "cash": f"{100 * i}.50", "positions": [{"symbol": s, "qty": str(i + 1)} for s in syms]}
+    {
+        "account_id": unique(f"r-{i}"),
+        "cash": f"{100 * i}.50",
+        "positions": [{"symbol": s, "qty": str(i + 1)} for s in syms],
+    }
     for i, syms in enumerate([["AAPL", "MSFT"], ["IBM"], ["GOOG", "AAPL"], ["MSFT"]])
 ]
 

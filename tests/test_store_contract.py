@@ -498,7 +498,13 @@ def test_company_profile_round_trip_and_update(store: Store, clock: ManualClock)
     assert got == expected
     assert store.get_company_profile(" aapl ") == got
     spy = store.get_company_profile("SPY")
-    assert spy is not None and (spy.is_etf, spy.is_fund, spy.is_adr, spy.ipo_date, spy.price) == (True, True, False, None, None)
+    assert spy is not None and (spy.is_etf, spy.is_fund, spy.is_adr, spy.ipo_date, spy.price) == (
+        True,
+        True,
+        False,
+        None,
+        None,
+    )
 
     clock.advance(dt.timedelta(days=1))
     store.upsert_company_profiles([CompanyProfile(symbol="SPY", company_name="SPDR S&P 500", sector="Funds")])
@@ -532,7 +538,9 @@ def test_supabase_schema_file_is_the_postgres_migration() -> None:
 
 
 def test_clera_schema_file_is_the_clera_migration() -> None:
-    shipped = "".join(line for line in CLERA_SCHEMA_FILE.read_text().splitlines(keepends=True) if not line.startswith("--"))
+    shipped = "".join(
+        line for line in CLERA_SCHEMA_FILE.read_text().splitlines(keepends=True) if not line.startswith("--")
+    )
     assert shipped == "".join(CLERA_SCHEMA_SQL)
 
 

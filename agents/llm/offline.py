@@ -66,13 +66,21 @@ class OfflineChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         reply = self.respond(messages, _tool_names(kwargs))
         if reply.tool_calls:
-            yield ChatGenerationChunk(message=AIMessageChunk(
-                content="",
-                tool_call_chunks=[
-                    {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i, "type": "tool_call_chunk"}
-                    for i, c in enumerate(reply.tool_calls)
-                ],
-            ))
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content="",
+                    tool_call_chunks=[
+                        {
+                            "name": c["name"],
+                            "args": json.dumps(c["args"]),
+                            "id": c["id"],
+                            "index": i,
+                            "type": "tool_call_chunk",
+                        }
+                        for i, c in enumerate(reply.tool_calls)
+                    ],
+                )
+            )
             return
         words = re.findall(r"\S+\s*|\s+", str(reply.content)) or [""]
         for i, word in enumerate(words):
@@ -101,9 +109,17 @@ class OfflineChatModel(BaseChatModel):
         for call in wanted:
             seen[call.tool] = seen.get(call.tool, 0) + 1
             if made.get(call.tool, 0) < seen[call.tool]:
-                return AIMessage(content="", tool_calls=[
-                    {"name": call.tool, "args": dict(call.args), "id": f"call_{uuid.uuid4().hex[:24]}", "type": "tool_call"}
-                ])
+                return AIMessage(
+                    content="",
+                    tool_calls=[
+                        {
+                            "name": call.tool,
+                            "args": dict(call.args),
+                            "id": f"call_{uuid.uuid4().hex[:24]}",
+                            "type": "tool_call",
+                        }
+                    ],
+                )
         text = _answer(turn, set(tools) | {"place_order"})
         last_agent = parsed.agents[-1] if parsed.agents else None
         if parsed.ask and last_agent is not None and set(TOOLS_OF[last_agent]) <= set(tools):

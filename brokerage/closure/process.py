@@ -291,7 +291,9 @@ class ClosureProcess:
         record.liquidations += 1
         log.broker_data("CLOSE_ALL_POSITIONS", results)
         failed = [r for r in results if r.status >= 300]
-        log.safety_check("LIQUIDATION_SUCCESS", not failed, {"orders": len(results) - len(failed), "refused": len(failed)})
+        log.safety_check(
+            "LIQUIDATION_SUCCESS", not failed, {"orders": len(results) - len(failed), "refused": len(failed)}
+        )
         self._move(record, "liquidating_positions", f"{len(results)} sell orders sent", log)
         self._save(record)
 
@@ -388,7 +390,9 @@ class ClosureProcess:
             changed = True
             if theirs.status in VOID_TRANSFER and was not in VOID_TRANSFER:
                 record.rejected_transfers += 1
-                log.step_failure("WITHDRAWAL", {"transfer_id": mine.id, "status": theirs.status, "reason": theirs.reason})
+                log.step_failure(
+                    "WITHDRAWAL", {"transfer_id": mine.id, "status": theirs.status, "reason": theirs.reason}
+                )
             elif theirs.status == COMPLETE_TRANSFER:
                 log.step_completion("WITHDRAWAL", {"transfer_id": mine.id, "amount": _s(mine.amount)})
             else:
@@ -604,7 +608,8 @@ class ClosureProcess:
             self._reconcile(record, snap, log)
             if record.liquidation_sent_at is not None:
                 raise Conflict(
-                    "the liquidation was already sent: the closure can no longer be canceled", code="closure_in_progress"
+                    "the liquidation was already sent: the closure can no longer be canceled",
+                    code="closure_in_progress",
                 )
             self.store.set_account_status(account_id, "active")
             record.failure_reason = "canceled by the account holder"

@@ -189,7 +189,9 @@ class Spec:
         if (isinstance(value, int | float) and not isinstance(value, bool)
                 and (value < s.get("minimum", value) or value > s.get("maximum", value))):
             out.append(f"{where}: {value} is out of range")
-        if isinstance(value, str) and (len(value) < s.get("minLength", 0) or len(value) > s.get("maxLength", len(value))):
+        if isinstance(value, str) and (
+            len(value) < s.get("minLength", 0) or len(value) > s.get("maxLength", len(value))
+        ):
             out.append(f"{where}: length out of range")
         if isinstance(value, dict):
             out += [f"{where}.{r}: required" for r in s.get("required", []) if r not in value]
