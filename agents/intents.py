@@ -113,7 +113,8 @@ _PERF = _rx(
     r"\bperform|\breturns?\b|\bgain(?:ed|s)?\b|\blos(?:s|t|ses)\b|\bup or down\b|"
     r"\bhow (?:much )?(?:has|have|did) .*?\b(?:done|do|gone|moved|changed|grown|grew|risen|rose|fallen|fell|"
     r"dropped|climbed|fared|been doing)\b|\bcompar|\bvs\.?\b|\bversus\b|\bchart|\btrend|\bhistory\b|"
-    r"\bhistorical|\btrack record\b|\bgrowth\b|\bchanged?\b|\bover time\b|\blately\b|\brecently\b|\bbeen doing\b|\bsince\b"
+    r"\bhistorical|\btrack record\b|\bgrowth\b|\bchanged?\b|\bover time\b|\blately\b|\brecently\b|"
+    r"\bbeen doing\b|\bsince\b"
 )
 _QUOTE = _rx(
     r"\bprices?\b|\bquotes?\b|\btrading at\b|\btrades at\b|\bworth\b|\bcosts?\b|\bvalued\b|\bvalue of\b|"
@@ -143,7 +144,8 @@ _ACTIVITY = _rx(
     r"\bwithdrawn\b|\btransfers?\b|\btransferred\b|\bfills?\b|\bfilled\b|\bexecutions?\b|\borders\b|"
     r"\btrades\b|\bpurchases\b|\bbuys\b|\bsales\b|\bbought\b|\bsold\b|\bpurchased\b|\bmy (?:last |recent )?order\b|"
     r"\b(?:account|order|trade|trading|purchase|transaction|deposit|withdrawal|funding) history\b|"
-    r"\bfunding\b|\bledger\b|\b(?:did|have) (?:i|we) (?:\w+ )?(?:buy|sell|purchase|trade|bought|sold)\b|\bcash (?:movements|flows?|in and out)\b|\bmoney (?:in|out|i put in)\b"
+    r"\bfunding\b|\bledger\b|\b(?:did|have) (?:i|we) (?:\w+ )?(?:buy|sell|purchase|trade|bought|sold)\b|"
+    r"\bcash (?:movements|flows?|in and out)\b|\bmoney (?:in|out|i put in)\b"
 )
 _ACTIVITY_TRADES = _rx(r"\btrad|\border|\bfill|\bexecution|\bpurchas|\bbuys?\b|\bbought\b|\bsold\b|\bsell|\bsales\b")
 _ACTIVITY_CASH = _rx(r"\bdeposit|\bwithdr|\btransfer|\bcash\b|\bfunding\b|\bmoney\b")
@@ -152,7 +154,8 @@ _REBALANCE = _rx(r"\bre-?balanc|\breallocat|\brealign|\btarget (?:allocation|mix
 _EXECUTE = _rx(
     r"\b(?:execute|place|submit|carry out|go ahead with|go through with|make|do|start|trade|run|perform)\b"
     r".*\b(?:re-?balanc\w*|trades|orders)\b.*|\bre-?balanc\w* (?:it |everything |my \w+ )?for me\b|"
-    r"\bre-?balanc\w*\b.*\b(?:and|then) (?:place|execute|submit|make|do) (?:the |those |these |all )?(?:trades|orders)\b"
+    r"\bre-?balanc\w*\b.*\b(?:and|then) (?:place|execute|submit|make|do) "
+    r"(?:the |those |these |all )?(?:trades|orders)\b"
 )
 _TARGET_CHANGE = _rx(
     r"\b(?:make|shift|move|switch|turn|change|adjust|go|convert|reposition|restructure|split|spread|divide|"
@@ -187,7 +190,8 @@ _PORTFOLIO = _rx(
     r"\bgains? and loss|\bp&l\b|\bpnl\b"
 )
 _HOLDING = _rx(
-    r"\bmy §[A-Z]|\bdo i (?:own|have|hold)\b|\bi (?:own|hold)\b|\bhow (?:much|many) .*\b(?:do|did) i (?:own|have|hold)\b|"
+    r"\bmy §[A-Z]|\bdo i (?:own|have|hold)\b|\bi (?:own|hold)\b|"
+    r"\bhow (?:much|many) .*\b(?:do|did) i (?:own|have|hold)\b|"
     r"§[A-Z]\s+(?:position|holding|stake|shares i)\b|\bexposure to\b|\bin my (?:portfolio|account)\b"
 )
 # A stock-level "how risky is Tesla" has no portfolio tool; its history is the closest answer.

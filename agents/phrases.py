@@ -127,7 +127,10 @@ _DATE_FORMS = [
     rf"{_MONTH},?\s+{_YEAR}".replace("?P<mon>", "?P<mon3>").replace("?P<year>", "?P<year3>"),
     r"(?P<y>(?:19|20)\d\d)(?![\d,.])",
 ]
-_LEAD = r"(?:(?P<lead>since|from|after|starting(?: in| on| from)?|beginning(?: of)?|start of|between|in|during|for|until|till|through|thru|to|before|and|end of|-)\s+)?"
+_LEAD = (
+    r"(?:(?P<lead>since|from|after|starting(?: in| on| from)?|beginning(?: of)?|start of|between|in|during|for|"
+    r"until|till|through|thru|to|before|and|end of|-)\s+)?"
+)
 _DATE = re.compile(r"\b" + _LEAD + "(?:" + "|".join(_DATE_FORMS) + r")\b")
 _RANGE_END = {"to", "until", "till", "through", "thru", "and", "-", "before", "end of"}
 _WHOLE_PERIOD = {"in", "during", "for"}

@@ -483,7 +483,8 @@ def run_ray(world: World, redis_url: str, session_s: float, timeout_s: float) ->
     passes = status["advanced"] + status["failed"]
     return {
         "mode": "orchestrator",
-        "clock": f"ReplayClock from the shared settings (CLERA_REPLAY_*): one replayed trading day per {session_s} wall s",
+        "clock": f"ReplayClock from the shared settings (CLERA_REPLAY_*): one replayed trading day per {session_s} "
+            "wall s",
         "orchestrator": "actors/closure_orchestrator.py ClosureOrchestrator (named, detached) + advance_closure tasks",
         "wake_s": settings.closure_wake_s,
         "wall_s": round(wall, 2),
@@ -582,7 +583,8 @@ def run_ray_tasks(world: World, redis_url: str, ray_cpus: int) -> dict[str, Any]
         progress(f"ray_tasks: replayed day {days} ({day}), {done}/{len(world.accounts)} completed")
     wall = time.perf_counter() - started
     return {
-        "mode": "plain Ray tasks (num_cpus=1) calling ClosureProcess.initiate/advance, one per unfinished closure per day",
+        "mode": "plain Ray tasks (num_cpus=1) calling ClosureProcess.initiate/advance, one per unfinished closure "
+            "per day",
         "clock": "a ManualClock in each worker, set by every task to 10:00 New York of the day the driver is on",
         **_day_by_day_figures(wall, initiated_s, done, days, passes, errors, len(world.accounts)),
         "cpu": meter.result(),

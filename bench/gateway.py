@@ -559,7 +559,8 @@ def main() -> None:
                 },
                 "target": target,
                 "runs": runs,
-                "latency": f"tick (newest price in the snapshot) to client receipt, through one {target} gateway process",
+                "latency": f"tick (newest price in the snapshot) to client receipt, through one {target} gateway "
+                    "process",
             }
         every = [r for k in result if k.startswith("ws") for r in result[k]["runs"]]
         result["targets"] = {

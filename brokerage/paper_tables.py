@@ -204,7 +204,8 @@ class LedgerTables:
 
     def withdrawals_on(self, account_id: str, ach_day: str) -> list[tuple[Decimal, str]]:
         rows = self.db.fetchall(
-            "SELECT amount, status FROM paper_transfers WHERE account_id = ? AND direction = 'OUTGOING' AND ach_day = ?",
+            "SELECT amount, status FROM paper_transfers"
+            " WHERE account_id = ? AND direction = 'OUTGOING' AND ach_day = ?",
             (account_id, ach_day),
         )
         return [(Decimal(r["amount"]), r["status"]) for r in rows]

@@ -1,8 +1,8 @@
 """The paper ledger and the realtime engine on the same replayed clock, with nobody reading accounts.
 
 Two things no request triggers: a deposit landing when the replayed market opens (PositionSync's
-ledger stepper wakes at that moment, the ledger announces the account, the shard reloads it), and a first buy of a symbol
-nobody held yet (it fills because pinned symbols keep `price:{SYMBOL}` written).
+ledger stepper wakes at that moment, the ledger announces the account, the shard reloads it), and a first buy of a
+symbol nobody held yet (it fills because pinned symbols keep `price:{SYMBOL}` written).
 """
 
 from __future__ import annotations

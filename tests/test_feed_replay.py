@@ -148,7 +148,8 @@ def test_two_instances_and_two_processes_agree() -> None:
     mine = [one.ticks_at(w, symbols) for w in walls]
     assert mine == [two.ticks_at(w, symbols) for w in walls]
     script = (
-        "import datetime as dt, json, sys; from engine.clock import ReplayClock; from engine.feeds.replay import ReplayFeed;"
+        "import datetime as dt, json, sys; from engine.clock import ReplayClock; "
+        "from engine.feeds.replay import ReplayFeed;"
         "f = ReplayFeed(ReplayClock(dt.date(2010, 1, 4), 100.0, 1_000_000.0, 0.8));"
         "walls = [1_000_000.0 + k * 7.3 for k in range(200)];"
         "print(json.dumps([[[t.symbol, t.price, t.prev_close, t.ts, t.session] for t in f.ticks_at(w, sys.argv[1:])]"

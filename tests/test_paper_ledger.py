@@ -271,7 +271,8 @@ def test_last_equity_is_rebuilt_from_today_flows_and_previous_closes() -> None:
     holdings = {"AAPL": Holding(Decimal(3), Decimal("290.00")), "MSFT": Holding(Decimal(1), Decimal("50.00"))}
     prices = {"AAPL": LastPrice("AAPL", 101.0, 99.0, 0.0, SESSION.isoformat(), "replay"), "MSFT": None}
     equity, last_equity = views.equity_and_last_equity(Decimal("850.00"), holdings, flows, prices)
-    # now: cash + 3 AAPL at 101 + MSFT at cost; yesterday: cash before today's flows + 1 AAPL at 99 + 2 MSFT at cost/share
+    # now: cash + 3 AAPL at 101 + MSFT at cost;
+    # yesterday: cash before today's flows + 1 AAPL at 99 + 2 MSFT at cost/share
     assert equity == Decimal("850.00") + 303 + 50
     assert last_equity == Decimal("850.00") + Decimal("145.00") - 995 + 99 + 2 * 50
     assert views.equity(Decimal(1), holdings, prices) == Decimal(1) + 303 + 50

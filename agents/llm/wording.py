@@ -131,7 +131,10 @@ def _activity(r: Result) -> str:
 
 
 def _cash(r: Result) -> str:
-    return f"Cash {usd(r['cash'])}, of which {usd(r['cash_withdrawable'])} can be withdrawn; buying power {usd(r['buying_power'])}."
+    return (
+        f"Cash {usd(r['cash'])}, of which {usd(r['cash_withdrawable'])} can be withdrawn; "
+        f"buying power {usd(r['buying_power'])}."
+    )
 
 
 def _order_prepared(r: Result) -> str:

@@ -245,4 +245,7 @@ class ReplayFeed:
         if self.clock.position()[0] < len(self.days):
             return None
         last = self.days[-1].isoformat() if self.days else "before the replay start"
-        return f"the replayed prices ended ({last}): restart with an earlier CLERA_REPLAY_START or a slower CLERA_REPLAY_SESSION_SECONDS"
+        return (
+            f"the replayed prices ended ({last}): "
+            "restart with an earlier CLERA_REPLAY_START or a slower CLERA_REPLAY_SESSION_SECONDS"
+        )
