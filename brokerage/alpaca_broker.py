@@ -35,11 +35,12 @@ import logging
 import uuid
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import requests
 from alpaca.broker.client import BrokerClient
+from alpaca.broker.enums import BankAccountType, TransferDirection, TransferTiming
 from alpaca.broker.models import Account, TradeAccount
 from alpaca.broker.models import Agreement as SdkAgreement
 from alpaca.broker.models import Contact as SdkContact
@@ -56,7 +57,9 @@ from alpaca.broker.requests import (
     MarketOrderRequest,
 )
 from alpaca.common.exceptions import APIError
-from alpaca.trading.models import ClosePositionResponse, NonTradeActivity, TradeActivity
+from alpaca.trading.enums import QueryOrderStatus
+from alpaca.trading.models import ClosePositionResponse, NonTradeActivity, Position, TradeActivity
+from alpaca.trading.models import Order as SdkOrder
 from alpaca.trading.requests import GetOrdersRequest
 from pydantic import BaseModel, ValidationError
 from requests.adapters import HTTPAdapter
@@ -79,6 +82,8 @@ from engine.config import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# alpaca-py's methods are typed `Model | RawData`; with raw_data off (the default, as here) the answer is the model,
+# which the casts below tell mypy.
 CENT = Decimal("0.01")
 NEW_YORK = ZoneInfo("America/New_York")
 DAY_BOOKED_AT = dt.time(16, 0)  # a date-only activity counts as of that day's close in New York
@@ -92,6 +97,7 @@ class _TimeoutAdapter(HTTPAdapter):
         super().__init__()
         self._timeout_s = timeout_s
 
+    # HTTPAdapter.send spells out its keyword arguments; this passes them all through, adding only a timeout
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         kwargs["timeout"] = kwargs.get("timeout") or self._timeout_s
         return super().send(request, **kwargs)
@@ -131,13 +137,13 @@ class AlpacaBroker:
     def create_account(self, application: AccountApplication) -> BrokerAccount:
         request = _build("account application", lambda: _account_request(application))
         account = self._call("create account", self._client.create_account, request, conflict_code="email_in_use")
-        return _account_from(account, None)
+        return _account_from(cast(Account, account), None)
 
     def get_account(self, account_id: str) -> BrokerAccount:
         _id(account_id, "account")
         account = self._call(f"account {account_id}", self._client.get_account_by_id, account_id)
         trade = self._call(f"account {account_id}", self._client.get_trade_account_by_id, account_id)
-        return _account_from(account, trade)
+        return _account_from(cast(Account, account), cast(TradeAccount, trade))
 
     def find_account_by_email(self, email: str) -> BrokerAccount | None:
         """Through Alpaca's account search, which matches tokens anywhere: the exact email is picked here."""
@@ -145,7 +151,7 @@ class AlpacaBroker:
         if wanted is None:
             return None
         query = _build("account search", lambda: ListAccountsRequest(query=wanted))
-        for account in self._call("account search", self._client.list_accounts, query):
+        for account in cast(list[Account], self._call("account search", self._client.list_accounts, query)):
             if account.contact and normalize_email(account.contact.email_address) == wanted:
                 return self.get_account(str(account.id))  # with its balances, which the search leaves out
         return None
@@ -174,12 +180,12 @@ class AlpacaBroker:
     def create_ach_relationship(self, account_id: str, request: ManualAchRequest) -> AchRelationship:
         _id(account_id, "account")
         account = self._call(f"account {account_id}", self._client.get_account_by_id, account_id)
-        owner = _account_from(account, None).owner_name
+        owner = _account_from(cast(Account, account), None).owner_name
         if not owner:
             raise Rejected(f"account {account_id} has no owner name on file", code="no_owner_name")
         body = _build("ACH relationship", lambda: CreateACHRelationshipRequest(
             account_owner_name=owner,
-            bank_account_type=request.bank_account_type,
+            bank_account_type=BankAccountType(request.bank_account_type),
             bank_account_number=request.bank_account_number,
             bank_routing_number=request.bank_routing_number,
             nickname=request.nickname,
@@ -187,7 +193,7 @@ class AlpacaBroker:
         rel = self._call(f"create ACH relationship for account {account_id}",
                          self._client.create_ach_relationship_for_account, account_id, body,
                          conflict_code="ach_relationship_exists")
-        return _ach_from_model(rel)
+        return _ach_from_model(cast(BaseModel, rel))
 
     def create_ach_relationship_from_processor_token(self, account_id: str, processor_token: str) -> AchRelationship:
         _id(account_id, "account")
@@ -197,7 +203,7 @@ class AlpacaBroker:
         rel = self._call(f"create ACH relationship for account {account_id}",
                          self._client.create_ach_relationship_for_account, account_id, body,
                          conflict_code="ach_relationship_exists")
-        return _ach_from_model(rel)
+        return _ach_from_model(cast(BaseModel, rel))
 
     def delete_ach_relationship(self, account_id: str, relationship_id: str) -> None:
         _id(account_id, "account")
@@ -213,11 +219,12 @@ class AlpacaBroker:
         _id(account_id, "account")
         _id(relationship_id, "ACH relationship")
         body = _build("transfer", lambda: CreateACHTransferRequest(
-            amount=str(amount), direction=direction, timing="immediate", relationship_id=relationship_id,
+            amount=str(amount), direction=TransferDirection(direction), timing=TransferTiming.IMMEDIATE,
+            relationship_id=_id(relationship_id, "ACH relationship"),
         ))
         transfer = self._call(f"create transfer for account {account_id}",
                               self._client.create_transfer_for_account, account_id, body)
-        return _transfer_from(_dump(transfer))
+        return _transfer_from(_dump(cast(BaseModel, transfer)))
 
     def get_transfer(self, account_id: str, transfer_id: str) -> Transfer:
         wanted = str(_id(transfer_id, "transfer"))
@@ -229,7 +236,7 @@ class AlpacaBroker:
     def list_transfers(self, account_id: str) -> list[Transfer]:
         _id(account_id, "account")
         transfers = self._call(f"transfers of account {account_id}", self._client.get_transfers_for_account, account_id)
-        return [_transfer_from(_dump(t)) for t in transfers]
+        return [_transfer_from(_dump(t)) for t in cast(list[BaseModel], transfers)]
 
     def cancel_transfer(self, account_id: str, transfer_id: str) -> None:
         _id(account_id, "account")
@@ -251,21 +258,21 @@ class AlpacaBroker:
                 raise
             return existing
         self._changed(account_id)
-        return _order_from(_dump(order), account_id)
+        return _order_from(_dump(cast(SdkOrder, order)), account_id)
 
     def get_order(self, account_id: str, order_id: str) -> Order:
         _id(account_id, "account")
         _id(order_id, "order")
         order = self._call(f"order {order_id}", self._client.get_order_for_account_by_id, account_id, order_id)
-        return _order_from(_dump(order), account_id)
+        return _order_from(_dump(cast(SdkOrder, order)), account_id)
 
     def list_orders(self, account_id: str, status: str = "all") -> list[Order]:
         if status not in ("open", "closed", "all"):
             raise InvalidRequest(f"status must be open, closed or all, not {status!r}", code="invalid_status")
         _id(account_id, "account")
-        query = GetOrdersRequest(status=status, limit=ORDER_LIST_LIMIT)
+        query = GetOrdersRequest(status=QueryOrderStatus(status), limit=ORDER_LIST_LIMIT)
         orders = self._call(f"orders of account {account_id}", self._client.get_orders_for_account, account_id, query)
-        return [_order_from(_dump(o), account_id) for o in orders]
+        return [_order_from(_dump(o), account_id) for o in cast(list[SdkOrder], orders)]
 
     def cancel_order(self, account_id: str, order_id: str) -> None:
         _id(account_id, "account")
@@ -277,7 +284,7 @@ class AlpacaBroker:
         _id(account_id, "account")
         positions = self._call(f"positions of account {account_id}",
                                self._client.get_all_positions_for_account, account_id)
-        return [_position_from(_dump(p)) for p in positions]
+        return [_position_from(_dump(p)) for p in cast(list[Position], positions)]
 
     def close_all_positions(self, account_id: str) -> list[CloseResult]:
         """Cancels open orders first (they would hold the shares) and answers one line per position."""
@@ -285,13 +292,13 @@ class AlpacaBroker:
         results = self._call(f"close positions of account {account_id}",
                              self._client.close_all_positions_for_account, account_id, cancel_orders=True)
         self._changed(account_id)
-        return [_close_from(r) for r in results]
+        return [_close_from(r) for r in cast(list[ClosePositionResponse], results)]
 
     def list_activities(self, account_id: str) -> list[Activity]:
         """Fills (`FILL`) and cash movements (`CSD`/`CSW`, ...), newest first."""
         query = GetAccountActivitiesRequest(account_id=_id(account_id, "account"))
         activities = self._call(f"activities of account {account_id}", self._client.get_account_activities, query)
-        return [_activity_from(a) for a in activities]
+        return [_activity_from(a) for a in cast(list[TradeActivity | NonTradeActivity], activities)]
 
     # --- plumbing ---------------------------------------------------------------------------
     def _changed(self, account_id: str) -> None:
@@ -393,10 +400,12 @@ def _account_request(a: AccountApplication) -> CreateAccountRequest:
         identity=SdkIdentity(
             given_name=a.identity.given_name, family_name=a.identity.family_name,
             date_of_birth=a.identity.date_of_birth.isoformat(), tax_id=a.identity.tax_id,
-            tax_id_type=a.identity.tax_id_type, country_of_citizenship=a.identity.country_of_citizenship,
-            country_of_birth=a.identity.country_of_birth,
+            country_of_citizenship=a.identity.country_of_citizenship, country_of_birth=a.identity.country_of_birth,
             country_of_tax_residence=a.identity.country_of_tax_residence,
-            funding_source=a.identity.funding_source,
+            # free strings here: the SDK's pydantic model turns them into its enums and refuses an unknown one,
+            # which `_build` reports as the caller's bad input
+            tax_id_type=a.identity.tax_id_type,  # type: ignore[arg-type]
+            funding_source=a.identity.funding_source,  # type: ignore[arg-type]
         ),
         disclosures=SdkDisclosures(
             is_control_person=a.disclosures.is_control_person,
@@ -405,7 +414,9 @@ def _account_request(a: AccountApplication) -> CreateAccountRequest:
             immediate_family_exposed=a.disclosures.immediate_family_exposed,
         ),
         agreements=[
-            SdkAgreement(agreement=g.agreement, ip_address=g.ip_address, signed_at=_rfc3339(g.signed_at))
+            SdkAgreement(  # a free string the SDK's model checks against its enum, as above
+                agreement=g.agreement, ip_address=g.ip_address, signed_at=_rfc3339(g.signed_at)  # type: ignore[arg-type]
+            )
             for g in a.agreements
         ],
     )
@@ -482,7 +493,7 @@ def _enum(value: Any) -> str:
 def _account_from(account: Account, trade: TradeAccount | None) -> BrokerAccount:
     identity, contact = account.identity, account.contact
     owner = " ".join(p for p in (identity.given_name, identity.family_name) if p) if identity else None
-    money = {}
+    money: dict[str, Any] = {}
     if trade is not None:
         money = {
             "cash": _dec0(trade.cash),

@@ -88,10 +88,11 @@ class CleraSupabaseStore(SupabaseStore):
         ]
 
     def _rows_of_account(self, account_id: str) -> list[dict[str, Any]]:
-        return self._run(
+        rows: list[dict[str, Any]] = self._run(
             lambda c: c.table("user_onboarding").select("*").eq("alpaca_account_id", account_id)
             .order("created_at").order("id")
         ).data
+        return rows
 
     def get_account(self, account_id: str) -> AccountRecord | None:
         rows = self._rows_of_account(account_id)

@@ -157,7 +157,8 @@ class PlaidLink:
     def exchange_public_token(self, public_token: str) -> str:
         _require(public_token=public_token)
         request = ItemPublicTokenExchangeRequest(public_token=public_token)
-        return self._call(self._api.item_public_token_exchange, request)["access_token"]
+        access_token: str = self._call(self._api.item_public_token_exchange, request)["access_token"]
+        return access_token
 
     def bank_accounts(self, access_token: str) -> list[BankAccount]:
         """The Item's accounts that have ACH numbers, for picking one when Link did not say which."""
@@ -181,7 +182,8 @@ class PlaidLink:
         request = ProcessorTokenCreateRequest(
             access_token=access_token, account_id=plaid_account_id, processor="alpaca"
         )
-        return self._call(self._api.processor_token_create, request)["processor_token"]
+        processor_token: str = self._call(self._api.processor_token_create, request)["processor_token"]
+        return processor_token
 
     def remove_item(self, access_token: str) -> None:
         self._call(self._api.item_remove, ItemRemoveRequest(access_token=access_token))
@@ -304,7 +306,8 @@ def parse_webhook(payload: Mapping[str, Any]) -> PlaidWebhookEvent:
     webhook_type, webhook_code = payload.get("webhook_type"), payload.get("webhook_code")
     if not isinstance(webhook_type, str) or not isinstance(webhook_code, str):
         raise InvalidRequest("webhook needs string webhook_type and webhook_code")
-    error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
+    raw_error = payload.get("error")
+    error: Mapping[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     error_code = error.get("error_code")
     relink = (
         (webhook_type == "ITEM" and (webhook_code in RELINK_CODES or error_code in RELINK_CODES))

@@ -89,7 +89,8 @@ class Database:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; returns the number of rows it changed."""
         cur = self._conn().execute(self._sql(sql), tuple(params))
-        return cur.rowcount
+        changed: int = cur.rowcount  # sqlite3's and psycopg's cursors differ in type, not in this
+        return changed
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         cur = self._conn().execute(self._sql(sql), tuple(params))

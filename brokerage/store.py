@@ -213,8 +213,9 @@ def store_from_settings(settings: Settings) -> Store:
         from brokerage.supabase_store import SupabaseStore
 
         url, key = settings.supabase_url or "", settings.supabase_service_role_key or ""
-        store: Store = SupabaseStore(url, key)
-        if settings.schema == "clera" or (settings.schema == "auto" and store.has_table("user_onboarding")):
+        own = SupabaseStore(url, key)
+        store: Store = own
+        if settings.schema == "clera" or (settings.schema == "auto" and own.has_table("user_onboarding")):
             store = CleraSupabaseStore(url, key)
     else:
         from brokerage.clera_store import CleraSqlStore, has_clera_tables

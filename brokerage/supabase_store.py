@@ -113,8 +113,11 @@ class SupabaseStore:
     def _now(self) -> dt.datetime:
         return self._clock.now().astimezone(UTC)
 
-    def _run(self, build: Callable[[Client], Any]) -> Any:
-        """Executes one PostgREST request; every failure leaves as a typed brokerage error."""
+    def _run(self, build: Callable[..., Any]) -> Any:
+        """Executes one PostgREST request; every failure leaves as a typed brokerage error.
+
+        `build` is called with the client; it is typed loosely because the callers' lambdas bind loop
+        values as default arguments, which a `Callable[[Client], Any]` would not accept."""
         try:
             return build(self._client).execute()
         except APIError as error:

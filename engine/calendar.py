@@ -27,13 +27,15 @@ def is_trading_day(day: dt.date) -> bool:
 def next_trading_day(day: dt.date) -> dt.date:
     """The first trading day strictly after `day` (which need not be a trading day)."""
     session: pd.Timestamp = xnys().date_to_session(pd.Timestamp(day) + pd.Timedelta(days=1), direction="next")
-    return session.date()
+    next_day: dt.date = session.date()  # pandas is untyped here
+    return next_day
 
 
 def previous_trading_day(day: dt.date) -> dt.date:
     """The last trading day strictly before `day`."""
     session: pd.Timestamp = xnys().date_to_session(pd.Timestamp(day) - pd.Timedelta(days=1), direction="previous")
-    return session.date()
+    previous_day: dt.date = session.date()  # pandas is untyped here
+    return previous_day
 
 
 def trading_days(start: dt.date, end: dt.date) -> list[dt.date]:

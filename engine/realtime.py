@@ -352,7 +352,8 @@ class PortfolioCore:
         blind = self.book.unpriced(indices)
         if blind.any():
             self.coalescer.mark(indices[blind], size, now)
-        return indices[~blind]
+        priced: np.ndarray = indices[~blind]
+        return priced
 
 
 LATENCY_SAMPLE = 16  # snapshots per publish step whose tick-to-publish time goes to the histogram

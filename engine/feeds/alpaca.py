@@ -55,7 +55,7 @@ class _TimeoutSession(requests.Session):
         super().__init__()
         self._timeout = timeout
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
         return super().request(method, url, *args, **kwargs)
 
@@ -73,18 +73,19 @@ class _Stream(StockDataStream):
             await self.stop_ws()
             raise ValueError("stream closed")
         await super()._connect()
-        ws = self._ws
+        ws: Any = self._ws  # the SDK declares it None; connected, it is a websockets client
         receive = ws.recv
 
         async def screened_recv() -> Any:
             return self._owner._screen(await receive())
 
-        ws.recv = screened_recv  # type: ignore[method-assign]
+        ws.recv = screened_recv
 
     async def _auth(self) -> None:
         """The SDK's auth exchange, but an auth error stops the stream instead of being retried forever."""
-        await self._ws.send(msgpack.packb({"action": "auth", "key": self._api_key, "secret": self._secret_key}))
-        reply = msgpack.unpackb(await self._ws.recv())
+        ws: Any = self._ws  # as in `_connect`
+        await ws.send(msgpack.packb({"action": "auth", "key": self._api_key, "secret": self._secret_key}))
+        reply = msgpack.unpackb(await ws.recv())
         first = reply[0] if isinstance(reply, list) and reply and isinstance(reply[0], dict) else {}
         if first.get("T") == "error":
             code, msg = first.get("code"), first.get("msg", "auth failed")
