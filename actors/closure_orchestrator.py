@@ -83,7 +83,7 @@ def _process_for(settings: Settings) -> ClosureProcess:
 
 
 @ray.remote(num_cpus=0, max_retries=TASK_RETRIES, retry_exceptions=False)
-def closure_call(settings: Settings, method: str, args: tuple) -> Any:
+def closure_call(settings: Settings, method: str, args: tuple[Any, ...]) -> Any:
     """One ClosureProcess call as a Ray task (the gateway's calls and the orchestrator's steps)."""
     return getattr(_process_for(settings), method)(*args)
 
@@ -176,7 +176,8 @@ class ClosureOrchestrator:
 
 def start_orchestrator(settings: Settings) -> Any:
     """Get or create the named detached orchestrator in the settings' namespace."""
-    return ClosureOrchestrator.options(
+    # @ray.remote makes the class an ActorClass; Ray's annotations keep the plain class, without `options`
+    return ClosureOrchestrator.options(  # type: ignore[attr-defined]
         name=orchestrator_name(), namespace=settings.ray_namespace, get_if_exists=True,
         **next(placement.spread(placement.AGENTS)), **ORCHESTRATOR_OPTIONS,
     ).remote(settings)

@@ -108,7 +108,7 @@ def start_topology(
 def get_topology(settings: Settings) -> Topology | None:
     """The running engine, or None when any of its actors is missing."""
     ns = settings.ray_namespace
-    handles = {
+    handles: dict[str, Any] = {
         "market_feed": lookup(market_feed_name(), ns),
         "symbol_shards": [lookup(symbol_shard_name(i), ns) for i in range(settings.symbol_shards)],
         "portfolio_shards": [lookup(portfolio_shard_name(j), ns) for j in range(settings.portfolio_shards)],
@@ -130,7 +130,7 @@ def stop_topology(settings: Settings) -> None:
             ray.kill(handle, no_restart=True)
 
 
-async def _probe(handle: Any, timeout: float) -> dict | None:
+async def _probe(handle: Any, timeout: float) -> dict[str, Any] | None:
     if handle is None:
         return None
     try:
@@ -139,7 +139,7 @@ async def _probe(handle: Any, timeout: float) -> dict | None:
         return None
 
 
-async def health(settings: Settings, timeout: float = 2.0) -> dict:
+async def health(settings: Settings, timeout: float = 2.0) -> dict[str, Any]:
     """Feed status and which shards answer; `ok` when every actor answered and the feed is connected."""
     ns = settings.ray_namespace
     feed, sync = await asyncio.gather(

@@ -153,7 +153,7 @@ def build_openapi(routes: Sequence[BaseRoute], *, title: str, version: str) -> d
             continue
         if isinstance(route, SocketCompanion):
             continue
-        for method in sorted((route.methods or set()) - {"HEAD"}):
+        for method in sorted((route.methods or set()) - {"HEAD"}):  # type: ignore[attr-defined]  # a Route by now
             op: dict[str, Any] = {"parameters": params, "responses": {}}
             if isinstance(route, ApiRoute):
                 op["summary"] = route.summary

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import re
 import time
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
@@ -197,7 +198,7 @@ async def company(request: Request) -> Response:
 
 
 def routes(_: object) -> list[BaseRoute]:
-    health_doc = {"auth": "none", "response": HealthResponse, "tags": ["health"]}
+    health_doc: dict[str, Any] = {"auth": "none", "response": HealthResponse, "tags": ["health"]}
     return [
         ApiRoute("/api/health", health, summary="Gateway health (cheap, no external calls)", **health_doc),
         ApiRoute("/health", health, summary="Gateway health (alias)", **health_doc),

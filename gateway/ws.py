@@ -305,7 +305,7 @@ class PortfolioHub:
             return
         raws = await self._services.redis.client().mget([last_key(a) for a in accounts])
         for account, raw in zip(accounts, raws, strict=True):
-            if raw is None:
+            if not isinstance(raw, bytes):  # missing (None); the client never decodes to str
                 continue
             try:
                 seq, frame = snapshot_frame(raw)
