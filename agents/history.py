@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from typing import Protocol
+from typing import Protocol, cast
 from zoneinfo import ZoneInfo
 
 import requests
 from alpaca.common.exceptions import APIError
 from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical import StockHistoricalDataClient
+from alpaca.data.models import BarSet
 from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame
 
@@ -130,7 +131,8 @@ class AlpacaHistory:
             feed=self._feed,
         )
         try:
-            bars = self._client.get_stock_bars(request).data.get(symbol, [])
+            # typed `BarSet | RawData`; with raw_data off (the default) it is the BarSet
+            bars = cast(BarSet, self._client.get_stock_bars(request)).data.get(symbol, [])
         except (APIError, requests.RequestException, ValueError) as exc:  # ValueError: a body alpaca-py can't parse
             raise Unavailable(f"Alpaca daily bars for {symbol} unavailable: {exc}") from exc
         # A daily bar is stamped at midnight New York time: its New York date is the session.

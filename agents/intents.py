@@ -181,7 +181,7 @@ _DIVERSIFY = _rx(
     r"\bdiversif|\bconcentrat|\bover-?exposed\b|\btoo much (?:in|of|exposure)\b|\bspread out\b|"
     r"\beggs in one basket\b|\boverweight\b|\bsingle stock\b|\bcorrelat|\btoo many\b|\btoo few\b|\bbalanced enough\b"
 )
-_PORTFOLIO = _rx(
+_PORTFOLIO_WORDS = _rx(
     r"\bportfolio|\bholdings?\b|\bpositions?\b|\bwhat do i (?:\w+ )?(?:own|have|hold)\b|\bwhat i (?:own|hold)\b|"
     r"\bmy (?:stocks|shares|investments|account|assets|equities|money)\b|\ballocation\b|\bbreakdown\b|"
     r"\bnet worth\b|\bhow am i doing\b|\bhow are my\b|\bwhat(?:'s| is) in my\b|\binvested in\b|"
@@ -274,9 +274,9 @@ def _amount(text: str, side: str, bare_is_qty: bool = True) -> _Amount:
         return _Amount(
             problem="Please say a dollar amount or a number of shares (fractions and percentages aren't supported)."
         )
-    m = _BARE.search(text)
-    if m and bare_is_qty:
-        value = decimal_text(m.group("n"))
+    bare = _BARE.search(text)
+    if bare and bare_is_qty:
+        value = decimal_text(bare.group("n"))
         return _Amount(qty=value) if value else _Amount(problem="An amount has to be more than zero.")
     return _Amount()
 
@@ -315,7 +315,8 @@ def _portfolio_intents(text: str, dates: Dates, has_symbols: bool) -> list[tuple
     wants_profile = target and re.search(
         rf"\b(?:an?|the|my)\s+{target.split('_')[0]}\w*\s+(?:allocation|mix|portfolio|profile)\b", text
     )
-    if _REBALANCE.search(text) or wants_profile or (target and _TARGET_CHANGE.search(text) and _PORTFOLIO.search(text)):
+    changes_portfolio = target and _TARGET_CHANGE.search(text) and _PORTFOLIO_WORDS.search(text)
+    if _REBALANCE.search(text) or wants_profile or changes_portfolio:
         found.append(("rebalance_plan", {"target": target} if target else {}))
     if _DIVERSIFY.search(text):
         found.append(("diversification", {}))
@@ -323,7 +324,7 @@ def _portfolio_intents(text: str, dates: Dates, has_symbols: bool) -> list[tuple
         r"\btoo (?:aggressive|conservative)\b", text
     ):
         found.append(("risk_metrics", {"period": dates.period} if dates.period else {}))
-    mine = _PORTFOLIO.search(text) and not (has_symbols and not _MINE.search(text))
+    mine = _PORTFOLIO_WORDS.search(text) and not (has_symbols and not _MINE.search(text))
     if not found and mine and dates.period and _PERF.search(text):
         found.append(("risk_metrics", {"period": dates.period}))  # "my portfolio's return over the past year"
     if not found and mine:
@@ -389,7 +390,9 @@ class _Message:
 
     @classmethod
     def read(cls, text: str, resolver: SymbolResolver) -> _Message:
-        pieces, cursor, symbols = [], 0, []
+        pieces: list[str] = []
+        cursor = 0
+        symbols: list[str] = []
         for mention in resolver.find(text)[:26]:
             pieces.append(text[cursor : mention.start].lower())
             pieces.append(f" §{chr(65 + len(symbols))} ")
@@ -434,7 +437,7 @@ def _assemble(calls: list[ToolCall], ask: str = "", pending: dict[str, str] | No
     for c in calls:
         seen.setdefault((c.tool, tuple(sorted(c.args.items()))), c)
     unique = list(seen.values())
-    unique.sort(key=lambda c: AGENTS.index(c.agent))  # type: ignore[arg-type]
+    unique.sort(key=lambda c: AGENTS.index(c.agent))
     agents = list(dict.fromkeys(c.agent for c in unique))
     return Parsed(agents=agents, calls=unique, ask=ask, pending=pending or {})
 
@@ -537,7 +540,7 @@ def _follow_up(message: _Message, pending: dict[str, str]) -> Parsed | None:
         symbol = symbols[0] if symbols else pending.get("symbol", "")
         amount = _amount(message.text, tool, bare_is_qty=False)
         if not amount and _BARE.search(message.text) and symbol:
-            n = _BARE.search(message.text).group("n")  # type: ignore[union-attr]
+            n = _BARE.search(message.text).group("n")  # type: ignore[union-attr]  # it matched just above
             return _ask(f"Did you mean ${n} or {n} shares?", {"tool": tool, "symbol": symbol})
         if not amount:
             amount = _Amount(notional=pending.get("notional", ""), qty=pending.get("qty", ""))

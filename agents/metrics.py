@@ -77,7 +77,8 @@ def annualized_return(series: DatedSeries) -> float | None:
     if len(series) < 2 or series[-1][0] <= series[0][0]:
         return None
     years = (series[-1][0] - series[0][0]).days / DAYS_PER_YEAR
-    return (series[-1][1] / series[0][1]) ** (1 / years) - 1
+    growth: float = (series[-1][1] / series[0][1]) ** (1 / years)  # float ** float is typed Any
+    return growth - 1
 
 
 def sharpe(closes: Sequence[float], risk_free_rate: float | Decimal) -> float | None:
@@ -95,7 +96,8 @@ def sharpe(closes: Sequence[float], risk_free_rate: float | Decimal) -> float | 
 def max_drawdown(closes: Sequence[float] | DatedSeries) -> Drawdown:
     """Accepts plain closes or a dated series; only the latter can name the peak and trough days."""
     values = _values(closes)
-    days = [point[0] for point in closes] if closes and isinstance(closes[0], tuple) else None
+    dated = bool(closes) and isinstance(closes[0], tuple)
+    days = [point[0] for point in closes if isinstance(point, tuple)] if dated else None
     worst, peak_i, trough_i = 0.0, 0, 0
     running_i = 0
     for i, value in enumerate(values):

@@ -213,14 +213,14 @@ def _period(n: str, unit: str) -> str:
 def extract_dates(text: str) -> tuple[str, Dates]:
     """Lifts dates and periods out of the text (masked as "§t") so their digits are never amounts."""
     dates = Dates()
-    found = []
-    for m in _DATE.finditer(text):
-        lead = m.group("lead") or ""
-        if m.group("y") and not lead and not (found and found[-1][2] == m.start() - 1):
+    found: list[tuple[str, tuple[str, str], int, tuple[int, int]]] = []  # (lead, bounds, end, span)
+    for hit in _DATE.finditer(text):
+        lead = hit.group("lead") or ""
+        if hit.group("y") and not lead and not (found and found[-1][2] == hit.start() - 1):
             continue  # a bare year may be an amount: "buy 2000 shares"
-        bounds = _date_bounds(m)
+        bounds = _date_bounds(hit)
         if bounds is not None:
-            found.append((lead, bounds, m.end(), m.span()))
+            found.append((lead, bounds, hit.end(), hit.span()))
     if found:
         (lead, (first, last), _, _) = found[0]
         if len(found) >= 2 and found[1][0] in _RANGE_END:

@@ -17,7 +17,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Final, Literal, cast
 
 import httpx
 import msgspec
@@ -59,24 +59,27 @@ INTERRUPT = "__interrupt__"  # where LangGraph puts a run's interrupts in its ou
 # A turn's state is saved when it ends or stops at a confirmation, not after every step: a crash
 # mid-turn loses that turn only, and a confirmation re-run after a crash places nothing twice
 # (the client order id is the interrupt's).
-DURABILITY = "exit"
+Graph = CompiledStateGraph[Any, Any, Any, Any]  # the chat graph; its state is a plain dict
+DURABILITY: Final = "exit"
 # What an OpenAI-compatible server that is down, slow, overloaded or refusing our key raises.
 MODEL_DOWN = (openai.APIError, httpx.HTTPError)
-USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
+USAGE_KEYS: tuple[Literal["input_tokens", "output_tokens", "total_tokens"], ...] = (
+    "input_tokens", "output_tokens", "total_tokens"
+)
 
 
 class AgentRunner:
     def __init__(self, deps: AgentDeps, registry: ThreadRegistry) -> None:
         self.deps = deps
         self.registry = registry
-        self._graph: CompiledStateGraph | None = None
+        self._graph: Graph | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._opening = asyncio.Lock()
         # a thread's lock lives while a turn holds or waits for it
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    async def _compiled(self) -> CompiledStateGraph:
+    async def _compiled(self) -> Graph:
         """The graph on the checkpointer, opened once, on first use, inside the loop that serves the calls
         (concurrent first turns wait for the one that opens it)."""
         async with self._opening:
@@ -125,7 +128,7 @@ class AgentRunner:
         }
 
     @contextlib.asynccontextmanager
-    async def _turn_of(self, record: ThreadRecord) -> AsyncIterator[tuple[CompiledStateGraph, RunnableConfig]]:
+    async def _turn_of(self, record: ThreadRecord) -> AsyncIterator[tuple[Graph, RunnableConfig]]:
         """One turn at a time per thread in this process (a second waits for the first to finish)."""
         lock = self._locks.get(record.thread_id)
         if lock is None:
@@ -190,10 +193,11 @@ class AgentRunner:
                 if isinstance(m, AIMessage) and m.content:
                     yield tokens.piece(str(m.content), m.name, m.id)
             calls: dict[str, tuple[str, str, dict[str, Any]]] = {}
-            stream = graph.astream(
+            # with a list of stream modes each item is (mode, data), which langgraph's annotations do not say
+            stream = cast("AsyncIterator[tuple[str, Any]]", graph.astream(
                 {"messages": [HumanMessage(content=message)]}, config, stream_mode=["messages", "updates", "values"],
                 durability=DURABILITY,
-            )
+            ))
             values: dict[str, Any] = {}
             async for mode, data in stream:
                 if mode == "values":
@@ -224,7 +228,7 @@ class AgentRunner:
                 yield ChatEvent(event="interrupt", data=turn.interrupt)
             yield ChatEvent(event="done", data=turn)
 
-    async def _start_turn(self, graph: CompiledStateGraph, config: RunnableConfig, new: bool) -> int:
+    async def _start_turn(self, graph: Graph, config: RunnableConfig, new: bool) -> int:
         """Counts the messages before the turn, then drops an order still waiting for confirmation (the
         turn's reply says so). A thread created for this turn has nothing to read."""
         if new:
@@ -285,6 +289,7 @@ class _Tokens:
 def _usage(config: RunnableConfig) -> dict[str, int]:
     """Token counts the model reported in this turn, summed over its models (empty when none reports them)."""
     usage: dict[str, int] = {}
+    # RunnableConfig allows a callback manager here; the runner always passes a list
     for handler in config.get("callbacks") or []:  # type: ignore[union-attr]
         if isinstance(handler, UsageMetadataCallbackHandler):
             for counts in handler.usage_metadata.values():
