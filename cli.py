@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import functools
 import json
+import logging
 import os
 import random
 import signal
@@ -325,7 +326,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     "application/json") else {"message": response.text}
                 console.print(f"[red]{response.status_code} {error.get('code', '')}: {error.get('message')}[/red]")
                 return None
-            return response.json()
+            answer: dict[str, Any] = response.json()
+            return answer
 
         console.print(f"chatting about account {args.account} (Ctrl-D to leave)")
         while True:
@@ -353,7 +355,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from brokerage.factory import process_broker
     from brokerage.store import store_from_settings
     from engine import world
-    from engine.clock import clock_from_settings
+    from engine.clock import ReplayClock, clock_from_settings
     from engine.console import run_console
     from engine.redis_server import redis_from_settings
     from gateway import demo
@@ -383,7 +385,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = load_settings()
         logs.configure(settings.log_format)
         if settings.feed == "replay":
-            keeper = world.PositionKeeper(settings, clock_from_settings(settings))
+            clock = clock_from_settings(settings)
+            assert isinstance(clock, ReplayClock)  # what CLERA_FEED=replay runs on
+            keeper = world.PositionKeeper(settings, clock)
         if not settings.ray_address:
             # Ray starts here, so its processes inherit this environment: every setting (those of .env
             # too, secrets included, never as a Ray argument) and Serve's switches. A cluster's nodes
@@ -396,7 +400,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with console.status("starting Ray, the engine and the gateway ..."):
             context = ray.init(
                 address=settings.ray_address or "local", namespace=settings.ray_namespace,
-                include_dashboard=args.dashboard, dashboard_port=args.dashboard_port, logging_level="warning",
+                include_dashboard=args.dashboard, dashboard_port=args.dashboard_port, logging_level=logging.WARNING,
             )
             _stop_on_sigterm()  # again: ray.init puts its own SIGTERM handler in (it logs the signal, then aborts)
             store = store_from_settings(settings)
@@ -420,7 +424,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             say(f"sockets straight to the gateway replica (no proxy hop): {watch_url}")
         if context.dashboard_url:
             say(f"Ray dashboard: http://{context.dashboard_url}")
-        say(f"Ray: {context.address_info['gcs_address']}  (`clera status` finds it; elsewhere set RAY_ADDRESS to it)")
+        gcs = context.address_info["gcs_address"]  # type: ignore[attr-defined]  # ray.init answers a RayContext
+        say(f"Ray: {gcs}  (`clera status` finds it; elsewhere set RAY_ADDRESS to it)")
         # a key the operator set is theirs to know: only a generated development key is shown
         say(
             f"API key (X-API-Key):  {'BACKEND_API_KEY (as configured)' if key_configured else settings.backend_api_key}"
@@ -581,7 +586,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from actors import status
 
     try:
-        ray.init(address=address, namespace=settings.ray_namespace, logging_level="error", log_to_driver=False)
+        ray.init(address=address, namespace=settings.ray_namespace, logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, RuntimeError) as exc:
         console.print(f"[red]no Ray cluster at {address}: {exc}[/red]")
         return 2
