@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 import requests
@@ -150,9 +150,9 @@ class _TimeoutSession(requests.Session):
         super().__init__()
         self._timeout = timeout
 
-    def request(self, method: str | bytes, url: str | bytes, *args: object, **kwargs: object) -> requests.Response:
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
-        return super().request(method, url, *args, **kwargs)  # type: ignore[arg-type]
+        return super().request(method, url, *args, **kwargs)
 
 
 def history_from_settings(settings: Settings) -> PriceHistory:

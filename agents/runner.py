@@ -250,7 +250,7 @@ class AgentRunner:
         return ChatTurn(
             threadId=record.thread_id,
             reply="\n\n".join(texts),
-            agent=_label(agents[-1] if agents else None),  # type: ignore[arg-type]
+            agent=_label(agents[-1] if agents else None),  # type: ignore[arg-type]  # _label answers a name of AGENTS or NO_AGENT: the Literal's values
             steps=_steps(new, {}),
             interrupt=interrupt,
             usage=_usage(config),

@@ -78,8 +78,8 @@ class CleraSupabaseStore(SupabaseStore):
                 status=r["status"],
                 email=emails.get(r["alpaca_account_id"]),
                 account_number=r.get("alpaca_account_number"),
-                created_at=parse_ts(r["created_at"]),  # type: ignore[arg-type]
-                updated_at=parse_ts(r.get("updated_at") or r["created_at"]),  # type: ignore[arg-type]
+                created_at=parse_ts(r["created_at"]),  # type: ignore[arg-type]  # a NOT NULL column
+                updated_at=parse_ts(r.get("updated_at") or r["created_at"]),  # type: ignore[arg-type]  # a NOT NULL column
                 closure_requested_at=parse_ts(r.get(CLOSURE_COLUMNS["closure_requested_at"])),
                 closed_at=parse_ts(r.get(CLOSURE_COLUMNS["closed_at"])),
                 confirmation_code=r.get(CLOSURE_COLUMNS["confirmation_code"]),

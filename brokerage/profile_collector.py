@@ -58,7 +58,7 @@ def broker_symbols(settings: Settings) -> list[str]:
             sandbox=settings.alpaca_environment == "sandbox", url_override=settings.alpaca_broker_url,
         )
         assets = client.get_all_assets(GetAssetsRequest(status=AssetStatus.ACTIVE, asset_class=AssetClass.US_EQUITY))
-        return sorted({a.symbol.upper() for a in assets if a.tradable})  # type: ignore[union-attr]
+        return sorted({a.symbol.upper() for a in assets if a.tradable})  # type: ignore[union-attr]  # the SDK's Asset | RawData: raw_data is off
     from brokerage.company_profiles import default_profiles
 
     return [p.symbol for p in default_profiles() if "alias_of" not in p.facts]

@@ -198,7 +198,7 @@ class SqlStore:
         return json.dumps(value, sort_keys=True)
 
     def _user(self, row: Row) -> User:
-        return User(id=row["id"], email=row["email"], created_at=self._ts_out(row["created_at"]))  # type: ignore[arg-type]
+        return User(id=row["id"], email=row["email"], created_at=self._ts_out(row["created_at"]))  # type: ignore[arg-type]  # a NOT NULL column
 
     def _account(self, row: Row) -> AccountRecord:
         return AccountRecord(
@@ -207,8 +207,8 @@ class SqlStore:
             status=row["status"],
             email=row["email"],
             account_number=row["account_number"],
-            created_at=self._ts_out(row["created_at"]),  # type: ignore[arg-type]
-            updated_at=self._ts_out(row["updated_at"]),  # type: ignore[arg-type]
+            created_at=self._ts_out(row["created_at"]),  # type: ignore[arg-type]  # a NOT NULL column
+            updated_at=self._ts_out(row["updated_at"]),  # type: ignore[arg-type]  # a NOT NULL column
             closure_requested_at=self._ts_out(row["closure_requested_at"]),
             closed_at=self._ts_out(row["closed_at"]),
             confirmation_code=row["confirmation_code"],

@@ -74,7 +74,7 @@ def to_wire(value: Any) -> Any:
 
 
 def _user(row: dict[str, Any]) -> User:
-    return User(id=row["id"], email=row.get("email"), created_at=parse_ts(row["created_at"]))  # type: ignore[arg-type]
+    return User(id=row["id"], email=row.get("email"), created_at=parse_ts(row["created_at"]))  # type: ignore[arg-type]  # a NOT NULL column
 
 
 def _account(row: dict[str, Any]) -> AccountRecord:
@@ -84,8 +84,8 @@ def _account(row: dict[str, Any]) -> AccountRecord:
         status=row["status"],
         email=row.get("email"),
         account_number=row.get("account_number"),
-        created_at=parse_ts(row["created_at"]),  # type: ignore[arg-type]
-        updated_at=parse_ts(row["updated_at"]),  # type: ignore[arg-type]
+        created_at=parse_ts(row["created_at"]),  # type: ignore[arg-type]  # a NOT NULL column
+        updated_at=parse_ts(row["updated_at"]),  # type: ignore[arg-type]  # a NOT NULL column
         closure_requested_at=parse_ts(row.get("closure_requested_at")),
         closed_at=parse_ts(row.get("closed_at")),
         confirmation_code=row.get("confirmation_code"),

@@ -26,11 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.text import Text
 
 from brokerage.closure.records import FINISHED, STEP_NUMBER, TOTAL_STEPS, ClosureRecord
+
+if TYPE_CHECKING:
+    from engine.config import Settings
 
 LOG_SUBDIR = ("logs", "account_closures")
 RECENT_LINES = 20
@@ -138,6 +142,8 @@ class Source:
             self.store = None
             return default
 
+    # The readers below: `store` is typed `object` (its class loads only with a store to read) and `_guard`
+    # answers `object`; each lambda runs only when the store is set, and answers what its method says.
     def record(self, account_id: str) -> ClosureRecord | None:
         return self._guard(lambda: self.store.get(account_id), None)  # type: ignore[union-attr,return-value]
 
@@ -158,16 +164,16 @@ class Source:
         return self.files.lines(account_id), f"log files in {self.files.folder}"
 
 
-def open_source(settings: object) -> Source:
+def open_source(settings: Settings) -> Source:
     """The store of `settings` if it exists (never created here), and the log folder under CLERA_DATA_DIR."""
     from brokerage.closure.records import ClosureStore
     from brokerage.sql import Database
 
-    files = LogFiles(settings.data_path.joinpath(*LOG_SUBDIR))  # type: ignore[attr-defined]
-    database_url = settings.database_url  # type: ignore[attr-defined]
-    if not database_url and not settings.sqlite_path.is_file():  # type: ignore[attr-defined]
+    files = LogFiles(settings.data_path.joinpath(*LOG_SUBDIR))
+    database_url = settings.database_url
+    if not database_url and not settings.sqlite_path.is_file():
         return Source(None, files)
-    return Source(ClosureStore(Database.for_settings(database_url, settings.sqlite_path)), files)  # type: ignore[attr-defined]
+    return Source(ClosureStore(Database.for_settings(database_url, settings.sqlite_path)), files)
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -396,7 +402,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="--follow: seconds between polls")
 
 
-def run(args: argparse.Namespace, settings: object, console: Console | None = None) -> int:
+def run(args: argparse.Namespace, settings: Settings, console: Console | None = None) -> int:
     """0 when something was shown, 1 when the account or user has no closure, 2 on a usage error."""
     console = console or Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
