@@ -429,7 +429,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = None
     try:
         embedded = None if args.redis_url else EmbeddedRedis(tmp / "redis")
-        redis_url = args.redis_url or embedded.url  # type: ignore[union-attr]
+        redis_url = args.redis_url or embedded.url
         if args.redis_url:
             import redis
 

@@ -203,7 +203,7 @@ class Watcher(asyncio.Protocol):
         self.open = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
         self.transport.write(
             f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {self.key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
@@ -236,7 +236,7 @@ class Watcher(asyncio.Protocol):
                 self._send(0xA, payload)  # pong
             elif opcode == 0x8:
                 self._send(0x8, payload[:2])
-                self.transport.close()  # type: ignore[union-attr]
+                self.transport.close()
                 self.on_gone(f"closed {int.from_bytes(payload[:2]) if payload else 1005}")
                 return
         del buf[:pos]
@@ -249,7 +249,7 @@ class Watcher(asyncio.Protocol):
         accept = base64.b64encode(hashlib.sha1((self.key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
         if not head.startswith("http/1.1 101") or f"sec-websocket-accept: {accept.decode().lower()}" not in head:
             self.on_gone(f"handshake refused: {head.splitlines()[0][:40]}")
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
             return False
         del self.buffer[: end + 4]
         self.open = True
@@ -259,7 +259,7 @@ class Watcher(asyncio.Protocol):
         """A client frame: masked, as RFC 6455 requires (control frames only, so short)."""
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.transport.write(bytes([0x80 | opcode, 0x80 | len(masked)]) + mask + masked)  # type: ignore[union-attr]
+        self.transport.write(bytes([0x80 | opcode, 0x80 | len(masked)]) + mask + masked)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_gone(type(exc).__name__ if exc else "connection closed")
@@ -454,7 +454,7 @@ def main() -> None:
     ws_s = 5.0 if args.quick else 12.0
     tmp = Path(tempfile.mkdtemp(prefix="clera-bench-"))
     embedded = None if args.redis_url else EmbeddedRedis(tmp / "redis")
-    redis_url = args.redis_url or embedded.url  # type: ignore[union-attr]
+    redis_url = args.redis_url or embedded.url
     secret = "bench-secret-0123456789abcdef0123456789abcdef"
     sys.path.insert(0, str(ROOT / "bench"))
     from realtime import make_accounts

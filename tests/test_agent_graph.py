@@ -58,7 +58,7 @@ def scripted(*replies: AIMessage) -> GenericFakeChatModel:
     """Replies in order, whatever it is asked; `bind_tools` is ignored as a scripted model would."""
 
     class Scripted(GenericFakeChatModel):
-        def bind_tools(self, tools, **kwargs):  # type: ignore[no-untyped-def, override]
+        def bind_tools(self, tools, **kwargs):
             return self
 
     return Scripted(messages=iter(replies))
@@ -114,10 +114,10 @@ async def test_two_orders_in_one_message_show_only_the_first(tmp_path: Path, red
 class Failing(GenericFakeChatModel):
     """Scripted replies, then the error a model server that went away raises."""
 
-    def bind_tools(self, tools, **kwargs):  # type: ignore[no-untyped-def, override]
+    def bind_tools(self, tools, **kwargs):
         return self
 
-    def _generate(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+    def _generate(self, *args, **kwargs):
         try:
             return super()._generate(*args, **kwargs)
         except StopIteration:

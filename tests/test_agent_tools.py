@@ -786,7 +786,7 @@ def test_the_registry_holds_every_tool_tested_here() -> None:
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_optional_arguments_default_to_an_empty_string(name: str) -> None:
-    schema = REGISTRY[name].schema.args_schema.model_json_schema()  # type: ignore[union-attr]
+    schema = REGISTRY[name].schema.args_schema.model_json_schema()
     required = set(schema.get("required", []))
     for arg, spec in schema.get("properties", {}).items():
         if arg not in required:
@@ -803,13 +803,13 @@ VALID_ARGS = {"symbol": "AAPL"}
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_none_or_wrong_types_come_back_as_errors(world: World, name: str) -> None:
     account = world.open("args@example.com", "5000", qty={"AAPL": "1"})
-    properties = REGISTRY[name].schema.args_schema.model_json_schema().get("properties", {})  # type: ignore[union-attr]
+    properties = REGISTRY[name].schema.args_schema.model_json_schema().get("properties", {})
     base = {arg: VALID_ARGS[arg] for arg in properties if arg in VALID_ARGS}
     if name in ("buy", "sell"):
         base["notional"] = "10"
     if name in EXPECTED_TOOLS:
         assert "error" not in REGISTRY[name].run(world.deps, account, base)  # the valid call works
-    required = set(REGISTRY[name].schema.args_schema.model_json_schema().get("required", []))  # type: ignore[union-attr]
+    required = set(REGISTRY[name].schema.args_schema.model_json_schema().get("required", []))
     for arg in properties:
         for bad in (5, 1.5, True, ["AAPL"], {"x": "y"}, *((None,) if arg in required else ())):
             got = REGISTRY[name].run(world.deps, account, {**base, arg: bad})

@@ -157,7 +157,7 @@ async def test_open_link_fund_trade_and_withdraw(tmp_path: Path, redis_url: str)
 
         account = await w.ok("GET", f"/api/account/{account_id}")
         assert account["status"] == "ACTIVE" and account["cash"] == "0.00"
-        assert w.store.get_account(account_id).status == "active"  # type: ignore[union-attr]
+        assert w.store.get_account(account_id).status == "active"
 
         # the owner's name comes from the account's identity, whatever the body says
         manual = await w.ok("POST", "/create-ach-relationship-manual", ALICE,

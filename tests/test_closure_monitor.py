@@ -183,7 +183,7 @@ def test_follow_prints_new_lines_until_interrupted(seeded: Seeded) -> None:
         env=_env(seeded.data), cwd=seeded.data.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     seen: list[str] = []
-    reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
     try:
         _wait_for(lambda: any("following acct-run" in line for line in seen), proc)

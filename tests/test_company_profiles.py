@@ -74,7 +74,7 @@ def test_loading_is_idempotent_and_never_overwrites_a_filled_table(store: SqlSto
     other.upsert_company_profiles([CompanyProfile(symbol="AAPL", company_name="Apple (from FMP)", source="fmp")])
     assert load_default_company_profiles(other) == 0
     assert other.count_company_profiles() == 1
-    assert other.get_company_profile("AAPL").company_name == "Apple (from FMP)"  # type: ignore[union-attr]
+    assert other.get_company_profile("AAPL").company_name == "Apple (from FMP)"
     other.db.close()
 
 

@@ -43,7 +43,7 @@ def adjusted(row: dict[str, float], column: str) -> float:
 
 
 def feed_at(start: dt.date, session_seconds: float = 100.0, epoch: float = 1_000_000.0, **kw: object) -> ReplayFeed:
-    return ReplayFeed(ReplayClock(start, session_seconds, epoch, 0.8), **kw)  # type: ignore[arg-type]
+    return ReplayFeed(ReplayClock(start, session_seconds, epoch, 0.8), **kw)
 
 
 def test_every_price_is_split_adjusted(raw: dict[tuple[str, str], dict[str, float]]) -> None:

@@ -19,7 +19,7 @@ UTC = dt.UTC
 
 
 def started(**kw: object) -> SimulatedFeed:
-    feed = SimulatedFeed(**kw)  # type: ignore[arg-type]
+    feed = SimulatedFeed(**kw)
     assert feed.subscribe(feed.symbols) == []
     return feed
 

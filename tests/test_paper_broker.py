@@ -149,7 +149,7 @@ def test_deposit_lifecycle_follows_the_market_clock(broker: PaperBroker, clock: 
 def test_bad_amounts_are_refused_with_the_ledger_unchanged(broker: PaperBroker, amount: object) -> None:
     account_id, rel_id = open_account(broker)
     with pytest.raises(InvalidRequest):
-        broker.create_transfer(account_id, rel_id, amount, "INCOMING")  # type: ignore[arg-type]
+        broker.create_transfer(account_id, rel_id, amount, "INCOMING")  # type: ignore[arg-type]  # the wrong type is the case under test
     with pytest.raises(InvalidRequest):
         broker.create_transfer(account_id, rel_id, Decimal("10"), "SIDEWAYS")
     assert broker.list_transfers(account_id) == []
@@ -624,7 +624,7 @@ def test_the_position_source_from_settings_reads_the_ledger_and_drops_closed_acc
     settings = load_settings({"CLERA_DATA_DIR": str(tmp_path), "REDIS_URL": redis_url}, env_file=None)
     source = position_source_from_settings(settings, clock=clock)
     broker = broker_from_settings(settings, clock, RedisPriceReader(redis_url))
-    account_id, rel_id = funded_account(broker, clock, "40")  # type: ignore[arg-type]
+    account_id, rel_id = funded_account(broker, clock, "40")
     [holdings] = source.load_all()
     assert (holdings.account_id, holdings.cash, holdings.deposits_today) == (
         account_id,

@@ -50,7 +50,7 @@ def test_wall_time_at_is_the_inverse_of_the_replayed_now() -> None:
 def test_the_delay_is_the_wall_time_until_the_next_step(tmp_path: Path, redis_url: str) -> None:
     wall = Wall(EPOCH + 0.25 * SESSION_S)  # Monday 2025-01-13, in session
     clock = ReplayClock(dt.date(2025, 1, 13), SESSION_S, EPOCH, wall=wall)
-    broker = make_broker(sqlite_url(tmp_path), clock, redis_url)  # type: ignore[arg-type]
+    broker = make_broker(sqlite_url(tmp_path), clock, redis_url)
     stepper = LedgerStepper(broker, clock.wall_time_at, max_wait_s=1000.0, price_recheck_s=2.0, wall=wall)
     assert stepper.delay() == 1000.0  # nothing pending: only the longest sleep
     account_id, rel_id = open_account(broker)
@@ -87,7 +87,7 @@ async def test_the_stepper_lands_a_deposit_at_the_replayed_open_without_polling(
         if stepper is not None:
             loop.call_soon_threadsafe(stepper.wake)
 
-    broker = make_broker(sqlite_url(tmp_path), clock, redis_url, on_change=on_change)  # type: ignore[arg-type]
+    broker = make_broker(sqlite_url(tmp_path), clock, redis_url, on_change=on_change)
     account_id, rel_id = open_account(broker)
     stepper = LedgerStepper(broker, clock.wall_time_at, max_wait_s=3600.0)  # only a wake-up can make it plan again
     runner = asyncio.create_task(stepper.run())

@@ -169,9 +169,9 @@ def test_ensure_user_creates_once_and_keeps_first_creation_time(store: Store, cl
 @pytest.mark.parametrize("bad", ["", "   ", None, 7])
 def test_blank_ids_are_invalid_requests(store: Store, bad: object) -> None:
     with pytest.raises(InvalidRequest):
-        store.ensure_user(bad)  # type: ignore[arg-type]
+        store.ensure_user(bad)  # type: ignore[arg-type]  # the wrong type is the case under test
     with pytest.raises(InvalidRequest):
-        store.add_account(U1, bad)  # type: ignore[arg-type]
+        store.add_account(U1, bad)  # type: ignore[arg-type]  # the wrong type is the case under test
 
 
 # -- ownership ------------------------------------------------------------------------------------
@@ -252,7 +252,7 @@ def test_email_claims_hold_one_user_per_email(store: Store) -> None:
     assert (taken.user_id, taken.new) == (BOB, True)
     for blank in ("", "  ", None):
         with pytest.raises(InvalidRequest):
-            store.claim_email(ALICE, blank)  # type: ignore[arg-type]
+            store.claim_email(ALICE, blank)  # type: ignore[arg-type]  # the wrong type is the case under test
 
 
 def race(n: int, worker: Callable[[int], object]) -> None:
@@ -349,11 +349,11 @@ def test_status_transitions_stamp_their_times(store: Store, clock: ManualClock) 
 def test_invalid_status_and_unknown_account(store: Store) -> None:
     store.add_account(ALICE, "acc-1")
     with pytest.raises(InvalidRequest):
-        store.set_account_status("acc-1", "frozen")  # type: ignore[arg-type]
+        store.set_account_status("acc-1", "frozen")  # type: ignore[arg-type]  # the wrong type is the case under test
     with pytest.raises(InvalidRequest):
-        store.add_account(ALICE, "acc-2", status="frozen")  # type: ignore[arg-type]
+        store.add_account(ALICE, "acc-2", status="frozen")  # type: ignore[arg-type]  # the wrong type is the case under test
     assert store.get_account("acc-2") is None
-    assert store.get_account("acc-1").status == "submitted"  # type: ignore[union-attr]
+    assert store.get_account("acc-1").status == "submitted"
     with pytest.raises(NotFound):
         store.set_account_status("acc-unknown", "active")
 

@@ -91,7 +91,7 @@ class AlpacaStreamStandIn:
         self._server.close()
         await self._server.wait_closed()
 
-    def _call(self, coro):  # type: ignore[no-untyped-def]
+    def _call(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     @property
@@ -214,7 +214,7 @@ class AlpacaStreamStandIn:
         basic = request.headers.get("Authorization")
         keys = (request.headers.get("APCA-API-KEY-ID"), request.headers.get("APCA-API-SECRET-KEY"))
         if basic is not None:
-            keys = tuple(base64.b64decode(basic.split(" ", 1)[1]).decode().split(":", 1))  # type: ignore[assignment]
+            keys = tuple(base64.b64decode(basic.split(" ", 1)[1]).decode().split(":", 1))
         return keys == (self.key, self.secret)
 
     def _daily_bars(self, request: Request, query: dict[str, list[str]]) -> Response:
