@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast services bench clean dist
+.PHONY: demo test test-fast lint services bench clean dist
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,9 +26,13 @@ dist: $(STAMP)
 	rm -rf build
 	cp serve_config.yaml $(DIST)/
 
-# The suite in one Ray session, then, in another process, the tests that need a Ray of their own
-# (a multi-node cluster, or the commands `clera serve` and `serve run`, which start one).
-test: $(STAMP) services
+# ruff's rules and mypy's strict checks, as configured in pyproject.toml; `make test` runs them first.
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/mypy
+
+# Lint, then the suite in one Ray session, then, in another process, the tests that need a Ray of their
+# own (a multi-node cluster, or the commands `clera serve` and `serve run`, which start one).
+test: $(STAMP) lint services
 	$(BIN)/python -m pytest -q -m "not cluster and not own_ray" -p no:cacheprovider
 	$(BIN)/python -m pytest -q -m "cluster or own_ray" -p no:cacheprovider
 
@@ -41,4 +45,4 @@ bench: $(STAMP) services
 	$(BIN)/python bench/scaleout.py --quick
 
 clean:
-	rm -rf $(VENV) .clera build dist *.egg-info
+	rm -rf $(VENV) .clera build dist *.egg-info .mypy_cache .ruff_cache

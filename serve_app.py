@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Concatenate
+from typing import Any, Concatenate, Literal, cast
 
 import msgspec
 import ray
 import redis
 from ray import serve
-from ray.serve.handle import DeploymentHandle, DeploymentResponse
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.applications import Starlette
 
-from actors import placement
-from actors import topology
+from actors import placement, topology
 from actors.closure_orchestrator import closure_call, start_orchestrator
 from actors.common import setup_process
 from agents.wiring import runner_from_settings
@@ -41,11 +40,11 @@ from engine.chat import (
 from engine.config import ConfigError, Settings, get_settings
 from gateway.app import build_app
 from gateway.services import (
-    P,
-    R,
     AsyncBroker,
     ClosureCalls,
     EngineState,
+    P,
+    R,
     RedisConnector,
     RedisPortfolioReads,
     Services,
@@ -180,7 +179,7 @@ class RayEngineHealth:
         shards = report["symbol_shards"] + report["portfolio_shards"]
         alive = sum(1 for shard in shards if shard["alive"])
         feed = report["feed"] or {}
-        state = "ok" if report["ok"] else ("down" if alive == 0 else "degraded")
+        state: Literal["ok", "degraded", "down"] = "ok" if report["ok"] else ("down" if alive == 0 else "degraded")
         return EngineState(
             state=state,
             feed_connected=bool(feed.get("feed", {}).get("connected")),
@@ -220,7 +219,9 @@ class AgentGraph:
     ) -> ChatTurn:
         return await self.runner.resume(user_id, thread_id, interrupt_id, decision, edit)
 
-    async def stream(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> AsyncIterator[ChatEvent]:
+    async def stream(
+        self, user_id: str, account_id: str, thread_id: str | None, message: str
+    ) -> AsyncIterator[ChatEvent]:
         async for event in self.runner.stream(user_id, account_id, thread_id, message):
             yield event
 
@@ -234,26 +235,34 @@ class AgentGraph:
 class ServeChatRunner:
     """The gateway's ChatRunner: calls on the `AgentGraph` deployment, its typed errors raised again here."""
 
-    def __init__(self, handle: DeploymentHandle) -> None:
+    def __init__(self, handle: DeploymentHandle[Any]) -> None:
         self._handle = handle
 
     @staticmethod
-    async def _result(response: DeploymentResponse) -> Any:
+    async def _result(response: Any) -> Any:  # a DeploymentResponse; the handle types it as a union with streams
         try:
             return await response
         except ray.exceptions.RayTaskError as exc:
             raise unwrapped(exc) from None
 
     async def chat(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> ChatTurn:
-        return await self._result(self._handle.chat.remote(user_id, account_id, thread_id, message))
+        turn: ChatTurn = await self._result(self._handle.chat.remote(user_id, account_id, thread_id, message))
+        return turn
 
     async def resume(
         self, user_id: str, thread_id: str, interrupt_id: str, decision: Decision, edit: OrderEdit | None
     ) -> ChatTurn:
-        return await self._result(self._handle.resume.remote(user_id, thread_id, interrupt_id, decision, edit))
+        response = self._handle.resume.remote(user_id, thread_id, interrupt_id, decision, edit)
+        turn: ChatTurn = await self._result(response)
+        return turn
 
-    async def stream(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> AsyncIterator[ChatEvent]:
-        events = self._handle.options(stream=True).stream.remote(user_id, account_id, thread_id, message)
+    async def stream(
+        self, user_id: str, account_id: str, thread_id: str | None, message: str
+    ) -> AsyncIterator[ChatEvent]:
+        events = cast(  # with stream=True the answer is the generator
+            "DeploymentResponseGenerator[ChatEvent]",
+            self._handle.options(stream=True).stream.remote(user_id, account_id, thread_id, message),
+        )
         try:
             async for event in events:
                 yield event
@@ -261,10 +270,12 @@ class ServeChatRunner:
             raise unwrapped(exc) from None
 
     async def threads(self, user_id: str, account_id: str) -> list[ThreadSummary]:
-        return await self._result(self._handle.threads.remote(user_id, account_id))
+        threads: list[ThreadSummary] = await self._result(self._handle.threads.remote(user_id, account_id))
+        return threads
 
     async def thread(self, user_id: str, thread_id: str) -> ThreadDetail:
-        return await self._result(self._handle.thread.remote(user_id, thread_id))
+        thread: ThreadDetail = await self._result(self._handle.thread.remote(user_id, thread_id))
+        return thread
 
 
 def agent_options(settings: Settings) -> dict[str, Any]:
@@ -286,7 +297,9 @@ class Gateway:
     """One replica of the gateway, on the settings of the process that deployed it (its secrets this
     replica's own: a Settings never carries them across processes)."""
 
-    def __init__(self, settings: Settings, start_engine: bool = True, agents: DeploymentHandle | None = None) -> None:
+    def __init__(
+        self, settings: Settings, start_engine: bool = True, agents: DeploymentHandle[Any] | None = None
+    ) -> None:
         setup_process(settings)
         redis_url = require_external_redis(settings)
         require_shared_database(settings)
@@ -315,8 +328,9 @@ class Gateway:
 def gateway_app(settings: Settings, start_engine: bool = True) -> Any:
     """The bound application, with replica sizing and autoscaling from `settings`: the gateway and the
     agent deployment it calls."""
-    agents = AgentGraph.options(**agent_options(settings)).bind(settings)
-    return Gateway.options(**deployment_options(settings)).bind(settings, start_engine, agents)
+    # @serve.deployment makes these classes Deployments; Ray's annotations keep the plain classes, without `options`
+    agents = AgentGraph.options(**agent_options(settings)).bind(settings)  # type: ignore[attr-defined]
+    return Gateway.options(**deployment_options(settings)).bind(settings, start_engine, agents)  # type: ignore[attr-defined]
 
 
 app = gateway_app(get_settings())

@@ -16,6 +16,7 @@ completion happen as the replay moves, whichever worker runs the step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -40,7 +41,12 @@ from engine.config import Settings
 log = logging.getLogger(__name__)
 
 TASK_RETRIES = 3  # a step's task runs again when its worker dies (never when the step itself raised)
-ORCHESTRATOR_OPTIONS: dict[str, Any] = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 2, "num_cpus": 0}
+ORCHESTRATOR_OPTIONS: dict[str, Any] = {
+    "lifetime": "detached",
+    "max_restarts": -1,
+    "max_task_retries": 2,
+    "num_cpus": 0,
+}
 
 
 def orchestrator_name() -> str:
@@ -74,7 +80,7 @@ def _process_for(settings: Settings) -> ClosureProcess:
 
 
 @ray.remote(num_cpus=0, max_retries=TASK_RETRIES, retry_exceptions=False)
-def closure_call(settings: Settings, method: str, args: tuple) -> Any:
+def closure_call(settings: Settings, method: str, args: tuple[Any, ...]) -> Any:
     """One ClosureProcess call as a Ray task (the gateway's calls and the orchestrator's steps)."""
     return getattr(_process_for(settings), method)(*args)
 
@@ -137,7 +143,7 @@ class ClosureOrchestrator:
             async with self._slots:
                 self.last_steps[account_id] = await advance_closure.remote(self.settings, account_id)
             self.advanced += 1
-        except Exception as exc:  # the step raised (recorded by the process) or its retries ran out
+        except Exception as exc:  # noqa: BLE001 - the step raised (recorded by the process) or its retries ran out
             self.failed += 1
             log.warning("advancing the closure of %s failed: %s", account_id, exc, extra={"account_id": account_id})
         finally:
@@ -158,7 +164,8 @@ class ClosureOrchestrator:
 
 def start_orchestrator(settings: Settings) -> Any:
     """Get or create the named detached orchestrator in the settings' namespace."""
-    return ClosureOrchestrator.options(
+    # @ray.remote makes the class an ActorClass; Ray's annotations keep the plain class, without `options`
+    return ClosureOrchestrator.options(  # type: ignore[attr-defined]
         name=orchestrator_name(), namespace=settings.ray_namespace, get_if_exists=True,
         **next(placement.spread(placement.AGENTS)), **ORCHESTRATOR_OPTIONS,
     ).remote(settings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import ray
 from ray.exceptions import RayError
@@ -52,7 +53,7 @@ def position_sync_name() -> str:
     return "clera.position_sync"
 
 
-def lookup(name: str, namespace: str) -> ray.actor.ActorHandle | None:
+def lookup(name: str, namespace: str) -> ray.actor.ActorHandle[Any] | None:
     try:
         return ray.get_actor(name, namespace=namespace)
     except ValueError:
@@ -69,12 +70,12 @@ class Outbox:
         self._name_of = name_of
         self._namespace = namespace
         self._max = max_inflight
-        self._handles: dict[int, ray.actor.ActorHandle] = {}
-        self._inflight: dict[int, collections.deque] = collections.defaultdict(collections.deque)
+        self._handles: dict[int, ray.actor.ActorHandle[Any]] = {}
+        self._inflight: dict[int, collections.deque[ray.ObjectRef[Any]]] = collections.defaultdict(collections.deque)
         self.sent = 0
         self.failed = 0
 
-    def handle(self, dest: int) -> ray.actor.ActorHandle | None:
+    def handle(self, dest: int) -> ray.actor.ActorHandle[Any] | None:
         handle = self._handles.get(dest)
         if handle is None:
             handle = lookup(self._name_of(dest), self._namespace)
@@ -93,8 +94,8 @@ class Outbox:
         while len(queue) > self._max:
             await self._settle(dest, queue.popleft())
 
-    async def call(self, dest: int, method: str, *args: object) -> object:
-        """A call whose answer is needed; None when the actor is unavailable."""
+    async def call(self, dest: int, method: str, *args: object) -> Any:
+        """A call whose answer is needed (typed as the remote method's); None when the actor is unavailable."""
         handle = self.handle(dest)
         if handle is None:
             return None
@@ -105,7 +106,7 @@ class Outbox:
             self._handles.pop(dest, None)
             return None
 
-    async def _settle(self, dest: int, ref: ray.ObjectRef) -> None:
+    async def _settle(self, dest: int, ref: ray.ObjectRef[Any]) -> None:
         try:
             await ref
         except CALL_ERRORS as exc:

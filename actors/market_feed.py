@@ -6,7 +6,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 import ray
@@ -44,7 +45,7 @@ class MarketFeedCore:
         self.batcher = TickBatcher(settings.symbol_shards, settings.batch_max)
         self.stats = MarketFeedStats()
 
-    async def add(self, ticks: list, ingest_ts: float) -> None:
+    async def add(self, ticks: list[Any], ingest_ts: float) -> None:
         self.stats.ticks += len(ticks)
         if self.batcher.add(ticks, ingest_ts):
             await self.flush()
@@ -87,7 +88,7 @@ class MarketFeed:
             loop.create_task(self._guard(self._report_forever)),
         ]
 
-    async def _guard(self, run: Callable) -> None:
+    async def _guard(self, run: Callable[[], Awaitable[None]]) -> None:
         """Keep a loop alive through an unexpected error (logged), so the feed never stops silently."""
         while True:
             try:

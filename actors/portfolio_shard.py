@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection
+from typing import Any
 
 import msgspec
 import ray
@@ -171,7 +172,7 @@ class PortfolioShard:
     async def accounts(self) -> list[str]:
         return self.core.book.account_ids()
 
-    async def status(self) -> dict:
+    async def status(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
             "index": self.index,

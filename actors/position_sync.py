@@ -80,13 +80,13 @@ class PositionSync:
                 log.exception("holdings listener failed; resubscribing")
                 await asyncio.sleep(1.0)
 
-    async def _read(self, changes, queue: asyncio.Queue) -> None:
+    async def _read(self, changes: AsyncIterator[list[str]], queue: asyncio.Queue[list[str]]) -> None:
         async for ids in changes:
             queue.put_nowait(ids)
             if self._ledger is not None:  # a new transfer or order may be due before the planned step
                 self._ledger.wake()
 
-    async def _apply(self, queue: asyncio.Queue) -> None:
+    async def _apply(self, queue: asyncio.Queue[list[str]]) -> None:
         while True:
             ids = set(await queue.get())
             await asyncio.sleep(GATHER_S)
@@ -111,7 +111,7 @@ class PositionSync:
         await self._subscribed.wait()
         return True
 
-    async def status(self) -> dict:
+    async def status(self) -> dict[str, Any]:
         return {
             "announced": self.announced,
             "reloads": self.reloads,

@@ -27,6 +27,7 @@ from engine.config import Settings
 
 SYSTEM_PREFIXES = ("clera.", "SERVE_REPLICA::", "SERVE_CONTROLLER", "SERVE_PROXY")
 TICK_SAMPLE_S = 1.0
+Tags = tuple[tuple[str, str], ...]  # a metric sample's labels, sorted
 
 
 class NodeRow(msgspec.Struct):
@@ -91,11 +92,11 @@ def system_actors() -> list[ActorRow]:
     return sorted(rows, key=lambda r: r.name)
 
 
-def scrape(node_rows: list[NodeRow], timeout_s: float = 3.0) -> tuple[dict[str, dict[tuple, float]], int]:
+def scrape(node_rows: list[NodeRow], timeout_s: float = 3.0) -> tuple[dict[str, dict[Tags, float]], int]:
     """The engine's metrics summed over every alive node's Prometheus endpoint: name (without Ray's
     `ray_` prefix) -> {tags without Ray's own: value}; and how many endpoints answered."""
     own_tags = {"Component", "NodeAddress", "SessionName", "Version", "WorkerId", "JobId"}
-    out: dict[str, dict[tuple, float]] = defaultdict(lambda: defaultdict(float))
+    out: dict[str, dict[Tags, float]] = defaultdict(lambda: defaultdict(float))
     answered = 0
     with httpx.Client(timeout=timeout_s) as client:
         for node in node_rows:
@@ -117,7 +118,7 @@ def scrape(node_rows: list[NodeRow], timeout_s: float = 3.0) -> tuple[dict[str, 
     return out, answered
 
 
-def total(scraped: dict[str, dict[tuple, float]], name: str, **tags: str) -> float:
+def total(scraped: dict[str, dict[Tags, float]], name: str, **tags: str) -> float:
     """Sum of one metric's samples whose tags include `tags`."""
     wanted = set(tags.items())
     return sum(v for t, v in scraped.get(name, {}).items() if wanted <= set(t))
@@ -128,10 +129,10 @@ async def _feed_ticks(settings: Settings) -> tuple[dict[str, Any] | None, float 
     if feed is None:
         return None, None
     try:
-        first = await asyncio.wait_for(feed.status.remote(), 5)
+        first: dict[str, Any] = await asyncio.wait_for(feed.status.remote(), 5)
         await asyncio.sleep(TICK_SAMPLE_S)
-        second = await asyncio.wait_for(feed.status.remote(), 5)
-    except (asyncio.TimeoutError, ray.exceptions.RayError):
+        second: dict[str, Any] = await asyncio.wait_for(feed.status.remote(), 5)
+    except (TimeoutError, ray.exceptions.RayError):
         return None, None
     rate = (second["stats"]["ticks"] - first["stats"]["ticks"]) / TICK_SAMPLE_S
     return second["feed"], max(0.0, rate)
@@ -143,7 +144,7 @@ async def _closures(settings: Settings) -> dict[str, str]:
         return {}
     try:
         status = await asyncio.wait_for(handle.status.remote(), 5)
-    except (asyncio.TimeoutError, ray.exceptions.RayError):
+    except (TimeoutError, ray.exceptions.RayError):
         return {}
     return {a: status["last_steps"].get(a, "initiated") for a in status["unfinished"]}
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import Any
 
 import msgspec
 import ray
+import redis
 
 from actors import metrics as ray_metrics
 from actors.common import Outbox, lookup, market_feed_name, portfolio_shard_name, setup_process, shared_redis_url
@@ -47,7 +49,7 @@ class SymbolShard:
             loop.create_task(self._write_prices()), loop.create_task(self._recover()), loop.create_task(self._report())
         ]
 
-    def _feed(self) -> ray.actor.ActorHandle | None:
+    def _feed(self) -> ray.actor.ActorHandle[Any] | None:
         return lookup(market_feed_name(), self.settings.ray_namespace)
 
     async def _recover(self) -> None:
@@ -94,7 +96,7 @@ class SymbolShard:
             if prices:
                 try:
                     await pubsub.write_prices(self.redis, prices)
-                except (OSError, pubsub.aioredis.RedisError) as exc:
+                except (OSError, redis.RedisError) as exc:
                     metrics.sink().record(metrics.REDIS_ERRORS, 1, {"component": "symbol_shard"})
                     log.warning("price write failed: %s", exc)
 

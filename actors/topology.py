@@ -111,16 +111,16 @@ def stop_topology(settings: Settings) -> None:
             ray.kill(handle, no_restart=True)
 
 
-async def _probe(handle: Any, timeout: float) -> dict | None:
+async def _probe(handle: Any, timeout: float) -> dict[str, Any] | None:
     if handle is None:
         return None
     try:
         return await asyncio.wait_for(handle.status.remote(), timeout)
-    except (asyncio.TimeoutError, ray.exceptions.RayError):
+    except (TimeoutError, ray.exceptions.RayError):
         return None
 
 
-async def health(settings: Settings, timeout: float = 2.0) -> dict:
+async def health(settings: Settings, timeout: float = 2.0) -> dict[str, Any]:
     """Feed status and which shards answer; `ok` when every actor answered and the feed is connected."""
     ns = settings.ray_namespace
     feed, sync = await asyncio.gather(

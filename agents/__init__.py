@@ -1,1 +1,2 @@
-"""The LangGraph agents (supervisor, analyst, portfolio and trade agents) arrive with their own issue; nothing lives here yet."""
+"""The LangGraph agents (supervisor, analyst, portfolio and trade agents) arrive with their own issue;
+nothing lives here yet."""

@@ -73,7 +73,7 @@ def _route(agents: list[Literal["financial_analyst", "portfolio_management", "tr
 ROUTE_SCHEMA = StructuredTool.from_function(func=_route, name=ROUTE_TOOL)
 
 
-async def supervisor(state: ChatState, config: RunnableConfig) -> Command:
+async def supervisor(state: ChatState, config: RunnableConfig) -> Command[Any]:
     deps = deps_of(config)
     model = deps.model_with(SUPERVISOR, [ROUTE_SCHEMA])
     reply = await model.ainvoke([SystemMessage(prompts.SUPERVISOR), *state["messages"]], config)
@@ -94,10 +94,10 @@ async def supervisor(state: ChatState, config: RunnableConfig) -> Command:
     return Command(goto=END, update={"messages": [answer], "plan": []})
 
 
-def _agent_node(agent: str):  # type: ignore[no-untyped-def]
+def _agent_node(agent: str) -> Any:  # a node for add_node, whose Protocols a Callable type does not meet
     schemas = [REGISTRY[name].schema for name in TOOLS_OF[agent]]
 
-    async def run(state: ChatState, config: RunnableConfig) -> Command:
+    async def run(state: ChatState, config: RunnableConfig) -> Command[Any]:
         deps = deps_of(config)
         messages = state["messages"]
         rounds = sum(
@@ -136,7 +136,7 @@ def new_pending(order: dict[str, Any], ttl_s: float, batch: bool = False) -> dic
     return {"id": uuid.uuid4().hex, "order": order, "expires_at": time.time() + ttl_s, "batch": batch}
 
 
-async def tools(state: ChatState, config: RunnableConfig) -> Command:
+async def tools(state: ChatState, config: RunnableConfig) -> Command[Any]:
     deps = deps_of(config)
     account_id = account_of(config)
     call_message = state["messages"][-1]
@@ -171,7 +171,7 @@ async def tools(state: ChatState, config: RunnableConfig) -> Command:
     return Command(goto=agent, update={"messages": results})
 
 
-async def next_order(state: ChatState, config: RunnableConfig) -> Command:
+async def next_order(state: ChatState, config: RunnableConfig) -> Command[Any]:
     """The next order of a rebalance, checked now (prices and cash have moved) and shown for confirmation;
     one the checks refuse is skipped and said so."""
     deps = deps_of(config)
@@ -240,7 +240,7 @@ def place(deps: AgentDeps, account_id: str, pending: dict[str, Any]) -> dict[str
     return {"status": "placed", "order": as_data(placed)}
 
 
-async def confirm(state: ChatState, config: RunnableConfig) -> Command:
+async def confirm(state: ChatState, config: RunnableConfig) -> Command[Any]:
     pending = state.get("pending")
     if not pending:
         return Command(goto=END)
@@ -277,7 +277,7 @@ async def confirm(state: ChatState, config: RunnableConfig) -> Command:
     )
 
 
-async def _edited(deps: AgentDeps, account_id: str, pending: dict[str, Any], edit: dict[str, Any]) -> Command:
+async def _edited(deps: AgentDeps, account_id: str, pending: dict[str, Any], edit: dict[str, Any]) -> Command[Any]:
     """The order with the person's changes, checked again from scratch and shown again."""
     order = pending["order"]
     symbol = edit.get("symbol") or order["symbol"]
@@ -291,7 +291,9 @@ async def _edited(deps: AgentDeps, account_id: str, pending: dict[str, Any], edi
     side = order["side"]
     result = await asyncio.to_thread(_run_tool, deps, account_id, side, args)
     messages: list[AnyMessage] = [
-        AIMessage(content="", name=trade.AGENT, tool_calls=[{"name": side, "args": args, "id": call_id, "type": "tool_call"}]),
+        AIMessage(
+            content="", name=trade.AGENT, tool_calls=[{"name": side, "args": args, "id": call_id, "type": "tool_call"}]
+        ),
         tool_message(call_id, side, result),
     ]
     if result.get("status") != trade.AWAITING:
@@ -303,7 +305,7 @@ async def _edited(deps: AgentDeps, account_id: str, pending: dict[str, Any], edi
     return Command(goto=CONFIRM, update={"messages": messages, "pending": renewed})
 
 
-def build() -> StateGraph:
+def build() -> StateGraph[Any, Any, Any, Any]:
     builder = StateGraph(ChatState)
     builder.add_node(SUPERVISOR, supervisor, destinations=(*AGENTS, END))
     for agent in AGENTS:

@@ -8,13 +8,15 @@ symbols, not the S&P 500, and the agents must not present it as one, so it carri
 from __future__ import annotations
 
 import datetime as dt
-from typing import Protocol
+import itertools
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 import requests
 from alpaca.common.exceptions import APIError
 from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical import StockHistoricalDataClient
+from alpaca.data.models import BarSet
 from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame
 
@@ -79,7 +81,7 @@ class OfflineHistory:
             return []
         level = INDEX_BASE
         series = [(days[0], level)]
-        for previous, day in zip(days, days[1:]):
+        for previous, day in itertools.pairwise(days):
             before, now = by_day[previous], by_day[day]
             returns = [now[s] / before[s] - 1 for s in now if s in before]
             if returns:
@@ -129,7 +131,8 @@ class AlpacaHistory:
             feed=self._feed,
         )
         try:
-            bars = self._client.get_stock_bars(request).data.get(symbol, [])
+            # typed `BarSet | RawData`; with raw_data off (the default) it is the BarSet
+            bars = cast(BarSet, self._client.get_stock_bars(request)).data.get(symbol, [])
         except (APIError, requests.RequestException, ValueError) as exc:  # ValueError: a body alpaca-py can't parse
             raise Unavailable(f"Alpaca daily bars for {symbol} unavailable: {exc}") from exc
         # A daily bar is stamped at midnight New York time: its New York date is the session.
@@ -147,9 +150,9 @@ class _TimeoutSession(requests.Session):
         super().__init__()
         self._timeout = timeout
 
-    def request(self, method: str | bytes, url: str | bytes, *args: object, **kwargs: object) -> requests.Response:
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
-        return super().request(method, url, *args, **kwargs)  # type: ignore[arg-type]
+        return super().request(method, url, *args, **kwargs)
 
 
 def history_from_settings(settings: Settings) -> PriceHistory:

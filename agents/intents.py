@@ -97,7 +97,7 @@ def _assemble(calls: list[ToolCall], ask: str = "", pending: dict[str, str] | No
     for c in calls:
         seen.setdefault((c.tool, tuple(sorted(c.args.items()))), c)
     unique = list(seen.values())
-    unique.sort(key=lambda c: AGENTS.index(c.agent))  # type: ignore[arg-type]
+    unique.sort(key=lambda c: AGENTS.index(c.agent))
     agents = list(dict.fromkeys(c.agent for c in unique))
     return Parsed(agents=agents, calls=unique, ask=ask, pending=pending or {})
 
@@ -128,12 +128,12 @@ def _understand(message: Message) -> tuple[Parsed, bool]:
         elif clause.trade:
             amount, tool = clause.amount, clause.trade
             if amount.problem:
-                asks.append((amount.problem, {"tool": tool, **({"symbol": clause.symbols[0]} if clause.symbols else {})}))
+                asks.append(
+                    (amount.problem, {"tool": tool, **({"symbol": clause.symbols[0]} if clause.symbols else {})})
+                )
             elif not clause.symbols:
                 asks.append((_which_stock(tool, clause.unknown, amount), {"tool": tool, **amount.args()}))
-            elif not amount:
-                asks.append((_how_much(tool, clause.symbols[0]), {"tool": tool, "symbol": clause.symbols[0]}))
-            elif amount.qty == "all" and tool == "buy":
+            elif not amount or (amount.qty == "all" and tool == "buy"):
                 asks.append((_how_much(tool, clause.symbols[0]), {"tool": tool, "symbol": clause.symbols[0]}))
             else:
                 calls.extend(_call(tool, {"symbol": s, **amount.args()}) for s in clause.symbols)
@@ -142,7 +142,9 @@ def _understand(message: Message) -> tuple[Parsed, bool]:
         elif clause.analyst:
             if clause.symbols:
                 for s in clause.symbols:
-                    calls.append(_call(clause.analyst, {"symbol": s, **(perf if clause.analyst == "stock_performance" else {})}))
+                    calls.append(
+                        _call(clause.analyst, {"symbol": s, **(perf if clause.analyst == "stock_performance" else {})})
+                    )
             elif clause.analyst_strong:
                 pending = {"tool": clause.analyst, **(perf if clause.analyst == "stock_performance" else {})}
                 asks.append((_which_stock(clause.analyst, clause.unknown, Amount()), pending))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -15,7 +16,7 @@ CHECKPOINT_FILE = "chat-checkpoints.db"
 
 
 @contextlib.asynccontextmanager
-async def checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointSaver]:
+async def checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     """An async saver, set up, for as long as the context is open (it holds one connection)."""
     if settings.database_url:
         async with AsyncPostgresSaver.from_conn_string(settings.database_url) as saver:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -45,7 +46,7 @@ def _values(series: Sequence[float] | DatedSeries) -> list[float]:
 
 
 def daily_returns(closes: Sequence[float]) -> list[float]:
-    return [now / before - 1 for before, now in zip(closes, closes[1:])]
+    return [now / before - 1 for before, now in itertools.pairwise(closes)]
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -83,7 +84,8 @@ def sharpe(closes: Sequence[float], risk_free_rate: float | Decimal) -> float | 
 def max_drawdown(closes: Sequence[float] | DatedSeries) -> Drawdown:
     """Accepts plain closes or a dated series; only the latter can name the peak and trough days."""
     values = _values(closes)
-    days = [point[0] for point in closes] if closes and isinstance(closes[0], tuple) else None
+    dated = bool(closes) and isinstance(closes[0], tuple)
+    days = [point[0] for point in closes if isinstance(point, tuple)] if dated else None
     worst, peak_i, trough_i = 0.0, 0, 0
     running_i = 0
     for i, value in enumerate(values):
@@ -116,7 +118,7 @@ def beta(asset: DatedSeries, market: DatedSeries) -> float | None:
     var = math.fsum((y - mean_m) ** 2 for y in rm)
     if var == 0:
         return None
-    return math.fsum((x - mean_a) * (y - mean_m) for x, y in zip(ra, rm)) / var
+    return math.fsum((x - mean_a) * (y - mean_m) for x, y in zip(ra, rm, strict=True)) / var
 
 
 def portfolio_series(

@@ -121,11 +121,16 @@ _DATE_FORMS = [
     r"(?P<iy>(?:19|20)\d\d)-(?P<im>[01]?\d)-(?P<id>[0-3]?\d)",
     r"(?P<um>[01]?\d)/(?P<ud>[0-3]?\d)/(?P<uy>(?:19|20)\d\d)",
     rf"{_DAY}\s+(?:of\s+)?{_MONTH},?\s+{_YEAR}",
-    rf"{_MONTH}\s+{_DAY},?\s+{_YEAR}".replace("?P<mon>", "?P<mon2>").replace("?P<day>", "?P<day2>").replace("?P<year>", "?P<year2>"),
+    rf"{_MONTH}\s+{_DAY},?\s+{_YEAR}".replace("?P<mon>", "?P<mon2>")
+    .replace("?P<day>", "?P<day2>")
+    .replace("?P<year>", "?P<year2>"),
     rf"{_MONTH},?\s+{_YEAR}".replace("?P<mon>", "?P<mon3>").replace("?P<year>", "?P<year3>"),
     r"(?P<y>(?:19|20)\d\d)(?![\d,.])",
 ]
-_LEAD = r"(?:(?P<lead>since|from|after|starting(?: in| on| from)?|beginning(?: of)?|start of|between|in|during|for|until|till|through|thru|to|before|and|end of|-)\s+)?"
+_LEAD = (
+    r"(?:(?P<lead>since|from|after|starting(?: in| on| from)?|beginning(?: of)?|start of|between|in|during|for|"
+    r"until|till|through|thru|to|before|and|end of|-)\s+)?"
+)
 _DATE = re.compile(r"\b" + _LEAD + "(?:" + "|".join(_DATE_FORMS) + r")\b")
 _RANGE_END = {"to", "until", "till", "through", "thru", "and", "-", "before", "end of"}
 _WHOLE_PERIOD = {"in", "during", "for"}
@@ -208,14 +213,14 @@ def _period(n: str, unit: str) -> str:
 def extract_dates(text: str) -> tuple[str, Dates]:
     """Lifts dates and periods out of the text (masked as "§t") so their digits are never amounts."""
     dates = Dates()
-    found = []
-    for m in _DATE.finditer(text):
-        lead = m.group("lead") or ""
-        if m.group("y") and not lead and not (found and found[-1][2] == m.start() - 1):
+    found: list[tuple[str, tuple[str, str], int, tuple[int, int]]] = []  # (lead, bounds, end, span)
+    for hit in _DATE.finditer(text):
+        lead = hit.group("lead") or ""
+        if hit.group("y") and not lead and not (found and found[-1][2] == hit.start() - 1):
             continue  # a bare year may be an amount: "buy 2000 shares"
-        bounds = _date_bounds(m)
+        bounds = _date_bounds(hit)
         if bounds is not None:
-            found.append((lead, bounds, m.end(), m.span()))
+            found.append((lead, bounds, hit.end(), hit.span()))
     if found:
         (lead, (first, last), _, _) = found[0]
         if len(found) >= 2 and found[1][0] in _RANGE_END:

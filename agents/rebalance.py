@@ -167,7 +167,7 @@ def _weights(
 ) -> dict[str, Decimal]:
     """Weights of the invested part, summing to 1, in Decimal so the money computed from them is exact."""
     n = Decimal(len(symbols))
-    equal = {s: 1 / n for s in symbols}
+    equal = dict.fromkeys(symbols, 1 / n)
     if profile.inverse_volatility == 0:
         return equal
     usable = {s: v for s in symbols if (v := volatilities.get(s)) is not None and math.isfinite(v) and v > 0}
@@ -178,7 +178,7 @@ def _weights(
     if missing:
         fill = statistics.median(usable.values())
         notes.append(f"No volatility for {', '.join(missing)}: the median of the others ({fill:.1%}) is assumed.")
-        usable.update({s: fill for s in missing})
+        usable.update(dict.fromkeys(missing, fill))
     inverse = {s: 1 / Decimal(repr(usable[s])) for s in symbols}
     norm = sum(inverse.values(), ZERO)
     k = profile.inverse_volatility

@@ -17,7 +17,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Final, Literal, cast
 
 import httpx
 import msgspec
@@ -59,24 +59,27 @@ INTERRUPT = "__interrupt__"  # where LangGraph puts a run's interrupts in its ou
 # A turn's state is saved when it ends or stops at a confirmation, not after every step: a crash
 # mid-turn loses that turn only, and a confirmation re-run after a crash places nothing twice
 # (the client order id is the interrupt's).
-DURABILITY = "exit"
+Graph = CompiledStateGraph[Any, Any, Any, Any]  # the chat graph; its state is a plain dict
+DURABILITY: Final = "exit"
 # What an OpenAI-compatible server that is down, slow, overloaded or refusing our key raises.
 MODEL_DOWN = (openai.APIError, httpx.HTTPError)
-USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
+USAGE_KEYS: tuple[Literal["input_tokens", "output_tokens", "total_tokens"], ...] = (
+    "input_tokens", "output_tokens", "total_tokens"
+)
 
 
 class AgentRunner:
     def __init__(self, deps: AgentDeps, registry: ThreadRegistry) -> None:
         self.deps = deps
         self.registry = registry
-        self._graph: CompiledStateGraph | None = None
+        self._graph: Graph | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._opening = asyncio.Lock()
         # a thread's lock lives while a turn holds or waits for it
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    async def _compiled(self) -> CompiledStateGraph:
+    async def _compiled(self) -> Graph:
         """The graph on the checkpointer, opened once, on first use, inside the loop that serves the calls
         (concurrent first turns wait for the one that opens it)."""
         async with self._opening:
@@ -125,7 +128,7 @@ class AgentRunner:
         }
 
     @contextlib.asynccontextmanager
-    async def _turn_of(self, record: ThreadRecord) -> AsyncIterator[tuple[CompiledStateGraph, RunnableConfig]]:
+    async def _turn_of(self, record: ThreadRecord) -> AsyncIterator[tuple[Graph, RunnableConfig]]:
         """One turn at a time per thread in this process (a second waits for the first to finish)."""
         lock = self._locks.get(record.thread_id)
         if lock is None:
@@ -162,7 +165,9 @@ class AgentRunner:
             if pending is None:
                 raise Conflict("this conversation is not waiting for a confirmation", code="not_waiting")
             if pending["id"] != interrupt_id:
-                raise Conflict("interruptId is not the confirmation this conversation waits for", code="stale_interrupt")
+                raise Conflict(
+                    "interruptId is not the confirmation this conversation waits for", code="stale_interrupt"
+                )
             if pending["expires_at"] <= time.time():
                 await graph.ainvoke(Command(resume={"decision": "expired"}), config, durability=DURABILITY)
                 raise Conflict("the confirmation expired: nothing was placed; ask again to get a new one",
@@ -174,7 +179,9 @@ class AgentRunner:
             values = await graph.ainvoke(Command(resume=answer), config, durability=DURABILITY)
             return self._turn(values, config, record, before)
 
-    async def stream(self, user_id: str, account_id: str, thread_id: str | None, message: str) -> AsyncIterator[ChatEvent]:
+    async def stream(
+        self, user_id: str, account_id: str, thread_id: str | None, message: str
+    ) -> AsyncIterator[ChatEvent]:
         """The turn as events; ownership and input are checked before the first event, so a refusal
         raises instead of starting a stream."""
         record = await self._thread_for(user_id, account_id, thread_id, message)
@@ -186,10 +193,11 @@ class AgentRunner:
                 if isinstance(m, AIMessage) and m.content:
                     yield tokens.piece(str(m.content), m.name, m.id)
             calls: dict[str, tuple[str, str, dict[str, Any]]] = {}
-            stream = graph.astream(
+            # with a list of stream modes each item is (mode, data), which langgraph's annotations do not say
+            stream = cast("AsyncIterator[tuple[str, Any]]", graph.astream(
                 {"messages": [HumanMessage(content=message)]}, config, stream_mode=["messages", "updates", "values"],
                 durability=DURABILITY,
-            )
+            ))
             values: dict[str, Any] = {}
             async for mode, data in stream:
                 if mode == "values":
@@ -220,7 +228,7 @@ class AgentRunner:
                 yield ChatEvent(event="interrupt", data=turn.interrupt)
             yield ChatEvent(event="done", data=turn)
 
-    async def _start_turn(self, graph: CompiledStateGraph, config: RunnableConfig, new: bool) -> int:
+    async def _start_turn(self, graph: Graph, config: RunnableConfig, new: bool) -> int:
         """Counts the messages before the turn, then drops an order still waiting for confirmation (the
         turn's reply says so). A thread created for this turn has nothing to read."""
         if new:
@@ -242,7 +250,7 @@ class AgentRunner:
         return ChatTurn(
             threadId=record.thread_id,
             reply="\n\n".join(texts),
-            agent=_label(agents[-1] if agents else None),  # type: ignore[arg-type]
+            agent=_label(agents[-1] if agents else None),  # type: ignore[arg-type]  # _label answers a name of AGENTS or NO_AGENT: the Literal's values
             steps=_steps(new, {}),
             interrupt=interrupt,
             usage=_usage(config),
@@ -281,6 +289,7 @@ class _Tokens:
 def _usage(config: RunnableConfig) -> dict[str, int]:
     """Token counts the model reported in this turn, summed over its models (empty when none reports them)."""
     usage: dict[str, int] = {}
+    # RunnableConfig allows a callback manager here; the runner always passes a list
     for handler in config.get("callbacks") or []:  # type: ignore[union-attr]
         if isinstance(handler, UsageMetadataCallbackHandler):
             for counts in handler.usage_metadata.values():

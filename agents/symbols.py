@@ -166,9 +166,9 @@ class SymbolResolver:
                 found.append(Mention(tokens[i].start, tokens[i + n - 1].end, symbol))
                 i += n
                 continue
-            symbol = self._ticker(tokens[i])
-            if symbol is not None:
-                found.append(Mention(tokens[i].start, tokens[i].end, symbol))
+            ticker = self._ticker(tokens[i])
+            if ticker is not None:
+                found.append(Mention(tokens[i].start, tokens[i].end, ticker))
             i += 1
         return found
 

@@ -49,8 +49,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_support import free_port_range, print_json_only  # noqa: E402
-from engine.auth import mint_jwt
-from engine.redis_keys import price_key
+
+from engine.auth import mint_jwt  # noqa: E402 - after the sys.path line, like bench_support
+from engine.redis_keys import price_key  # noqa: E402
 
 USER = "bench-chat-user"
 APP = "clera-bench-chat"
@@ -428,7 +429,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = None
     try:
         embedded = None if args.redis_url else EmbeddedRedis(tmp / "redis")
-        redis_url = args.redis_url or embedded.url  # type: ignore[union-attr]
+        redis_url = args.redis_url or embedded.url
         if args.redis_url:
             import redis
 
@@ -465,8 +466,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         import serve_app
         from actors.topology import start_topology
 
-        serve_env = {**serve_app.direct_ingress_environ(settings), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-                     "RAY_worker_niceness": "0"}
+        serve_env = {
+            **serve_app.direct_ingress_environ(settings),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+            "RAY_worker_niceness": "0",
+        }
         os.environ.update(serve_env)
         os.environ.update(serve_app.settings_environ(settings))  # the local Ray's secrets: never an argument
         result: dict[str, Any] = {

@@ -62,11 +62,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_support import print_json_only  # noqa: E402
+
 from brokerage.models import AccountApplication, ManualAchRequest, OrderRequest  # noqa: E402
 from engine import calendar  # noqa: E402
 from engine.redis_keys import price_key  # noqa: E402
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 PG_URL = os.environ.get("CLERA_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NAMESPACE = "clera-bench-closure"
 SEED = 20120606
@@ -108,7 +109,9 @@ def make_plan(n: int, seed: int = SEED) -> list[Plan]:
         buys = {}
         for symbol in symbols:
             budget = deposit * Decimal(rng.uniform(0.15, 0.4))
-            buys[symbol] = max(Decimal(1), (budget / Decimal(BUY_PRICES[symbol])).to_integral_value(rounding="ROUND_FLOOR"))
+            buys[symbol] = max(
+                Decimal(1), (budget / Decimal(BUY_PRICES[symbol])).to_integral_value(rounding="ROUND_FLOOR")
+            )
         plans.append(Plan(deposit, buys))
     return plans
 
@@ -122,21 +125,41 @@ def set_prices(redis_url: str, prices: dict[str, str]) -> None:
     try:
         for symbol, last in prices.items():
             value = float(last)
-            client.set(price_key(symbol), msgspec.json.encode(LastPrice(symbol, value, value, 0.0, "2012-06-05", "replay")))
+            client.set(
+                price_key(symbol), msgspec.json.encode(LastPrice(symbol, value, value, 0.0, "2012-06-05", "replay"))
+            )
     finally:
         client.close()
 
 
 def application(email: str) -> AccountApplication:
     raw = {
-        "contact": {"email_address": email, "phone_number": "555-555-5555", "street_address": ["1 Bench St"],
-                    "city": "San Francisco", "state": "CA", "postal_code": "94105"},
-        "identity": {"given_name": "Bench", "family_name": "Closure", "date_of_birth": "1990-01-01",
-                     "tax_id": "123-45-6789", "tax_id_type": "USA_SSN", "country_of_tax_residence": "USA",
-                     "funding_source": ["employment_income"]},
-        "disclosures": {"is_control_person": False, "is_affiliated_exchange_or_finra": False,
-                        "is_politically_exposed": False, "immediate_family_exposed": False},
-        "agreements": [{"agreement": "customer_agreement", "signed_at": "2012-06-01T00:00:00Z", "ip_address": "127.0.0.1"}],
+        "contact": {
+            "email_address": email,
+            "phone_number": "555-555-5555",
+            "street_address": ["1 Bench St"],
+            "city": "San Francisco",
+            "state": "CA",
+            "postal_code": "94105",
+        },
+        "identity": {
+            "given_name": "Bench",
+            "family_name": "Closure",
+            "date_of_birth": "1990-01-01",
+            "tax_id": "123-45-6789",
+            "tax_id_type": "USA_SSN",
+            "country_of_tax_residence": "USA",
+            "funding_source": ["employment_income"],
+        },
+        "disclosures": {
+            "is_control_person": False,
+            "is_affiliated_exchange_or_finra": False,
+            "is_politically_exposed": False,
+            "immediate_family_exposed": False,
+        },
+        "agreements": [
+            {"agreement": "customer_agreement", "signed_at": "2012-06-01T00:00:00Z", "ip_address": "127.0.0.1"}
+        ],
     }
     return msgspec.convert(raw, AccountApplication)
 
@@ -224,7 +247,11 @@ def _ray_processes() -> list[psutil.Process]:
     for proc in psutil.process_iter(["name", "cmdline"]):
         with contextlib.suppress(psutil.Error):
             line = " ".join(proc.info["cmdline"] or [])
-            if proc.info["name"] in ("raylet", "gcs_server") or line.startswith("ray::") or "/ray/" in line and "default_worker" in line:
+            if (
+                proc.info["name"] in ("raylet", "gcs_server")
+                or line.startswith("ray::")
+                or ("/ray/" in line and "default_worker" in line)
+            ):
                 procs.append(proc)
     return procs
 
@@ -304,7 +331,7 @@ def checks(world: World, expected: int) -> dict[str, Any]:
         steps[step] = steps.get(step, 0) + 1
         if json.loads(body).get("liquidations") != 1:
             liquidations_not_one += 1
-    positions_per_account = {a: 0 for a in ids}
+    positions_per_account = dict.fromkeys(ids, 0)
     sell_orders = dict(sells)
     remaining_cash = sum((Decimal(c) for _, _, c in accounts), Decimal(0))
     return {
@@ -340,7 +367,9 @@ def expected_checks(c: dict[str, Any], positions: int) -> bool:
 
 def completed_count(db_url: str) -> dict[str, int]:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        return {s: int(n) for s, n in conn.execute("SELECT step, count(*) FROM account_closures GROUP BY step").fetchall()}
+        return {
+            s: int(n) for s, n in conn.execute("SELECT step, count(*) FROM account_closures GROUP BY step").fetchall()
+        }
 
 
 # --- (b) one process -----------------------------------------------------------------------------
@@ -453,7 +482,8 @@ def run_ray(world: World, redis_url: str, session_s: float, timeout_s: float) ->
     passes = status["advanced"] + status["failed"]
     return {
         "mode": "orchestrator",
-        "clock": f"ReplayClock from the shared settings (CLERA_REPLAY_*): one replayed trading day per {session_s} wall s",
+        "clock": f"ReplayClock from the shared settings (CLERA_REPLAY_*): one replayed trading day per {session_s} "
+            "wall s",
         "orchestrator": "actors/closure_orchestrator.py ClosureOrchestrator (named, detached) + advance_closure tasks",
         "wake_s": settings.closure_wake_s,
         "wall_s": round(wall, 2),
@@ -552,7 +582,8 @@ def run_ray_tasks(world: World, redis_url: str, ray_cpus: int) -> dict[str, Any]
         progress(f"ray_tasks: replayed day {days} ({day}), {done}/{len(world.accounts)} completed")
     wall = time.perf_counter() - started
     return {
-        "mode": "plain Ray tasks (num_cpus=1) calling ClosureProcess.initiate/advance, one per unfinished closure per day",
+        "mode": "plain Ray tasks (num_cpus=1) calling ClosureProcess.initiate/advance, one per unfinished closure "
+            "per day",
         "clock": "a ManualClock in each worker, set by every task to 10:00 New York of the day the driver is on",
         **_day_by_day_figures(wall, initiated_s, done, days, passes, errors, len(world.accounts)),
         "cpu": meter.result(),
@@ -618,9 +649,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ray_mode": args.ray_mode if "ray" in args.runs else None,
             "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": round(os.getloadavg()[0], 2)},
             "workload": {
-                "closures": n, "broker": "paper", "ledger": "PostgreSQL (a schema per run)", "redis": "embedded",
-                "positions": positions, "accounts_over_daily_ach_limit": sum(p.deposit > ACH_DAILY_LIMIT for p in plans),
-                "deposits": str(sum((p.deposit for p in plans), Decimal(0))), "ach_daily_limit": str(ACH_DAILY_LIMIT),
+                "closures": n,
+                "broker": "paper",
+                "ledger": "PostgreSQL (a schema per run)",
+                "redis": "embedded",
+                "positions": positions,
+                "accounts_over_daily_ach_limit": sum(p.deposit > ACH_DAILY_LIMIT for p in plans),
+                "deposits": str(sum((p.deposit for p in plans), Decimal(0))),
+                "ach_daily_limit": str(ACH_DAILY_LIMIT),
                 "days": "funded Mon 2012-06-04, bought Tue 06-05, all closures initiated Wed 06-06",
             },
         }
@@ -663,9 +699,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "wall": round(r["wall_s"] / max(b["wall_s"], 1e-9), 3),
             }
         result["checks"] = {
-            f"{name}_ok": expected_checks(result[name]["checks"], positions) for name in ("in_process", "ray") if name in result
+            f"{name}_ok": expected_checks(result[name]["checks"], positions)
+            for name in ("in_process", "ray")
+            if name in result
         }
-        result["checks"]["same_total_withdrawn"] = len({result[k]["checks"]["withdrawn"] for k in ("in_process", "ray") if k in result}) == 1
+        result["checks"]["same_total_withdrawn"] = (
+            len({result[k]["checks"]["withdrawn"] for k in ("in_process", "ray") if k in result}) == 1
+        )
         result["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
         return result
     finally:

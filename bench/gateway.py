@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_support import free_port_range  # noqa: E402
+
 from engine.auth import mint_jwt  # noqa: E402
 
 USER = "bench-user"
@@ -202,7 +203,7 @@ class Watcher(asyncio.Protocol):
         self.open = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
         self.transport.write(
             f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {self.key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
@@ -235,7 +236,7 @@ class Watcher(asyncio.Protocol):
                 self._send(0xA, payload)  # pong
             elif opcode == 0x8:
                 self._send(0x8, payload[:2])
-                self.transport.close()  # type: ignore[union-attr]
+                self.transport.close()
                 self.on_gone(f"closed {int.from_bytes(payload[:2]) if payload else 1005}")
                 return
         del buf[:pos]
@@ -248,7 +249,7 @@ class Watcher(asyncio.Protocol):
         accept = base64.b64encode(hashlib.sha1((self.key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
         if not head.startswith("http/1.1 101") or f"sec-websocket-accept: {accept.decode().lower()}" not in head:
             self.on_gone(f"handshake refused: {head.splitlines()[0][:40]}")
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
             return False
         del self.buffer[: end + 4]
         self.open = True
@@ -258,7 +259,7 @@ class Watcher(asyncio.Protocol):
         """A client frame: masked, as RFC 6455 requires (control frames only, so short)."""
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.transport.write(bytes([0x80 | opcode, 0x80 | len(masked)]) + mask + masked)  # type: ignore[union-attr]
+        self.transport.write(bytes([0x80 | opcode, 0x80 | len(masked)]) + mask + masked)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_gone(type(exc).__name__ if exc else "connection closed")
@@ -330,7 +331,7 @@ async def ws_fanout(
     await connect_all()
     try:
         await asyncio.wait_for(connected.wait(), timeout=60)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         closing = True
         for sock in sockets:
             sock.close()
@@ -344,11 +345,17 @@ async def ws_fanout(
     await asyncio.sleep(3.0 + clients / 1000)
     measuring = True
     started = time.time()
-    (published0, _), cpu_before = await engine.published(), (rss_of.cpu(), engine.meter.cpu(), psutil.Process().cpu_times())
+    (published0, _), cpu_before = (
+        await engine.published(),
+        (rss_of.cpu(), engine.meter.cpu(), psutil.Process().cpu_times()),
+    )
     await asyncio.sleep(seconds)
     measuring = False
     elapsed = time.time() - started
-    (published1, live_hz), cpu_after = await engine.published(), (rss_of.cpu(), engine.meter.cpu(), psutil.Process().cpu_times())
+    (published1, live_hz), cpu_after = (
+        await engine.published(),
+        (rss_of.cpu(), engine.meter.cpu(), psutil.Process().cpu_times()),
+    )
     closing = True
     for sock in sockets:
         sock.close()
@@ -447,10 +454,10 @@ def main() -> None:
     ws_s = 5.0 if args.quick else 12.0
     tmp = Path(tempfile.mkdtemp(prefix="clera-bench-"))
     embedded = None if args.redis_url else EmbeddedRedis(tmp / "redis")
-    redis_url = args.redis_url or embedded.url  # type: ignore[union-attr]
+    redis_url = args.redis_url or embedded.url
     secret = "bench-secret-0123456789abcdef0123456789abcdef"
     sys.path.insert(0, str(ROOT / "bench"))
-    from realtime import make_accounts  # noqa: PLC0415  (the realtime benchmark's account generator)
+    from realtime import make_accounts
 
     accounts_file = tmp / "accounts.json"
     make_accounts({"accounts": accounts, "positions": POSITIONS, "symbols": SYMBOLS}, accounts_file)
@@ -530,16 +537,30 @@ def main() -> None:
             for n in clients_list:
                 asyncio.run(forget_interest(redis_url, accounts))
                 try:
-                    runs.append(asyncio.run(ws_fanout(f"ws://127.0.0.1:{ports[target]}", token, n, ws_s, engine, rss_of)))
-                except Exception as exc:  # a run that cannot complete is a result too
-                    runs.append({"clients": n, "error": f"{type(exc).__name__}: {exc}"[:300],
-                                 "msgs_per_s": 0.0, "p50_ms": None, "p99_ms": None})
+                    runs.append(
+                        asyncio.run(ws_fanout(f"ws://127.0.0.1:{ports[target]}", token, n, ws_s, engine, rss_of))
+                    )
+                except Exception as exc:  # noqa: BLE001 - a run that cannot complete is a result too
+                    runs.append(
+                        {
+                            "clients": n,
+                            "error": f"{type(exc).__name__}: {exc}"[:300],
+                            "msgs_per_s": 0.0,
+                            "p50_ms": None,
+                            "p99_ms": None,
+                        }
+                    )
             biggest = runs[-1]
             key = "ws" if target == targets[0] else f"ws_{target.replace('-', '_')}"
             result[key] = {
-                **{k: biggest.get(k) for k in ("clients", "msgs_per_s", "p50_ms", "p99_ms", "engine_published_msgs_per_s")},
-                "target": target, "runs": runs,
-                "latency": f"tick (newest price in the snapshot) to client receipt, through one {target} gateway process",
+                **{
+                    k: biggest.get(k)
+                    for k in ("clients", "msgs_per_s", "p50_ms", "p99_ms", "engine_published_msgs_per_s")
+                },
+                "target": target,
+                "runs": runs,
+                "latency": f"tick (newest price in the snapshot) to client receipt, through one {target} gateway "
+                    "process",
             }
         every = [r for k in result if k.startswith("ws") for r in result[k]["runs"]]
         result["targets"] = {

@@ -18,8 +18,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.intents import Parsed, parse  # noqa: E402
-from agents.symbols import default_resolver  # noqa: E402
+from agents.intents import Parsed, parse
+from agents.symbols import default_resolver
 
 EVAL_PATH = Path(__file__).with_name("intents_eval.jsonl")
 # 40 phrasings written apart from the parser, as a check on the main set (38/40 at first contact;

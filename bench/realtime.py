@@ -36,12 +36,12 @@ import redis as sync_redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import pubsub, redis_keys  # noqa: E402
-from engine.config import Settings, load_settings  # noqa: E402
-from engine.feeds.simulated import SimulatedFeed, synthetic_symbols  # noqa: E402
-from engine.realtime import PortfolioCore, SymbolCore, TickBatcher, publish_step, refresh_interest  # noqa: E402
-from engine.subscriptions import shard_of  # noqa: E402
-from engine.types import AccountHoldings, LastPrice, holdings_json_decoder, snapshot_json_decoder  # noqa: E402
+from engine import pubsub, redis_keys
+from engine.config import Settings, load_settings
+from engine.feeds.simulated import SimulatedFeed, synthetic_symbols
+from engine.realtime import PortfolioCore, SymbolCore, TickBatcher, publish_step, refresh_interest
+from engine.subscriptions import shard_of
+from engine.types import AccountHoldings, LastPrice, holdings_json_decoder, snapshot_json_decoder
 
 SCENARIOS = {
     "small": {"accounts": 1_000, "positions": 10, "symbols": 500, "live_fraction": 0.10},
@@ -69,7 +69,9 @@ def make_accounts(scenario: dict, path: Path, seed: int = 11) -> list[str]:
     return [a["account_id"] for a in accounts]
 
 
-def settings_for(scenario: dict, rate: float, redis_url: str, accounts_file: Path, namespace: str, **extra: str) -> Settings:
+def settings_for(
+    scenario: dict, rate: float, redis_url: str, accounts_file: Path, namespace: str, **extra: str
+) -> Settings:
     env = {
         "REDIS_URL": redis_url,
         "CLERA_RAY_NAMESPACE": namespace,
@@ -80,7 +82,9 @@ def settings_for(scenario: dict, rate: float, redis_url: str, accounts_file: Pat
         "CLERA_DEMO_ACCOUNTS_FILE": str(accounts_file),
     }
     env.update(extra)
-    return load_settings({k: v for k, v in {**os.environ, **env}.items() if k.startswith(("CLERA_", "REDIS_"))}, env_file=None)
+    return load_settings(
+        {k: v for k, v in {**os.environ, **env}.items() if k.startswith(("CLERA_", "REDIS_"))}, env_file=None
+    )
 
 
 def progress(message: str) -> None:
@@ -206,7 +210,9 @@ async def sample_rss_forever(sampler: RssSampler) -> None:
 
 
 # --- ray ------------------------------------------------------------------------------------------
-async def run_ray(scenario: dict, rate: float, duration: float, redis_url: str, accounts_file: Path, ids: list[str], warmup: float) -> dict:
+async def run_ray(
+    scenario: dict, rate: float, duration: float, redis_url: str, accounts_file: Path, ids: list[str], warmup: float
+) -> dict:
     import ray
 
     from actors.topology import start_topology, stop_topology
@@ -239,9 +245,15 @@ async def run_ray(scenario: dict, rate: float, duration: float, redis_url: str, 
         rss_task.cancel()
         elapsed = t1 - t0
         ticks = last["feed"]["stats"]["ticks"] - first["feed"]["stats"]["ticks"]
-        updates = sum(p["book"]["holder_updates"] for p in last["portfolio"]) - sum(p["book"]["holder_updates"] for p in first["portfolio"])
-        published = sum(p["stats"]["published"] for p in last["portfolio"]) - sum(p["stats"]["published"] for p in first["portfolio"])
-        refreshed = sum(p["stats"]["refreshed"] for p in last["portfolio"]) - sum(p["stats"]["refreshed"] for p in first["portfolio"])
+        updates = sum(p["book"]["holder_updates"] for p in last["portfolio"]) - sum(
+            p["book"]["holder_updates"] for p in first["portfolio"]
+        )
+        published = sum(p["stats"]["published"] for p in last["portfolio"]) - sum(
+            p["stats"]["published"] for p in first["portfolio"]
+        )
+        refreshed = sum(p["stats"]["refreshed"] for p in last["portfolio"]) - sum(
+            p["stats"]["refreshed"] for p in first["portfolio"]
+        )
         lag0, lag1 = first["feed"]["stats"]["lag_s"], last["feed"]["stats"]["lag_s"]
         stale = staleness(recorder.history, t0, t1)
         return {
@@ -311,7 +323,9 @@ async def _statuses(topo: Any) -> dict:
 
 
 # --- limit: the same objects, one process, no Ray ------------------------------------------------
-async def run_limit(scenario: dict, rate: float, duration: float, redis_url: str, accounts_file: Path, ids: list[str], warmup: float) -> dict:
+async def run_limit(
+    scenario: dict, rate: float, duration: float, redis_url: str, accounts_file: Path, ids: list[str], warmup: float
+) -> dict:
     progress(f"limit: {rate:.0f} ticks/s offered")
     settings = settings_for(scenario, rate, redis_url, accounts_file, "limit")
     client, recorder = await start_recording(scenario, redis_url, ids)
@@ -422,7 +436,9 @@ def holdings_change_ms(core: PortfolioCore, accounts: list[AccountHoldings]) -> 
 
 
 # --- baseline: Redis price cache + recompute everything every 2 s --------------------------------
-async def run_baseline(scenario: dict, rate: float, duration: float, redis_url: str, accounts_file: Path, ids: list[str], warmup: float) -> dict:
+async def run_baseline(
+    scenario: dict, rate: float, duration: float, redis_url: str, accounts_file: Path, ids: list[str], warmup: float
+) -> dict:
     """A price writer keeps `price:{SYMBOL}` current; a poller recomputes every account from it."""
     progress(f"baseline: {rate:.0f} ticks/s offered")
     settings = settings_for(scenario, rate, redis_url, accounts_file, "baseline")
@@ -444,7 +460,9 @@ async def run_baseline(scenario: dict, rate: float, duration: float, redis_url: 
             if stop.is_set():
                 return
             latest = {t.symbol: t for t in ticks}
-            await pubsub.write_prices(client, [LastPrice(t.symbol, t.price, t.prev_close, t.ts, t.session, t.source) for t in latest.values()])
+            await pubsub.write_prices(
+                client, [LastPrice(t.symbol, t.price, t.prev_close, t.ts, t.session, t.source) for t in latest.values()]
+            )
             counted["ticks"] += len(ticks)
             await asyncio.sleep(0)  # a feed that is behind never sleeps: let the poller run
 
@@ -465,7 +483,10 @@ async def run_baseline(scenario: dict, rate: float, duration: float, redis_url: 
                 value += float(p.qty) * price["last"]
                 change += float(p.qty) * (price["last"] - price["prev_close"])
                 as_of = max(as_of, price["ts"])
-            pipe.set(redis_keys.last_key(account.account_id), json.dumps({"total_value": round(value, 2), "day_change": round(change, 2), "as_of": as_of}))
+            pipe.set(
+                redis_keys.last_key(account.account_id),
+                json.dumps({"total_value": round(value, 2), "day_change": round(change, 2), "as_of": as_of}),
+            )
             if account.account_id in sampled:
                 done.append((account.account_id, as_of))
         pipe.execute()
@@ -523,7 +544,9 @@ async def main_async(args: argparse.Namespace) -> dict:
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=False)
     quick = args.quick
     parts = set(args.parts.split(","))
-    plan = [("large", [50_000])] if quick else [("small", [10_000, 50_000, 100_000]), ("large", [10_000, 50_000, 100_000])]
+    plan = (
+        [("large", [50_000])] if quick else [("small", [10_000, 50_000, 100_000]), ("large", [10_000, 50_000, 100_000])]
+    )
     duration = 8.0 if quick else 15.0
     warmup = 3.0 if quick else 5.0
     saturate_rate = 1_000_000
@@ -532,7 +555,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         "machine": {
             "cpus": os.cpu_count(),
             "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
-            "ray_worker_niceness": int(os.environ.get("RAY_worker_niceness", "0")),
+            "ray_worker_niceness": int(os.environ.get("RAY_worker_niceness", "0")),  # noqa: SIM112 - Ray spells it so
         },
         "scenarios": {},
     }
@@ -544,16 +567,26 @@ async def main_async(args: argparse.Namespace) -> dict:
             result: dict[str, Any] = {"workload": scenario, "ray": [], "limit": []}
             if "ray" in parts:
                 for rate in rates:
-                    result["ray"].append(await run_ray(scenario, rate, duration, args.redis, accounts_file, ids, warmup))
+                    result["ray"].append(
+                        await run_ray(scenario, rate, duration, args.redis, accounts_file, ids, warmup)
+                    )
             if "saturated" in parts and not quick:
-                result["ray_saturated"] = await run_ray(scenario, saturate_rate, duration / 2, args.redis, accounts_file, ids, warmup)
+                result["ray_saturated"] = await run_ray(
+                    scenario, saturate_rate, duration / 2, args.redis, accounts_file, ids, warmup
+                )
             if "limit" in parts:
                 for rate in rates if not quick or "limit-rates" in parts else []:
-                    result["limit"].append(await run_limit(scenario, rate, duration, args.redis, accounts_file, ids, warmup))
+                    result["limit"].append(
+                        await run_limit(scenario, rate, duration, args.redis, accounts_file, ids, warmup)
+                    )
             if "saturated" in parts:
-                result["limit_saturated"] = await run_limit(scenario, saturate_rate, duration / 2, args.redis, accounts_file, ids, warmup / 2)
+                result["limit_saturated"] = await run_limit(
+                    scenario, saturate_rate, duration / 2, args.redis, accounts_file, ids, warmup / 2
+                )
             if "baseline" in parts:
-                result["baseline"] = await run_baseline(scenario, 50_000, max(duration, 3 * BASELINE_POLL_S), args.redis, accounts_file, ids, warmup)
+                result["baseline"] = await run_baseline(
+                    scenario, 50_000, max(duration, 3 * BASELINE_POLL_S), args.redis, accounts_file, ids, warmup
+                )
             out["scenarios"][name] = result
     ray.shutdown()
     out["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
@@ -561,7 +594,10 @@ async def main_async(args: argparse.Namespace) -> dict:
         return out  # a partial run (development): no summary
     large = out["scenarios"]["large"]
     at_50k = next(r for r in large["ray"] if r["offered_ticks_per_s"] == 50_000)
-    out["ray"] = {k: at_50k[k] for k in ("ticks_per_s", "p50_ms", "p99_ms", "p99_staleness_ms", "backlog_growth_ms_per_s", "peak_rss_mb")}
+    out["ray"] = {
+        k: at_50k[k]
+        for k in ("ticks_per_s", "p50_ms", "p99_ms", "p99_staleness_ms", "backlog_growth_ms_per_s", "peak_rss_mb")
+    }
     if "ray_saturated" in large:
         out["ray"]["saturated_ticks_per_s"] = large["ray_saturated"]["ticks_per_s"]
     out["limit"] = {k: large["limit_saturated"][k] for k in ("ticks_per_s", "holdings_change_ms")}
@@ -572,7 +608,9 @@ async def main_async(args: argparse.Namespace) -> dict:
     out["targets"] = {
         "keeps_up_50k_large": at_50k["ticks_per_s"] >= 0.97 * 50_000 and at_50k["backlog_growth_ms_per_s"] < 5,
         "p99_le_250ms": (at_50k["p99_ms"] or float("inf")) <= 250,
-        "saturated_ge_half_limit": None if quick else out["ray"]["saturated_ticks_per_s"] >= 0.5 * out["limit"]["ticks_per_s"],
+        "saturated_ge_half_limit": None
+        if quick
+        else out["ray"]["saturated_ticks_per_s"] >= 0.5 * out["limit"]["ticks_per_s"],
         "staleness_10x_lower": (large["baseline"]["p99_staleness_ms"] or 0) >= 10 * ray_stale,
         "tick_to_publish_p99_10x_lower_than_baseline_staleness": (large["baseline"]["p99_staleness_ms"] or 0)
         >= 10 * (at_50k["p99_ms"] or float("inf")),
@@ -586,7 +624,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="large scenario at 50k ticks/s only, under a minute")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12", help="external Redis URL (its db is flushed)")
-    parser.add_argument("--parts", default=ALL_PARTS, help=f"comma-separated subset of {ALL_PARTS} (no summary unless all)")
+    parser.add_argument(
+        "--parts", default=ALL_PARTS, help=f"comma-separated subset of {ALL_PARTS} (no summary unless all)"
+    )
     args = parser.parse_args()
     # Ray and its raylet print notices on stdout: send everything to stderr while running, so
     # stdout carries exactly one JSON object

@@ -27,10 +27,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import realtime  # noqa: E402  (bench/realtime.py: its workload, its measurement)
-from bench_support import print_json_only  # noqa: E402
+import realtime
+from bench_support import print_json_only
 
-from actors import placement  # noqa: E402
+from actors import placement
 
 NODE_CPUS = 2
 

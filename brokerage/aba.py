@@ -14,4 +14,4 @@ def is_valid_routing_number(value: str) -> bool:
         return False
     if value == "000000000":
         return False
-    return sum(w * int(d) for w, d in zip(_WEIGHTS, value)) % 10 == 0
+    return sum(w * int(d) for w, d in zip(_WEIGHTS, value, strict=True)) % 10 == 0

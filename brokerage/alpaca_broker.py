@@ -77,6 +77,7 @@ class _TimeoutAdapter(HTTPAdapter):
         super().__init__()
         self._timeout_s = timeout_s
 
+    # HTTPAdapter.send spells out its keyword arguments; this passes them all through, adding only a timeout
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         kwargs["timeout"] = kwargs.get("timeout") or self._timeout_s
         return super().send(request, **kwargs)
@@ -166,7 +167,7 @@ class AlpacaBroker:
             raise Rejected(f"account {account_id} has no owner name on file", code="no_owner_name")
         body = build("ACH relationship", lambda: CreateACHRelationshipRequest(
             account_owner_name=owner,
-            bank_account_type=request.bank_account_type,
+            bank_account_type=BankAccountType(request.bank_account_type),
             bank_account_number=request.bank_account_number,
             bank_routing_number=request.bank_routing_number,
             nickname=request.nickname,

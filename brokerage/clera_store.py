@@ -197,7 +197,9 @@ class CleraSqlStore(SqlStore):
                 f"INSERT INTO user_onboarding ({columns}) VALUES ({', '.join('?' for _ in values)})", values
             )
         except psycopg.errors.InvalidTextRepresentation as exc:  # user_id is a UUID column there
-            raise InvalidRequest(f"user id {user_id!r} is not a Supabase user id: {exc}", code="invalid_user_id") from None
+            raise InvalidRequest(
+                f"user id {user_id!r} is not a Supabase user id: {exc}", code="invalid_user_id"
+            ) from None
 
     def set_account_status(
         self, account_id: str, status: OnboardingStatus, *, confirmation_code: str | None = None

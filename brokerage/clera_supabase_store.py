@@ -87,8 +87,8 @@ class CleraSupabaseStore(SupabaseStore):
                 status=r["status"],
                 email=emails.get(r["alpaca_account_id"]),
                 account_number=r.get("alpaca_account_number"),
-                created_at=parse_ts(r["created_at"]),  # type: ignore[arg-type]
-                updated_at=parse_ts(r.get("updated_at") or r["created_at"]),  # type: ignore[arg-type]
+                created_at=parse_ts(r["created_at"]),  # type: ignore[arg-type]  # a NOT NULL column
+                updated_at=parse_ts(r.get("updated_at") or r["created_at"]),  # type: ignore[arg-type]  # a NOT NULL column
                 closure_requested_at=parse_ts(r.get(CLOSURE_COLUMNS["closure_requested_at"])),
                 closed_at=parse_ts(r.get(CLOSURE_COLUMNS["closed_at"])),
                 confirmation_code=r.get(CLOSURE_COLUMNS["confirmation_code"]),
@@ -97,10 +97,11 @@ class CleraSupabaseStore(SupabaseStore):
         ]
 
     def _rows_of_account(self, account_id: str) -> list[dict[str, Any]]:
-        return self._run(
+        rows: list[dict[str, Any]] = self._run(
             lambda c: c.table("user_onboarding").select("*").eq("alpaca_account_id", account_id)
             .order("created_at").order("id")
         ).data
+        return rows
 
     def get_account(self, account_id: str) -> AccountRecord | None:
         rows = self._rows_of_account(account_id)
@@ -183,7 +184,9 @@ class CleraSupabaseStore(SupabaseStore):
         """Puts the account on the person's onboarding row without one, or on a new row."""
         now = to_wire(self._now())
         values: dict[str, Any] = {
-            "alpaca_account_id": account_id, "alpaca_account_number": number, "status": clera_status(status) or "submitted",
+            "alpaca_account_id": account_id,
+            "alpaca_account_number": number,
+            "status": clera_status(status) or "submitted",
         }
         if self._has_updated_at:
             values["updated_at"] = now

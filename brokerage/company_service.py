@@ -51,7 +51,7 @@ class CompanyService:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: Store) -> "CompanyService":
+    def from_settings(cls, settings: Settings, store: Store) -> CompanyService:
         return cls(
             store,
             FmpClient.from_settings(settings),
@@ -72,7 +72,9 @@ class CompanyService:
             quote = quote_from_fmp(self.client.quote(symbol, wait_s=self._wait, attempts=1), symbol)
         except (FmpError, RowError) as exc:
             reason = exc.reason if isinstance(exc, FmpError) else f"FMP answered a malformed row: {exc}"
-            return CompanyLookup(symbol=symbol, profile=self.store.get_company_profile(symbol), stale=True, error=reason)
+            return CompanyLookup(
+                symbol=symbol, profile=self.store.get_company_profile(symbol), stale=True, error=reason
+            )
         found = CompanyLookup(
             symbol=symbol,
             profile=profile if profile is not None else self.store.get_company_profile(symbol),

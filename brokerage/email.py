@@ -57,7 +57,7 @@ def build_message(mail: Email, sender: str) -> EmailMessage:
     message["From"] = sender
     message["To"] = mail.to
     message["Subject"] = mail.subject
-    message["Date"] = email.utils.format_datetime(dt.datetime.now(dt.timezone.utc))
+    message["Date"] = email.utils.format_datetime(dt.datetime.now(dt.UTC))
     domain = email.utils.parseaddr(sender)[1].rpartition("@")[2] or "askclera.com"
     message["Message-ID"] = email.utils.make_msgid(domain=domain)
     message.set_content(mail.text)
@@ -120,7 +120,9 @@ class SmtpMailer:
             codes = {rcpt: code for rcpt, (code, _) in exc.recipients.items()}
             raise MailError(f"SMTP server {where} refused the recipient {codes}") from None
         except smtplib.SMTPResponseException as exc:
-            reply = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+            reply = (
+                exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+            )
             raise MailError(
                 f"SMTP server {where} answered {exc.smtp_code} {_scrub(reply, self._password)}"
             ) from None
@@ -148,7 +150,7 @@ class OutboxMailer:
         with cls._lock:  # strictly increasing within the process, so two emails of one instant keep their order
             ns = max(time.time_ns(), cls._last_ns + 1000)
             cls._last_ns = ns
-        at = dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc)
+        at = dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)
         return at.strftime("%Y%m%dT%H%M%S.%fZ")
 
     def send(self, email: Email) -> None:

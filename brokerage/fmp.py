@@ -70,7 +70,7 @@ class FmpClient:
         self._http = httpx.Client(timeout=timeout_s)
 
     @classmethod
-    def from_settings(cls, settings: Settings, limiter: WindowLimiter | None = None) -> "FmpClient | None":
+    def from_settings(cls, settings: Settings, limiter: WindowLimiter | None = None) -> FmpClient | None:
         """The client of the configured key, or None without one (the offline data then)."""
         if not settings.fmp_api_key:
             return None

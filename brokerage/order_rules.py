@@ -57,7 +57,7 @@ def _check_covered(order: OrderRequest, position: BrokerPosition | None, last: L
         raise Rejected(f"no {order.symbol} position to sell (short selling is not allowed)", code="no_position")
     qty = order.qty
     if qty is None:
-        qty = rules.shares_down(order.notional / _price(order, last))  # type: ignore[operator]
+        qty = rules.shares_down(order.notional / _price(order, last))  # type: ignore[operator]  # a qty-less order has a notional (checked upstream)
     if qty > available:
         raise Rejected(
             f"insufficient qty: selling {qty} {order.symbol}, {available} available", code="insufficient_qty"

@@ -94,7 +94,7 @@ class PaperBroker:
     @_ledger_errors
     def create_account(self, application: models.AccountApplication) -> models.BrokerAccount:
         """Validates the application and files it as SUBMITTED; approval follows on the next touch or ledger step."""
-        app = rules.check_application(application, dt.date.today())
+        app = rules.check_application(application, dt.date.today())  # noqa: DTZ011 - the applicant's age, by this machine's calendar
         account_id = new_id()
         email = check_email(app.contact.email_address)
         owner = f"{app.identity.given_name.strip()} {app.identity.family_name.strip()}"
@@ -178,7 +178,9 @@ class PaperBroker:
             or not processor_token.isprintable()
             or any(c.isspace() for c in processor_token)
         ):
-            raise InvalidRequest("processor_token must be a Plaid processor token", details={"field": "processor_token"})
+            raise InvalidRequest(
+                "processor_token must be a Plaid processor token", details={"field": "processor_token"}
+            )
         mask = str(int(hashlib.sha256(processor_token.encode()).hexdigest(), 16) % 10**4).zfill(4)
         return self._add_relationship(
             account_id,
@@ -297,7 +299,9 @@ class PaperBroker:
             )
             reserve = ledger.reserve_for(a.book, order, price)
             self.tables.insert_order(order, req.client_order_id, a.id, reserve, a.now)
-            a.book = replace(a.book, open_orders=(*a.book.open_orders, OpenOrder(order.id, order.symbol, order.side, reserve)))
+            a.book = replace(
+                a.book, open_orders=(*a.book.open_orders, OpenOrder(order.id, order.symbol, order.side, reserve))
+            )
             a.changed.add(a.id)  # filled now, or a step to come (the next open, the day's close)
             if a.is_open:
                 if ledger.marketable(order, price):

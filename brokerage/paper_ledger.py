@@ -160,7 +160,9 @@ def reserve_for(book: Book, order: OrderTerms, price: Decimal) -> Decimal:
     if available <= 0:
         raise Rejected(f"no {order.symbol} position to sell (short selling is not allowed)", code="no_position")
     if qty > available:
-        raise Rejected(f"insufficient qty: selling {qty} {order.symbol}, {available} available", code="insufficient_qty")
+        raise Rejected(
+            f"insufficient qty: selling {qty} {order.symbol}, {available} available", code="insufficient_qty"
+        )
     return qty
 
 

@@ -17,7 +17,7 @@ from brokerage.models import (
 )
 from brokerage.sql import Row
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def instant(value: float) -> dt.datetime:

@@ -28,7 +28,7 @@ from brokerage.errors import InvalidRequest
 from brokerage.models import AccountApplication, OrderRequest
 from engine import calendar
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NEW_YORK = ZoneInfo("America/New_York")
 CENT = Decimal("0.01")
 NANO = Decimal("0.000000001")

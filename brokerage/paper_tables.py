@@ -100,7 +100,9 @@ class LedgerTables:
         self.event(account_id, "SUBMITTED", now, "application received")
 
     def set_cash(self, account_id: str, cash: Decimal, now: dt.datetime) -> None:
-        self.db.execute("UPDATE paper_accounts SET cash = ?, updated_at = ? WHERE id = ?", (str(cash), ts(now), account_id))
+        self.db.execute(
+            "UPDATE paper_accounts SET cash = ?, updated_at = ? WHERE id = ?", (str(cash), ts(now), account_id)
+        )
 
     def set_status(self, account_id: str, status: str, now: dt.datetime, note: str) -> None:
         self.db.execute(
@@ -183,7 +185,9 @@ class LedgerTables:
         )
 
     def cancel_ach(self, relationship_id: str, now: dt.datetime) -> None:
-        self.db.execute("UPDATE paper_ach SET status = 'CANCELED', updated_at = ? WHERE id = ?", (ts(now), relationship_id))
+        self.db.execute(
+            "UPDATE paper_ach SET status = 'CANCELED', updated_at = ? WHERE id = ?", (ts(now), relationship_id)
+        )
 
     # --- transfers --------------------------------------------------------------------------
     def transfer_row(self, account_id: str, transfer_id: str) -> Row:
@@ -200,7 +204,8 @@ class LedgerTables:
 
     def withdrawals_on(self, account_id: str, ach_day: str) -> list[tuple[Decimal, str]]:
         rows = self.db.fetchall(
-            "SELECT amount, status FROM paper_transfers WHERE account_id = ? AND direction = 'OUTGOING' AND ach_day = ?",
+            "SELECT amount, status FROM paper_transfers"
+            " WHERE account_id = ? AND direction = 'OUTGOING' AND ach_day = ?",
             (account_id, ach_day),
         )
         return [(Decimal(r["amount"]), r["status"]) for r in rows]
@@ -222,7 +227,9 @@ class LedgerTables:
             (account_id,),
         )
 
-    def set_transfer_status(self, transfer_id: str, status: str, now: dt.datetime, completed_at: float | None = None) -> None:
+    def set_transfer_status(
+        self, transfer_id: str, status: str, now: dt.datetime, completed_at: float | None = None
+    ) -> None:
         self.db.execute(
             "UPDATE paper_transfers SET status = ?, updated_at = ?, completed_at = COALESCE(?, completed_at)"
             " WHERE id = ?",
@@ -257,7 +264,9 @@ class LedgerTables:
             "SELECT * FROM paper_orders WHERE account_id = ? AND " + OPEN + " ORDER BY created_at, id", (account_id,)
         )
 
-    def insert_order(self, order: OrderTerms, client_order_id: str, account_id: str, reserve: Decimal, now: dt.datetime) -> None:
+    def insert_order(
+        self, order: OrderTerms, client_order_id: str, account_id: str, reserve: Decimal, now: dt.datetime
+    ) -> None:
         self.db.execute(
             "INSERT INTO paper_orders (id, client_order_id, account_id, symbol, side, type, time_in_force,"
             " status, qty, notional, limit_price, reserve, filled_qty, session, created_at, updated_at)"
@@ -283,7 +292,9 @@ class LedgerTables:
         """The position, the fill (numbered in the account's sequence), the order and the cash."""
         after = fill.holding_after
         if after.qty == 0:
-            self.db.execute("DELETE FROM paper_positions WHERE account_id = ? AND symbol = ?", (account_id, fill.symbol))
+            self.db.execute(
+                "DELETE FROM paper_positions WHERE account_id = ? AND symbol = ?", (account_id, fill.symbol)
+            )
         elif not self.db.execute(
             "UPDATE paper_positions SET qty = ?, cost_basis = ? WHERE account_id = ? AND symbol = ?",
             (str(after.qty), str(after.cost), account_id, fill.symbol),
@@ -292,7 +303,9 @@ class LedgerTables:
                 "INSERT INTO paper_positions (account_id, symbol, qty, cost_basis) VALUES (?, ?, ?, ?)",
                 (account_id, fill.symbol, str(after.qty), str(after.cost)),
             )
-        last = self.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS seq FROM paper_fills WHERE account_id = ?", (account_id,))
+        last = self.db.fetchone(
+            "SELECT COALESCE(MAX(seq), 0) AS seq FROM paper_fills WHERE account_id = ?", (account_id,)
+        )
         self.db.execute(
             "INSERT INTO paper_fills (id, account_id, order_id, symbol, side, qty, price, amount, session,"
             " settle_date, day_trade, filled_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -368,7 +381,9 @@ class LedgerTables:
         ids = {r["id"] for r in self.db.fetchall("SELECT id FROM paper_accounts WHERE status = 'SUBMITTED'")}
         ids.update(
             r["account_id"]
-            for r in self.db.fetchall("SELECT DISTINCT account_id FROM paper_transfers WHERE " + _TRANSFER_DUE, (ts(now), ts(now)))
+            for r in self.db.fetchall(
+                "SELECT DISTINCT account_id FROM paper_transfers WHERE " + _TRANSFER_DUE, (ts(now), ts(now))
+            )
         )
         return ids
 

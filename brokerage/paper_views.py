@@ -114,7 +114,9 @@ def broker_position(symbol: str, held: Holding, last: LastPrice | None, set_asid
     )
 
 
-def activity_log(fills: Iterable[tuple[float, int, Activity]], transfers: Iterable[tuple[float, Activity]]) -> list[Activity]:
+def activity_log(
+    fills: Iterable[tuple[float, int, Activity]], transfers: Iterable[tuple[float, Activity]]
+) -> list[Activity]:
     """Newest first, in exactly the reverse of the order the ledger applied them (at one moment,
     transfers before fills, fills in sequence), so replaying the reversed list rebuilds the ledger.
     `fills` are (filled at, sequence, activity); `transfers` (moved at, activity) in creation order."""

@@ -9,6 +9,7 @@ carrying the SHA-256 of the exact body bytes. What a verified webhook says is `b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -98,7 +99,9 @@ class BankLinkBroker(Protocol):
     """The part of the Broker port linking a bank needs (any Broker has it)."""
 
     def get_account(self, account_id: str) -> BrokerAccount: ...
-    def create_ach_relationship_from_processor_token(self, account_id: str, processor_token: str) -> AchRelationship: ...
+    def create_ach_relationship_from_processor_token(
+        self, account_id: str, processor_token: str
+    ) -> AchRelationship: ...
 
 
 class PlaidLink:
@@ -179,7 +182,8 @@ class PlaidLink:
         request = ProcessorTokenCreateRequest(
             access_token=access_token, account_id=plaid_account_id, processor="alpaca"
         )
-        return self._call(self._api.processor_token_create, request)["processor_token"]
+        processor_token: str = self._call(self._api.processor_token_create, request)["processor_token"]
+        return processor_token
 
     def remove_item(self, access_token: str) -> None:
         self._call(self._api.item_remove, ItemRemoveRequest(access_token=access_token))

@@ -65,7 +65,8 @@ class BrokerPositionSource:
         """
         direct = getattr(self.broker, "holdings", None)
         if direct is not None:
-            return direct(account_id)
+            held: AccountHoldings | None = direct(account_id)
+            return held
         return holdings_from_activities(self.broker, self.clock, account_id)
 
 

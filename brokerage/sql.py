@@ -69,7 +69,7 @@ class Database:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def for_settings(cls, database_url: str | None, sqlite_path: Path) -> "Database":
+    def for_settings(cls, database_url: str | None, sqlite_path: Path) -> Database:
         return cls(database_url or f"sqlite:///{sqlite_path}")
 
     # -- connections -------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import msgspec
 from brokerage.errors import Conflict, InvalidRequest
 
 OnboardingStatus = Literal["submitted", "approved", "active", "rejected", "pending_closure", "closed"]
-ONBOARDING_STATUSES: frozenset[str] = frozenset(OnboardingStatus.__args__)  # type: ignore[attr-defined]
+ONBOARDING_STATUSES: frozenset[str] = frozenset(OnboardingStatus.__args__)  # type: ignore[attr-defined]  # a Literal alias's values, at runtime
 # What a stored account may say: ours, or the two earlier stages of Clera's `onboarding_status` enum
 # (a row of an existing Clera database, CLERA_SCHEMA=clera; see brokerage/clera_store.py).
 AccountStatus = OnboardingStatus | Literal["not_started", "in_progress"]
@@ -183,7 +183,7 @@ def check_status(status: str) -> OnboardingStatus:
             f"unknown onboarding status {status!r}; expected one of {sorted(ONBOARDING_STATUSES)}",
             code="invalid_status",
         )
-    return status  # type: ignore[return-value]
+    return status  # type: ignore[return-value]  # checked against the Literal's values just above
 
 
 def check_id(kind: str, value: object) -> str:

@@ -79,8 +79,11 @@ class SupabaseStore(store.CheckedStore):
     def _now(self) -> dt.datetime:
         return self._clock.now().astimezone(UTC)
 
-    def _run(self, build: Callable[[Client], Any]) -> Any:
-        """Executes one PostgREST request; every failure leaves as a typed brokerage error."""
+    def _run(self, build: Callable[..., Any]) -> Any:
+        """Executes one PostgREST request; every failure leaves as a typed brokerage error.
+
+        `build` is called with the client; it is typed loosely because the callers' lambdas bind loop
+        values as default arguments, which a `Callable[[Client], Any]` would not accept."""
         try:
             return build(self._client).execute()
         except APIError as error:
@@ -214,7 +217,9 @@ class SupabaseStore(store.CheckedStore):
             current = self.get_account(account_id)
             if current is None:
                 raise NotFound(f"account {account_id} is not known", code="account_not_found")
-            changes = {k: to_wire(v) for k, v in status_changes(current, status, confirmation_code, self._now()).items()}
+            changes = {
+                k: to_wire(v) for k, v in status_changes(current, status, confirmation_code, self._now()).items()
+            }
             updated = self._run(
                 lambda c, changes=changes, seen=current.status: (
                     c.table("user_accounts").update(changes).eq("account_id", account_id).eq("status", seen)

@@ -27,13 +27,15 @@ def is_trading_day(day: dt.date) -> bool:
 def next_trading_day(day: dt.date) -> dt.date:
     """The first trading day strictly after `day` (which need not be a trading day)."""
     session: pd.Timestamp = xnys().date_to_session(pd.Timestamp(day) + pd.Timedelta(days=1), direction="next")
-    return session.date()
+    next_day: dt.date = session.date()  # pandas is untyped here
+    return next_day
 
 
 def previous_trading_day(day: dt.date) -> dt.date:
     """The last trading day strictly before `day`."""
     session: pd.Timestamp = xnys().date_to_session(pd.Timestamp(day) - pd.Timedelta(days=1), direction="previous")
-    return session.date()
+    previous_day: dt.date = session.date()  # pandas is untyped here
+    return previous_day
 
 
 def trading_days(start: dt.date, end: dt.date) -> list[dt.date]:
@@ -57,7 +59,7 @@ def session_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
 
 def session_of(moment: dt.datetime) -> dt.date:
     """The trading day a moment belongs to: today's session if it is one, else the next one."""
-    day = moment.astimezone(dt.timezone.utc).date()
+    day = moment.astimezone(dt.UTC).date()
     if is_trading_day(day) and moment < session_bounds(day)[1]:
         return day
     return next_trading_day(day)

@@ -20,7 +20,7 @@ from typing import Protocol
 from engine import calendar
 from engine.config import Settings
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 class Clock(Protocol):

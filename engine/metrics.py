@@ -49,12 +49,20 @@ SNAPSHOTS_PUBLISHED = Metric(
     "clera_snapshots_published", Kind.COUNTER, "Snapshots written: live (published) or idle (stored only).", ("kind",)
 )
 OPEN_WEBSOCKETS = Metric("clera_open_websockets", Kind.GAUGE, "Portfolio WebSockets open on this gateway replica.")
-REDIS_ERRORS = Metric("clera_redis_errors", Kind.COUNTER, "Failed Redis operations, by the component that saw them.", ("component",))
+REDIS_ERRORS = Metric(
+    "clera_redis_errors", Kind.COUNTER, "Failed Redis operations, by the component that saw them.", ("component",)
+)
 FEED_RECONNECTS = Metric("clera_feed_reconnects", Kind.COUNTER, "Reconnections of the upstream market-data stream.")
-CHAT_TURNS = Metric("clera_chat_turns", Kind.COUNTER, "Chat turns answered, by route and outcome.", ("route", "outcome"))
+CHAT_TURNS = Metric(
+    "clera_chat_turns", Kind.COUNTER, "Chat turns answered, by route and outcome.", ("route", "outcome")
+)
 CHAT_LATENCY_MS = Metric("clera_chat_turn_ms", Kind.HISTOGRAM, "Duration of a chat turn, ms.", ("route",), LATENCY_MS)
-ORDERS = Metric("clera_orders", Kind.COUNTER, "Orders placed or rejected, by path and reason.", ("outcome", "path", "reason"))
-CLOSURES = Metric("clera_closures", Kind.GAUGE, "Unfinished account closures the orchestrator drives, by step.", ("step",))
+ORDERS = Metric(
+    "clera_orders", Kind.COUNTER, "Orders placed or rejected, by path and reason.", ("outcome", "path", "reason")
+)
+CLOSURES = Metric(
+    "clera_closures", Kind.GAUGE, "Unfinished account closures the orchestrator drives, by step.", ("step",)
+)
 
 ALL: tuple[Metric, ...] = (
     TICKS_INGESTED, TICKS_REJECTED, BATCH_SIZE, TICK_TO_PUBLISH_MS, SNAPSHOTS_PUBLISHED, OPEN_WEBSOCKETS,

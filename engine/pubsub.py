@@ -17,6 +17,7 @@ import logging
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Collection, Iterable
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -46,8 +47,8 @@ def connect(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
 
 
-async def _run_chunked(client: aioredis.Redis, commands: list[tuple]) -> list:
-    results: list = []
+async def _run_chunked(client: aioredis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    results: list[Any] = []
     for start in range(0, len(commands), PIPELINE_CHUNK):
         pipe = client.pipeline(transaction=False)
         for name, *args in commands[start : start + PIPELINE_CHUNK]:
@@ -114,10 +115,12 @@ async def register_interest(client: aioredis.Redis, account_ids: Collection[str]
 
 
 # --- readers -------------------------------------------------------------------------------
-async def _read_json(client: aioredis.Redis, keys: dict[str, str], decoder: msgspec.json.Decoder) -> dict:
+async def _read_json(
+    client: aioredis.Redis, keys: dict[str, str], decoder: msgspec.json.Decoder[Any]
+) -> dict[str, Any]:
     """{name: decoded value of keys[name]} in chunked MGETs; a missing or unreadable value is left out."""
     names = list(keys)
-    out: dict = {}
+    out: dict[str, Any] = {}
     for start in range(0, len(names), PIPELINE_CHUNK):
         chunk = names[start : start + PIPELINE_CHUNK]
         for name, raw in zip(chunk, await client.mget([keys[n] for n in chunk]), strict=True):
@@ -255,7 +258,7 @@ class PortfolioSubscriber:
         self._pubsub: aioredis.client.PubSub | None = None
         self._listeners: dict[str, set[Listener]] = {}
         self._lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._control = f"clera:subscriber:{uuid.uuid4().hex}"
 
     @property

@@ -320,7 +320,9 @@ class PortfolioCore:
         _keep(self.stats.arrival_lag_ms, (time.time() - batch.ingest_ts) * 1000)
         accepted = 0
         for c in batch.columns:
-            rejected = self.book.apply_columns(c.symbols, c.price, c.prev_close, c.ts, c.session, c.source, batch.ingest_ts)
+            rejected = self.book.apply_columns(
+                c.symbols, c.price, c.prev_close, c.ts, c.session, c.source, batch.ingest_ts
+            )
             accepted += len(c.symbols) - rejected
         return accepted
 
@@ -367,7 +369,8 @@ class PortfolioCore:
         blind = self.book.unpriced(indices)
         if blind.any():
             self.coalescer.mark(indices[blind], size, now)
-        return indices[~blind]
+        priced: np.ndarray = indices[~blind]
+        return priced
 
 
 LATENCY_SAMPLE = 16  # snapshots per publish step whose tick-to-publish time goes to the histogram

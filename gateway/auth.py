@@ -19,7 +19,8 @@ SERVICE_CALLER = "service"
 
 
 def services_of(conn: HTTPConnection) -> Services:
-    return conn.app.state.services
+    services: Services = conn.app.state.services  # Starlette's app state is untyped
+    return services
 
 
 def require_api_key(conn: HTTPConnection) -> None:

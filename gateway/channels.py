@@ -58,7 +58,8 @@ class ChannelReader:
             return
         if self._writer is None or self._writer.is_closing():
             raise RedisConnectionError("pub/sub connection is closed")
-        self._writer.write(hiredis.pack_command((command, *names)))
+        # hiredis's stub types the command as a one-element tuple; it takes any number of arguments
+        self._writer.write(hiredis.pack_command((command, *names)))  # type: ignore[arg-type]
 
     async def read(self) -> list[tuple[bytes, bytes]]:
         """Waits for data; raises redis's ConnectionError when the server closed the connection."""

@@ -56,7 +56,7 @@ def _application(label: str) -> AccountApplication:
             is_control_person=False, is_affiliated_exchange_or_finra=False, is_politically_exposed=False,
             immediate_family_exposed=False,
         ),
-        agreements=[Agreement(agreement="customer_agreement", signed_at=dt.datetime.now(dt.timezone.utc),
+        agreements=[Agreement(agreement="customer_agreement", signed_at=dt.datetime.now(dt.UTC),
                               ip_address="127.0.0.1")],
     )
 

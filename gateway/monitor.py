@@ -39,11 +39,11 @@ class HealthMonitor:
         try:
             await asyncio.wait_for(self._services.redis.client().ping(), timeout=self._interval_s)
             self.redis_ok = True
-        except Exception:  # any failure means "not reachable" for the health answer
+        except Exception:  # noqa: BLE001 - any failure means "not reachable" for the health answer
             self.redis_ok = False
         try:
             self.engine = await asyncio.wait_for(self._services.engine.refresh(), timeout=self._interval_s)
-        except Exception as exc:  # an engine that cannot answer is reported down, not raised
+        except Exception as exc:  # noqa: BLE001 - an engine that cannot answer is reported down, not raised
             self.engine = EngineState(state="down", checked_at=time.time(), detail={"error": type(exc).__name__})
 
     async def _run(self) -> None:

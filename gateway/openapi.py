@@ -132,7 +132,7 @@ def build_openapi(routes: Sequence[BaseRoute], *, title: str, version: str) -> d
             types.extend(t for t in (route.body_type, route.response_type) if t is not None)
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
     schemas, components = _decimals_as_read(list(schemas)), _decimals_as_read(components)
-    schema_of = {id(t): s for t, s in zip(types, schemas)}
+    schema_of = {id(t): s for t, s in zip(types, schemas, strict=True)}
 
     paths: dict[str, dict[str, Any]] = {}
     for path, route in flat:
@@ -153,7 +153,7 @@ def build_openapi(routes: Sequence[BaseRoute], *, title: str, version: str) -> d
             continue
         if isinstance(route, SocketCompanion):
             continue
-        for method in sorted((route.methods or set()) - {"HEAD"}):
+        for method in sorted((route.methods or set()) - {"HEAD"}):  # type: ignore[attr-defined]  # a Route by now
             op: dict[str, Any] = {"parameters": params, "responses": {}}
             if isinstance(route, ApiRoute):
                 op["summary"] = route.summary

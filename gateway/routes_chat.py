@@ -117,7 +117,7 @@ def _error_event(exc: Exception) -> ChatEvent:
     elif isinstance(exc, AuthError):
         body = ErrorBody(code=exc.code, message=exc.message)
     else:
-        log.exception("chat stream failed")
+        log.error("chat stream failed", exc_info=exc)
         body = ErrorBody(code="internal_error", message="the turn failed; nothing was placed")
     return ChatEvent(event="error", data={"error": body})
 
@@ -135,7 +135,7 @@ async def stream(request: Request) -> Response:
         try:
             async for event in events:
                 yield sse(event)
-        except Exception as exc:  # the status line is sent: the failure becomes the stream's last event
+        except Exception as exc:  # noqa: BLE001 - the status line is sent: the failure becomes the stream's last event
             outcome = "error"
             yield sse(_error_event(exc))
         finally:

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import re
 import time
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
@@ -114,7 +115,7 @@ async def ws_health(request: Request) -> Response:
             service=SEED_WS_SERVICE,
             websocket_host=settings.host,
             websocket_port=str(settings.socket_port),
-            timestamp=dt.datetime.now(dt.timezone.utc).isoformat(),
+            timestamp=dt.datetime.now(dt.UTC).isoformat(),
         )
     )
 
@@ -153,7 +154,12 @@ async def company(request: Request) -> Response:
     require_caller(request)
     ticker = request.path_params["ticker"]
     if not _TICKER.match(ticker):
-        raise ApiError(422, "invalid_request", "ticker must be a letter, then up to 11 letters, digits, '.' or '-'", {"ticker": ticker})
+        raise ApiError(
+            422,
+            "invalid_request",
+            "ticker must be a letter, then up to 11 letters, digits, '.' or '-'",
+            {"ticker": ticker},
+        )
     symbol = ticker.upper()
     services = services_of(request)
     found = await asyncio.to_thread(services.company.lookup, symbol)
@@ -192,25 +198,42 @@ async def company(request: Request) -> Response:
 
 
 def routes(_: object) -> list[BaseRoute]:
-    health_doc = {"auth": "none", "response": HealthResponse, "tags": ["health"]}
+    health_doc: dict[str, Any] = {"auth": "none", "response": HealthResponse, "tags": ["health"]}
     return [
         ApiRoute("/api/health", health, summary="Gateway health (cheap, no external calls)", **health_doc),
         ApiRoute("/health", health, summary="Gateway health (alias)", **health_doc),
         ApiRoute(
-            "/ws/health", ws_health, summary="Gateway health in the seed's WebSocket shape (for WebSocket load balancers)",
-            auth="none", response=WsHealthResponse, tags=["health"],
+            "/ws/health",
+            ws_health,
+            summary="Gateway health in the seed's WebSocket shape (for WebSocket load balancers)",
+            auth="none",
+            response=WsHealthResponse,
+            tags=["health"],
         ),
         ApiRoute(
-            "/api/portfolio/{account_id}", portfolio, summary="Latest portfolio snapshot",
-            auth="owner", response=PortfolioSnapshot, tags=["portfolio"],
+            "/api/portfolio/{account_id}",
+            portfolio,
+            summary="Latest portfolio snapshot",
+            auth="owner",
+            response=PortfolioSnapshot,
+            tags=["portfolio"],
         ),
         ApiRoute(
-            "/api/portfolio/{account_id}/positions", positions, summary="Positions of the latest snapshot",
-            auth="owner", response=PositionsResponse, tags=["portfolio"],
+            "/api/portfolio/{account_id}/positions",
+            positions,
+            summary="Positions of the latest snapshot",
+            auth="owner",
+            response=PositionsResponse,
+            tags=["portfolio"],
         ),
         ApiRoute(
-            "/api/company/{ticker}", company, summary="Company profile with the latest price and its source",
-            auth="caller", response=CompanyResponse, errors=(404, 422, 503), tags=["company"],
+            "/api/company/{ticker}",
+            company,
+            summary="Company profile with the latest price and its source",
+            auth="caller",
+            response=CompanyResponse,
+            errors=(404, 422, 503),
+            tags=["company"],
             path_schemas={"ticker": {"type": "string", "pattern": TICKER_PATTERN}},
         ),
     ]

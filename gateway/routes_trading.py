@@ -29,9 +29,9 @@ from engine.types import LastPrice
 from gateway.auth import check_owner, services_of
 from gateway.body import json_response, parse_body
 from gateway.brokerage_access import Id, acting_user, broker_of, owned_account
-from gateway.services import AsyncBroker
 from gateway.errors import ApiError
 from gateway.openapi import ApiRoute
+from gateway.services import AsyncBroker
 
 log = logging.getLogger("clera.gateway.trading")
 

@@ -39,7 +39,7 @@ from gateway import routes_chat, routes_core
 from gateway.app import default_providers
 from gateway.services import Services
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 # Mon 2012-06-11 and Tue 2012-06-12 are trading days; 15:00 UTC is 11:00 in New York, market open.
 MONDAY = dt.datetime(2012, 6, 11, 15, 0, tzinfo=UTC)
 TUESDAY = dt.datetime(2012, 6, 12, 15, 0, tzinfo=UTC)
@@ -75,7 +75,9 @@ class AgentWorld:
     def headers(self, user: str) -> dict[str, str]:
         return {"X-API-Key": API_KEY, "Authorization": f"Bearer {token(user)}"}
 
-    async def chat(self, user: str, message: str, thread: str | None = None, account: str | None = None) -> httpx.Response:
+    async def chat(
+        self, user: str, message: str, thread: str | None = None, account: str | None = None
+    ) -> httpx.Response:
         body: dict[str, Any] = {"message": message, "accountId": account or self.accounts[user]}
         if thread is not None:
             body["threadId"] = thread

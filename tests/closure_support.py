@@ -29,7 +29,7 @@ from brokerage.sql_store import SqlStore
 from engine.clock import ManualClock
 from engine.config import Settings, load_settings
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 USER = "user-ada"
 PRICES = {"AAPL": 200.0, "MSFT": 400.0}
 BUYS = {"AAPL": "100", "MSFT": "50"}  # $40,000 of the $120,000 balance

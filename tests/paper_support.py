@@ -18,7 +18,7 @@ from engine.clock import ManualClock
 from engine.config import load_settings
 from engine.types import LastPrice
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 # Mon 2025-01-13 .. Fri 2025-01-17 are trading days; Mon 2025-01-20 is Martin Luther King Jr. Day.
 MON_MORNING = dt.datetime(2025, 1, 13, 15, 0, tzinfo=UTC)  # 10:00 New York, market open
 TUE_MORNING = dt.datetime(2025, 1, 14, 15, 0, tzinfo=UTC)
@@ -68,7 +68,9 @@ def application(email: str = "ada@example.com", **identity: object) -> AccountAp
             "is_politically_exposed": False,
             "immediate_family_exposed": False,
         },
-        "agreements": [{"agreement": "customer_agreement", "signed_at": "2025-01-01T00:00:00Z", "ip_address": "127.0.0.1"}],
+        "agreements": [
+            {"agreement": "customer_agreement", "signed_at": "2025-01-01T00:00:00Z", "ip_address": "127.0.0.1"}
+        ],
     }
     return msgspec.convert(raw, AccountApplication)
 

@@ -17,7 +17,8 @@ def test_published_routing_numbers_pass(number: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "number", ["123456789", "121000359", "12100035", "1210003580", "", "12100035a", "000000000", "١٢١٠٠٠٣٥٨", " 21000358"]
+    "number",
+    ["123456789", "121000359", "12100035", "1210003580", "", "12100035a", "000000000", "١٢١٠٠٠٣٥٨", " 21000358"],
 )
 def test_malformed_or_wrong_numbers_fail(number: str) -> None:
     assert not is_valid_routing_number(number)

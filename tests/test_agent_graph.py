@@ -58,7 +58,7 @@ def scripted(*replies: AIMessage) -> GenericFakeChatModel:
     """Replies in order, whatever it is asked; `bind_tools` is ignored as a scripted model would."""
 
     class Scripted(GenericFakeChatModel):
-        def bind_tools(self, tools, **kwargs):  # type: ignore[no-untyped-def, override]
+        def bind_tools(self, tools, **kwargs):
             return self
 
     return Scripted(messages=iter(replies))
@@ -114,17 +114,19 @@ async def test_two_orders_in_one_message_show_only_the_first(tmp_path: Path, red
 class Failing(GenericFakeChatModel):
     """Scripted replies, then the error a model server that went away raises."""
 
-    def bind_tools(self, tools, **kwargs):  # type: ignore[no-untyped-def, override]
+    def bind_tools(self, tools, **kwargs):
         return self
 
-    def _generate(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+    def _generate(self, *args, **kwargs):
         try:
             return super()._generate(*args, **kwargs)
         except StopIteration:
             raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9/v1")) from None
 
 
-async def test_a_model_that_fails_is_a_503_and_a_stream_ends_with_an_error_event(tmp_path: Path, redis_url: str) -> None:
+async def test_a_model_that_fails_is_a_503_and_a_stream_ends_with_an_error_event(
+    tmp_path: Path, redis_url: str
+) -> None:
     model = Failing(disable_streaming=True, messages=iter([
         _call("route", {"agents": ["financial_analyst"]}),
         _call("get_quote", {"symbol": "AAPL"}),
@@ -134,7 +136,7 @@ async def test_a_model_that_fails_is_a_503_and_a_stream_ends_with_an_error_event
         async with w.http.stream("POST", "/api/chat/stream", json=body, headers=w.headers(ALICE)) as response:
             text = (await response.aread()).decode()
         assert response.status_code == 200
-        blocks = [b for b in text.strip().split("\n\n")]
+        blocks = text.strip().split("\n\n")
         assert blocks[0].startswith("event: step") and blocks[-1].startswith("event: error")
         error = json.loads(blocks[-1].split("data: ", 1)[1])["error"]
         assert error["code"] == "model_unavailable" and set(error) == {"code", "message", "details"}

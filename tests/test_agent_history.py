@@ -4,6 +4,7 @@ bars through the real alpaca-py client against the local stand-in (paging, error
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterator
 from http import HTTPStatus
 
@@ -32,7 +33,7 @@ def test_offline_closes_are_the_shipped_adjusted_closes() -> None:
 
 def test_offline_closes_across_a_split_have_no_jump() -> None:
     closes = OfflineHistory().closes("AAPL", D(2000, 6, 19), D(2000, 6, 23))  # 2:1 split on 2000-06-21
-    assert all(0.8 < b / a < 1.2 for (_, a), (_, b) in zip(closes, closes[1:]))
+    assert all(0.8 < b / a < 1.2 for (_, a), (_, b) in itertools.pairwise(closes))
 
 
 def test_offline_unknown_symbol_and_empty_range() -> None:

@@ -28,7 +28,7 @@ def shipped(symbol: str, start: dt.date = START, end: dt.date = END) -> list[tup
 
 
 def frame(symbol: str, start: dt.date = START, end: dt.date = END) -> pd.Series:
-    days, closes = zip(*shipped(symbol, start, end))
+    days, closes = zip(*shipped(symbol, start, end), strict=True)
     return pd.Series(closes, index=pd.DatetimeIndex(days))
 
 
@@ -116,8 +116,8 @@ def test_hand_checked_small_series() -> None:
 
 def test_beta_by_hand() -> None:
     days = [D(2020, 1, d) for d in range(1, 5)]
-    market = list(zip(days, [100.0, 110.0, 99.0, 108.9]))  # returns .1 -.1 .1
-    asset = list(zip(days, [50.0, 60.0, 48.0, 57.6]))  # returns .2 -.2 .2: twice the market
+    market = list(zip(days, [100.0, 110.0, 99.0, 108.9], strict=True))  # returns .1 -.1 .1
+    asset = list(zip(days, [50.0, 60.0, 48.0, 57.6], strict=True))  # returns .2 -.2 .2: twice the market
     assert metrics.beta(asset, market) == pytest.approx(2.0)
     assert metrics.beta(market, asset) == pytest.approx(0.5)
 

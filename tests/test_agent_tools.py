@@ -31,8 +31,8 @@ from agent_support import (
 )
 from paper_support import open_account
 
-import agents.tools.analyst  # noqa: F401  (importing the modules registers the tools)
-import agents.tools.portfolio  # noqa: F401
+import agents.tools.analyst
+import agents.tools.portfolio
 import agents.tools.trade  # noqa: F401
 from agents.deps import AgentDeps
 from agents.tools.registry import REGISTRY
@@ -220,7 +220,7 @@ def test_company_profile_is_the_stored_profile(world: World) -> None:
     assert missing["symbol"] == "ZZZZ" and "no company profile" in missing["error"]
 
 
-@pytest.mark.parametrize("asked, symbol", [(s, s) for s in SYMBOLS] + [("Apple", "AAPL"), ("microsoft", "MSFT")])
+@pytest.mark.parametrize(("asked", "symbol"), [(s, s) for s in SYMBOLS] + [("Apple", "AAPL"), ("microsoft", "MSFT")])
 def test_get_quote_is_the_real_close_and_previous_close(world: World, asked: str, symbol: str) -> None:
     bars = DATA.daily_bars(symbol)
     i = next(k for k, b in enumerate(bars) if b.day == PRICE_DAY)
@@ -290,7 +290,7 @@ def test_stock_performance_of_apple_since_march_2011(world: World) -> None:
 
 
 @pytest.mark.parametrize(
-    "symbol, args, start, end",
+    ("symbol", "args", "start", "end"),
     [
         ("AAPL", {"period": "ytd"}, dt.date(2012, 1, 1), TODAY),
         ("MSFT", {"period": "6m"}, months_back(TODAY, 6), TODAY),
@@ -299,7 +299,12 @@ def test_stock_performance_of_apple_since_march_2011(world: World) -> None:
         ("AAPL", {"period": "30d"}, TODAY - dt.timedelta(days=30), TODAY),
         ("MSFT", {"start_date": "2011-01-01", "end_date": "2011-12-31"}, dt.date(2011, 1, 1), dt.date(2011, 12, 31)),
         ("FB", {"period": "1y"}, months_back(TODAY, 12), TODAY),  # listed 2012-05-18: starts there
-        ("Apple", {"end_date": "2030-01-01", "start_date": "2012-03-01"}, dt.date(2012, 3, 1), TODAY),  # end cut to today
+        (
+            "Apple",
+            {"end_date": "2030-01-01", "start_date": "2012-03-01"},
+            dt.date(2012, 3, 1),
+            TODAY,
+        ),  # end cut to today
     ],
 )
 def test_stock_performance_windows(world: World, symbol: str, args: dict[str, str], start: dt.date,
@@ -318,7 +323,7 @@ def test_stock_performance_windows(world: World, symbol: str, args: dict[str, st
 
 
 @pytest.mark.parametrize(
-    "args, words",
+    ("args", "words"),
     [
         ({"period": "6m", "start_date": "2012-01-01"}, "either period or start_date"),
         ({"period": "6q"}, "not understood"),
@@ -417,7 +422,7 @@ def test_diversification_figures_and_score(world: World) -> None:
 def test_diversification_score_grows_with_holdings(world: World) -> None:
     scores = []
     for n in range(1, 6):
-        account = world.open(f"n{n}@example.com", "10000", notional={s: "1000" for s in ALL_SYMBOLS[:n]})
+        account = world.open(f"n{n}@example.com", "10000", notional=dict.fromkeys(ALL_SYMBOLS[:n], "1000"))
         got = world.run("diversification", account)
         assert got["positions"] == n
         assert abs(float(got["hhi"]) - 1 / n) < 0.001  # $1000 each (fills rounded down to the share)
@@ -453,7 +458,7 @@ def expected_risk(qty: dict[str, Decimal], start: dt.date, end: dt.date, rf: flo
     }
 
 
-@pytest.mark.parametrize("period, start", [("", months_back(TODAY, 12)), ("ytd", dt.date(2012, 1, 1)),
+@pytest.mark.parametrize(("period", "start"), [("", months_back(TODAY, 12)), ("ytd", dt.date(2012, 1, 1)),
                                            ("6m", months_back(TODAY, 6)), ("2y", months_back(TODAY, 24))])
 def test_risk_metrics_of_the_holdings(world: World, period: str, start: dt.date) -> None:
     account = world.open("risk@example.com", "20000", qty={"AAPL": "10", "MSFT": "50", "IBM": "5"})
@@ -547,7 +552,7 @@ def expected_targets(values: dict[str, Decimal], cash: Decimal, target: str) -> 
             if not over:
                 w = {**fixed, **scaled}
                 break
-            fixed.update({s: limit for s in over})
+            fixed.update(dict.fromkeys(over, limit))
     return {s: investable * x for s, x in w.items()}, reserve
 
 
@@ -646,7 +651,7 @@ def test_account_activity_matches_the_ledger(world: World) -> None:
         assert [(r["date"], r["type"], r["symbol"], r["side"]) for r in got["activities"]] == [
             (a.date.isoformat(), a.activity_type, a.symbol, a.side) for a in expected
         ]
-        for row, a in zip(got["activities"], expected):
+        for row, a in zip(got["activities"], expected, strict=True):
             assert Decimal(row["net_amount"]) == a.net_amount
             assert (row["qty"] is None) == (a.qty is None) and (row["qty"] is None or Decimal(row["qty"]) == a.qty)
             assert (row["price"] is None) == (a.price is None)
@@ -684,7 +689,7 @@ def test_cash_available_matches_the_broker_account(world: World) -> None:
 
 # --- buy / sell pre-trade checks -----------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "tool, args, code",
+    ("tool", "args", "code"),
     [
         ("sell", {"symbol": "GOOG", "qty": "1"}, "no_position"),
         ("sell", {"symbol": "GOOG", "qty": "all"}, "no_position"),
@@ -732,7 +737,7 @@ def test_buying_power_boundary(world: World) -> None:
 
 
 @pytest.mark.parametrize(
-    "tool, args, symbol, notional",
+    ("tool", "args", "symbol", "notional"),
     [
         ("buy", {"symbol": "AAPL", "notional": "1000"}, "AAPL", "1000.00"),
         ("buy", {"symbol": "Microsoft", "notional": "$1,500"}, "MSFT", "1500.00"),
@@ -781,7 +786,7 @@ def test_the_registry_holds_every_tool_tested_here() -> None:
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_optional_arguments_default_to_an_empty_string(name: str) -> None:
-    schema = REGISTRY[name].schema.args_schema.model_json_schema()  # type: ignore[union-attr]
+    schema = REGISTRY[name].schema.args_schema.model_json_schema()
     required = set(schema.get("required", []))
     for arg, spec in schema.get("properties", {}).items():
         if arg not in required:
@@ -798,13 +803,13 @@ VALID_ARGS = {"symbol": "AAPL"}
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_none_or_wrong_types_come_back_as_errors(world: World, name: str) -> None:
     account = world.open("args@example.com", "5000", qty={"AAPL": "1"})
-    properties = REGISTRY[name].schema.args_schema.model_json_schema().get("properties", {})  # type: ignore[union-attr]
+    properties = REGISTRY[name].schema.args_schema.model_json_schema().get("properties", {})
     base = {arg: VALID_ARGS[arg] for arg in properties if arg in VALID_ARGS}
     if name in ("buy", "sell"):
         base["notional"] = "10"
     if name in EXPECTED_TOOLS:
         assert "error" not in REGISTRY[name].run(world.deps, account, base)  # the valid call works
-    required = set(REGISTRY[name].schema.args_schema.model_json_schema().get("required", []))  # type: ignore[union-attr]
+    required = set(REGISTRY[name].schema.args_schema.model_json_schema().get("required", []))
     for arg in properties:
         for bad in (5, 1.5, True, ["AAPL"], {"x": "y"}, *((None,) if arg in required else ())):
             got = REGISTRY[name].run(world.deps, account, {**base, arg: bad})

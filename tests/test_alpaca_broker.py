@@ -19,6 +19,7 @@ import requests
 from alpaca.broker.client import BrokerClient
 from alpaca.common.exceptions import APIError
 from pydantic import ValidationError
+from standins.alpaca_broker_api import NEW_YORK, AlpacaBrokerStandIn, Spec
 
 from brokerage.alpaca_broker import AlpacaBroker
 from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected, Unavailable
@@ -27,7 +28,6 @@ from brokerage.models import AccountApplication, BrokerAccount, ManualAchRequest
 from brokerage.store_factory import store_from_settings
 from engine.clock import ManualClock
 from engine.config import Settings, load_settings
-from standins.alpaca_broker_api import NEW_YORK, AlpacaBrokerStandIn, Spec
 
 KEY, SECRET = "PKTEST", "s3cret"
 BANK = ManualAchRequest(bank_account_type="CHECKING", bank_account_number="000123456789",
@@ -372,7 +372,7 @@ def test_unreachable_and_hung_upstream_are_unavailable() -> None:
 class _OddAlpaca(http.server.BaseHTTPRequestHandler):
     """An upstream that answers 200 with bodies alpaca-py cannot read."""
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server hook
+    def do_GET(self) -> None:
         body = b"<html>maintenance</html>" if "/positions" in self.path else b'[{"id": "a1", "account_id": "x"}]'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -90,7 +90,7 @@ async def test_alpaca_holdings_and_changes_reach_the_engine_at_the_scheduled_res
         ada, ada_bank = open_funded(broker, api, "ada@example.com", "1000.00")
         broker.submit_order(ada, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(3)))
         store.add_account("user-ada", ada, status="active")
-        stranger, _ = open_funded(broker, api, "stranger@example.com", "500.00")  # not ours: not in the store
+        _stranger, _ = open_funded(broker, api, "stranger@example.com", "500.00")  # not ours: not in the store
 
         with running_engine(settings, redis_url) as topo:
             await reaches(redis_url, ada, "700.00", {"AAPL": "3"}, feed, "Alpaca's holdings in portfolio:last")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine, unique
 
 from engine import pubsub
 from engine.realtime import SymbolCore, encode_columns
 from engine.types import Tick
-from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine, unique
 
 ACCOUNT = {
     "account_id": unique("bad-a"),
@@ -28,7 +28,9 @@ def test_symbol_core_counts_each_kind_of_bad_input() -> None:
     core = SymbolCore()
     core.set_holder(0, ["AAPL"])
     assert core.route(b"\x93\x01") == {} and core.route(None) == {}
-    out = core.route(encode_columns(_bad_ticks("2012-06-01") + [Tick("NOPE", 1.0, 1.0, 1.0, "2012-06-01", "replay")], 1.0))
+    out = core.route(
+        encode_columns([*_bad_ticks("2012-06-01"), Tick("NOPE", 1.0, 1.0, 1.0, "2012-06-01", "replay")], 1.0)
+    )
     assert out == {}
     assert (core.stats.bad_frames, core.stats.rejected, core.stats.unrouted) == (2, 3, 1)
     assert core.take_prices() == []  # nothing bad reached price:{SYMBOL}

@@ -1,8 +1,8 @@
 """The paper ledger and the realtime engine on the same replayed clock, with nobody reading accounts.
 
 Two things no request triggers: a deposit landing when the replayed market opens (PositionSync's
-ledger stepper wakes at that moment, the ledger announces the account, the shard reloads it), and a first buy of a symbol
-nobody held yet (it fills because pinned symbols keep `price:{SYMBOL}` written).
+ledger stepper wakes at that moment, the ledger announces the account, the shard reloads it), and a first buy of a
+symbol nobody held yet (it fills because pinned symbols keep `price:{SYMBOL}` written).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from paper_support import open_account
 from realtime_support import engine_settings, eventually, running_engine
 
 from brokerage.models import OrderRequest
-from brokerage.paper_rules import next_open_after
 from brokerage.paper import PaperBroker
+from brokerage.paper_rules import next_open_after
 from brokerage.positions import HoldingsNotifier
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
@@ -29,7 +29,7 @@ from engine.clock import ManualClock, clock_from_settings
 from engine.subscriptions import shard_of
 from engine.types import LastPrice
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 # The replayed world starts on Tue 2012-06-05; each replayed day lasts SESSION_S seconds of wall time.
 SESSION_S = 30
 
@@ -128,7 +128,9 @@ async def test_a_first_buy_of_a_pinned_symbol_fills_and_shows_live(tmp_path: Pat
 
 
 @pytest.mark.usefixtures("ray_session")
-async def test_a_change_nobody_announced_while_the_listener_was_down_is_picked_up(tmp_path: Path, redis_url: str) -> None:
+async def test_a_change_nobody_announced_while_the_listener_was_down_is_picked_up(
+    tmp_path: Path, redis_url: str
+) -> None:
     """PositionSync reloads everything whenever it resubscribes, not only at its first start."""
     settings = engine_settings(redis_url, tmp_path, [], CLERA_POSITIONS="broker", CLERA_REPLAY_START="2012-06-05")
     quiet = PaperBroker(Database.for_settings(None, settings.sqlite_path),

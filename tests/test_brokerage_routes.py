@@ -157,7 +157,7 @@ async def test_open_link_fund_trade_and_withdraw(tmp_path: Path, redis_url: str)
 
         account = await w.ok("GET", f"/api/account/{account_id}")
         assert account["status"] == "ACTIVE" and account["cash"] == "0.00"
-        assert w.store.get_account(account_id).status == "active"  # type: ignore[union-attr]
+        assert w.store.get_account(account_id).status == "active"
 
         # the owner's name comes from the account's identity, whatever the body says
         manual = await w.ok("POST", "/create-ach-relationship-manual", ALICE,
@@ -392,7 +392,9 @@ async def test_invalid_bank_details_are_422_and_nothing_is_linked(tmp_path: Path
         account_id = await w.open_account()
         path = "/create-ach-relationship-manual"
         for routing in ("123456789", "121000359", "000000000"):
-            response = await w.call("POST", path, ALICE, {"accountId": account_id, **BANK, "bankRoutingNumber": routing})
+            response = await w.call(
+                "POST", path, ALICE, {"accountId": account_id, **BANK, "bankRoutingNumber": routing}
+            )
             assert assert_error(response, 422, "invalid_routing_number")["details"] == {"field": "bankRoutingNumber"}
         for change in ({"bankRoutingNumber": "12100035"}, {"bankRoutingNumber": "12100035x"},
                        {"bankRoutingNumber": 121000358}, {"bankAccountNumber": "12"},
@@ -433,7 +435,9 @@ async def test_bad_trades_are_refused_and_nothing_moves(tmp_path: Path, redis_ur
         for body, code in refused:
             assert_error(await w.call("POST", "/api/trade", ALICE, body), 422, code)
         assert_error(await w.call("POST", "/api/trade", raw=b'{"accountId": '), 400, "bad_request")
-        assert_error(await w.call("POST", "/api/trade", ALICE, {**base, "accountId": "acct-nope", "qty": 1}), 403, "forbidden")
+        assert_error(
+            await w.call("POST", "/api/trade", ALICE, {**base, "accountId": "acct-nope", "qty": 1}), 403, "forbidden"
+        )
         assert_error(await w.call("GET", f"/api/portfolio/{account_id}/orders", params={"status": "sideways"}), 422)
         assert await w.ledger(account_id) == before
 
@@ -486,7 +490,9 @@ async def test_pre_trade_rules_are_the_routes_and_refusals_leave_the_ledger_alon
         assert (await w.ledger(account_id))["positions"] == []
 
 
-async def test_someone_elses_account_and_an_unknown_one_are_the_same_403_everywhere(tmp_path: Path, redis_url: str) -> None:
+async def test_someone_elses_account_and_an_unknown_one_are_the_same_403_everywhere(
+    tmp_path: Path, redis_url: str
+) -> None:
     async with world(tmp_path, redis_url) as w:
         account_id, rel_id = await w.funded("300")
         set_price(w.redis_url, "AAPL", 10.0)

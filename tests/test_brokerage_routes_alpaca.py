@@ -69,13 +69,13 @@ async def test_alpaca_account_bank_transfer_and_trade_through_the_routes(tmp_pat
         created = await w.ok("POST", "/create-alpaca-account", {"userId": ALICE, "alpacaData": app})
         account_id = created["id"]
         assert created["status"] == "SUBMITTED" and w.store.owner_of(account_id) == ALICE
-        assert w.store.get_account(account_id).account_number == created["account_number"]  # type: ignore[union-attr]
+        assert w.store.get_account(account_id).account_number == created["account_number"]
         taken = await w.call("POST", "/create-alpaca-account", {"alpacaData": app}, BOB)
         assert taken.status_code == 409 and taken.json()["error"]["code"] == "email_in_use"
 
         account = await w.ok("GET", f"/api/account/{account_id}")
         assert account["status"] == "ACTIVE" and Decimal(account["cash"]) == 0
-        assert w.store.get_account(account_id).status == "active"  # type: ignore[union-attr]
+        assert w.store.get_account(account_id).status == "active"
 
         rel = await w.ok("POST", "/create-ach-relationship-manual", {"accountId": account_id, **BANK})
         assert set(rel) == {"id", "status", "created_at"}

@@ -36,7 +36,7 @@ from engine.clock import ManualClock, clock_from_settings
 from gateway import routes_brokerage, ws
 from gateway.services import Services
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ALICE = "user-alice"
 # The ledger is set up on the two trading days before the replayed world begins (Tue 2012-06-05).
 FRI, MON = dt.datetime(2012, 6, 1, 15, 0, tzinfo=UTC), dt.datetime(2012, 6, 4, 15, 0, tzinfo=UTC)

@@ -40,7 +40,7 @@ async def test_a_quote_is_answered_by_the_analyst_from_the_price_in_redis(tmp_pa
         assert turn["agent"] == "financial_analyst"
         assert [s["tool"] for s in turn["steps"]] == ["get_quote"]
         step = turn["steps"][0]
-        close, prev = real_close("AAPL")
+        close, _prev = real_close("AAPL")
         assert step["agent"] == "financial_analyst" and step["args"] == {"symbol": "AAPL"}
         assert Decimal(step["result"]["price"]) == Decimal(repr(close)).quantize(Decimal("0.0001"))
         assert step["result"]["source"] == "replay"
@@ -237,8 +237,12 @@ async def test_bad_input_gets_the_error_shape(tmp_path: Path, redis_url: str) ->
         body = {"threadId": turn["threadId"], "interruptId": turn["interrupt"]["id"]}
         assert_error(await w.http.post("/api/chat/resume", json={**body, "decision": "yes"}, headers=h), 422)
         assert_error(await w.http.post("/api/chat/resume", json={**body, "decision": "edit"}, headers=h), 422)
-        assert_error(await w.http.post("/api/chat/resume", json={**body, "decision": "edit",
-                                                                   "edit": {"notional": "5", "qty": "1"}}, headers=h), 422)
+        assert_error(
+            await w.http.post(
+                "/api/chat/resume", json={**body, "decision": "edit", "edit": {"notional": "5", "qty": "1"}}, headers=h
+            ),
+            422,
+        )
         assert_error(await w.http.post("/api/chat/resume", json={**body, "decision": "edit",
                                                                    "edit": {"price": "5"}}, headers=h), 422)
         assert_error(await w.http.get("/api/chat/threads", headers=h), 422)
@@ -338,7 +342,9 @@ async def test_a_rebalance_is_carried_out_one_confirmed_order_at_a_time(tmp_path
         turn = await w.ok(await w.chat(ALICE, "execute the rebalance to equal weight", thread=plan["threadId"]))
         assert turn["agent"] == "trade_execution"
         assert turn["steps"][0]["tool"] == "rebalance_orders"
-        assert turn["steps"][0]["result"]["orders"] == [{k: t[k] for k in ("side", "symbol", "notional")} for t in trades]
+        assert turn["steps"][0]["result"]["orders"] == [
+            {k: t[k] for k in ("side", "symbol", "notional")} for t in trades
+        ]
         first = turn["interrupt"]["order"]
         assert (first["side"], first["symbol"], first["notional"]) == (trades[0]["side"], trades[0]["symbol"],
                                                                       trades[0]["notional"])
@@ -373,7 +379,7 @@ async def test_a_new_message_stops_a_rebalance_in_progress(tmp_path: Path, redis
 
 async def test_outside_market_hours_the_order_is_shown_and_placed_as_queued(tmp_path: Path, redis_url: str) -> None:
     async with agent_world(tmp_path, redis_url) as w:
-        w.clock.set(dt.datetime(2012, 6, 12, 23, 0, tzinfo=dt.timezone.utc))  # 19:00 in New York
+        w.clock.set(dt.datetime(2012, 6, 12, 23, 0, tzinfo=dt.UTC))  # 19:00 in New York
         turn = await w.ok(await w.chat(ALICE, "buy $100 of IBM"))
         assert turn["interrupt"]["order"]["market_open"] is False
         assert "queued for the next open" in turn["interrupt"]["message"]

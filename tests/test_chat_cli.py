@@ -28,7 +28,9 @@ async def test_clera_chat_shows_steps_and_places_only_what_is_confirmed(tmp_path
     async with agent_world(tmp_path, redis_url) as w:
         account = w.accounts[ALICE]
         before = len(w.broker.list_orders(account, "all"))
-        out = await run_chat(w.gateway.http, account, tmp_path, "buy $100 of Apple\ncancel\nbuy 1 share of IBM\nconfirm\n")
+        out = await run_chat(
+            w.gateway.http, account, tmp_path, "buy $100 of Apple\ncancel\nbuy 1 share of IBM\nconfirm\n"
+        )
         assert "trade_execution -> buy(symbol='AAPL', notional='100')" in out
         assert "confirmation needed" in out and "Canceled: no order was placed." in out
         assert "Order placed: buy 1 shares of IBM" in out

@@ -27,7 +27,7 @@ from engine.clock import ManualClock, clock_from_settings
 from gateway import routes_chat
 from gateway.services import Services
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.mark.usefixtures("ray_session")
@@ -50,7 +50,7 @@ async def test_a_confirmed_chat_order_reaches_the_live_portfolio(tmp_path: Path,
     broker = PaperBroker(db, clock, RedisPriceReader(redis_url), settings=settings, on_change=notifier)
     registry = ThreadRegistry(db)
     registry.migrate()
-    runner = AgentRunner(agent_deps(settings, broker, store, clock, redis_url), registry)  # type: ignore[arg-type]
+    runner = AgentRunner(agent_deps(settings, broker, store, clock, redis_url), registry)
     gateway = Gateway(Services.in_process(settings, redis_url, store, broker, chat=runner), free_port(),
                       [routes_chat.routes])
     headers = {"X-API-Key": API_KEY, "Authorization": f"Bearer {token(ALICE)}"}

@@ -64,7 +64,7 @@ async def clera_world(tmp_path: Path, redis_url: str, pg_url: str) -> AsyncItera
     await gateway.start()
     try:
         async with httpx.AsyncClient(base_url=gateway.http, timeout=30) as http:
-            yield World(gateway, http, clock, broker, store, redis_url)  # type: ignore[arg-type]
+            yield World(gateway, http, clock, broker, store, redis_url)
     finally:
         await gateway.stop()
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from conftest import free_port
+from gateway_support import ALICE, ALICE_ACCOUNT, make_settings, make_store, publish, running_gateway, snapshot, token
 from rich.console import Console
 
 import cli
@@ -22,7 +24,6 @@ from clera_cli.watch_view import portfolio_view
 from conftest import free_port
 from engine.auth import verify_jwt
 from engine.config import load_settings
-from gateway_support import ALICE, ALICE_ACCOUNT, make_settings, make_store, publish, running_gateway, snapshot, token
 
 
 @pytest.fixture
@@ -115,7 +116,7 @@ async def test_watch_latency_under_replay_is_within_a_second_of_the_truth(redis_
     """Under replay a snapshot's `as_of` is market time (2012): the watch measures its latency from the
     snapshot's wall-clock ingest time and shows `as_of` as the market time it is."""
     settings = make_settings(redis_url, tmp_path)
-    market = dt.datetime(2012, 6, 4, 14, 31, 5, tzinfo=dt.timezone.utc).timestamp()  # 10:31:05 in New York
+    market = dt.datetime(2012, 6, 4, 14, 31, 5, tzinfo=dt.UTC).timestamp()  # 10:31:05 in New York
     async with running_gateway(settings, make_store(tmp_path / "store.db"), free_port()) as gw:
         arrived: dict[str, Any] = {}
         done = asyncio.Event()

@@ -30,7 +30,7 @@ from brokerage.sql import Database
 from engine.clock import ManualClock
 
 CLERA = Path(sys.executable).parent / "clera"
-START = dt.datetime(2025, 7, 9, 14, 30, tzinfo=dt.timezone.utc)
+START = dt.datetime(2025, 7, 9, 14, 30, tzinfo=dt.UTC)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -49,8 +49,15 @@ class Seeded:
 def _record(account: str, user: str, step: str, started: dt.datetime, **more) -> ClosureRecord:
     more.setdefault("history", [HistoryEntry(step="initiated", at=started, message=f"closure of {account} initiated")])
     return ClosureRecord(
-        account_id=account, user_id=user, ach_relationship_id=f"rel-{account}", confirmation_code=f"CLA-{account.upper()}",
-        step=step, initiated_at=started, updated_at=started + dt.timedelta(days=1), email=f"{user}@example.com", **more,
+        account_id=account,
+        user_id=user,
+        ach_relationship_id=f"rel-{account}",
+        confirmation_code=f"CLA-{account.upper()}",
+        step=step,
+        initiated_at=started,
+        updated_at=started + dt.timedelta(days=1),
+        email=f"{user}@example.com",
+        **more,
     )
 
 
@@ -114,7 +121,9 @@ def seeded(tmp_path: Path) -> Seeded:
 
 
 def _env(data: Path, color: bool = False) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NO_COLOR", "FORCE_COLOR", "CLERA_SMTP_HOST")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NO_COLOR", "FORCE_COLOR", "CLERA_SMTP_HOST")
+    }
     env.update({"CLERA_DATA_DIR": str(data), "COLUMNS": "200", "PYTHONUNBUFFERED": "1"})
     if color:
         env.update({"FORCE_COLOR": "1", "TERM": "xterm-256color"})
@@ -174,7 +183,7 @@ def test_follow_prints_new_lines_until_interrupted(seeded: Seeded) -> None:
         env=_env(seeded.data), cwd=seeded.data.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     seen: list[str] = []
-    reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
     try:
         _wait_for(lambda: any("following acct-run" in line for line in seen), proc)
@@ -200,7 +209,9 @@ def test_follow_prints_new_lines_until_interrupted(seeded: Seeded) -> None:
 def _wait_for(condition, proc: subprocess.Popen[str], timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert proc.poll() is None, f"the monitor exited ({proc.returncode}): {proc.stderr.read() if proc.stderr else ''}"
+        assert proc.poll() is None, (
+            f"the monitor exited ({proc.returncode}): {proc.stderr.read() if proc.stderr else ''}"
+        )
         assert time.monotonic() < deadline, "timed out waiting for the monitor's output"
         time.sleep(0.05)
 
@@ -312,7 +323,9 @@ def test_a_store_without_closure_tables_falls_back(seeded: Seeded, tmp_path: Pat
     result = monitor(other, "--account", "acct-bad")
     assert result.returncode == 0, result.stderr
     assert "closure store not readable" in result.stdout and "WITHDRAW_ALL_FUNDS FAILED" in result.stdout
-    tables = Database.for_settings(None, other / "clera.db").fetchall("SELECT name FROM sqlite_master WHERE type='table'")
+    tables = Database.for_settings(None, other / "clera.db").fetchall(
+        "SELECT name FROM sqlite_master WHERE type='table'"
+    )
     assert {t["name"] for t in tables} == {"unrelated"}  # nothing migrated by the monitor
 
 

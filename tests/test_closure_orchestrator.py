@@ -40,7 +40,7 @@ from engine.clock import ManualClock, clock_from_settings
 from engine.config import Settings, load_settings
 from serve_app import RayClosureRunner
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SESSION_S = 3.0  # wall seconds per replayed trading day
 ALICE = "user-alice"
 LIMIT = Decimal("1000")  # the daily ACH limit: $3,000 leaves in three chunks on three banking days
@@ -166,7 +166,7 @@ async def test_a_killed_orchestrator_comes_back_and_finishes_without_repeating_a
             return False
         try:
             now = await asyncio.wait_for(handle.status.remote(), 5)
-        except (ray.exceptions.RayError, asyncio.TimeoutError):
+        except (TimeoutError, ray.exceptions.RayError):
             return False
         return now["started_at"] > first["started_at"]
 

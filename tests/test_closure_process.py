@@ -176,15 +176,15 @@ def test_repeated_and_concurrent_passes_never_sell_or_withdraw_twice(
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
 
-        def run(process: object) -> None:
+        def run(process: object, barrier: threading.Barrier, errors: list[BaseException]) -> None:
             barrier.wait()
             try:
                 for _ in range(3):
-                    process.advance(account_id)  # type: ignore[attr-defined]
+                    process.advance(account_id)
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
 
-        threads = [threading.Thread(target=run, args=(p,)) for p in (world.process, other.process) * 2]
+        threads = [threading.Thread(target=run, args=(p, barrier, errors)) for p in (world.process, other.process) * 2]
         for t in threads:
             t.start()
         for t in threads:
@@ -461,7 +461,7 @@ def test_the_closure_emails_reach_a_real_smtp_server(tmp_path: Path, redis_url: 
     received: list[email.message.EmailMessage] = []
 
     class Inbox:
-        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        async def handle_DATA(self, server, session, envelope):
             received.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
             return "250 OK"
 

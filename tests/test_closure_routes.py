@@ -54,7 +54,7 @@ from gateway.services import Services
 ALICE, BOB = "user-alice", "user-bob"
 PREFIXES = ("/account-closure", "/api/account-closure")
 CONFIRMED = {"confirm_liquidation": True, "confirm_irreversible": True}
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @contextlib.asynccontextmanager
@@ -74,8 +74,8 @@ async def closure_world(tmp_path: Path, redis_url: str, **env: str) -> AsyncIter
     try:
         async with httpx.AsyncClient(base_url=gateway.http, timeout=30) as http:
             w = World(gateway, http, clock, broker, store, redis_url)
-            w.records = records  # type: ignore[attr-defined]
-            w.outbox = tmp_path / "outbox"  # type: ignore[attr-defined]
+            w.records = records
+            w.outbox = tmp_path / "outbox"
             yield w
     finally:
         await gateway.stop()
@@ -97,7 +97,9 @@ def next_morning(clock: ManualClock) -> None:
     clock.set(dt.datetime.combine(day, dt.time(15, 0), UTC))
 
 
-async def holding(w: World, amount: str, buy: str | None, user: str = ALICE, email: str = "ada@example.com") -> tuple[str, str]:
+async def holding(
+    w: World, amount: str, buy: str | None, user: str = ALICE, email: str = "ada@example.com"
+) -> tuple[str, str]:
     """A funded account (Tuesday morning) that bought `buy` dollars of AAPL at $100."""
     account_id, rel_id = await w.funded(amount, user, email)
     if buy is not None:
@@ -112,7 +114,7 @@ async def closure_state(w: World, account_id: str, user: str = ALICE) -> dict[st
     """The ledger plus what the closure side keeps: a refused request leaves all of it as it was."""
     return {
         **await w.ledger(account_id, user),
-        "record": w.records.get(account_id),  # type: ignore[attr-defined]
+        "record": w.records.get(account_id),
         "store_status": w.store.get_account(account_id).status,
     }
 
@@ -187,7 +189,7 @@ async def test_the_whole_closure_day_by_day(tmp_path: Path, redis_url: str) -> N
         cash = w.broker.get_account(account_id).cash
         assert cash == Decimal("120000.00")
         assert w.store.get_account(account_id).status == "pending_closure"
-        assert len(list(w.outbox.glob("*.eml"))) == 1  # type: ignore[attr-defined]
+        assert len(list(w.outbox.glob("*.eml"))) == 1
 
         # the same closure, the same answers, under both prefixes
         first, second = [await w.ok("GET", f"{p}/progress/{account_id}") for p in PREFIXES]
@@ -249,7 +251,7 @@ async def test_the_whole_closure_day_by_day(tmp_path: Path, redis_url: str) -> N
         shaped(status, StatusResponse)
         assert (status["step"], status["account_status"], status["withdrawn"]) == ("completed", "closed", "120000.00")
         assert sorted(t["amount"] for t in status["transfers"]) == ["20000.00", "50000.00", "50000.00"]
-        assert len(list(w.outbox.glob("*.eml"))) == 2  # type: ignore[attr-defined]
+        assert len(list(w.outbox.glob("*.eml"))) == 2
         # a finished closure stays finished: resume again changes nothing
         await w.call("POST", f"/account-closure/resume/{account_id}", body={})
         assert len(outgoing(w, account_id)) == 3 and len(sells(w, account_id)) == 1
@@ -307,7 +309,7 @@ async def test_cancel_before_and_after_the_liquidation(tmp_path: Path, redis_url
         # of it: exactly what the process persisted at that moment (nothing was sold).
         cash_only, cash_rel = await holding(w, "300", None)
         now = w.clock.now()
-        w.records.save(ClosureRecord(  # type: ignore[attr-defined]
+        w.records.save(ClosureRecord(
             account_id=cash_only, user_id=ALICE, ach_relationship_id=cash_rel, confirmation_code="CLA-TEST0001",
             step="canceling_orders", initiated_at=now, updated_at=now, liquidation_requested_at=now,
             history=[HistoryEntry(step="initiated", at=now, message="closure initiated")],
@@ -366,7 +368,7 @@ async def test_without_a_closure_runner_the_routes_answer_503(tmp_path: Path, re
     await gateway.start()
     try:
         async with httpx.AsyncClient(base_url=gateway.http, timeout=30) as http:
-            w = World(gateway, http, ManualClock(MON_MORNING), None, store, redis_url)  # type: ignore[arg-type]
+            w = World(gateway, http, ManualClock(MON_MORNING), None, store, redis_url)
             assert_error(await w.call("GET", "/account-closure/progress/acct-1"), 503, "unavailable")
     finally:
         await gateway.stop()

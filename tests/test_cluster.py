@@ -20,23 +20,16 @@ from pathlib import Path
 import msgspec
 import pytest
 import ray
+from conftest import RAY_SECRETS, free_port, ray_secrets
+from gateway_support import ALICE, decode, make_settings, running_gateway, token
 from ray.cluster_utils import Cluster
 from ray.util.state import get_actor
-from websockets.asyncio.client import ClientConnection, connect
-
-from actors import placement
-from actors.closure_orchestrator import closure_process, get_orchestrator, start_orchestrator, stop_orchestrator
-from brokerage.sql import Database
-from brokerage.sql_store import SqlStore
-from conftest import RAY_SECRETS, free_port, ray_secrets
-from engine import pubsub
-from engine.subscriptions import shard_of
-from engine.types import PortfolioSnapshot
-from gateway_support import ALICE, decode, make_settings, running_gateway, token
 from realtime_support import assert_replay_values, engine_settings, eventually, replay_of, running_engine, unique
 from standins.alpaca_stream import AlpacaStreamStandIn
 from test_closure_orchestrator import (
     ALICE as CLOSURE_USER,
+)
+from test_closure_orchestrator import (
     SESSION_S,
     assert_closed_exactly_once,
     closure_settings,
@@ -44,13 +37,26 @@ from test_closure_orchestrator import (
     record,
 )
 from test_feed_alpaca import session_of
+from websockets.asyncio.client import ClientConnection, connect
+
+from actors import placement
+from actors.closure_orchestrator import closure_process, get_orchestrator, start_orchestrator, stop_orchestrator
+from brokerage.sql import Database
+from brokerage.sql_store import SqlStore
+from engine import pubsub
+from engine.subscriptions import shard_of
+from engine.types import PortfolioSnapshot
 
 pytestmark = pytest.mark.cluster
 
 HOLDINGS = [["AAPL", "IBM"], ["MSFT"], ["GOOG", "AAPL"], ["IBM", "MSFT"]]
 # enough accounts that every portfolio shard, on either worker, serves some
 ACCOUNTS = [
-    {"account_id": unique(f"c-{i}"), "cash": f"{250 * i}.25", "positions": [{"symbol": s, "qty": str(i + 2)} for s in syms]}
+    {
+        "account_id": unique(f"c-{i}"),
+        "cash": f"{250 * i}.25",
+        "positions": [{"symbol": s, "qty": str(i + 2)} for s in syms],
+    }
     for i, syms in enumerate(HOLDINGS * 4)
 ]
 WORKER_RESOURCES = {placement.REALTIME: 1, placement.AGENTS: 1}

@@ -36,7 +36,9 @@ def fmp_env(fmp: FmpStandin, **extra: str) -> dict[str, str]:
 async def test_live_profile_and_quote_then_the_cache(tmp_path: Path, redis_url: str, fmp: FmpStandin) -> None:
     settings = make_settings(redis_url, tmp_path, **fmp_env(fmp, CLERA_COMPANY_CACHE_TTL_S="0.3"))
     store = make_store(tmp_path / "store.db")
-    store.upsert_company_profiles([CompanyProfile(symbol="AAPL", company_name="Apple (stored)", source="pytickersymbols")])
+    store.upsert_company_profiles(
+        [CompanyProfile(symbol="AAPL", company_name="Apple (stored)", source="pytickersymbols")]
+    )
     async with running_gateway(settings, store, free_port()) as gw, httpx.AsyncClient(base_url=gw.http) as http:
         first = (await http.get("/api/company/aapl", headers=HEADERS)).json()
         assert (first["live"], first["stale"], first["error"]) == (True, False, None)

@@ -49,7 +49,11 @@ def test_aliases_resolve_to_the_same_company(store: SqlStore) -> None:
     for alias, target in SYMBOL_ALIASES.items():
         via_alias, direct = store.get_company_profile(alias), store.get_company_profile(target)
         assert via_alias is not None and direct is not None
-        assert (via_alias.company_name, via_alias.isin, via_alias.industry) == (direct.company_name, direct.isin, direct.industry)
+        assert (via_alias.company_name, via_alias.isin, via_alias.industry) == (
+            direct.company_name,
+            direct.isin,
+            direct.industry,
+        )
         assert via_alias.facts["alias_of"] == target and "alias_of" not in direct.facts
     # share classes listed in the US resolve to one company too
     goog, googl = store.get_company_profile("GOOG"), store.get_company_profile("GOOGL")
@@ -70,7 +74,7 @@ def test_loading_is_idempotent_and_never_overwrites_a_filled_table(store: SqlSto
     other.upsert_company_profiles([CompanyProfile(symbol="AAPL", company_name="Apple (from FMP)", source="fmp")])
     assert load_default_company_profiles(other) == 0
     assert other.count_company_profiles() == 1
-    assert other.get_company_profile("AAPL").company_name == "Apple (from FMP)"  # type: ignore[union-attr]
+    assert other.get_company_profile("AAPL").company_name == "Apple (from FMP)"
     other.db.close()
 
 

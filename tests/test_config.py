@@ -32,7 +32,10 @@ def test_defaults_are_the_embedded_ones() -> None:
         ({"CLERA_PORTFOLIO_SHARDS": "0"}, "CLERA_PORTFOLIO_SHARDS='0': Expected `int` >= 1"),
         ({"CLERA_FEED": "bloomberg"}, "CLERA_FEED='bloomberg'"),
         ({"CLERA_REPLAY_START": "2012-13-01"}, "CLERA_REPLAY_START='2012-13-01'"),
-        ({"CLERA_REPLAY_START": "2020-01-02"}, "CLERA_REPLAY_START='2020-01-02': the shipped prices cover 2000-03-01..2013-03-01"),
+        (
+            {"CLERA_REPLAY_START": "2020-01-02"},
+            "CLERA_REPLAY_START='2020-01-02': the shipped prices cover 2000-03-01..2013-03-01",
+        ),
         ({"CLERA_REPLAY_START": "1999-12-31"}, "CLERA_REPLAY_START='1999-12-31': the shipped prices cover"),
         ({"CLERA_ACH_DAILY_LIMIT": "lots"}, "CLERA_ACH_DAILY_LIMIT='lots'"),
         ({"CLERA_ACH_DAILY_LIMIT": "-5"}, "CLERA_ACH_DAILY_LIMIT must be > 0"),

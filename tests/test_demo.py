@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from paper_support import MON_MORNING, make_broker, set_price, sqlite_url
+
 from brokerage.prices import RedisPriceReader
 from brokerage.sql import Database
 from brokerage.sql_store import SqlStore
 from engine.clock import ManualClock
 from gateway import demo
-from paper_support import MON_MORNING, make_broker, set_price, sqlite_url
 
 TUE_MORNING = MON_MORNING + dt.timedelta(days=1)
 

@@ -59,7 +59,7 @@ class Run:
         return dates
 
 
-async def test_a_demo_restarted_twice_continues_its_world(tmp_path: Path, commands) -> None:
+async def test_a_demo_restarted_twice_continues_its_world(tmp_path: Path, commands) -> None:  # noqa: F811 - the fixture
     port, direct = _ports()
     data, marker = tmp_path / "data", uuid.uuid4().hex
     env = _environ(marker, CLERA_DATA_DIR=str(data), CLERA_PORT=str(port), CLERA_DIRECT_PORT=str(direct),
@@ -86,10 +86,12 @@ async def test_a_demo_restarted_twice_continues_its_world(tmp_path: Path, comman
             assert first["as_of"] >= reached, (restart, first["as_of"], reached)
             if restart == 0:  # the demo accounts fund (deposits clear at the next open) and buy, once
                 await _until(run.activity_dates, lambda dates: len(dates) == EXPECTED_ACTIVITIES, deadline_s=240)
-            later = await run.snapshot(lambda s: s["session"] > first["session"])  # a replayed day passes
+            later = await run.snapshot(lambda s: s["session"] > first["session"])  # noqa: B023 - a replayed day passes
             reached = max(later["as_of"], *await run.activity_dates())
             assert len(await run.activity_dates()) == EXPECTED_ACTIVITIES  # nothing funded or bought twice
             assert await served.ctrl_c() == 0
-            assert world.saved_moment(load_settings({"CLERA_DATA_DIR": str(data)}, env_file=None)).timestamp() >= reached
+            assert (
+                world.saved_moment(load_settings({"CLERA_DATA_DIR": str(data)}, env_file=None)).timestamp() >= reached
+            )
             await _nothing_left_behind(marker, tmp_path)
 

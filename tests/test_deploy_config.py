@@ -122,7 +122,9 @@ def test_commands_call_the_programs_where_the_set_up_installs_them(name: str) ->
 
 def test_readme_commands_on_the_nodes_use_paths_that_exist_there() -> None:
     """Every `ray exec FILE '...'` of the README and of the cluster files' own comments."""
-    texts = [(ROOT / "README.md").read_text()] + [(ROOT / name).read_text() for name in (*CLUSTER_FILES, "serve_config.yaml")]
+    texts = [(ROOT / "README.md").read_text()] + [
+        (ROOT / name).read_text() for name in (*CLUSTER_FILES, "serve_config.yaml")
+    ]
     remote = [found for text in texts for found in re.findall(r"ray exec \S+ '([^']+)'", text)]
     assert remote, "the README says how to deploy on a cluster"
     for command in remote:

@@ -55,7 +55,9 @@ class Collector:
 
 
 def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"clera" and auth_data.password == PASSWORD.encode()
+    ok = (
+        isinstance(auth_data, LoginPassword) and auth_data.login == b"clera" and auth_data.password == PASSWORD.encode()
+    )
     return AuthResult(success=ok, handled=False)
 
 
@@ -195,13 +197,13 @@ NASTY = '<script>alert("x")</script> & Co'
 
 
 def _record(**changes: Any) -> ClosureRecord:
-    at = dt.datetime(2025, 7, 9, 14, 30, tzinfo=dt.timezone.utc)
-    fields: dict[str, Any] = dict(
-        account_id="acct-0000-9f3c", user_id="user-1", ach_relationship_id="rel-1",
-        confirmation_code="CLA-7Q2K9X", initiated_at=at, updated_at=at + dt.timedelta(days=4),
-        email="ada@example.com", owner_name=f"Ada {NASTY}",
-        history=[HistoryEntry(step="initiated", at=at, message="started")],
-    )
+    at = dt.datetime(2025, 7, 9, 14, 30, tzinfo=dt.UTC)
+    fields: dict[str, Any] = {
+        "account_id": "acct-0000-9f3c", "user_id": "user-1", "ach_relationship_id": "rel-1",
+        "confirmation_code": "CLA-7Q2K9X", "initiated_at": at, "updated_at": at + dt.timedelta(days=4),
+        "email": "ada@example.com", "owner_name": f"Ada {NASTY}",
+        "history": [HistoryEntry(step="initiated", at=at, message="started")],
+    }
     fields.update(changes)
     return ClosureRecord(**fields)
 
@@ -228,8 +230,8 @@ def test_initiation_email_has_code_and_timeline() -> None:
 
 
 def test_completion_email_reports_the_withdrawn_total() -> None:
-    at = dt.datetime(2025, 7, 11, tzinfo=dt.timezone.utc)
-    record = _record(step="completed", completed_at=dt.datetime(2025, 7, 15, 9, tzinfo=dt.timezone.utc), transfers=[
+    at = dt.datetime(2025, 7, 11, tzinfo=dt.UTC)
+    record = _record(step="completed", completed_at=dt.datetime(2025, 7, 15, 9, tzinfo=dt.UTC), transfers=[
         ClosureTransfer(id="t1", amount=Decimal("50000"), status="COMPLETE", created_at=at),
         ClosureTransfer(id="t2", amount=Decimal("50000"), status="COMPLETE", created_at=at + dt.timedelta(days=1)),
         ClosureTransfer(id="t3", amount=Decimal("20000.5"), status="COMPLETE", created_at=at + dt.timedelta(days=2)),
@@ -275,7 +277,7 @@ def _tls_contexts(folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))

@@ -30,6 +30,9 @@ import psutil
 import pytest
 import redis
 import yaml
+from conftest import free_port
+from gateway_support import ALICE, API_KEY, JWT_SECRET, bearer, publish, snapshot, token
+from test_gateway_ws import next_of
 from websockets.asyncio.client import connect
 
 from brokerage.sql import Database
@@ -40,8 +43,6 @@ from conftest import free_port
 from engine.auth import mint_jwt, verify_jwt
 from engine.config import Settings
 from gateway import demo
-from gateway_support import ALICE, API_KEY, JWT_SECRET, bearer, publish, snapshot, token
-from test_gateway_ws import next_of
 
 pytestmark = [pytest.mark.own_ray, pytest.mark.timeout(900)]  # each starts and stops a whole Ray
 
@@ -258,7 +259,9 @@ async def test_serve_run_of_serve_config_starts_the_engine_and_refuses_without_r
     config["http_options"].update(host="127.0.0.1", port=port)
     (app,) = config["applications"]
     refused = copy.deepcopy(app)  # the same application where REDIS_URL is unset (empty means unset)
-    refused.update(name="clera-without-redis", route_prefix="/without-redis", runtime_env={"env_vars": {"REDIS_URL": ""}})
+    refused.update(
+        name="clera-without-redis", route_prefix="/without-redis", runtime_env={"env_vars": {"REDIS_URL": ""}}
+    )
     config["applications"].append(refused)
     (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config))
     # an account of this test alone in the shared store (pub/sub channels are shared by every Redis database)
@@ -390,8 +393,15 @@ async def test_a_full_run_shows_no_secret_and_stops_on_sigterm(tmp_path: Path, p
             assert bought.json()["symbol"] == "AAPL"
             turn = await ask("POST", "/api/chat", json={"message": "buy $20 of Apple", "accountId": accounts[0]})
             assert turn.status_code == 200 and turn.json()["interrupt"] is not None, turn.text
-            placed = await ask("POST", "/api/chat/resume", json={
-                "threadId": turn.json()["threadId"], "interruptId": turn.json()["interrupt"]["id"], "decision": "confirm"})
+            placed = await ask(
+                "POST",
+                "/api/chat/resume",
+                json={
+                    "threadId": turn.json()["threadId"],
+                    "interruptId": turn.json()["interrupt"]["id"],
+                    "decision": "confirm",
+                },
+            )
             assert placed.status_code == 200, placed.text
             # a new account of the demo user, its bank linked through Plaid, then funded
             app = msgspec.to_builtins(application(f"{uuid.uuid4().hex[:8]}@example.com"))
@@ -401,7 +411,9 @@ async def test_a_full_run_shows_no_secret_and_stops_on_sigterm(tmp_path: Path, p
             link = await ask("POST", "/create-ach-relationship-link", json={"accountId": account})
             assert link.status_code == 200 and link.json()["link_token"] in plaid_api.link_tokens
             public_token = sandbox_public_token(plaid_api)
-            linked = await ask("POST", "/exchange-plaid-token", json={"accountId": account, "publicToken": public_token})
+            linked = await ask(
+                "POST", "/exchange-plaid-token", json={"accountId": account, "publicToken": public_token}
+            )
             assert linked.status_code == 200 and linked.json()["status"] == "APPROVED", linked.text
             deposit = await ask("POST", "/initiate-ach-transfer", json={
                 "accountId": account, "relationshipId": linked.json()["id"], "amount": "500", "direction": "INCOMING"})

@@ -50,7 +50,7 @@ async def feed(server: AlpacaStreamStandIn) -> AsyncIterator[AlpacaFeed]:
     assert not live.running
 
 
-async def until(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+async def until(predicate, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import datetime as dt
 import gzip
+import itertools
 import json
 import math
 import os
@@ -42,7 +43,7 @@ def adjusted(row: dict[str, float], column: str) -> float:
 
 
 def feed_at(start: dt.date, session_seconds: float = 100.0, epoch: float = 1_000_000.0, **kw: object) -> ReplayFeed:
-    return ReplayFeed(ReplayClock(start, session_seconds, epoch, 0.8), **kw)  # type: ignore[arg-type]
+    return ReplayFeed(ReplayClock(start, session_seconds, epoch, 0.8), **kw)
 
 
 def test_every_price_is_split_adjusted(raw: dict[tuple[str, str], dict[str, float]]) -> None:
@@ -91,7 +92,7 @@ def test_intraday_path_stays_in_range_and_ends_at_close() -> None:
             assert path[0] == bar.open and path[-1] == bar.close
             span = bar.high - bar.low
             assert max(path) >= bar.high - 0.05 * span and min(path) <= bar.low + 0.05 * span  # visits both
-            moves = {round(b - a, 12) for a, b in zip(path, path[1:])}
+            moves = {round(b - a, 12) for a, b in itertools.pairwise(path)}
             assert len(moves) > 100  # an intraday path, not a straight line or a step
 
 
@@ -145,7 +146,8 @@ def test_two_instances_and_two_processes_agree() -> None:
     mine = [one.ticks_at(w, symbols) for w in walls]
     assert mine == [two.ticks_at(w, symbols) for w in walls]
     script = (
-        "import datetime as dt, json, sys; from engine.clock import ReplayClock; from engine.feeds.replay import ReplayFeed;"
+        "import datetime as dt, json, sys; from engine.clock import ReplayClock; "
+        "from engine.feeds.replay import ReplayFeed;"
         "f = ReplayFeed(ReplayClock(dt.date(2010, 1, 4), 100.0, 1_000_000.0, 0.8));"
         "walls = [1_000_000.0 + k * 7.3 for k in range(200)];"
         "print(json.dumps([[[t.symbol, t.price, t.prev_close, t.ts, t.session] for t in f.ticks_at(w, sys.argv[1:])]"
@@ -176,7 +178,7 @@ async def test_live_batches_follow_the_clock() -> None:
     assert {t.symbol for t in seen} == {"AAPL", "MSFT"}
     for symbol in ("AAPL", "MSFT"):
         mine = [t for t in seen if t.symbol == symbol]
-        assert all(a.ts <= b.ts for a, b in zip(mine, mine[1:]))
+        assert all(a.ts <= b.ts for a, b in itertools.pairwise(mine))
         sessions = sorted({t.session for t in mine})
         assert len(sessions) >= 3 and sessions[0] == feed.days[0].isoformat()
         for i, day in enumerate(feed.days[: len(sessions) - 1]):  # the last one was cut short by the break

@@ -15,11 +15,11 @@ from engine.config import load_settings
 from engine.feeds import feed_from_settings
 from engine.feeds.simulated import SimulatedFeed, synthetic_symbols
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def started(**kw: object) -> SimulatedFeed:
-    feed = SimulatedFeed(**kw)  # type: ignore[arg-type]
+    feed = SimulatedFeed(**kw)
     assert feed.subscribe(feed.symbols) == []
     return feed
 
@@ -39,7 +39,7 @@ def test_names_and_subscriptions() -> None:
     assert {t.symbol for t in feed.generate(5, 2.0)} == {"S0002"}
     status = feed.status()
     assert (status.subscribed, status.ticks, status.rejected, status.source) == (1, 15, 2, "simulated")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not ticker symbols"):
         SimulatedFeed(3, 100.0, symbols=["bad symbol"])
 
 

@@ -12,19 +12,7 @@ import httpx
 import msgspec
 import pytest
 import redis
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute
-
-from brokerage.errors import Conflict, NotFound, Rejected, Unavailable
-from brokerage.sql import Database
-from brokerage.sql_store import SqlStore
-from brokerage.store import CompanyProfile
 from conftest import free_port
-from engine.types import LastPrice
-from engine.wire import json_encoder
-from gateway import ApiRoute, json_response, parse_body, require_api_key, require_owner
-from gateway.openapi import DECIMAL_PATTERN
 from gateway_support import (
     ALICE,
     ALICE_ACCOUNT,
@@ -42,6 +30,19 @@ from gateway_support import (
     unsigned_token,
     wrong_audience_token,
 )
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from brokerage.errors import Conflict, NotFound, Rejected, Unavailable
+from brokerage.sql import Database
+from brokerage.sql_store import SqlStore
+from brokerage.store import CompanyProfile
+from engine.types import LastPrice
+from engine.wire import json_encoder
+from gateway import ApiRoute, json_response, parse_body, require_api_key, require_owner
+from gateway.openapi import DECIMAL_PATTERN
+from gateway.services import Services
 
 
 class EchoBody(msgspec.Struct):
@@ -122,12 +123,12 @@ async def test_ws_health_answers_the_seeds_shape_beside_the_engine_report(redis_
     as the seed splits it from WEBSOCKET_SERVICE_URL) and timestamp, where the WebSockets are served."""
     settings, store = make_settings(redis_url, tmp_path), make_store(tmp_path / "store.db")
     async with running_gateway(settings, store, free_port()) as gw, httpx.AsyncClient(base_url=gw.http) as http:
-        before = dt.datetime.now(dt.timezone.utc)
+        before = dt.datetime.now(dt.UTC)
         body = (await http.get("/ws/health")).json()
         seed = {"status": "degraded", "service": "api-server-websocket-proxy", "websocket_host": settings.host,
                 "websocket_port": str(settings.direct_port)}
         assert {k: body[k] for k in seed} == seed
-        assert before <= dt.datetime.fromisoformat(body["timestamp"]) <= dt.datetime.now(dt.timezone.utc)
+        assert before <= dt.datetime.fromisoformat(body["timestamp"]) <= dt.datetime.now(dt.UTC)
         plain = (await http.get("/api/health")).json()
         assert set(body) == set(plain) | {"service", "websocket_host", "websocket_port", "timestamp"}
         assert body["engine"] == plain["engine"] and body["redis_reachable"] is True
@@ -194,7 +195,9 @@ async def test_portfolio_auth_and_ownership_errors(env, redis_url: str) -> None:
         forged = {"Authorization": f"Bearer {token(ALICE, secret='x' * 40)}"}
         _assert_error(await http.get(path, headers=forged), 401, "unauthorized")
         for forged_token in (unsigned_token(ALICE), wrong_audience_token(ALICE)):
-            _assert_error(await http.get(path, headers={"Authorization": f"Bearer {forged_token}"}), 401, "unauthorized")
+            _assert_error(
+                await http.get(path, headers={"Authorization": f"Bearer {forged_token}"}), 401, "unauthorized"
+            )
         # Bob's valid token on Alice's account, even with a header claiming to be Alice
         _assert_error(await http.get(path, headers={**bearer(BOB), "X-User-ID": ALICE}), 403, "forbidden")
         _assert_error(await http.get(f"{path}/positions", headers=bearer(BOB)), 403, "forbidden")
@@ -250,7 +253,7 @@ async def test_company_profile_with_latest_price(env, redis_url: str) -> None:
 async def test_shared_helpers_for_mounted_routes(env) -> None:
     settings, store = env
     port = free_port()
-    async with running_gateway(settings, store, port, CORE_PROVIDERS + [_test_routes]) as gw, \
+    async with running_gateway(settings, store, port, [*CORE_PROVIDERS, _test_routes]) as gw, \
             httpx.AsyncClient(base_url=gw.http) as http:
         key = {"X-API-Key": API_KEY}
         missing = _assert_error(await http.post("/test/echo", json={"account_id": "a", "amount": "1"}), 401,
@@ -289,7 +292,7 @@ async def test_shared_helpers_for_mounted_routes(env) -> None:
 
 async def test_openapi_lists_every_route_with_msgspec_schemas(env) -> None:
     settings, store = env
-    async with running_gateway(settings, store, free_port(), CORE_PROVIDERS + [_test_routes]) as gw, \
+    async with running_gateway(settings, store, free_port(), [*CORE_PROVIDERS, _test_routes]) as gw, \
             httpx.AsyncClient(base_url=gw.http) as http:
         doc = (await http.get("/openapi.json")).json()
         app_paths = {route.path for route in gw.app.routes}

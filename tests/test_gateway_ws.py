@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 import redis
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
-
 from conftest import free_port
 from engine.types import PortfolioSnapshot
 from gateway.frames import money, signed_return
@@ -31,6 +29,10 @@ from gateway_support import (
     unsigned_token,
     wrong_audience_token,
 )
+from websockets.asyncio.client import ClientConnection, connect
+
+from engine.types import PortfolioSnapshot
+from gateway.ws import money, signed_return
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ async def until_seq(ws: ClientConnection, seq: int) -> list[int]:
 
 
 async def close_code(ws: ClientConnection) -> int:
-    with pytest.raises(websockets.ConnectionClosed) as closed:
+    with pytest.raises(websockets.ConnectionClosed) as closed:  # noqa: PT012 - read until the server closes
         while True:
             await asyncio.wait_for(ws.recv(), timeout=10)
     assert closed.value.rcvd is not None
@@ -78,48 +80,54 @@ async def test_snapshot_on_connect_with_legacy_fields_and_interest(env, redis_ur
         session="2012-06-01", source="replay",
     )
     await publish(redis_url, snap)
-    async with running_gateway(settings, store, free_port()) as gw:
-        async with connect(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws:
-            frame = await next_of(ws)
-            assert frame["account_id"] == ALICE_ACCOUNT and frame["seq"] == 4
-            assert frame["total_value"] == "$1,234,567.89"
-            assert frame["today_return"] == "+$12.30 (0.45%)"
-            assert (frame["raw_value"], frame["raw_return"], frame["raw_return_percent"]) == (1234567.891, 12.3, 0.45)
-            assert frame["timestamp"].startswith(time.strftime("%Y-", time.gmtime(now)))
-            assert frame["snapshot"]["cash"] == 1000.0 and frame["snapshot"]["session"] == "2012-06-01"
-            ttl_ms = redis.Redis.from_url(redis_url).pttl(f"interest:{ALICE_ACCOUNT}")
-            assert 0 < ttl_ms <= settings.interest_ttl_s * 1000
+    async with (
+        running_gateway(settings, store, free_port()) as gw,
+        connect(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws,
+    ):
+        frame = await next_of(ws)
+        assert frame["account_id"] == ALICE_ACCOUNT and frame["seq"] == 4
+        assert frame["total_value"] == "$1,234,567.89"
+        assert frame["today_return"] == "+$12.30 (0.45%)"
+        assert (frame["raw_value"], frame["raw_return"], frame["raw_return_percent"]) == (1234567.891, 12.3, 0.45)
+        assert frame["timestamp"].startswith(time.strftime("%Y-", time.gmtime(now)))
+        assert frame["snapshot"]["cash"] == 1000.0 and frame["snapshot"]["session"] == "2012-06-01"
+        ttl_ms = redis.Redis.from_url(redis_url).pttl(f"interest:{ALICE_ACCOUNT}")
+        assert 0 < ttl_ms <= settings.interest_ttl_s * 1000
 
 
 async def test_updates_arrive_with_increasing_seq_and_stale_ones_are_dropped(env, redis_url: str) -> None:
     settings, store = env
     await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=1))
-    async with running_gateway(settings, store, free_port()) as gw:
-        async with connect(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws:
-            assert (await next_of(ws))["seq"] == 1
-            for seq in range(2, 31):
-                await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=seq, total=10_000 + seq))
-            seen = await until_seq(ws, 30)
-            assert seen == sorted(set(seen)) and seen[-1] == 30
-            redis.Redis.from_url(redis_url).publish(f"portfolio:{ALICE_ACCOUNT}", b"{not a snapshot")  # skipped
-            await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=5), snapshot(ALICE_ACCOUNT, seq=31, total=777.0))
-            latest = await next_of(ws)
-            assert latest["seq"] == 31 and latest["raw_value"] == 777.0
+    async with (
+        running_gateway(settings, store, free_port()) as gw,
+        connect(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws,
+    ):
+        assert (await next_of(ws))["seq"] == 1
+        for seq in range(2, 31):
+            await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=seq, total=10_000 + seq))
+        seen = await until_seq(ws, 30)
+        assert seen == sorted(set(seen)) and seen[-1] == 30
+        redis.Redis.from_url(redis_url).publish(f"portfolio:{ALICE_ACCOUNT}", b"{not a snapshot")  # skipped
+        await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=5), snapshot(ALICE_ACCOUNT, seq=31, total=777.0))
+        latest = await next_of(ws)
+        assert latest["seq"] == 31 and latest["raw_value"] == 777.0
 
 
 async def test_heartbeat_and_malformed_frames(env) -> None:
     settings, store = env
-    async with running_gateway(settings, store, free_port()) as gw:
-        async with connect(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws:
-            await ws.send(json.dumps({"type": "heartbeat"}))
-            ack = await next_of(ws, "heartbeat_ack")
-            assert ack["timestamp"]
-            for bad in ("not json", b"\x00\x01binary", json.dumps({"type": "dance"}), json.dumps([1]), "{}"):
-                await ws.send(bad)
-                error = await next_of(ws, "error")
-                assert error["error"]["code"] == "bad_request" and error["error"]["message"]
-            await ws.send(json.dumps({"type": "heartbeat"}))
-            assert (await next_of(ws, "heartbeat_ack"))["type"] == "heartbeat_ack"
+    async with (
+        running_gateway(settings, store, free_port()) as gw,
+        connect(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws,
+    ):
+        await ws.send(json.dumps({"type": "heartbeat"}))
+        ack = await next_of(ws, "heartbeat_ack")
+        assert ack["timestamp"]
+        for bad in ("not json", b"\x00\x01binary", json.dumps({"type": "dance"}), json.dumps([1]), "{}"):
+            await ws.send(bad)
+            error = await next_of(ws, "error")
+            assert error["error"]["code"] == "bad_request" and error["error"]["message"]
+        await ws.send(json.dumps({"type": "heartbeat"}))
+        assert (await next_of(ws, "heartbeat_ack"))["type"] == "heartbeat_ack"
 
 
 async def test_server_pings_and_drops_silent_peers(redis_url: str, tmp_path: Path) -> None:
@@ -148,7 +156,16 @@ async def test_server_pings_and_drops_silent_peers(redis_url: str, tmp_path: Pat
 
 @pytest.mark.parametrize(
     "case",
-    ["no_token", "bad_token", "expired", "wrong_secret", "alg_none", "wrong_audience", "someone_else", "unknown_account"],
+    [
+        "no_token",
+        "bad_token",
+        "expired",
+        "wrong_secret",
+        "alg_none",
+        "wrong_audience",
+        "someone_else",
+        "unknown_account",
+    ],
 )
 async def test_policy_violations_close_with_1008(env, case: str) -> None:
     settings, store = env
@@ -169,9 +186,11 @@ async def test_policy_violations_close_with_1008(env, case: str) -> None:
         account = BOB_ACCOUNT
     else:
         account = "acct-nobody"
-    async with running_gateway(settings, store, free_port()) as gw:
-        async with connect(f"{gw.ws}/ws/portfolio/{account}{query}") as ws:
-            assert await close_code(ws) == 1008
+    async with (
+        running_gateway(settings, store, free_port()) as gw,
+        connect(f"{gw.ws}/ws/portfolio/{account}{query}") as ws,
+    ):
+        assert await close_code(ws) == 1008
 
 
 async def test_reconnect_after_gateway_restart(env, redis_url: str) -> None:
@@ -224,20 +243,22 @@ async def test_a_dropped_redis_subscription_is_reestablished_and_sockets_stay_op
     settings, store = env
     await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=1))
     plain = redis.Redis.from_url(redis_url)
-    async with running_gateway(settings, store, free_port()) as gw:
-        async with connect(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws:
-            assert (await next_of(ws))["seq"] == 1
-            db = plain.connection_pool.connection_kwargs.get("db", 0)
-            hubs = [c["id"] for c in plain.client_list(_type="pubsub") if int(c["db"]) == db]
-            assert hubs and all(plain.client_kill_filter(_id=h) == 1 for h in hubs)
-            await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=2))  # published while nobody listens
-            assert (await next_of(ws))["seq"] == 2  # caught up from the last value after reconnecting
-            for _ in range(200):
-                if plain.pubsub_numsub(f"portfolio:{ALICE_ACCOUNT}")[0][1] == 1:
-                    break
-                await asyncio.sleep(0.05)
-            await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=3))
-            assert (await next_of(ws))["seq"] == 3  # live again
+    async with (
+        running_gateway(settings, store, free_port()) as gw,
+        connect(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws,
+    ):
+        assert (await next_of(ws))["seq"] == 1
+        db = plain.connection_pool.connection_kwargs.get("db", 0)
+        hubs = [c["id"] for c in plain.client_list(_type="pubsub") if int(c["db"]) == db]
+        assert hubs and all(plain.client_kill_filter(_id=h) == 1 for h in hubs)
+        await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=2))  # published while nobody listens
+        assert (await next_of(ws))["seq"] == 2  # caught up from the last value after reconnecting
+        for _ in range(200):
+            if plain.pubsub_numsub(f"portfolio:{ALICE_ACCOUNT}")[0][1] == 1:
+                break
+            await asyncio.sleep(0.05)
+        await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=3))
+        assert (await next_of(ws))["seq"] == 3  # live again
 
 
 async def test_slow_consumer_gets_the_latest_not_a_backlog_and_blocks_nobody(env, redis_url: str) -> None:
@@ -267,7 +288,9 @@ async def test_internal_failure_closes_with_1011(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(gateway.hub, "JOIN_TIMEOUT_S", 0.3)
     settings = make_settings(f"redis://127.0.0.1:{free_port()}/0", tmp_path)  # nothing listens there
-    async with running_gateway(settings, make_store(tmp_path / "store.db"), free_port()) as gw:
-        async with connect(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws:
-            assert await close_code(ws) == 1011
-            assert ws.close_reason == "internal error"  # no internals in the reason
+    async with (
+        running_gateway(settings, make_store(tmp_path / "store.db"), free_port()) as gw,
+        connect(f"{gw.ws}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws,
+    ):
+        assert await close_code(ws) == 1011
+        assert ws.close_reason == "internal error"  # no internals in the reason

@@ -60,7 +60,9 @@ def test_sell_all(text: str) -> None:
     assert calls(text) == [("sell", {"symbol": "AAPL", "qty": "all"})]
 
 
-@pytest.mark.parametrize("text", ["buy -5 shares of Apple", "buy $-100 of Apple", "buy $0 of Apple", "sell negative 3 shares of IBM"])
+@pytest.mark.parametrize(
+    "text", ["buy -5 shares of Apple", "buy $-100 of Apple", "buy $0 of Apple", "sell negative 3 shares of IBM"]
+)
 def test_nonsense_amounts_are_asked_about(text: str) -> None:
     parsed = parse(text, R)
     assert parsed.calls == [] and parsed.agents == [] and parsed.ask
@@ -68,7 +70,9 @@ def test_nonsense_amounts_are_asked_about(text: str) -> None:
 
 def test_a_year_is_not_an_amount_but_a_bare_number_after_buy_is_shares() -> None:
     assert calls("buy 2000 shares of IBM") == [("buy", {"symbol": "IBM", "qty": "2000"})]
-    assert calls("how has IBM done since 2000") == [("stock_performance", {"symbol": "IBM", "start_date": "2000-01-01"})]
+    assert calls("how has IBM done since 2000") == [
+        ("stock_performance", {"symbol": "IBM", "start_date": "2000-01-01"})
+    ]
 
 
 # ---------------------------------------------------------------- dates and periods

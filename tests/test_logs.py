@@ -36,7 +36,7 @@ def json_root() -> Iterator[io.StringIO]:
 def test_a_closure_line_is_a_json_record_naming_its_account(json_root: io.StringIO, tmp_path: Path) -> None:
     records = ClosureStore(Database.for_settings(None, tmp_path / "ledger.db"))
     records.migrate()
-    clock = ManualClock(dt.datetime(2012, 6, 5, 14, 0, tzinfo=dt.timezone.utc))
+    clock = ManualClock(dt.datetime(2012, 6, 5, 14, 0, tzinfo=dt.UTC))
     ClosureLog("acct-42", clock.now(), tmp_path / "logs", clock, records).line("✅", "WITHDRAW_ALL_FUNDS STARTED")
     try:
         raise ValueError("boom")

@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from test_entry_points import BIN, _engine_up, _environ, _nothing_left_behind, _ports, _until, commands  # noqa: F401
+from test_gateway_ws import next_of
 from websockets.asyncio.client import ClientConnection, connect
 
 from clera_cli.dev_secrets import SECRETS_FILE
@@ -71,7 +73,9 @@ def value(found: dict[str, dict[frozenset, float]], name: str, **tags: str) -> f
     return sum(v for t, v in found.get(name, {}).items() if set(tags.items()) <= t)
 
 
-async def test_metrics_reach_prometheus_and_clera_status_shows_the_running_system(tmp_path: Path, commands) -> None:
+async def test_metrics_reach_prometheus_and_clera_status_shows_the_running_system(
+    tmp_path: Path, commands,  # noqa: F811 - the fixture imported above
+) -> None:
     port, direct = _ports()
     data, marker = tmp_path / "data", uuid.uuid4().hex
     env = _environ(marker, CLERA_DATA_DIR=str(data), CLERA_PORT=str(port), CLERA_DIRECT_PORT=str(direct))
@@ -106,9 +110,13 @@ async def test_metrics_reach_prometheus_and_clera_status_shows_the_running_syste
             "ray_clera_ticks_ingested_total": lambda m: value(m, "ray_clera_ticks_ingested_total", source="replay") > 0,
             "ray_clera_batch_size_count": lambda m: value(m, "ray_clera_batch_size_count") > 0,
             "ray_clera_tick_to_publish_ms_count": lambda m: value(m, "ray_clera_tick_to_publish_ms_count") > 0,
-            "ray_clera_snapshots_published_total": lambda m: value(m, "ray_clera_snapshots_published_total", kind="live") > 0,
+            "ray_clera_snapshots_published_total": lambda m: (
+                value(m, "ray_clera_snapshots_published_total", kind="live") > 0
+            ),
             "ray_clera_open_websockets": lambda m: value(m, "ray_clera_open_websockets") >= 1,
-            "ray_clera_chat_turns_total": lambda m: value(m, "ray_clera_chat_turns_total", route="chat", outcome="ok") >= 1,
+            "ray_clera_chat_turns_total": lambda m: (
+                value(m, "ray_clera_chat_turns_total", route="chat", outcome="ok") >= 1
+            ),
             "ray_clera_chat_turn_ms_count": lambda m: value(m, "ray_clera_chat_turn_ms_count", route="chat") >= 1,
             "ray_clera_orders_total": lambda m: (
                 value(m, "ray_clera_orders_total", outcome="rejected", path="api") >= 1
@@ -134,7 +142,9 @@ async def test_metrics_reach_prometheus_and_clera_status_shows_the_running_syste
     assert status.returncode == 0, status.stderr
     screen = status.stdout
     assert f"clera status {gcs[1]}" in screen
-    assert re.search(r"feed replay connected +subscribed \d+ +reconnects 0 +ticks/s [\d,]+ +shards (\d+)/\1", screen), screen
+    assert re.search(r"feed replay connected +subscribed \d+ +reconnects 0 +ticks/s [\d,]+ +shards (\d+)/\1", screen), (
+        screen
+    )
     assert re.search(r"open sockets 1 +chat turns [1-9]", screen), screen
     assert "closures in progress 0" in screen
     for name in ("clera.market_feed", "clera.symbol_shard.0", "clera.portfolio_shard.0", "clera.position_sync",

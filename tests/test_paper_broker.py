@@ -9,18 +9,7 @@ from decimal import Decimal
 
 import pytest
 import redis
-
-from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected, Unavailable
-from brokerage.factory import broker_from_settings, position_source_from_settings
-from brokerage.models import ManualAchRequest, OrderRequest
-from brokerage.paper import NextDue, PaperBroker
-from brokerage.positions import BrokerPositionSource, HoldingsNotifier, holdings_from_activities
-from brokerage.prices import RedisPriceReader
-from brokerage.sql import Database
-from engine.clock import ManualClock, ReplayClock
-from engine.redis_keys import HOLDINGS_CHANNEL
 from conftest import free_port
-from engine.config import load_settings
 from paper_support import (
     BANK,
     MON_MORNING,
@@ -33,6 +22,17 @@ from paper_support import (
     set_price,
     sqlite_url,
 )
+
+from brokerage.errors import Conflict, InvalidRequest, NotFound, Rejected, Unavailable
+from brokerage.factory import broker_from_settings, position_source_from_settings
+from brokerage.models import ManualAchRequest, OrderRequest
+from brokerage.paper import NextDue, PaperBroker
+from brokerage.positions import BrokerPositionSource, HoldingsNotifier, holdings_from_activities
+from brokerage.prices import RedisPriceReader
+from brokerage.sql import Database
+from engine.clock import ManualClock, ReplayClock
+from engine.config import load_settings
+from engine.redis_keys import HOLDINGS_CHANNEL
 
 FRI_MORNING = dt.datetime(2025, 1, 17, 15, 0, tzinfo=UTC)
 SAT_NOON = dt.datetime(2025, 1, 18, 17, 0, tzinfo=UTC)
@@ -82,7 +82,7 @@ def test_onboarding_moves_submitted_to_active_and_rejects_a_reused_email(broker:
 
 def test_an_invalid_application_is_refused_and_stores_nothing(broker: PaperBroker) -> None:
     with pytest.raises(InvalidRequest, match="18 years"):
-        broker.create_account(application(date_of_birth=f"{dt.date.today().year - 10}-01-01"))
+        broker.create_account(application(date_of_birth=f"{dt.date.today().year - 10}-01-01"))  # noqa: DTZ011 - as the broker counts
     bad = application()
     bad.agreements[0].agreement = "margin_agreement"
     with pytest.raises(InvalidRequest, match="customer_agreement"):
@@ -99,7 +99,9 @@ def test_an_invalid_application_is_refused_and_stores_nothing(broker: PaperBroke
 # --- bank links ---------------------------------------------------------------------------------
 def test_one_active_ach_relationship_and_the_aba_checksum(broker: PaperBroker) -> None:
     account_id = broker.create_account(application()).id
-    bad = ManualAchRequest(bank_account_type="CHECKING", bank_account_number="123456789", bank_routing_number="121000359")
+    bad = ManualAchRequest(
+        bank_account_type="CHECKING", bank_account_number="123456789", bank_routing_number="121000359"
+    )
     with pytest.raises(InvalidRequest, match="checksum"):
         broker.create_ach_relationship(account_id, bad)
     rel = broker.create_ach_relationship(account_id, BANK)
@@ -142,7 +144,7 @@ def test_deposit_lifecycle_follows_the_market_clock(broker: PaperBroker, clock: 
 def test_bad_amounts_are_refused_with_the_ledger_unchanged(broker: PaperBroker, amount: object) -> None:
     account_id, rel_id = open_account(broker)
     with pytest.raises(InvalidRequest):
-        broker.create_transfer(account_id, rel_id, amount, "INCOMING")  # type: ignore[arg-type]
+        broker.create_transfer(account_id, rel_id, amount, "INCOMING")  # type: ignore[arg-type]  # the wrong type is the case under test
     with pytest.raises(InvalidRequest):
         broker.create_transfer(account_id, rel_id, Decimal("10"), "SIDEWAYS")
     assert broker.list_transfers(account_id) == []
@@ -296,7 +298,9 @@ def test_limit_orders_rest_fill_when_marketable_and_expire_with_the_day(
     )
     gtc = broker.submit_order(
         account_id,
-        OrderRequest(symbol="MSFT", side="buy", type="limit", qty=Decimal(1), limit_price=Decimal("41"), time_in_force="gtc"),
+        OrderRequest(
+            symbol="MSFT", side="buy", type="limit", qty=Decimal(1), limit_price=Decimal("41"), time_in_force="gtc"
+        ),
     )
     clock.set(dt.datetime(2025, 1, 14, 22, 0, tzinfo=UTC))  # after the close
     assert broker.get_order(account_id, day.id).status == "expired"
@@ -414,7 +418,9 @@ def test_next_due_of_orders_resting_in_the_session_is_their_price_and_a_day_orde
     broker.process_due()
     gtc = broker.submit_order(
         account_id,
-        OrderRequest(symbol="MSFT", side="buy", type="limit", qty=Decimal(1), limit_price=Decimal("41"), time_in_force="gtc"),
+        OrderRequest(
+            symbol="MSFT", side="buy", type="limit", qty=Decimal(1), limit_price=Decimal("41"), time_in_force="gtc"
+        ),
     )
     assert gtc.status == "new"
     assert broker.next_due() == NextDue(at=None, waiting_on_prices=True)  # no moment: it waits on the price
@@ -613,9 +619,13 @@ def test_the_position_source_from_settings_reads_the_ledger_and_drops_closed_acc
     settings = load_settings({"CLERA_DATA_DIR": str(tmp_path), "REDIS_URL": redis_url}, env_file=None)
     source = position_source_from_settings(settings, clock=clock)
     broker = broker_from_settings(settings, clock, RedisPriceReader(redis_url))
-    account_id, rel_id = funded_account(broker, clock, "40")  # type: ignore[arg-type]
+    account_id, rel_id = funded_account(broker, clock, "40")
     [holdings] = source.load_all()
-    assert (holdings.account_id, holdings.cash, holdings.deposits_today) == (account_id, Decimal("40.00"), Decimal("40.00"))
+    assert (holdings.account_id, holdings.cash, holdings.deposits_today) == (
+        account_id,
+        Decimal("40.00"),
+        Decimal("40.00"),
+    )
     broker.create_transfer(account_id, rel_id, Decimal("39.50"), "OUTGOING")
     broker.close_account(account_id)
     assert source.load_all() == [] and source.load([account_id]) == []
@@ -706,7 +716,9 @@ def test_a_ledger_of_the_first_schema_upgrades_with_its_money_intact(
         old.submit_order(account_id, OrderRequest(symbol="AAPL", side="buy", qty=Decimal(2)))
         old.db.close()
     broker = make_broker(db_url, clock, redis_url)
-    versions = broker.db.fetchall("SELECT version FROM schema_migrations WHERE component = ?", (ledger_schema.COMPONENT,))
+    versions = broker.db.fetchall(
+        "SELECT version FROM schema_migrations WHERE component = ?", (ledger_schema.COMPONENT,)
+    )
     assert sorted(r["version"] for r in versions) == list(range(1, len(ledger_schema.STEPS) + 1))
     assert broker.get_account(account_id).cash == Decimal("800.00")
     assert [(p.symbol, p.qty) for p in broker.list_positions(account_id)] == [("AAPL", Decimal(2))]

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
+from paper_support import BANK, MON_MORNING, application, funded_account, make_broker, set_price, sqlite_url
 
 from brokerage.errors import BrokerageError, Conflict, Rejected
 from brokerage.models import OrderRequest
 from brokerage.paper import PaperBroker
 from engine.clock import ManualClock
-from paper_support import BANK, MON_MORNING, application, funded_account, make_broker, set_price, sqlite_url
 
 THREADS = 8
 

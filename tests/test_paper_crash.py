@@ -16,10 +16,11 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from brokerage.models import OrderRequest
-from engine.clock import ManualClock
 from paper_support import TUE_MORNING, funded_account, make_broker, set_price, sqlite_url
 from test_paper_ledger_properties import reconcile
+
+from brokerage.models import OrderRequest
+from engine.clock import ManualClock
 
 CHILD = """
 import datetime as dt, sys

@@ -23,7 +23,7 @@ from brokerage.models import Activity
 from brokerage.paper_ledger import Book, Fill, Holding, OpenOrder, OrderTerms, Pdt
 from engine.types import LastPrice
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SESSION = dt.date(2025, 1, 14)  # a Tuesday
 NOW = dt.datetime(2025, 1, 14, 16, 0, tzinfo=UTC)  # 11:00 in New York, the market open
 CENT = Decimal("0.01")
@@ -169,7 +169,9 @@ def test_any_sequence_of_fills_keeps_cash_plus_cost_equal_to_deposits_plus_reali
     oracle: dict[str, tuple[Decimal, Decimal]] = {}
     for i, (side, symbol, qty, price) in enumerate(trades):
         price = price.quantize(rules.PRICE_STEP)
-        done = ledger.plan_fill(b, order(side, symbol, qty=str(qty), oid=f"o{i}"), price, SESSION, Pdt(), lambda: Decimal(0))
+        done = ledger.plan_fill(
+            b, order(side, symbol, qty=str(qty), oid=f"o{i}"), price, SESSION, Pdt(), lambda: Decimal(0)
+        )
         held, cost = oracle.get(symbol, (Decimal(0), Decimal(0)))
         amount = cents(qty * price)
         if isinstance(done, Rejected):
@@ -206,10 +208,16 @@ def test_transfers_move_on_at_their_cut_off_and_completion() -> None:
     sent, complete = NOW + dt.timedelta(hours=5), NOW + dt.timedelta(hours=22)
     step = ledger.transfer_step
     assert step("INCOMING", "QUEUED", Decimal(10), sent, complete, NOW) is None
-    assert step("INCOMING", "QUEUED", Decimal(10), sent, complete, sent) == ledger.TransferStep("SENT_TO_CLEARING", Decimal(0))
+    assert step("INCOMING", "QUEUED", Decimal(10), sent, complete, sent) == ledger.TransferStep(
+        "SENT_TO_CLEARING", Decimal(0)
+    )
     assert step("INCOMING", "SENT_TO_CLEARING", Decimal(10), sent, complete, sent) is None
-    assert step("INCOMING", "QUEUED", Decimal(10), sent, complete, complete) == ledger.TransferStep("COMPLETE", Decimal(10))
-    assert step("OUTGOING", "SENT_TO_CLEARING", Decimal(10), sent, complete, complete) == ledger.TransferStep("COMPLETE", Decimal(0))
+    assert step("INCOMING", "QUEUED", Decimal(10), sent, complete, complete) == ledger.TransferStep(
+        "COMPLETE", Decimal(10)
+    )
+    assert step("OUTGOING", "SENT_TO_CLEARING", Decimal(10), sent, complete, complete) == ledger.TransferStep(
+        "COMPLETE", Decimal(0)
+    )
 
 
 def test_withdrawals_need_settled_cash_and_respect_the_daily_limit() -> None:
@@ -249,13 +257,22 @@ def test_last_equity_is_rebuilt_from_today_flows_and_previous_closes() -> None:
     flows = views.today_flows(
         SESSION.isoformat(),
         [("AAPL", "buy", Decimal(2), Decimal("200.00")), ("MSFT", "sell", Decimal(1), Decimal("55.00"))],
-        [("INCOMING", "COMPLETE", Decimal(1000)), ("OUTGOING", "CANCELED", Decimal(9)), ("OUTGOING", "QUEUED", Decimal(5))],
+        [
+            ("INCOMING", "COMPLETE", Decimal(1000)),
+            ("OUTGOING", "CANCELED", Decimal(9)),
+            ("OUTGOING", "QUEUED", Decimal(5)),
+        ],
     )
-    assert (flows.transfers, flows.fills_cash, flows.bought) == (Decimal(995), Decimal("-145.00"), {"AAPL": 2, "MSFT": -1})
+    assert (flows.transfers, flows.fills_cash, flows.bought) == (
+        Decimal(995),
+        Decimal("-145.00"),
+        {"AAPL": 2, "MSFT": -1},
+    )
     holdings = {"AAPL": Holding(Decimal(3), Decimal("290.00")), "MSFT": Holding(Decimal(1), Decimal("50.00"))}
     prices = {"AAPL": LastPrice("AAPL", 101.0, 99.0, 0.0, SESSION.isoformat(), "replay"), "MSFT": None}
     equity, last_equity = views.equity_and_last_equity(Decimal("850.00"), holdings, flows, prices)
-    # now: cash + 3 AAPL at 101 + MSFT at cost; yesterday: cash before today's flows + 1 AAPL at 99 + 2 MSFT at cost/share
+    # now: cash + 3 AAPL at 101 + MSFT at cost;
+    # yesterday: cash before today's flows + 1 AAPL at 99 + 2 MSFT at cost/share
     assert equity == Decimal("850.00") + 303 + 50
     assert last_equity == Decimal("850.00") + Decimal("145.00") - 995 + 99 + 2 * 50
     assert views.equity(Decimal(1), holdings, prices) == Decimal(1) + 303 + 50
@@ -267,7 +284,13 @@ def test_the_activity_log_is_the_reverse_of_the_order_applied() -> None:
 
     fills = [(10.0, 2, act("fill-2")), (10.0, 1, act("fill-1")), (5.0, 3, act("fill-early"))]
     transfers = [(10.0, act("deposit")), (20.0, act("withdrawal"))]
-    assert [a.id for a in views.activity_log(fills, transfers)] == ["withdrawal", "fill-2", "fill-1", "deposit", "fill-early"]
+    assert [a.id for a in views.activity_log(fills, transfers)] == [
+        "withdrawal",
+        "fill-2",
+        "fill-1",
+        "deposit",
+        "fill-early",
+    ]
 
 
 def test_next_due_is_the_earliest_step() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from paper_support import MON_MORNING, funded_account, make_broker, set_price, sqlite_url
 
 from brokerage import paper_rules as rules
 from brokerage.errors import InvalidRequest, Rejected
@@ -26,7 +27,6 @@ from brokerage.models import Order, OrderRequest, Transfer
 from brokerage.paper import PaperBroker
 from engine import calendar
 from engine.clock import ManualClock
-from paper_support import MON_MORNING, funded_account, make_broker, set_price, sqlite_url
 
 CENT = Decimal("0.01")
 SYMBOLS = ("AAPL", "MSFT")
@@ -129,19 +129,25 @@ def test_any_sequence_of_operations_keeps_the_ledger_reconciled(
                 elif kind == "withdraw":
                     transfers.append(broker.create_transfer(account_id, rel_id, step[1], "OUTGOING"))
                 elif kind == "buy_qty":
-                    orders.append(broker.submit_order(account_id, OrderRequest(symbol=step[1], side="buy", qty=step[2])))
+                    orders.append(
+                        broker.submit_order(account_id, OrderRequest(symbol=step[1], side="buy", qty=step[2]))
+                    )
                 elif kind == "buy_notional":
                     request = OrderRequest(symbol=step[1], side="buy", notional=step[2])
                     orders.append(broker.submit_order(account_id, request))
                 elif kind == "buy_limit":
                     limit = (last[step[1]] * Decimal(step[3])).quantize(CENT)
-                    request = OrderRequest(symbol=step[1], side="buy", type="limit", qty=step[2], limit_price=max(limit, CENT))
+                    request = OrderRequest(
+                        symbol=step[1], side="buy", type="limit", qty=step[2], limit_price=max(limit, CENT)
+                    )
                     orders.append(broker.submit_order(account_id, request))
                 elif kind == "sell":
                     held = {p.symbol: p.qty_available for p in broker.list_positions(account_id)}
                     qty = (held.get(step[1], Decimal(0)) * Decimal(step[2])).quantize(Decimal("1e-9"))
                     if qty > 0:
-                        orders.append(broker.submit_order(account_id, OrderRequest(symbol=step[1], side="sell", qty=qty)))
+                        orders.append(
+                            broker.submit_order(account_id, OrderRequest(symbol=step[1], side="sell", qty=qty))
+                        )
                 elif kind == "price":
                     last[step[1]] = step[2]
                     set_price(redis_url, step[1], float(step[2]))
@@ -156,13 +162,15 @@ def test_any_sequence_of_operations_keeps_the_ledger_reconciled(
                     "below_minimum": kind in ("buy_qty", "buy_limit", "sell"),
                     "pdt_rule": kind == "sell" and before.daytrade_count >= 3,
                 }
-                assert justified.get(exc.code, False), f"unjustified refusal {exc.code}: {exc.message}"
+                assert justified.get(exc.code, False), f"unjustified refusal {exc.code}: {exc.message}"  # noqa: PT017
                 if exc.code == "insufficient_buying_power" and kind == "buy_qty":
                     assert cents(step[2] * last[step[1]]) > before.buying_power
             clock.advance(dt.timedelta(seconds=1))  # every step at its own moment: the log has an order
             reconcile(broker, account_id)
         # a week later, during a session (orders queued outside hours fill at an open)
-        clock.set(calendar.session_bounds(calendar.add_trading_days(clock.now().date(), 5))[0] + dt.timedelta(minutes=1))
+        clock.set(
+            calendar.session_bounds(calendar.add_trading_days(clock.now().date(), 5))[0] + dt.timedelta(minutes=1)
+        )
         broker.process_due()
         reconcile(broker, account_id)
         matches_what_was_asked(broker, account_id, funding, transfers, orders)
@@ -173,7 +181,8 @@ def test_any_sequence_of_operations_keeps_the_ledger_reconciled(
 
 # --- the timing and amount rules on their own ---------------------------------------------------------
 moments = st.datetimes(
-    min_value=dt.datetime(2001, 1, 1), max_value=dt.datetime(2026, 6, 30), timezones=st.just(dt.timezone.utc)
+    # hypothesis takes naive bounds and adds the zone itself
+    min_value=dt.datetime(2001, 1, 1), max_value=dt.datetime(2026, 6, 30), timezones=st.just(dt.UTC),  # noqa: DTZ001
 )
 
 
@@ -194,7 +203,9 @@ def test_a_transfer_completes_at_the_first_open_after_it_is_created(created: dt.
 def test_the_current_session_is_the_latest_that_has_opened(moment: dt.datetime) -> None:
     session = rules.current_session(moment)
     assert calendar.is_trading_day(session)
-    assert calendar.session_bounds(session)[0] <= moment < calendar.session_bounds(calendar.next_trading_day(session))[0]
+    assert (
+        calendar.session_bounds(session)[0] <= moment < calendar.session_bounds(calendar.next_trading_day(session))[0]
+    )
     assert rules.settle_date(session) == calendar.next_trading_day(session)
 
 

@@ -41,16 +41,16 @@ def test_wall_time_at_is_the_inverse_of_the_replayed_now() -> None:
     for _ in range(500):
         wall.now = EPOCH + rng.uniform(0, 8 * SESSION_S)
         assert clock.wall_time_at(clock.now()) == pytest.approx(wall.now, abs=1e-6)
-    assert clock.wall_time_at(dt.datetime(2025, 1, 16, 14, 30, tzinfo=dt.timezone.utc)) == EPOCH
-    assert clock.wall_time_at(dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)) == EPOCH  # before the replay
-    saturday = dt.datetime(2025, 1, 18, 12, 0, tzinfo=dt.timezone.utc)  # in the night from Friday to Tuesday
+    assert clock.wall_time_at(dt.datetime(2025, 1, 16, 14, 30, tzinfo=dt.UTC)) == EPOCH
+    assert clock.wall_time_at(dt.datetime(2025, 1, 1, tzinfo=dt.UTC)) == EPOCH  # before the replay
+    saturday = dt.datetime(2025, 1, 18, 12, 0, tzinfo=dt.UTC)  # in the night from Friday to Tuesday
     assert EPOCH + 1.8 * SESSION_S < clock.wall_time_at(saturday) < EPOCH + 2 * SESSION_S
 
 
 def test_the_delay_is_the_wall_time_until_the_next_step(tmp_path: Path, redis_url: str) -> None:
     wall = Wall(EPOCH + 0.25 * SESSION_S)  # Monday 2025-01-13, in session
     clock = ReplayClock(dt.date(2025, 1, 13), SESSION_S, EPOCH, wall=wall)
-    broker = make_broker(sqlite_url(tmp_path), clock, redis_url)  # type: ignore[arg-type]
+    broker = make_broker(sqlite_url(tmp_path), clock, redis_url)
     stepper = LedgerStepper(broker, clock.wall_time_at, max_wait_s=1000.0, price_recheck_s=2.0, wall=wall)
     assert stepper.delay() == 1000.0  # nothing pending: only the longest sleep
     account_id, rel_id = open_account(broker)
@@ -87,7 +87,7 @@ async def test_the_stepper_lands_a_deposit_at_the_replayed_open_without_polling(
         if stepper is not None:
             loop.call_soon_threadsafe(stepper.wake)
 
-    broker = make_broker(sqlite_url(tmp_path), clock, redis_url, on_change=on_change)  # type: ignore[arg-type]
+    broker = make_broker(sqlite_url(tmp_path), clock, redis_url, on_change=on_change)
     account_id, rel_id = open_account(broker)
     stepper = LedgerStepper(broker, clock.wall_time_at, max_wait_s=3600.0)  # only a wake-up can make it plan again
     runner = asyncio.create_task(stepper.run())
@@ -96,7 +96,7 @@ async def test_the_stepper_lands_a_deposit_at_the_replayed_open_without_polling(
         heard.clear()
         transfer = broker.create_transfer(account_id, rel_id, Decimal("250"), "INCOMING")
         row = broker.db.fetchone("SELECT complete_at FROM paper_transfers WHERE id = ?", (transfer.id,))
-        landing = clock.wall_time_at(dt.datetime.fromtimestamp(row["complete_at"], dt.timezone.utc))
+        landing = clock.wall_time_at(dt.datetime.fromtimestamp(row["complete_at"], dt.UTC))
         deadline = time.time() + 60
         while (len(heard) < 2 or stepper.steps < 2) and time.time() < deadline:
             await asyncio.sleep(0.02)

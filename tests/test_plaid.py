@@ -11,9 +11,9 @@ from pathlib import Path
 
 import jwt
 import plaid
-from cryptography.hazmat.primitives.asymmetric import ec
 import pytest
 from conftest import free_port
+from cryptography.hazmat.primitives.asymmetric import ec
 from plaid.api import plaid_api
 from plaid.model.products import Products
 from plaid.model.sandbox_item_reset_login_request import SandboxItemResetLoginRequest

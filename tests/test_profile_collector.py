@@ -91,7 +91,13 @@ def test_collects_every_symbol_within_the_rate_limit_through_429s_5xx_and_bad_ro
     )
     bad = store.get_company_profile("S07")
     assert bad is not None
-    assert (bad.company_name, bad.price, bad.market_cap, bad.beta, bad.ipo_date) == ("Acme Corp", None, None, None, None)
+    assert (bad.company_name, bad.price, bad.market_cap, bad.beta, bad.ipo_date) == (
+        "Acme Corp",
+        None,
+        None,
+        None,
+        None,
+    )
     assert (bad.full_time_employees, bad.is_etf, bad.is_actively_trading, bad.description) == (None, False, False, None)
     assert (bad.exchange, bad.last_div, bad.range, bad.currency) == ("NYSE", 1234.5, "42", "USD")
     single = store.get_company_profile("S08")

@@ -9,11 +9,11 @@ from decimal import Decimal
 
 import pytest
 import redis.asyncio as aioredis
+from realtime_support import unique
 
 from engine import pubsub, redis_keys
 from engine.realtime import PortfolioCore, encode_columns, publish_step, refresh_interest, restore_from_redis
 from engine.types import AccountHoldings, LastPrice, PortfolioSnapshot, Position, Tick, snapshot_json_decoder
-from realtime_support import unique
 
 # channels are server-wide: ids unique to this run (see realtime_support.RUN)
 A, B, ACC, ZZZ, P1, P2 = (unique(n) for n in ("a", "b", "acc", "zzz", "p1", "p2"))

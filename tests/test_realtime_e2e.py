@@ -6,13 +6,19 @@ import asyncio
 
 import pytest
 import ray
+from realtime_support import (
+    engine_settings,
+    eventually,
+    replay_of,
+    replay_prices,
+    running_engine,
+    unique,
+    write_accounts,
+)
 
 from actors.common import market_feed_name, portfolio_shard_name, position_sync_name, symbol_shard_name
 from actors.topology import health, start_topology
 from engine import pubsub
-from realtime_support import (
-    engine_settings, eventually, replay_of, replay_prices, running_engine, unique, write_accounts,
-)
 
 A, B, C = unique("e2e-a"), unique("e2e-b"), unique("e2e-c")
 

@@ -22,10 +22,7 @@ import pytest
 import redis
 import websockets
 import yaml
-from websockets.asyncio.client import ClientConnection, connect
-
 from conftest import DIRECT_PORT, REDIS_URL, free_port
-from engine.config import Settings, load_settings
 from gateway_support import (
     ALICE,
     ALICE_ACCOUNT,
@@ -40,6 +37,9 @@ from gateway_support import (
     token,
 )
 from test_gateway_ws import close_code, next_of, until_seq
+from websockets.asyncio.client import ClientConnection, connect
+
+from engine.config import Settings, load_settings
 
 APP_NAME = "clera-gateway-test"
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +99,9 @@ async def test_rest_through_serve(served, redis_url: str) -> None:
         missing = await http.get("/no/such/route")
         assert missing.status_code == 404 and set(missing.json()["error"]) == {"code", "message", "details"}
         company = await http.get("/api/company/AAPL", headers={"X-API-Key": API_KEY})
-        assert company.status_code == 200 and company.json()["profile"]["company_name"] == "Apple Inc."  # loaded on start
+        assert (
+            company.status_code == 200 and company.json()["profile"]["company_name"] == "Apple Inc."
+        )  # loaded on start
         doc = (await http.get("/openapi.json")).json()
         assert "/ws/portfolio/{account_id}" in doc["paths"] and "/api/portfolio/{account_id}" in doc["paths"]
 
@@ -215,7 +217,7 @@ def _listener(port: int) -> psutil.Process:
 
 async def _closed_without_news(ws: ClientConnection, last_seq: int) -> None:
     """The socket ends (its replica is gone) and nothing newer than `last_seq` reached it first."""
-    with pytest.raises(websockets.ConnectionClosed):
+    with pytest.raises(websockets.ConnectionClosed):  # noqa: PT012 - read until the replica's end closes it
         while True:
             frame = decode(await asyncio.wait_for(ws.recv(), timeout=30))
             assert frame["type"] != "portfolio_update" or frame["seq"] <= last_seq
@@ -228,12 +230,12 @@ async def _connect_through_proxy(url: str) -> tuple[ClientConnection, dict]:
     while True:
         try:
             ws = await connect(url, open_timeout=10)
-        except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake):
+        except (TimeoutError, OSError, websockets.InvalidHandshake):
             ws = None
         if ws is not None:
             try:
                 return ws, await next_of(ws)
-            except (websockets.ConnectionClosed, asyncio.TimeoutError):
+            except (TimeoutError, websockets.ConnectionClosed):
                 await ws.close()
         assert time.monotonic() < deadline, "no live replica took the socket"
         await asyncio.sleep(0.5)

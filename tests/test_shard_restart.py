@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import pytest
 import ray
+from realtime_support import assert_replay_values, engine_settings, eventually, replay_of, running_engine, unique
 
 from engine import pubsub
 from engine.subscriptions import shard_of
-from realtime_support import assert_replay_values, engine_settings, eventually, replay_of, running_engine, unique
 
 ACCOUNTS = [
-    {"account_id": unique(f"r-{i}"), "cash": f"{100 * i}.50", "positions": [{"symbol": s, "qty": str(i + 1)} for s in syms]}
+    {
+        "account_id": unique(f"r-{i}"),
+        "cash": f"{100 * i}.50",
+        "positions": [{"symbol": s, "qty": str(i + 1)} for s in syms],
+    }
     for i, syms in enumerate([["AAPL", "MSFT"], ["IBM"], ["GOOG", "AAPL"], ["MSFT"]])
 ]
 

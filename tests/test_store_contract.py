@@ -123,10 +123,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualCloc
 
         yield make_supabase
         return
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
+    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
     if request.param == "clera_postgres":
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(CLERA_FRONTEND_DDL)
@@ -174,9 +171,9 @@ def test_ensure_user_creates_once_and_keeps_first_creation_time(store: Store, cl
 @pytest.mark.parametrize("bad", ["", "   ", None, 7])
 def test_blank_ids_are_invalid_requests(store: Store, bad: object) -> None:
     with pytest.raises(InvalidRequest):
-        store.ensure_user(bad)  # type: ignore[arg-type]
+        store.ensure_user(bad)  # type: ignore[arg-type]  # the wrong type is the case under test
     with pytest.raises(InvalidRequest):
-        store.add_account(U1, bad)  # type: ignore[arg-type]
+        store.add_account(U1, bad)  # type: ignore[arg-type]  # the wrong type is the case under test
 
 
 # -- ownership ------------------------------------------------------------------------------------
@@ -257,7 +254,7 @@ def test_email_claims_hold_one_user_per_email(store: Store) -> None:
     assert (taken.user_id, taken.new) == (BOB, True)
     for blank in ("", "  ", None):
         with pytest.raises(InvalidRequest):
-            store.claim_email(ALICE, blank)  # type: ignore[arg-type]
+            store.claim_email(ALICE, blank)  # type: ignore[arg-type]  # the wrong type is the case under test
 
 
 def race(n: int, worker: Callable[[int], object]) -> None:
@@ -289,7 +286,7 @@ def test_concurrent_claims_and_accounts_on_one_email(make_store: MakeStore) -> N
             store.add_account(user(f"racer-{i}"), f"acc-{i}", email="Contested@example.com")
             outcome = written
         except Conflict as clash:
-            assert clash.code == "email_in_use"
+            assert clash.code == "email_in_use"  # noqa: PT017 - either outcome is fine; a refusal says why
             outcome = refused
         with lock:
             claims.append((claim.user_id, claim.new))
@@ -354,11 +351,11 @@ def test_status_transitions_stamp_their_times(store: Store, clock: ManualClock) 
 def test_invalid_status_and_unknown_account(store: Store) -> None:
     store.add_account(ALICE, "acc-1")
     with pytest.raises(InvalidRequest):
-        store.set_account_status("acc-1", "frozen")  # type: ignore[arg-type]
+        store.set_account_status("acc-1", "frozen")  # type: ignore[arg-type]  # the wrong type is the case under test
     with pytest.raises(InvalidRequest):
-        store.add_account(ALICE, "acc-2", status="frozen")  # type: ignore[arg-type]
+        store.add_account(ALICE, "acc-2", status="frozen")  # type: ignore[arg-type]  # the wrong type is the case under test
     assert store.get_account("acc-2") is None
-    assert store.get_account("acc-1").status == "submitted"  # type: ignore[union-attr]
+    assert store.get_account("acc-1").status == "submitted"
     with pytest.raises(NotFound):
         store.set_account_status("acc-unknown", "active")
 
@@ -522,7 +519,13 @@ def test_company_profile_round_trip_and_update(store: Store, clock: ManualClock)
     assert got == expected
     assert store.get_company_profile(" aapl ") == got
     spy = store.get_company_profile("SPY")
-    assert spy is not None and (spy.is_etf, spy.is_fund, spy.is_adr, spy.ipo_date, spy.price) == (True, True, False, None, None)
+    assert spy is not None and (spy.is_etf, spy.is_fund, spy.is_adr, spy.ipo_date, spy.price) == (
+        True,
+        True,
+        False,
+        None,
+        None,
+    )
 
     clock.advance(dt.timedelta(days=1))
     store.upsert_company_profiles([CompanyProfile(symbol="SPY", company_name="SPDR S&P 500", sector="Funds")])
@@ -589,14 +592,16 @@ def test_supabase_schema_file_is_the_postgres_migration() -> None:
 
 
 def test_clera_schema_file_is_the_clera_migration() -> None:
-    shipped = "".join(l for l in CLERA_SCHEMA_FILE.read_text().splitlines(keepends=True) if not l.startswith("--"))
+    shipped = "".join(
+        line for line in CLERA_SCHEMA_FILE.read_text().splitlines(keepends=True) if not line.startswith("--")
+    )
     assert shipped == "".join(CLERA_SCHEMA_SQL)
 
 
 def test_supabase_store_says_when_the_schema_was_not_applied(pg_url: str) -> None:
     with PostgrestStandIn(pg_url, SERVICE_KEY) as server:  # an empty schema: nobody ran the SQL file
         store = SupabaseStore(server.url, SERVICE_KEY)
-        with pytest.raises(Unavailable, match="supabase_schema.sql"):
+        with pytest.raises(Unavailable, match=r"supabase_schema\.sql"):
             store.migrate()
 
 

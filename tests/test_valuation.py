@@ -73,7 +73,9 @@ def _check(snap: PortfolioSnapshot, want: dict) -> None:
     assert snap.positions_value == pytest.approx(want["positions"], abs=0.006)
     assert snap.day_change == pytest.approx(want["change"], abs=0.006)
     assert snap.day_change_pct == pytest.approx(want["pct"], abs=1e-4)
-    assert sum(p.market_value for p in snap.positions) == pytest.approx(snap.positions_value, abs=0.01 * len(snap.positions) + 0.006)
+    assert sum(p.market_value for p in snap.positions) == pytest.approx(
+        snap.positions_value, abs=0.01 * len(snap.positions) + 0.006
+    )
 
 
 def _ticks(day: str, bars: dict[str, dict[str, float]], prev: dict[str, float], field: str, ts: float) -> list[Tick]:
@@ -81,7 +83,7 @@ def _ticks(day: str, bars: dict[str, dict[str, float]], prev: dict[str, float], 
 
 
 def test_values_match_plain_computation_over_real_days(days) -> None:
-    first_day, first_bars = days[1]
+    first_day, _first_bars = days[1]
     prev = {s: days[0][1][s]["Close"] for s in SYMBOLS}
     holdings = _accounts(1, 60, first_day, bought_today=True)
     book = ValuationBook()
@@ -163,9 +165,13 @@ def test_only_holders_are_touched_and_ticks_conflate() -> None:
         AccountHoldings("fb", Decimal(0), [Position("FB", Decimal(5), Decimal(5))], session="2012-06-01"),
         AccountHoldings("none", Decimal(7)),
     ])
-    book.apply([Tick("IBM", 190.0, 189.0, 1, "2012-06-01", "replay"), Tick("FB", 27.0, 28.0, 1, "2012-06-01", "replay")], 1)
+    book.apply(
+        [Tick("IBM", 190.0, 189.0, 1, "2012-06-01", "replay"), Tick("FB", 27.0, 28.0, 1, "2012-06-01", "replay")], 1
+    )
     assert set(book.ids_of(book.flush())) == {"ibm", "fb", "none"}  # all new: first snapshot for all
-    book.apply([Tick("IBM", 191.0, 189.0, 2, "2012-06-01", "replay"), Tick("IBM", 192.5, 189.0, 3, "2012-06-01", "replay")], 3)
+    book.apply(
+        [Tick("IBM", 191.0, 189.0, 2, "2012-06-01", "replay"), Tick("IBM", 192.5, 189.0, 3, "2012-06-01", "replay")], 3
+    )
     touched = book.flush()
     assert book.ids_of(touched) == ["ibm"]
     snap = book.snapshots(touched, 4)[0]
@@ -180,7 +186,9 @@ def test_a_tick_older_than_the_last_never_replaces_it() -> None:
     """Ray runs an async actor's calls in any order, so batches can arrive out of event order; a
     price seeded from Redis can be older than what arrived meanwhile. Event time decides."""
     book = ValuationBook()
-    book.set_holdings([AccountHoldings("a", Decimal(0), [Position("IBM", Decimal(2), Decimal(2))], session="2012-06-01")])
+    book.set_holdings(
+        [AccountHoldings("a", Decimal(0), [Position("IBM", Decimal(2), Decimal(2))], session="2012-06-01")]
+    )
     book.apply([Tick("IBM", 190.0, 189.0, 5, "2012-06-01", "replay")], 5)
     book.flush()
     book.apply([Tick("IBM", 170.0, 189.0, 4, "2012-06-01", "replay")], 6)  # an older batch, executed later
@@ -220,7 +228,9 @@ def test_bad_prices_are_rejected_and_counted() -> None:
 
 def test_position_without_a_price_shows_its_cost_and_no_change() -> None:
     book = ValuationBook()
-    book.set_holdings([AccountHoldings("a", Decimal(5), [Position("ZZZ", Decimal(2), Decimal(2), avg_entry_price=Decimal("10"))])])
+    book.set_holdings(
+        [AccountHoldings("a", Decimal(5), [Position("ZZZ", Decimal(2), Decimal(2), avg_entry_price=Decimal("10"))])]
+    )
     snap = book.snapshots(book.flush(), 1)[0]
     assert (snap.total_value, snap.day_change) == (25.0, 0.0)
     book.apply([Tick("ZZZ", 11.0, 10.5, 1, "2012-06-01", "replay")], 1)
@@ -230,11 +240,15 @@ def test_position_without_a_price_shows_its_cost_and_no_change() -> None:
 
 def test_removed_and_replaced_accounts() -> None:
     book = ValuationBook()
-    book.set_holdings([AccountHoldings("a", Decimal(1), [Position("IBM", Decimal(1), Decimal(1))]), AccountHoldings("b", Decimal(2))])
+    book.set_holdings(
+        [AccountHoldings("a", Decimal(1), [Position("IBM", Decimal(1), Decimal(1))]), AccountHoldings("b", Decimal(2))]
+    )
     book.apply([Tick("IBM", 3.0, 2.0, 1, "2012-06-01", "replay")], 1)
     book.flush()
     book.remove_accounts(["a"])
-    book.set_holdings([AccountHoldings("b", Decimal(2), [Position("IBM", Decimal(4), Decimal(4))], session="2012-06-01")])
+    book.set_holdings(
+        [AccountHoldings("b", Decimal(2), [Position("IBM", Decimal(4), Decimal(4))], session="2012-06-01")]
+    )
     changed = book.flush()
     assert book.ids_of(changed) == ["b"] and book.held_symbols() == {"IBM"}
     assert book.snapshots(changed, 1)[0].total_value == 14.0
@@ -248,14 +262,19 @@ def test_incremental_equals_full_recomputation(moves, flush_every) -> None:
     symbols = [f"S{i}" for i in range(8)]
     rng = random.Random(len(moves))
     holdings = [
-        AccountHoldings(f"x{i}", Decimal(i), [Position(s, Decimal(rng.randint(1, 50)), Decimal(rng.randint(0, 50))) for s in rng.sample(symbols, 3)], session="d")
+        AccountHoldings(
+            f"x{i}",
+            Decimal(i),
+            [Position(s, Decimal(rng.randint(1, 50)), Decimal(rng.randint(0, 50))) for s in rng.sample(symbols, 3)],
+            session="d",
+        )
         for i in range(20)
     ]
     book = ValuationBook()
     book.set_holdings(holdings)
     book.apply([Tick(s, 10.0, 9.0, 0, "d", "simulated") for s in symbols], 0)
     book.flush()
-    last = {s: 10.0 for s in symbols}
+    last = dict.fromkeys(symbols, 10.0)
     for n, (i, price) in enumerate(moves):
         book.apply([Tick(symbols[i], price, 9.0, n, "d", "simulated")], n)
         last[symbols[i]] = price

@@ -33,7 +33,7 @@ from engine.types import PortfolioSnapshot
 from engine.wire import json_encoder, may_hold_decimal
 from gateway.services import Services
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
@@ -66,8 +66,22 @@ def test_the_encoder_writes_decimals_positionally_whatever_arithmetic_made_them(
     tiny = Decimal("0.1") ** 8  # 1E-8
     assert [str(qty), str(price), str(tiny)] == ["3E+2", "1.5E+2", "1E-8"]  # what msgspec would write
     at = dt.datetime(2012, 6, 4, 14, 0, tzinfo=UTC)
-    order = Order(id="o-1", client_order_id="c-1", account_id="a-1", symbol="AAPL", side="buy", type="market",
-                  time_in_force="day", status="filled", created_at=at, updated_at=at, qty=qty, filled_qty=qty * 1, filled_avg_price=price, notional=tiny)
+    order = Order(
+        id="o-1",
+        client_order_id="c-1",
+        account_id="a-1",
+        symbol="AAPL",
+        side="buy",
+        type="market",
+        time_in_force="day",
+        status="filled",
+        created_at=at,
+        updated_at=at,
+        qty=qty,
+        filled_qty=qty * 1,
+        filled_avg_price=price,
+        notional=tiny,
+    )
     data = msgspec.json.decode(json_encoder.encode({"orders": [order], "details": {"left": qty - tiny}}))
     (wired,) = data["orders"]
     assert (wired["qty"], wired["filled_qty"], wired["filled_avg_price"], wired["notional"]) == (
@@ -142,7 +156,10 @@ async def test_every_route_answers_decimals_in_positional_notation(tmp_path: Pat
             assert {o["symbol"]: o["qty"] for o in orders if o["side"] == "buy" and o["qty"]} == {
                 "AAPL": "300", "IBM": "40"}
             fills = (await ok("GET", f"/api/portfolio/{account}/activities"))["activities"]
-            assert {a["symbol"]: a["qty"] for a in fills if a["symbol"] in ("AAPL", "IBM")} == {"AAPL": "300", "IBM": "40"}
+            assert {a["symbol"]: a["qty"] for a in fills if a["symbol"] in ("AAPL", "IBM")} == {
+                "AAPL": "300",
+                "IBM": "40",
+            }
             initiated = await ok("POST", f"/api/account-closure/initiate/{account}",
                                  {"ach_relationship_id": relationship, "confirm_liquidation": True,
                                   "confirm_irreversible": True})

@@ -29,7 +29,7 @@ from engine.clock import ReplayClock
 from engine.config import ConfigError, Settings
 from gateway import demo
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 def resumed_at(clock: ReplayClock, moment: dt.datetime) -> bool:
     """The clock stands at `moment`, or just after it (a millisecond of wall time, `RESUME_SLACK_S`)."""

@@ -19,7 +19,7 @@ def chat_model(settings: Settings, resolver: SymbolResolver) -> BaseChatModel:
     return ChatOpenAI(
         model=settings.llm_model,
         base_url=settings.llm_base_url,
-        api_key=settings.openai_api_key or NO_KEY,  # type: ignore[arg-type]
+        api_key=settings.openai_api_key or NO_KEY,  # type: ignore[arg-type]  # the pydantic field takes a plain string too
         timeout=settings.llm_timeout_s,
         max_retries=2,
         temperature=0,

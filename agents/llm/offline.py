@@ -45,7 +45,10 @@ class OfflineChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "clera-offline"
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, BaseMessage]:
+    # takes every tool the base does (and its tool_choice, in kwargs); `bind` answers BaseMessage, not AIMessage
+    def bind_tools(  # type: ignore[override]
+        self, tools: Sequence[Any], **kwargs: Any
+    ) -> Runnable[LanguageModelInput, BaseMessage]:
         return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
     def _generate(
@@ -66,13 +69,21 @@ class OfflineChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         reply = self.respond(messages, _tool_names(kwargs))
         if reply.tool_calls:
-            yield ChatGenerationChunk(message=AIMessageChunk(
-                content="",
-                tool_call_chunks=[
-                    {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i, "type": "tool_call_chunk"}
-                    for i, c in enumerate(reply.tool_calls)
-                ],
-            ))
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content="",
+                    tool_call_chunks=[
+                        {
+                            "name": c["name"],
+                            "args": json.dumps(c["args"]),
+                            "id": c["id"],
+                            "index": i,
+                            "type": "tool_call_chunk",
+                        }
+                        for i, c in enumerate(reply.tool_calls)
+                    ],
+                )
+            )
             return
         words = re.findall(r"\S+\s*|\s+", str(reply.content)) or [""]
         for i, word in enumerate(words):
@@ -98,12 +109,20 @@ class OfflineChatModel(BaseChatModel):
                 for call in m.tool_calls:
                     made[call["name"]] = made.get(call["name"], 0) + 1
         seen: dict[str, int] = {}
-        for call in wanted:
-            seen[call.tool] = seen.get(call.tool, 0) + 1
-            if made.get(call.tool, 0) < seen[call.tool]:
-                return AIMessage(content="", tool_calls=[
-                    {"name": call.tool, "args": dict(call.args), "id": f"call_{uuid.uuid4().hex[:24]}", "type": "tool_call"}
-                ])
+        for intent in wanted:
+            seen[intent.tool] = seen.get(intent.tool, 0) + 1
+            if made.get(intent.tool, 0) < seen[intent.tool]:
+                return AIMessage(
+                    content="",
+                    tool_calls=[
+                        {
+                            "name": intent.tool,
+                            "args": dict(intent.args),
+                            "id": f"call_{uuid.uuid4().hex[:24]}",
+                            "type": "tool_call",
+                        }
+                    ],
+                )
         text = _answer(turn, set(tools) | {"place_order"})
         last_agent = parsed.agents[-1] if parsed.agents else None
         if parsed.ask and last_agent is not None and set(TOOLS_OF[last_agent]) <= set(tools):

@@ -132,7 +132,8 @@ def _activity(r: Result) -> str:
 
 def _cash(r: Result) -> str:
     return (
-        f"Cash {usd(r['cash'])}, of which {usd(r['cash_withdrawable'])} can be withdrawn; buying power {usd(r['buying_power'])}."
+        f"Cash {usd(r['cash'])}, of which {usd(r['cash_withdrawable'])} can be withdrawn; "
+        f"buying power {usd(r['buying_power'])}."
     )
 
 

@@ -37,7 +37,7 @@ def symbol_of(deps: AgentDeps, symbol: str) -> str:
 
 @agent_tool(AGENT)
 def company_profile(deps: AgentDeps, account_id: str, symbol: str) -> dict[str, Any]:
-    """Company profile: name, sector, industry, description, country, key figures and facts. `symbol`: ticker or company name."""
+    """Company profile: name, sector, industry, description, country, key figures and facts. `symbol`: ticker or company name."""  # noqa: E501 - the tool's description for the model, kept on one line
     ticker = symbol_of(deps, symbol)
     found = deps.company.lookup(ticker)
     profile = found.profile

@@ -53,19 +53,19 @@ def check(deps: AgentDeps, account_id: str, side: str, symbol: str, notional: st
     if last is None:
         raise Rejected(f"{ticker} is not priced by the market data feed, so it cannot be traded now", code="no_price")
     price = rules.to_price(last.last)
-    request = OrderRequest(symbol=ticker, side=side, notional=amount, qty=shares)  # type: ignore[arg-type]
+    request = OrderRequest(symbol=ticker, side=side, notional=amount, qty=shares)  # type: ignore[arg-type]  # side: buy or sell (the tool's schema); exactly one amount
     order_rules.check_order(request, position if side == "sell" else None, last)
-    cost = amount if amount is not None else rules.cents(shares * price)  # type: ignore[operator]
+    cost = amount if amount is not None else rules.cents(shares * price)  # type: ignore[operator]  # no notional means shares is set (checked above)
     if side == "buy" and cost > account.buying_power:
         raise Rejected(
             f"insufficient buying power: the order needs about ${money(cost)}, "
             f"${money(account.buying_power)} is available",
             code="insufficient_funds",
         )
-    estimated_qty = shares if shares is not None else rules.shares_down(amount / price)  # type: ignore[operator]
+    estimated_qty = shares if shares is not None else rules.shares_down(amount / price)  # type: ignore[operator]  # no shares means amount is set (checked above)
     return PendingOrder(
         symbol=ticker,
-        side=side,  # type: ignore[arg-type]
+        side=side,  # type: ignore[arg-type]  # buy or sell: the tool's schema allows nothing else
         account_id=account_id,
         notional=None if amount is None else money(amount),
         qty=None if shares is None else plain(shares),

@@ -33,7 +33,7 @@ def _when(at: dt.datetime | None) -> str:
         return "-"
     zone = ""
     if at.tzinfo is not None:
-        at, zone = at.astimezone(dt.timezone.utc), " UTC"
+        at, zone = at.astimezone(dt.UTC), " UTC"
     return f"{at:%B} {at.day}, {at:%Y} at {at:%H:%M}{zone}"
 
 
@@ -88,7 +88,10 @@ def _html(record: ClosureRecord, title: str, paragraphs: list[str], facts: list[
         items = "".join(
             f'<li style="margin:0 0 8px"><strong>{e(t)}</strong>: {e(b)}</li>' for t, b in TIMELINE
         )
-        steps = f'<h3 style="margin:22px 0 8px;font-size:16px">What happens next</h3><ol style="padding-left:20px">{items}</ol>'
+        steps = (
+            '<h3 style="margin:22px 0 8px;font-size:16px">What happens next</h3>'
+            f'<ol style="padding-left:20px">{items}</ol>'
+        )
     code = e(record.confirmation_code)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title></head>
@@ -109,7 +112,7 @@ and quote your confirmation code <strong>{code}</strong>.</p>
 <p style="font-size:12px;color:#777;margin:16px 0 0">{BRAND} &middot; this email was sent about your {BRAND} brokerage account. Keep it for your records.</p>
 </td></tr></table>
 </body></html>
-"""
+"""  # noqa: E501 - the mail's markup, one element a line
 
 
 def _email(record: ClosureRecord, subject: str, title: str, paragraphs: list[str], facts: list[tuple[str, str]],

@@ -58,7 +58,9 @@ class Monitor:
     # -- one closure ---------------------------------------------------------------------------
     def header(self, record: ClosureRecord | None, account_id: str, source: str) -> None:
         if record is None:
-            self.say(Text.assemble(("closure of account ", "bold"), (account_id, "bold cyan"), (f"  ({source})", "dim")))
+            self.say(
+                Text.assemble(("closure of account ", "bold"), (account_id, "bold cyan"), (f"  ({source})", "dim"))
+            )
             return
         self.say(Text.assemble(
             ("closure of account ", "bold"), (record.account_id, "bold cyan"), ("  user ", "dim"), record.user_id,
@@ -72,8 +74,13 @@ class Monitor:
             step = steps[-1] if steps else "unknown"
             number = STEP_NUMBER.get(step, 0)
             self.say(Text.assemble(("account      ", "dim"), (account_id, "bold cyan")))
-            self.say(Text.assemble(("step         ", "dim"), (step, step_style(step)),
-                                   f"  ({'failed' if number < 0 else f'step {number}/{TOTAL_STEPS}'}, from the log files)"))
+            self.say(
+                Text.assemble(
+                    ("step         ", "dim"),
+                    (step, step_style(step)),
+                    f"  ({'failed' if number < 0 else f'step {number}/{TOTAL_STEPS}'}, from the log files)",
+                )
+            )
             self.say(Text.assemble(("log lines    ", "dim"), str(len(lines))))
             if lines:
                 self.say(Text.assemble(("last line    ", "dim"), styled(lines[-1])))
@@ -94,7 +101,9 @@ class Monitor:
             rows.append(("withdrawn", f"${withdrawn(record):,.2f} in {sum(t.status == 'COMPLETE' for t in record.transfers)}"
                                       f" completed of {len(record.transfers)} transfers"))
             for t in record.transfers:
-                style = {"COMPLETE": "green", "REJECTED": "red", "RETURNED": "red", "CANCELED": "red"}.get(t.status, "yellow")
+                style = {"COMPLETE": "green", "REJECTED": "red", "RETURNED": "red", "CANCELED": "red"}.get(
+                    t.status, "yellow"
+                )
                 rows.append(("  transfer", Text.assemble(f"{t.id} ${t.amount:,.2f} ", (t.status, style),
                                                          f" attempt {t.attempt} {when_text(t.created_at)}")))
         if record.failure_reason:
@@ -168,7 +177,11 @@ class Monitor:
         self.notes()
         if self.source.store is not None:
             total = len(self.source.all_records())
-            self.say(Text.assemble(("unfinished closures: ", "bold"), str(len(records)), (f" (of {total} in the store)", "dim")))
+            self.say(
+                Text.assemble(
+                    ("unfinished closures: ", "bold"), str(len(records)), (f" (of {total} in the store)", "dim")
+                )
+            )
             for r in records:
                 lines, _ = self.source.lines(r.account_id)
                 self.say(Text.assemble(

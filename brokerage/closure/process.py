@@ -225,7 +225,8 @@ class ClosureProcess(ClosureMachine):
             self._reconcile(record, snap, log)
             if record.liquidation_sent_at is not None:
                 raise Conflict(
-                    "the liquidation was already sent: the closure can no longer be canceled", code="closure_in_progress"
+                    "the liquidation was already sent: the closure can no longer be canceled",
+                    code="closure_in_progress",
                 )
             self.store.set_account_status(account_id, "active")
             record.failure_reason = "canceled by the account holder"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -176,10 +177,8 @@ class AlpacaFeed:
         """Wakes `batches()` on its own loop (from any thread); a consumer loop that is gone is ignored."""
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
                 loop.call_soon_threadsafe(wake.set)
-            except RuntimeError:  # loop closed: nobody is waiting any more
-                pass
 
     def _session_of(self, ts: float) -> str:
         """Trading day of a trade: its New York date (pre- and after-hours trades count towards that

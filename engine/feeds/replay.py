@@ -36,7 +36,7 @@ class _DayPath:
     it is clamped to [low, high].
     """
 
-    __slots__ = ("low", "high", "times", "values", "waves")
+    __slots__ = ("high", "low", "times", "values", "waves")
 
     def __init__(self, bar: DailyBar) -> None:
         rng = random.Random(zlib.crc32(f"{bar.symbol}:{bar.day.isoformat()}".encode()))
@@ -235,4 +235,7 @@ class ReplayFeed:
         if self.clock.position()[0] < len(self.days):
             return None
         last = self.days[-1].isoformat() if self.days else "before the replay start"
-        return f"the replayed prices ended ({last}): restart with an earlier CLERA_REPLAY_START or a slower CLERA_REPLAY_SESSION_SECONDS"
+        return (
+            f"the replayed prices ended ({last}): "
+            "restart with an earlier CLERA_REPLAY_START or a slower CLERA_REPLAY_SESSION_SECONDS"
+        )

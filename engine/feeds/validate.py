@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from typing import TypeGuard
 
 # Upper-case tickers as exchanges and Alpaca write them: letters, digits, '.', '/', '-' (BRK.B, BF-B).
 _SYMBOL = re.compile(r"^[A-Z][A-Z0-9./-]{0,14}$")
 
 
-def is_price(value: object) -> bool:
+def is_price(value: object) -> TypeGuard[float]:
     """A finite number > 0 (bools and strings are not prices)."""
     return (
         isinstance(value, (int, float))

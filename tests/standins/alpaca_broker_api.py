@@ -183,15 +183,16 @@ class Spec:
                 out.append(f"{where}: matches none of the allowed shapes")
         kind = s.get("type")
         if kind is not None and not _type_ok(kind, s.get("format"), value):
-            return out + [f"{where}: expected {kind}" + (f" ({s['format']})" if s.get("format") else "")]
+            return [*out, f"{where}: expected {kind}" + (f" ({s['format']})" if s.get("format") else "")]
         if "enum" in s and value not in s["enum"]:
             out.append(f"{where}: {value!r} is not one of {s['enum']}")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if value < s.get("minimum", value) or value > s.get("maximum", value):
-                out.append(f"{where}: {value} is out of range")
-        if isinstance(value, str):
-            if len(value) < s.get("minLength", 0) or len(value) > s.get("maxLength", len(value)):
-                out.append(f"{where}: length out of range")
+        if (isinstance(value, int | float) and not isinstance(value, bool)
+                and (value < s.get("minimum", value) or value > s.get("maximum", value))):
+            out.append(f"{where}: {value} is out of range")
+        if isinstance(value, str) and (
+            len(value) < s.get("minLength", 0) or len(value) > s.get("maxLength", len(value))
+        ):
+            out.append(f"{where}: length out of range")
         if isinstance(value, dict):
             out += [f"{where}.{r}: required" for r in s.get("required", []) if r not in value]
             for name, sub in s.get("properties", {}).items():
@@ -821,7 +822,7 @@ def _get_order(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
 
 
 def _cancel_order(api: AlpacaBrokerStandIn, c: Call) -> tuple[int, Any]:
-    status, order = _get_order(api, c)
+    _status, order = _get_order(api, c)
     if order["status"] not in OPEN_ORDER:
         raise ApiError(422, f"order is {order['status']} and can no longer be canceled")
     now = _ts(api.now(), True)

@@ -36,7 +36,7 @@ NEW_YORK = dt.timezone(dt.timedelta(hours=-5))  # bar timestamps only need the r
 
 
 def _bar(day: dt.date, close: float) -> dict[str, object]:
-    stamp = dt.datetime.combine(day, dt.time(0), NEW_YORK).astimezone(dt.timezone.utc)
+    stamp = dt.datetime.combine(day, dt.time(0), NEW_YORK).astimezone(dt.UTC)
     return {
         "t": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "o": close, "h": close, "l": close, "c": close, "v": 1000, "n": 10, "vw": close,
@@ -46,7 +46,7 @@ def _bar(day: dt.date, close: float) -> dict[str, object]:
 def _utc(text: str) -> dt.datetime:
     """An RFC 3339 time or a date from a query; Alpaca reads a time without an offset as UTC."""
     moment = dt.datetime.fromisoformat(text)
-    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
 
 
 class AlpacaStreamStandIn:
@@ -91,7 +91,7 @@ class AlpacaStreamStandIn:
         self._server.close()
         await self._server.wait_closed()
 
-    def _call(self, coro):  # type: ignore[no-untyped-def]
+    def _call(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     @property
@@ -214,7 +214,7 @@ class AlpacaStreamStandIn:
         basic = request.headers.get("Authorization")
         keys = (request.headers.get("APCA-API-KEY-ID"), request.headers.get("APCA-API-SECRET-KEY"))
         if basic is not None:
-            keys = tuple(base64.b64decode(basic.split(" ", 1)[1]).decode().split(":", 1))  # type: ignore[assignment]
+            keys = tuple(base64.b64decode(basic.split(" ", 1)[1]).decode().split(":", 1))
         return keys == (self.key, self.secret)
 
     def _daily_bars(self, request: Request, query: dict[str, list[str]]) -> Response:

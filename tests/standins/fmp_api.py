@@ -14,11 +14,12 @@ import threading
 import time
 from typing import Any
 
-from standins.served import ThreadedServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from standins.served import ThreadedServer
 
 
 def stable_profile(symbol: str) -> dict[str, Any]:
@@ -57,7 +58,9 @@ class FmpStandin:
     answers 503 to everything. Readings: `calls` (path, symbol) -> count, `arrivals` (monotonic times).
     """
 
-    def __init__(self, api_key: str, *, limit: int = 270, window_s: float = 60.0, retry_after: str | None = "1") -> None:
+    def __init__(
+        self, api_key: str, *, limit: int = 270, window_s: float = 60.0, retry_after: str | None = "1"
+    ) -> None:
         self.api_key, self.limit, self.window_s, self.retry_after = api_key, limit, window_s, retry_after
         self.profiles: dict[str, Any] = {}
         self.unknown: set[str] = set()
@@ -111,12 +114,16 @@ class FmpStandin:
                 self.over_limit += 1
                 status = 429
         if request.query_params.get("apikey") != self.api_key:
-            return symbol, JSONResponse({"Error Message": "Invalid API KEY. Please retry or visit our documentation."}, 401)
+            return symbol, JSONResponse(
+                {"Error Message": "Invalid API KEY. Please retry or visit our documentation."}, 401
+            )
         if self.down:
             status = 503
         if status == 429:
             headers = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
-            return symbol, JSONResponse({"Error Message": "Limit Reach . Please upgrade your plan."}, 429, headers=headers)
+            return symbol, JSONResponse(
+                {"Error Message": "Limit Reach . Please upgrade your plan."}, 429, headers=headers
+            )
         if status is not None:
             return symbol, Response("upstream trouble", status)
         if not symbol:

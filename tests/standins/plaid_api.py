@@ -156,7 +156,7 @@ class PlaidStandin:
             raise PlaidError(400, "INVALID_REQUEST", "INVALID_FIELD", "country_codes must be supported codes")
         redirect_uri = body.get("redirect_uri")
         if redirect_uri is not None and not (
-            redirect_uri.startswith("https://") or redirect_uri.startswith("http://localhost")
+            redirect_uri.startswith(("https://", "http://localhost"))
         ):
             raise PlaidError(400, "INVALID_REQUEST", "INVALID_FIELD",
                              "redirect_uri must use HTTPS (or http://localhost)")

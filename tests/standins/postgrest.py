@@ -290,7 +290,7 @@ class PostgrestStandIn:
         if count:
             total = conn.execute(
                 sql.SQL("SELECT COUNT(*) AS n FROM {}{}").format(sql.Identifier(table.name), where)
-            ).fetchone()["n"]  # type: ignore[index]
+            ).fetchone()["n"]
         return rows, total
 
     def _insert(
