@@ -16,7 +16,6 @@ completion happen as the replay moves, whichever worker runs the step.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time

@@ -64,7 +64,9 @@ def read_amount(text: str, side: str, bare_is_qty: bool = True) -> Amount:
     if side == "sell" and ALL.search(text):
         return Amount(qty="all")
     if FRACTION.search(text):
-        return Amount(problem="Please say a dollar amount or a number of shares (fractions and percentages aren't supported).")
+        return Amount(
+            problem="Please say a dollar amount or a number of shares (fractions and percentages aren't supported)."
+        )
     m = BARE.search(text)
     if m and bare_is_qty:
         value = decimal_text(m.group("n"))

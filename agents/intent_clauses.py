@@ -37,7 +37,9 @@ class Clause:
 
 def _portfolio_intents(text: str, dates: Dates, has_symbols: bool) -> list[tuple[str, dict[str, str]]]:
     found: list[tuple[str, dict[str, str]]] = []
-    activity = kw.ACTIVITY.search(text) and not (has_symbols and re.search(r"\bhistory\b", text) and not re.search(r"\bmy\b", text))
+    activity = kw.ACTIVITY.search(text) and not (
+        has_symbols and re.search(r"\bhistory\b", text) and not re.search(r"\bmy\b", text)
+    )
     if activity:
         trades, cash = bool(kw.ACTIVITY_TRADES.search(text)), bool(kw.ACTIVITY_CASH.search(text))
         kind = "trades" if trades and not cash else "cash" if cash and not trades else ""
@@ -45,14 +47,20 @@ def _portfolio_intents(text: str, dates: Dates, has_symbols: bool) -> list[tuple
     elif kw.CASH.search(text):
         found.append(("cash_available", {}))
     target = next((name for name, rx in kw.TARGETS if rx.search(text)), "")
-    wants_profile = target and re.search(rf"\b(?:an?|the|my)\s+{target.split('_')[0]}\w*\s+(?:allocation|mix|portfolio|profile)\b", text)
-    if kw.REBALANCE.search(text) or wants_profile or (target and kw.TARGET_CHANGE.search(text) and kw.PORTFOLIO.search(text)):
+    wants_profile = target and re.search(
+        rf"\b(?:an?|the|my)\s+{target.split('_')[0]}\w*\s+(?:allocation|mix|portfolio|profile)\b", text
+    )
+    if (
+        kw.REBALANCE.search(text)
+        or wants_profile
+        or (target and kw.TARGET_CHANGE.search(text) and kw.PORTFOLIO.search(text))
+    ):
         found.append(("rebalance_plan", {"target": target} if target else {}))
     if kw.DIVERSIFY.search(text):
         found.append(("diversification", {}))
-    if kw.RISK.search(text) and not (has_symbols and not kw.MINE.search(text)):
-        found.append(("risk_metrics", {"period": dates.period} if dates.period else {}))
-    elif re.search(r"\btoo (?:aggressive|conservative)\b", text):
+    if (kw.RISK.search(text) and not (has_symbols and not kw.MINE.search(text))) or re.search(
+        r"\btoo (?:aggressive|conservative)\b", text
+    ):
         found.append(("risk_metrics", {"period": dates.period} if dates.period else {}))
     mine = kw.PORTFOLIO.search(text) and not (has_symbols and not kw.MINE.search(text))
     if not found and mine and dates.period and kw.PERF.search(text):

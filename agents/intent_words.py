@@ -16,7 +16,8 @@ CONFIRM = re.compile(
     r"make it so|definitely|of course|right|alright|all right|now|then|it|please do|go|done)\s*)+"
 )
 CANCEL = re.compile(
-    r"(?:(?:no|nope|nah|cancel|cancel it|stop|never ?mind|forget it|don't|dont|abort|not now|thanks|thank you|please)\s*)+"
+    r"(?:(?:no|nope|nah|cancel|cancel it|stop|never ?mind|forget it|don't|dont|abort|not now|thanks|thank you|"
+    r"please)\s*)+"
 )
 GREETING = re.compile(r"(?:(?:hi|hello|hey|thanks|thank you|good morning|good evening|yo|howdy)\s*)+")
 
@@ -44,14 +45,17 @@ PERF = re.compile(
     r"\bperform|\breturns?\b|\bgain(?:ed|s)?\b|\blos(?:s|t|ses)\b|\bup or down\b|"
     r"\bhow (?:much )?(?:has|have|did) .*?\b(?:done|do|gone|moved|changed|grown|grew|risen|rose|fallen|fell|"
     r"dropped|climbed|fared|been doing)\b|\bcompar|\bvs\.?\b|\bversus\b|\bchart|\btrend|\bhistory\b|"
-    r"\bhistorical|\btrack record\b|\bgrowth\b|\bchanged?\b|\bover time\b|\blately\b|\brecently\b|\bbeen doing\b|\bsince\b"
+    r"\bhistorical|\btrack record\b|\bgrowth\b|\bchanged?\b|\bover time\b|\blately\b|\brecently\b|\bbeen doing\b|"
+    r"\bsince\b"
 )
 QUOTE = re.compile(
     r"\bprices?\b|\bquotes?\b|\btrading at\b|\btrades at\b|\bworth\b|\bcosts?\b|\bvalued\b|\bvalue of\b|"
     r"\bmarket (?:cap|value)\b|\bhow much (?:is|are|does|do)\b|\bwhat(?:'s| is) .*\bat\b|\bshare price\b|"
     r"\bstock price\b|\bticker\b"
 )
-QUOTE_WEAK = re.compile(r"\btoday\b|\bright now\b|\bcurrently\b|\bdoing\b|\bhow(?:'s| is| are)\b|\bmoving\b|\bup\b|\bdown\b")
+QUOTE_WEAK = re.compile(
+    r"\btoday\b|\bright now\b|\bcurrently\b|\bdoing\b|\bhow(?:'s| is| are)\b|\bmoving\b|\bup\b|\bdown\b"
+)
 PROFILE = re.compile(
     r"\btell me (?:about|more)\b|\bwhat (?:does|do) .*\bdo\b|\bwho (?:is|are|owns|runs|makes)\b|\bprofile\b|"
     r"\binfo\b|\binformation\b|\boverview\b|\bbackground\b|\bbusiness\b|\bdescribe\b|\bdescription\b|"
@@ -74,24 +78,34 @@ ACTIVITY = re.compile(
     r"\bwithdrawn\b|\btransfers?\b|\btransferred\b|\bfills?\b|\bfilled\b|\bexecutions?\b|\borders\b|"
     r"\btrades\b|\bpurchases\b|\bbuys\b|\bsales\b|\bbought\b|\bsold\b|\bpurchased\b|\bmy (?:last |recent )?order\b|"
     r"\b(?:account|order|trade|trading|purchase|transaction|deposit|withdrawal|funding) history\b|"
-    r"\bfunding\b|\bledger\b|\b(?:did|have) (?:i|we) (?:\w+ )?(?:buy|sell|purchase|trade|bought|sold)\b|\bcash (?:movements|flows?|in and out)\b|\bmoney (?:in|out|i put in)\b"
+    r"\bfunding\b|\bledger\b|\b(?:did|have) (?:i|we) (?:\w+ )?(?:buy|sell|purchase|trade|bought|sold)\b|"
+    r"\bcash (?:movements|flows?|in and out)\b|\bmoney (?:in|out|i put in)\b"
 )
-ACTIVITY_TRADES = re.compile(r"\btrad|\border|\bfill|\bexecution|\bpurchas|\bbuys?\b|\bbought\b|\bsold\b|\bsell|\bsales\b")
+ACTIVITY_TRADES = re.compile(
+    r"\btrad|\border|\bfill|\bexecution|\bpurchas|\bbuys?\b|\bbought\b|\bsold\b|\bsell|\bsales\b"
+)
 ACTIVITY_CASH = re.compile(r"\bdeposit|\bwithdr|\btransfer|\bcash\b|\bfunding\b|\bmoney\b")
 REBALANCE = re.compile(r"\bre-?balanc|\breallocat|\brealign|\btarget (?:allocation|mix|weights?)\b|\bequal[- ]?weight")
 # carrying a rebalance out (orders, each confirmed) rather than seeing the plan
 EXECUTE = re.compile(
     r"\b(?:execute|place|submit|carry out|go ahead with|go through with|make|do|start|trade|run|perform)\b"
     r".*\b(?:re-?balanc\w*|trades|orders)\b.*|\bre-?balanc\w* (?:it |everything |my \w+ )?for me\b|"
-    r"\bre-?balanc\w*\b.*\b(?:and|then) (?:place|execute|submit|make|do) (?:the |those |these |all )?(?:trades|orders)\b"
+    r"\bre-?balanc\w*\b.*\b(?:and|then) (?:place|execute|submit|make|do) (?:the |those |these |all )?(?:trades|"
+    r"orders)\b"
 )
 TARGET_CHANGE = re.compile(
     r"\b(?:make|shift|move|switch|turn|change|adjust|go|convert|reposition|restructure|split|spread|divide|"
     r"distribute|allocate|weight|put)\b"
 )
 TARGETS = (
-    ("equal_weight", re.compile(r"\bequal[- ]?weight|\bequally\b|\bevenly\b|\bequal (?:parts|amounts|split|shares)\b|\bsame amount")),
-    ("conservative", re.compile(r"\bconservative|\bsafer\b|\bless risk|\blower risk|\bdefensive|\bcautious|\bless aggressive")),
+    (
+        "equal_weight",
+        re.compile(r"\bequal[- ]?weight|\bequally\b|\bevenly\b|\bequal (?:parts|amounts|split|shares)\b|\bsame amount"),
+    ),
+    (
+        "conservative",
+        re.compile(r"\bconservative|\bsafer\b|\bless risk|\blower risk|\bdefensive|\bcautious|\bless aggressive"),
+    ),
     ("balanced", re.compile(r"\bbalanced\b|\bmoderate\b|\bmiddle of the road\b|\bin between\b")),
     ("aggressive", re.compile(r"\baggressive|\bgrowth\b|\briskier\b|\bmore risk|\bhigher risk|\bmore growth")),
 )
@@ -112,7 +126,8 @@ PORTFOLIO = re.compile(
     r"\bgains? and loss|\bp&l\b|\bpnl\b"
 )
 HOLDING = re.compile(
-    r"\bmy §[A-Z]|\bdo i (?:own|have|hold)\b|\bi (?:own|hold)\b|\bhow (?:much|many) .*\b(?:do|did) i (?:own|have|hold)\b|"
+    r"\bmy §[A-Z]|\bdo i (?:own|have|hold)\b|\bi (?:own|hold)\b|\bhow (?:much|many) .*\b(?:do|did) i (?:own|have|"
+    r"hold)\b|"
     r"§[A-Z]\s+(?:position|holding|stake|shares i)\b|\bexposure to\b|\bin my (?:portfolio|account)\b"
 )
 # A stock-level "how risky is Tesla" has no portfolio tool; its history is the closest answer.

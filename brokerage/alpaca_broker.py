@@ -38,6 +38,7 @@ from typing import Any
 
 import requests
 from alpaca.broker.client import BrokerClient
+from alpaca.broker.enums import BankAccountType
 from alpaca.broker.requests import (
     CreateACHRelationshipRequest,
     CreateACHTransferRequest,

@@ -112,7 +112,9 @@ class CleraSqlStore(SqlStore):
         )
 
     def get_account(self, account_id: str) -> AccountRecord | None:
-        row = self.db.fetchone(self._select("o.alpaca_account_id = ?") + " ORDER BY o.created_at LIMIT 1", (account_id,))
+        row = self.db.fetchone(
+            self._select("o.alpaca_account_id = ?") + " ORDER BY o.created_at LIMIT 1", (account_id,)
+        )
         return account_from_row(row) if row else None
 
     def accounts_of(self, user_id: str) -> list[AccountRecord]:

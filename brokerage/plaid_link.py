@@ -208,10 +208,8 @@ class PlaidLink:
             processor_token = self.processor_token(item.access_token, chosen)
             relationship = broker.create_ach_relationship_from_processor_token(account_id, processor_token)
         except BrokerageError:
-            try:
+            with contextlib.suppress(BrokerageError):  # best effort: the original failure is what the caller needs
                 self.remove_item(item.access_token)
-            except BrokerageError:
-                pass  # best effort: the original failure is what the caller needs to see
             raise
         return LinkedBank(relationship=relationship, item_id=item.item_id)
 

@@ -162,7 +162,7 @@ class Database:
         return " FOR UPDATE" if self.dialect == "postgres" else ""
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator["Database"]:
+    def transaction(self) -> Iterator[Database]:
         """A write transaction on one connection, held by this thread: all or nothing. Nested use
         joins the outer transaction."""
         if getattr(self._local, "depth", 0):

@@ -23,10 +23,12 @@ def _show_turn(turn: dict[str, Any]) -> None:
 def _decide(interrupt: dict[str, Any]) -> dict[str, Any]:
     """The person's answer to a trade confirmation, asked at the terminal."""
     order = interrupt["order"]
-    console.print(f"[bold yellow]confirmation needed[/bold yellow] (expires {interrupt['expires_at']}): "
-                  f"{order['side']} {order.get('notional') and '$' + order['notional'] or order.get('qty') + ' shares'} "
-                  f"of {order['symbol']}, about {order['estimated_qty']} shares at ${order['estimated_price']}, "
-                  f"market {'open' if order['market_open'] else 'closed (queued for the next open)'}")
+    console.print(
+        f"[bold yellow]confirmation needed[/bold yellow] (expires {interrupt['expires_at']}): "
+        f"{order['side']} {(order.get('notional') and '$' + order['notional']) or order.get('qty') + ' shares'} "
+        f"of {order['symbol']}, about {order['estimated_qty']} shares at ${order['estimated_price']}, "
+        f"market {'open' if order['market_open'] else 'closed (queued for the next open)'}"
+    )
     decision = Prompt.ask("confirm, edit or cancel", choices=["confirm", "edit", "cancel"], default="cancel")
     answer: dict[str, Any] = {"interruptId": interrupt["id"], "decision": decision}
     if decision == "edit":

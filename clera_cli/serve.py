@@ -98,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
             say(f"Ray dashboard: http://{context.dashboard_url}")
         say(f"Ray: {context.address_info['gcs_address']}  (`clera status` finds it; elsewhere set RAY_ADDRESS to it)")
         # a key the operator set is theirs to know: only a generated development key is shown
-        say(f"API key (X-API-Key):  {'BACKEND_API_KEY (as configured)' if key_configured else settings.backend_api_key}")
+        say(
+            f"API key (X-API-Key):  {'BACKEND_API_KEY (as configured)' if key_configured else settings.backend_api_key}"
+        )
         say(f"demo user {demo.DEMO_USER}, token (Authorization: Bearer ... or ?token=...):")
         say(demo_token)
         say(f"watch one:  export CLERA_TOKEN={demo_token}; clera watch ACCOUNT --url {watch_url}")

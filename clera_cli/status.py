@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 RAY_TOKEN_FILE = Path.home() / ".ray" / "auth_token"  # where Ray keeps the token of a cluster it started
 
 
-def status_view(status: "SystemStatus", address: str) -> Group:
+def status_view(status: SystemStatus, address: str) -> Group:
     """Node ids cut to their first 8 characters: enough to tell a handful of nodes apart."""
     nodes = Table(title="nodes", title_justify="left", header_style="bold", box=None)
     for column in ("node", "address", "state", "CPUs", "types"):

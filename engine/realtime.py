@@ -20,7 +20,12 @@ import redis.asyncio as aioredis
 from engine import metrics, pubsub
 from engine.subscriptions import SymbolRefcounts, shard_of
 from engine.types import (
-    PRICE_DECIMALS, AccountHoldings, LastPrice, PortfolioSnapshot, Tick, msgpack_encoder,
+    PRICE_DECIMALS,
+    AccountHoldings,
+    LastPrice,
+    PortfolioSnapshot,
+    Tick,
+    msgpack_encoder,
 )
 from engine.valuation import Coalescer, ValuationBook
 
@@ -162,7 +167,9 @@ class SymbolCore:
             mask = np.zeros(len(self._names), dtype=bool)
             mask[[self._ids[s] for s in held]] = True
             self._held[h] = mask
-        self._held_any = np.logical_or.reduce(list(self._held.values())) if self._held else np.zeros(len(self._names), dtype=bool)
+        self._held_any = (
+            np.logical_or.reduce(list(self._held.values())) if self._held else np.zeros(len(self._names), dtype=bool)
+        )
         return started, stopped
 
     def _number(self, symbol: str) -> int:

@@ -13,7 +13,7 @@ from engine.wire import json_encoder
 
 
 def iso_time(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat()
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
 
 
 def money(value: float) -> str:

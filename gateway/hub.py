@@ -223,8 +223,8 @@ class PortfolioHub:
         if not accounts:
             return
         raws = await self._services.redis.client().mget([last_key(a) for a in accounts])
-        for account, raw in zip(accounts, raws):
-            if raw is None:
+        for account, raw in zip(accounts, raws, strict=True):
+            if not isinstance(raw, bytes):
                 continue
             try:
                 seq, frame = snapshot_frame(raw)
@@ -254,7 +254,7 @@ class PortfolioHub:
                     accounts = list(self._watchers)
                     await register_interest(self._services.redis.client(), accounts, self._interest_ttl_s)
                     refreshed = now
-                except Exception as exc:  # retried next tick; the reader handles reconnection
+                except Exception as exc:  # noqa: BLE001  (retried next tick; the reader handles reconnection)
                     log.warning("interest refresh failed: %s", exc)
 
     async def close(self) -> None:

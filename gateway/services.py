@@ -303,7 +303,7 @@ class Services:
         broker: Broker | None = None,
         chat: ChatRunner | None = None,
         closure: ClosureProcess | None = None,
-    ) -> "Services":
+    ) -> Services:
         """The plain-Python wiring used under uvicorn: no Ray anywhere."""
         connector = RedisConnector(redis_url)
         return cls(

@@ -54,7 +54,7 @@ async def test_shards_reject_bad_input_and_keep_publishing(redis_url, tmp_path) 
         await symbol_shard.on_ticks.remote(b"\xc1garbage")
         await symbol_shard.on_ticks.remote("not bytes")
         await portfolio_shard.on_batch.remote(b"\x92\xa1x")
-        bad = _bad_ticks(first.session) + [Tick("NOPE", 3.0, 3.0, 1.0, first.session, "replay")]
+        bad = [*_bad_ticks(first.session), Tick("NOPE", 3.0, 3.0, 1.0, first.session, "replay")]
         await symbol_shard.on_ticks.remote(encode_columns(bad, 0.0))  # well-formed, but no tick in it is good
 
         async def counted() -> bool:

@@ -412,7 +412,9 @@ async def test_a_confirmation_the_account_can_no_longer_afford_places_nothing(tm
         cash = w.broker.get_account(account).buying_power
         turn = await w.ok(await w.chat(ALICE, f"buy ${cash - 100:.2f} of MSFT"))
         assert turn["interrupt"] is not None
-        w.broker.submit_order(account, OrderRequest(symbol="IBM", side="buy", notional=Decimal("500")))  # elsewhere, meanwhile
+        w.broker.submit_order(
+            account, OrderRequest(symbol="IBM", side="buy", notional=Decimal("500"))
+        )  # elsewhere, meanwhile
         before = len(w.broker.list_orders(account, "all"))
         done = await w.ok(await w.resume(ALICE, turn["threadId"], turn["interrupt"]["id"], "confirm"))
         placed = done["steps"][0]["result"]

@@ -21,7 +21,6 @@ import cli
 from clera_cli.dev_secrets import SECRETS_FILE
 from clera_cli.watch import AuthRefused, default_watch_url, watch_frames
 from clera_cli.watch_view import portfolio_view
-from conftest import free_port
 from engine.auth import verify_jwt
 from engine.config import load_settings
 

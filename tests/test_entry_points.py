@@ -39,7 +39,6 @@ from brokerage.sql import Database
 from brokerage.sql_store import SqlStore
 from clera_cli.dev_secrets import SECRETS_FILE
 from clera_cli.watch import watch_frames
-from conftest import free_port
 from engine.auth import mint_jwt, verify_jwt
 from engine.config import Settings
 from gateway import demo

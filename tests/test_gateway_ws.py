@@ -12,8 +12,6 @@ import pytest
 import redis
 import websockets
 from conftest import free_port
-from engine.types import PortfolioSnapshot
-from gateway.frames import money, signed_return
 from gateway_support import (
     ALICE,
     ALICE_ACCOUNT,
@@ -32,7 +30,7 @@ from gateway_support import (
 from websockets.asyncio.client import ClientConnection, connect
 
 from engine.types import PortfolioSnapshot
-from gateway.ws import money, signed_return
+from gateway.frames import money, signed_return
 
 
 @pytest.fixture

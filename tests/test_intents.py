@@ -30,7 +30,12 @@ def test_eval_set_accuracy() -> None:
 
 # Each amount, and the ways people write it: dollars ("notional") and shares ("qty").
 AMOUNT_FORMS: dict[tuple[str, str], list[str]] = {
-    ("notional", "1500"): ["buy $1,500 of Apple", "buy 1500 dollars of Apple", "buy $1.5k of Apple", "buy 1.5k of Apple"],
+    ("notional", "1500"): [
+        "buy $1,500 of Apple",
+        "buy 1500 dollars of Apple",
+        "buy $1.5k of Apple",
+        "buy 1.5k of Apple",
+    ],
     ("notional", "2000"): ["buy 2k of Apple", "buy $2 thousand of Apple", "buy two thousand dollars of Apple"],
     ("notional", "1000"): ["buy a thousand bucks of Apple"],
     ("notional", "500"): ["buy five hundred dollars of Apple"],
@@ -49,7 +54,8 @@ AMOUNT_FORMS: dict[tuple[str, str], list[str]] = {
 
 
 @pytest.mark.parametrize(
-    ("text", "kind", "amount"), [(text, kind, amount) for (kind, amount), texts in AMOUNT_FORMS.items() for text in texts]
+    ("text", "kind", "amount"),
+    [(text, kind, amount) for (kind, amount), texts in AMOUNT_FORMS.items() for text in texts],
 )
 def test_amount_forms(text: str, kind: str, amount: str) -> None:
     assert calls(text) == [("buy", {"symbol": "AAPL", kind: amount})]

@@ -26,8 +26,6 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from clera_cli.dev_secrets import SECRETS_FILE
 from clera_cli.status import RAY_TOKEN_FILE
-from test_entry_points import BIN, _engine_up, _environ, _nothing_left_behind, _ports, _until, commands  # noqa: F401
-from test_gateway_ws import next_of
 
 pytestmark = [pytest.mark.own_ray, pytest.mark.timeout(900)]
 

@@ -142,7 +142,11 @@ async def test_topology_is_get_or_create_and_reports_health(redis_url, tmp_path)
     settings = engine_settings(redis_url, tmp_path, [WATCHED])
 
     def named_actors() -> set[str]:
-        return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == settings.ray_namespace}
+        return {
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == settings.ray_namespace
+        }
 
     engine = {market_feed_name(), position_sync_name(), *(symbol_shard_name(i) for i in range(settings.symbol_shards)),
               *(portfolio_shard_name(j) for j in range(settings.portfolio_shards))}

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
+from conftest import PG_URL, free_port
 
 from brokerage.sql import DATABASE_DOWN, POOL_MAX_SIZE, Database
-from conftest import PG_URL, free_port
 
 
 def _named(pg_url: str) -> tuple[Database, str]:
@@ -67,9 +67,13 @@ def test_a_transaction_keeps_its_connection_and_other_threads_do_not_see_it_befo
             reader.join()
         assert seen_inside == [0]
         assert [r["id"] for r in db.fetchall("SELECT id FROM notes ORDER BY id")] == [1, 2]
-        with pytest.raises(RuntimeError), db.transaction():
-            db.execute("INSERT INTO notes (id) VALUES (3)")
-            raise RuntimeError("changed my mind")
+        def change_of_mind() -> None:
+            with db.transaction():
+                db.execute("INSERT INTO notes (id) VALUES (3)")
+                raise RuntimeError("changed my mind")
+
+        with pytest.raises(RuntimeError, match="changed my mind"):
+            change_of_mind()
         assert db.fetchone("SELECT COUNT(*) AS n FROM notes") == {"n": 2}  # rolled back, connection reusable
     finally:
         db.close()
@@ -105,7 +109,6 @@ def test_a_database_that_is_not_there_fails_at_once() -> None:
     started = time.monotonic()
     with pytest.raises(DATABASE_DOWN):
         db.fetchone("SELECT 1")
-    with pytest.raises(DATABASE_DOWN):
-        with db.transaction():
-            pass
+    with pytest.raises(DATABASE_DOWN), db.transaction():
+        pass
     assert time.monotonic() - started < 3  # not after the pool's wait for a connection

@@ -558,13 +558,22 @@ def test_bank_links_record_what_plaid_says_of_their_item(make_store: MakeStore, 
     store.add_account(ALICE, "acc-a1")
     store.add_account(BOB, "acc-b1")
     linked = store.record_bank_link("acc-a1", "rel-1", "item-1")
-    assert (linked.account_id, linked.item_id, linked.needs_relink, linked.last_event) == ("acc-a1", "item-1", False, None)
+    assert (linked.account_id, linked.item_id, linked.needs_relink, linked.last_event) == (
+        "acc-a1",
+        "item-1",
+        False,
+        None,
+    )
     assert linked.created_at == linked.updated_at == START and _aware_utc(linked.created_at)
     other = store.record_bank_link("acc-b1", "rel-2", "item-2")
 
     clock.advance(dt.timedelta(minutes=5))
     [marked] = store.record_item_event("item-1", "ITEM/ERROR ITEM_LOGIN_REQUIRED", True)
-    assert (marked.relationship_id, marked.needs_relink, marked.last_event) == ("rel-1", True, "ITEM/ERROR ITEM_LOGIN_REQUIRED")
+    assert (marked.relationship_id, marked.needs_relink, marked.last_event) == (
+        "rel-1",
+        True,
+        "ITEM/ERROR ITEM_LOGIN_REQUIRED",
+    )
     assert marked.updated_at == START + dt.timedelta(minutes=5) and marked.created_at == START
     assert store.bank_links_of("acc-a1") == [marked]
     assert make_store().bank_links_of("acc-b1") == [other]  # another Item's link is left alone, after a restart too

@@ -144,7 +144,9 @@ class ClosureMachine:
         record.liquidations += 1
         log.broker_data("CLOSE_ALL_POSITIONS", results)
         failed = [r for r in results if r.status >= 300]
-        log.safety_check("LIQUIDATION_SUCCESS", not failed, {"orders": len(results) - len(failed), "refused": len(failed)})
+        log.safety_check(
+            "LIQUIDATION_SUCCESS", not failed, {"orders": len(results) - len(failed), "refused": len(failed)}
+        )
         self._move(record, "liquidating_positions", f"{len(results)} sell orders sent", log)
         self._save(record)
 
@@ -241,7 +243,9 @@ class ClosureMachine:
             changed = True
             if theirs.status in VOID_TRANSFER and was not in VOID_TRANSFER:
                 record.rejected_transfers += 1
-                log.step_failure("WITHDRAWAL", {"transfer_id": mine.id, "status": theirs.status, "reason": theirs.reason})
+                log.step_failure(
+                    "WITHDRAWAL", {"transfer_id": mine.id, "status": theirs.status, "reason": theirs.reason}
+                )
             elif theirs.status == COMPLETE_TRANSFER:
                 log.step_completion("WITHDRAWAL", {"transfer_id": mine.id, "amount": amount_text(mine.amount)})
             else:
@@ -282,7 +286,9 @@ class ClosureMachine:
             return None
         record.pending_withdrawal = PendingWithdrawal(amount=amount, requested_at=now)
         self._save(record)
-        log.step_start("WITHDRAW_ALL_FUNDS", {"amount": amount_text(amount), "ach_relationship_id": record.ach_relationship_id})
+        log.step_start(
+            "WITHDRAW_ALL_FUNDS", {"amount": amount_text(amount), "ach_relationship_id": record.ach_relationship_id}
+        )
         started = time.perf_counter()
         try:
             transfer = self.broker.create_transfer(record.account_id, record.ach_relationship_id, amount, "OUTGOING")
@@ -306,7 +312,9 @@ class ClosureMachine:
         record.pending_withdrawal = None
         self._move(record, "partial_withdrawal_waiting", f"withdrawal of {money(amount)} sent", log)
         self._save(record)
-        log.broker_data("TRANSFER_DATA", {"id": transfer.id, "amount": amount_text(transfer.amount), "status": transfer.status})
+        log.broker_data(
+            "TRANSFER_DATA", {"id": transfer.id, "amount": amount_text(transfer.amount), "status": transfer.status}
+        )
         return mine
 
     def _close_blockers(self, snap: Snapshot, record: ClosureRecord) -> list[str]:

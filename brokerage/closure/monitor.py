@@ -90,7 +90,10 @@ class Monitor:
             ("account", Text(record.account_id, "bold cyan")),
             ("user", record.user_id),
             ("step", Text.assemble((record.step, step_style(record.step)), f"  ({progress_text(record)})")),
-            ("progress", Text.assemble((progress_bar(number), step_style(record.step)), f" {max(number, 0)}/{TOTAL_STEPS}")),
+            (
+                "progress",
+                Text.assemble((progress_bar(number), step_style(record.step)), f" {max(number, 0)}/{TOTAL_STEPS}"),
+            ),
             ("confirmation", record.confirmation_code),
             ("initiated", when_text(record.initiated_at)),
             ("updated", when_text(record.updated_at)),
@@ -98,8 +101,13 @@ class Monitor:
         if record.completed_at is not None:
             rows.append(("completed", when_text(record.completed_at)))
         if record.transfers:
-            rows.append(("withdrawn", f"${withdrawn(record):,.2f} in {sum(t.status == 'COMPLETE' for t in record.transfers)}"
-                                      f" completed of {len(record.transfers)} transfers"))
+            rows.append(
+                (
+                    "withdrawn",
+                    f"${withdrawn(record):,.2f} in {sum(t.status == 'COMPLETE' for t in record.transfers)}"
+                    f" completed of {len(record.transfers)} transfers",
+                )
+            )
             for t in record.transfers:
                 style = {"COMPLETE": "green", "REJECTED": "red", "RETURNED": "red", "CANCELED": "red"}.get(
                     t.status, "yellow"

@@ -68,7 +68,11 @@ class Source:
             return default
         try:
             return read(self.store)
-        except (sqlite3.Error, psycopg.Error, OSError) as exc:  # no table yet, a locked or unreachable database: use the files
+        except (
+            sqlite3.Error,
+            psycopg.Error,
+            OSError,
+        ) as exc:  # no table yet, a locked or unreachable database: use the files
             self.notes.append(f"closure store not readable ({type(exc).__name__}: {exc}); using log files")
             self.store = None
             return default

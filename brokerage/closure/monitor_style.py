@@ -56,7 +56,7 @@ def when_text(at: dt.datetime | None) -> str:
     if at is None:
         return "-"
     if at.tzinfo is not None:
-        return at.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return at.strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -71,4 +71,6 @@ def progress_text(record: ClosureRecord) -> str:
 
 
 def step_style(step: str) -> str:
-    return {"completed": "green", "failed": "red"}.get(step, "yellow" if step == "partial_withdrawal_waiting" else "blue")
+    return {"completed": "green", "failed": "red"}.get(
+        step, "yellow" if step == "partial_withdrawal_waiting" else "blue"
+    )

@@ -253,8 +253,13 @@ class ClosureProcess(ClosureMachine):
             "failure_reason": record.failure_reason,
             "liquidation_sent_at": record.liquidation_sent_at.isoformat() if record.liquidation_sent_at else None,
             "transfers": [
-                {"id": t.id, "amount": amount_text(t.amount), "status": t.status, "created_at": t.created_at.isoformat(),
-                 "attempt": t.attempt}
+                {
+                    "id": t.id,
+                    "amount": amount_text(t.amount),
+                    "status": t.status,
+                    "created_at": t.created_at.isoformat(),
+                    "attempt": t.attempt,
+                }
                 for t in record.transfers
             ],
             "withdrawn": amount_text(withdrawn(record)),
