@@ -136,7 +136,7 @@ class MarketFeed:
     async def unsubscribe(self, symbols: list[str]) -> None:
         await asyncio.to_thread(self.core.feed.unsubscribe, symbols)
 
-    async def status(self) -> dict:
+    async def status(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
             "feed": msgspec.to_builtins(self.core.feed.status()),

@@ -112,7 +112,7 @@ class SymbolShard:
     async def symbols(self) -> list[str]:
         return self.core.refcounts.symbols()
 
-    async def status(self) -> dict:
+    async def status(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
             "index": self.index,

@@ -67,9 +67,9 @@ def read_amount(text: str, side: str, bare_is_qty: bool = True) -> Amount:
         return Amount(
             problem="Please say a dollar amount or a number of shares (fractions and percentages aren't supported)."
         )
-    m = BARE.search(text)
-    if m and bare_is_qty:
-        value = decimal_text(m.group("n"))
+    bare = BARE.search(text)
+    if bare and bare_is_qty:
+        value = decimal_text(bare.group("n"))
         return Amount(qty=value) if value else Amount(problem="An amount has to be more than zero.")
     return Amount()
 

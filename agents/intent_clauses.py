@@ -127,7 +127,9 @@ class Message:
 
     @classmethod
     def read(cls, text: str, resolver: SymbolResolver) -> Message:
-        pieces, cursor, symbols = [], 0, []
+        pieces: list[str] = []
+        symbols: list[str] = []
+        cursor = 0
         for mention in resolver.find(text)[:26]:
             pieces.append(text[cursor : mention.start].lower())
             pieces.append(f" §{chr(65 + len(symbols))} ")

@@ -65,7 +65,7 @@ def enum_text(value: Any) -> str:
 def account_from(account: Account, trade: TradeAccount | None) -> BrokerAccount:
     identity, contact = account.identity, account.contact
     owner = " ".join(p for p in (identity.given_name, identity.family_name) if p) if identity else None
-    money = {}
+    money: dict[str, Any] = {}
     if trade is not None:
         money = {
             "cash": dec0(trade.cash),

@@ -34,11 +34,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import requests
 from alpaca.broker.client import BrokerClient
-from alpaca.broker.enums import BankAccountType
+from alpaca.broker.enums import BankAccountType, TransferDirection, TransferTiming
+from alpaca.broker.models import Account, TradeAccount
 from alpaca.broker.requests import (
     CreateACHRelationshipRequest,
     CreateACHTransferRequest,
@@ -46,7 +47,11 @@ from alpaca.broker.requests import (
     GetAccountActivitiesRequest,
     ListAccountsRequest,
 )
+from alpaca.trading.enums import QueryOrderStatus
+from alpaca.trading.models import ClosePositionResponse, NonTradeActivity, Position, TradeActivity
+from alpaca.trading.models import Order as SdkOrder
 from alpaca.trading.requests import GetOrdersRequest
+from pydantic import BaseModel
 from requests.adapters import HTTPAdapter
 
 from brokerage import models
@@ -68,6 +73,8 @@ from brokerage.store import normalize_email
 from engine.config import Settings
 
 log = logging.getLogger(__name__)
+# alpaca-py's methods are typed `Model | RawData`; with raw_data off (the default, as here) the answer is the
+# model, which the casts below tell mypy.
 ORDER_LIST_LIMIT = 500  # Alpaca's maximum page; the default of 50 would hide older orders
 
 
@@ -118,13 +125,13 @@ class AlpacaBroker:
     def create_account(self, application: models.AccountApplication) -> models.BrokerAccount:
         request = build("account application", lambda: account_request(application))
         account = sdk_call("create account", self._client.create_account, request, conflict_code="email_in_use")
-        return account_from(account, None)
+        return account_from(cast(Account, account), None)
 
     def get_account(self, account_id: str) -> models.BrokerAccount:
         uuid_of(account_id, "account")
         account = sdk_call(f"account {account_id}", self._client.get_account_by_id, account_id)
         trade = sdk_call(f"account {account_id}", self._client.get_trade_account_by_id, account_id)
-        return account_from(account, trade)
+        return account_from(cast(Account, account), cast(TradeAccount, trade))
 
     def find_account_by_email(self, email: str) -> models.BrokerAccount | None:
         """Through Alpaca's account search, which matches tokens anywhere: the exact email is picked here."""
@@ -132,7 +139,7 @@ class AlpacaBroker:
         if wanted is None:
             return None
         query = build("account search", lambda: ListAccountsRequest(query=wanted))
-        for account in sdk_call("account search", self._client.list_accounts, query):
+        for account in cast(list[Account], sdk_call("account search", self._client.list_accounts, query)):
             if account.contact and normalize_email(account.contact.email_address) == wanted:
                 return self.get_account(str(account.id))  # with its balances, which the search leaves out
         return None
@@ -163,7 +170,7 @@ class AlpacaBroker:
     ) -> models.AchRelationship:
         uuid_of(account_id, "account")
         account = sdk_call(f"account {account_id}", self._client.get_account_by_id, account_id)
-        owner = account_from(account, None).owner_name
+        owner = account_from(cast(Account, account), None).owner_name
         if not owner:
             raise Rejected(f"account {account_id} has no owner name on file", code="no_owner_name")
         body = build("ACH relationship", lambda: CreateACHRelationshipRequest(
@@ -176,7 +183,7 @@ class AlpacaBroker:
         rel = sdk_call(f"create ACH relationship for account {account_id}",
                        self._client.create_ach_relationship_for_account, account_id, body,
                        conflict_code="ach_relationship_exists")
-        return ach_from_model(rel)
+        return ach_from_model(cast(BaseModel, rel))
 
     def create_ach_relationship_from_processor_token(
         self, account_id: str, processor_token: str
@@ -188,7 +195,7 @@ class AlpacaBroker:
         rel = sdk_call(f"create ACH relationship for account {account_id}",
                        self._client.create_ach_relationship_for_account, account_id, body,
                        conflict_code="ach_relationship_exists")
-        return ach_from_model(rel)
+        return ach_from_model(cast(BaseModel, rel))
 
     def delete_ach_relationship(self, account_id: str, relationship_id: str) -> None:
         uuid_of(account_id, "account")
@@ -206,11 +213,12 @@ class AlpacaBroker:
         uuid_of(account_id, "account")
         uuid_of(relationship_id, "ACH relationship")
         body = build("transfer", lambda: CreateACHTransferRequest(
-            amount=str(amount), direction=direction, timing="immediate", relationship_id=relationship_id,
+            amount=str(amount), direction=TransferDirection(direction), timing=TransferTiming.IMMEDIATE,
+            relationship_id=uuid_of(relationship_id, "ACH relationship"),
         ))
         transfer = sdk_call(f"create transfer for account {account_id}",
                             self._client.create_transfer_for_account, account_id, body)
-        return transfer_from(dump(transfer))
+        return transfer_from(dump(cast(BaseModel, transfer)))
 
     def get_transfer(self, account_id: str, transfer_id: str) -> models.Transfer:
         wanted = str(uuid_of(transfer_id, "transfer"))
@@ -222,7 +230,7 @@ class AlpacaBroker:
     def list_transfers(self, account_id: str) -> list[models.Transfer]:
         uuid_of(account_id, "account")
         transfers = sdk_call(f"transfers of account {account_id}", self._client.get_transfers_for_account, account_id)
-        return [transfer_from(dump(t)) for t in transfers]
+        return [transfer_from(dump(t)) for t in cast(list[BaseModel], transfers)]
 
     def cancel_transfer(self, account_id: str, transfer_id: str) -> None:
         uuid_of(account_id, "account")
@@ -244,21 +252,21 @@ class AlpacaBroker:
                 raise
             return existing
         self._changed(account_id)
-        return order_from(dump(order), account_id)
+        return order_from(dump(cast(SdkOrder, order)), account_id)
 
     def get_order(self, account_id: str, order_id: str) -> models.Order:
         uuid_of(account_id, "account")
         uuid_of(order_id, "order")
         order = sdk_call(f"order {order_id}", self._client.get_order_for_account_by_id, account_id, order_id)
-        return order_from(dump(order), account_id)
+        return order_from(dump(cast(SdkOrder, order)), account_id)
 
     def list_orders(self, account_id: str, status: str = "all") -> list[models.Order]:
         if status not in ("open", "closed", "all"):
             raise InvalidRequest(f"status must be open, closed or all, not {status!r}", code="invalid_status")
         uuid_of(account_id, "account")
-        query = GetOrdersRequest(status=status, limit=ORDER_LIST_LIMIT)
+        query = GetOrdersRequest(status=QueryOrderStatus(status), limit=ORDER_LIST_LIMIT)
         orders = sdk_call(f"orders of account {account_id}", self._client.get_orders_for_account, account_id, query)
-        return [order_from(dump(o), account_id) for o in orders]
+        return [order_from(dump(o), account_id) for o in cast(list[SdkOrder], orders)]
 
     def cancel_order(self, account_id: str, order_id: str) -> None:
         uuid_of(account_id, "account")
@@ -270,7 +278,7 @@ class AlpacaBroker:
         uuid_of(account_id, "account")
         positions = sdk_call(f"positions of account {account_id}",
                              self._client.get_all_positions_for_account, account_id)
-        return [position_from(dump(p)) for p in positions]
+        return [position_from(dump(p)) for p in cast(list[Position], positions)]
 
     def close_all_positions(self, account_id: str) -> list[models.CloseResult]:
         """Cancels open orders first (they would hold the shares) and answers one line per position."""
@@ -278,13 +286,13 @@ class AlpacaBroker:
         results = sdk_call(f"close positions of account {account_id}",
                            self._client.close_all_positions_for_account, account_id, cancel_orders=True)
         self._changed(account_id)
-        return [close_from(r) for r in results]
+        return [close_from(r) for r in cast(list[ClosePositionResponse], results)]
 
     def list_activities(self, account_id: str) -> list[models.Activity]:
         """Fills (`FILL`) and cash movements (`CSD`/`CSW`, ...), newest first."""
         query = GetAccountActivitiesRequest(account_id=uuid_of(account_id, "account"))
         activities = sdk_call(f"activities of account {account_id}", self._client.get_account_activities, query)
-        return [activity_from(a) for a in activities]
+        return [activity_from(a) for a in cast(list[TradeActivity | NonTradeActivity], activities)]
 
     # --- plumbing ---------------------------------------------------------------------------
     def _changed(self, account_id: str) -> None:

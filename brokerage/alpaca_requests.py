@@ -28,10 +28,10 @@ def account_request(a: AccountApplication) -> CreateAccountRequest:
         identity=SdkIdentity(
             given_name=a.identity.given_name, family_name=a.identity.family_name,
             date_of_birth=a.identity.date_of_birth.isoformat(), tax_id=a.identity.tax_id,
-            tax_id_type=a.identity.tax_id_type, country_of_citizenship=a.identity.country_of_citizenship,
+            tax_id_type=a.identity.tax_id_type,  # type: ignore[arg-type]  # a free string; alpaca-py's model validates it into its enum country_of_citizenship=a.identity.country_of_citizenship,
             country_of_birth=a.identity.country_of_birth,
             country_of_tax_residence=a.identity.country_of_tax_residence,
-            funding_source=a.identity.funding_source,
+            funding_source=a.identity.funding_source,  # type: ignore[arg-type]  # a free string; alpaca-py's model validates it into its enum
         ),
         disclosures=SdkDisclosures(
             is_control_person=a.disclosures.is_control_person,
@@ -40,7 +40,10 @@ def account_request(a: AccountApplication) -> CreateAccountRequest:
             immediate_family_exposed=a.disclosures.immediate_family_exposed,
         ),
         agreements=[
-            SdkAgreement(agreement=g.agreement, ip_address=g.ip_address, signed_at=_rfc3339(g.signed_at))
+            SdkAgreement(
+                agreement=g.agreement,  # type: ignore[arg-type]  # a free string; alpaca-py's model validates it into its enum
+                ip_address=g.ip_address, signed_at=_rfc3339(g.signed_at),
+            )
             for g in a.agreements
         ],
     )

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
                     "application/json") else {"message": response.text}
                 console.print(f"[red]{response.status_code} {error.get('code', '')}: {error.get('message')}[/red]")
                 return None
-            return response.json()
+            answer: dict[str, Any] = response.json()
+            return answer
 
         console.print(f"chatting about account {args.account} (Ctrl-D to leave)")
         while True:

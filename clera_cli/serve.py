@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import logging
 import os
 import signal
 import threading
@@ -26,7 +27,7 @@ from clera_cli.watch import default_watch_url
 from clera_cli.world import fresh_world, resume_epoch
 from engine import logs, world
 from engine.auth import mint_jwt
-from engine.clock import clock_from_settings
+from engine.clock import ReplayClock, clock_from_settings
 from engine.config import ConfigError, load_settings
 from engine.console import run_console
 from engine.redis_server import redis_from_settings
@@ -59,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings()
         logs.configure(settings.log_format)
         if settings.feed == "replay":
-            keeper = world.PositionKeeper(settings, clock_from_settings(settings))
+            clock = clock_from_settings(settings)
+            assert isinstance(clock, ReplayClock)  # what CLERA_FEED=replay runs on
+            keeper = world.PositionKeeper(settings, clock)
         if not settings.ray_address:
             # Ray starts here, so its processes inherit this environment: every setting (those of .env
             # too, secrets included, never as a Ray argument) and Serve's switches. A cluster's nodes
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         with console.status("starting Ray, the engine and the gateway ..."):
             context = ray.init(
                 address=settings.ray_address or "local", namespace=settings.ray_namespace,
-                include_dashboard=args.dashboard, dashboard_port=args.dashboard_port, logging_level="warning",
+                include_dashboard=args.dashboard, dashboard_port=args.dashboard_port, logging_level=logging.WARNING,
             )
             _stop_on_sigterm()  # again: ray.init puts its own SIGTERM handler in (it logs the signal, then aborts)
             store = store_from_settings(settings)
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
             say(f"sockets straight to the gateway replica (no proxy hop): {watch_url}")
         if context.dashboard_url:
             say(f"Ray dashboard: http://{context.dashboard_url}")
-        say(f"Ray: {context.address_info['gcs_address']}  (`clera status` finds it; elsewhere set RAY_ADDRESS to it)")
+        gcs = context.address_info["gcs_address"]  # type: ignore[attr-defined]  # ray.init answers a RayContext
+        say(f"Ray: {gcs}  (`clera status` finds it; elsewhere set RAY_ADDRESS to it)")
         # a key the operator set is theirs to know: only a generated development key is shown
         say(
             f"API key (X-API-Key):  {'BACKEND_API_KEY (as configured)' if key_configured else settings.backend_api_key}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from actors import status  # imports Ray
 
     try:
-        ray.init(address=address, namespace=settings.ray_namespace, logging_level="error", log_to_driver=False)
+        ray.init(address=address, namespace=settings.ray_namespace, logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, RuntimeError) as exc:
         console.print(f"[red]no Ray cluster at {address}: {exc}[/red]")
         return 2

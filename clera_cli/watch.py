@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, cast
 
 import websockets
 from rich.live import Live
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from clera_cli import console
 from clera_cli.dev_secrets import user_token
@@ -74,7 +74,9 @@ def _triage(on_status: Callable[[str], None]) -> Callable[[Exception], Exception
 async def _watch_forever(
     url: str, on_frame: Callable[[dict[str, Any]], None], on_status: Callable[[str], None], heartbeat_s: float
 ) -> None:
-    connections = aiter(connect(url, open_timeout=10, process_exception=_triage(on_status)))
+    # websockets' `connect` iterates with an async generator (typed as a plain AsyncIterator): closable
+    attempts = connect(url, open_timeout=10, process_exception=_triage(on_status))
+    connections = cast(AsyncGenerator[ClientConnection, None], aiter(attempts))
     async with contextlib.aclosing(connections):  # leaving (stop, refusal) closes the open connection
         async for ws in connections:
             on_status("connected")

@@ -49,18 +49,19 @@ class AlpacaStream(StockDataStream):
             await self.stop_ws()
             raise ValueError("stream closed")
         await super()._connect()
-        ws = self._ws
+        ws: Any = self._ws  # the SDK's connection, typed Optional; it is open once _connect returned
         receive = ws.recv
 
         async def screened_recv() -> Any:
             return self._owner.screen(await receive())
 
-        ws.recv = screened_recv  # type: ignore[method-assign]
+        ws.recv = screened_recv
 
     async def _auth(self) -> None:
         """The SDK's auth exchange, but an auth error stops the stream instead of being retried forever."""
-        await self._ws.send(msgpack.packb({"action": "auth", "key": self._api_key, "secret": self._secret_key}))
-        reply = msgpack.unpackb(await self._ws.recv())
+        ws: Any = self._ws  # open: _auth runs right after _connect
+        await ws.send(msgpack.packb({"action": "auth", "key": self._api_key, "secret": self._secret_key}))
+        reply = msgpack.unpackb(await ws.recv())
         first = reply[0] if isinstance(reply, list) and reply and isinstance(reply[0], dict) else {}
         if first.get("T") == "error":
             code, msg = first.get("code"), first.get("msg", "auth failed")
