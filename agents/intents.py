@@ -172,8 +172,9 @@ def _follow_up(message: Message, pending: dict[str, str]) -> Parsed | None:
     if tool in ("buy", "sell"):
         symbol = symbols[0] if symbols else pending.get("symbol", "")
         amount = read_amount(message.text, tool, bare_is_qty=False)
-        if not amount and BARE.search(message.text) and symbol:
-            n = BARE.search(message.text).group("n")  # type: ignore[union-attr]
+        bare = BARE.search(message.text)
+        if not amount and bare and symbol:
+            n = bare.group("n")
             return _ask(f"Did you mean ${n} or {n} shares?", {"tool": tool, "symbol": symbol})
         if not amount:
             amount = Amount(notional=pending.get("notional", ""), qty=pending.get("qty", ""))

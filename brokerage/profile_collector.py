@@ -60,6 +60,7 @@ def broker_symbols(settings: Settings) -> list[str]:
             sandbox=settings.alpaca_environment == "sandbox", url_override=settings.alpaca_broker_url,
         )
         assets = client.get_all_assets(GetAssetsRequest(status=AssetStatus.ACTIVE, asset_class=AssetClass.US_EQUITY))
+        # alpaca-py types its answers `Model | RawData`; with raw_data off (the default) this is the asset list
         return sorted({a.symbol.upper() for a in assets if a.tradable})  # type: ignore[union-attr]
     return [p.symbol for p in default_profiles() if "alias_of" not in p.facts]
 
