@@ -16,9 +16,9 @@ from actors import metrics as ray_metrics
 from actors.common import Outbox, lookup, setup_process, symbol_shard_name
 from engine import metrics
 from engine.clock import clock_from_settings
+from engine.columns import TickBatcher
 from engine.config import Settings
 from engine.feeds import Feed, feed_from_settings
-from engine.realtime import TickBatcher
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from actors import metrics as ray_metrics
 from actors.common import Outbox, lookup, market_feed_name, portfolio_shard_name, setup_process, shared_redis_url
 from engine import metrics, pubsub
 from engine.config import Settings
-from engine.realtime import PINNED, SymbolCore
 from engine.subscriptions import shard_of
+from engine.symbol_core import PINNED, SymbolCore
 
 log = logging.getLogger(__name__)
 

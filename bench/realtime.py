@@ -37,10 +37,12 @@ import redis as sync_redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import pubsub, redis_keys
+from engine.columns import TickBatcher
 from engine.config import Settings, load_settings
 from engine.feeds.simulated import SimulatedFeed, synthetic_symbols
-from engine.realtime import PortfolioCore, SymbolCore, TickBatcher, publish_step, refresh_interest
+from engine.realtime import PortfolioCore, publish_step, refresh_interest
 from engine.subscriptions import shard_of
+from engine.symbol_core import SymbolCore
 from engine.types import AccountHoldings, LastPrice, holdings_json_decoder, snapshot_json_decoder
 
 SCENARIOS = {

@@ -1,15 +1,12 @@
-"""The Ray-free cores of the realtime shards: what a symbol shard and a portfolio shard do.
+"""The Ray-free core of a portfolio shard: its accounts' valuation book and publishing schedule.
 
-The actors in `actors/` are thin shells around these (they add the Ray calls and timers); the
-benchmark's single-process "limit" drives the very same objects directly. Batches travel as msgpack
-blobs of `ColumnBatch` (ticks as columns: a shard turns them into numpy arrays without building an
-object per tick), conflated per symbol at each symbol shard. A blob that does not decode, or a tick
-with a bad price, is rejected and counted, never allowed to stop a shard.
+`actors/portfolio_shard.py` is its Ray shell; the benchmark's single-process "limit" drives the very
+same objects directly. Batches arrive as `engine.columns` blobs; one that does not decode, or a tick
+with a bad price, is rejected and counted, never allowed to stop the shard.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Collection, Iterable
 
@@ -18,256 +15,16 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from engine import metrics, pubsub
-from engine.subscriptions import SymbolRefcounts, shard_of
+from engine.coalescer import Coalescer
+from engine.columns import decode_columns, keep_recent
+from engine.subscriptions import shard_of
 from engine.types import (
-    PRICE_DECIMALS,
     AccountHoldings,
     LastPrice,
     PortfolioSnapshot,
     Tick,
-    msgpack_encoder,
 )
-from engine.valuation import Coalescer, ValuationBook
-
-
-class PriceColumns(msgspec.Struct, array_like=True, gc=False):
-    """Ticks of one session and source as columns: the symbol shard -> portfolio shard format,
-    which a portfolio shard turns into numpy arrays without touching each tick in Python."""
-
-    symbols: list[str]
-    price: list[float]
-    prev_close: list[float]
-    ts: list[float]
-    session: str
-    source: str
-
-
-class ColumnBatch(msgspec.Struct, array_like=True, gc=False):
-    columns: list[PriceColumns]
-    ingest_ts: float
-
-
-_column_batch_decoder = msgspec.msgpack.Decoder(ColumnBatch)
-
-
-def encode_columns(ticks: list[Tick], ingest_ts: float) -> bytes:
-    groups: dict[tuple[str, str], list[Tick]] = {}
-    for tick in ticks:
-        groups.setdefault((tick.session, tick.source), []).append(tick)
-    columns = [
-        PriceColumns(
-            [t.symbol for t in group], [t.price for t in group], [t.prev_close for t in group],
-            [t.ts for t in group], session, source,
-        )
-        for (session, source), group in groups.items()
-    ]
-    return msgpack_encoder.encode(ColumnBatch(columns, ingest_ts))
-
-
-def decode_columns(blob: object) -> ColumnBatch | None:
-    if not isinstance(blob, (bytes, bytearray, memoryview)):
-        return None
-    try:
-        return _column_batch_decoder.decode(blob)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
-class TickBatcher:
-    """Ticks collected per destination shard, as columns, until a flush (by timer, or when one is full)."""
-
-    def __init__(self, destinations: int, batch_max: int) -> None:
-        self.destinations = destinations
-        self.batch_max = batch_max
-        self._groups: list[list[PriceColumns]] = [[] for _ in range(destinations)]
-        self._counts = [0] * destinations
-        self._ingest: list[float] = [0.0] * destinations
-        self._route: dict[str, int] = {}
-
-    def add(self, ticks: Iterable[Tick], ingest_ts: float) -> bool:
-        """Route by symbol; returns True when some destination reached `batch_max`."""
-        route, all_groups, counts, n = self._route, self._groups, self._counts, self.destinations
-        for tick in ticks:
-            dest = route.get(tick.symbol)
-            if dest is None:
-                dest = route[tick.symbol] = shard_of(tick.symbol, n)
-            groups = all_groups[dest]
-            if not groups:
-                self._ingest[dest] = ingest_ts
-            if not groups or groups[-1].session != tick.session or groups[-1].source != tick.source:
-                groups.append(PriceColumns([], [], [], [], tick.session, tick.source))
-            g = groups[-1]
-            g.symbols.append(tick.symbol)
-            g.price.append(tick.price)
-            g.prev_close.append(tick.prev_close)
-            g.ts.append(tick.ts)
-            counts[dest] += 1
-        return max(counts) >= self.batch_max
-
-    def pending(self) -> int:
-        return sum(self._counts)
-
-    def sizes(self) -> list[int]:
-        """Ticks waiting per destination (what the next `take` sends each)."""
-        return list(self._counts)
-
-    def take(self) -> dict[int, bytes]:
-        out = {
-            d: msgpack_encoder.encode(ColumnBatch(groups, self._ingest[d]))
-            for d, groups in enumerate(self._groups)
-            if groups
-        }
-        self._groups = [[] for _ in range(self.destinations)]
-        self._counts = [0] * self.destinations
-        return out
-
-
-class SymbolStats(msgspec.Struct, kw_only=True):
-    batches: int = 0
-    ticks: int = 0
-    bad_frames: int = 0
-    rejected: int = 0  # bad prices, or columns of unequal length
-    unrouted: int = 0  # symbols no portfolio shard holds (unknown here)
-    arrival_lag_ms: list[float] = []  # recent (ingest -> arrival here) delays, newest last
-
-
-# Pseudo-holder of the symbols kept priced though nobody holds them (`CLERA_PINNED_SYMBOLS`): the
-# paper broker fills a first buy at `price:{SYMBOL}`, so that key must exist before anyone holds it.
-PINNED = -1
-
-
-class SymbolCore:
-    """Per-symbol subscription state of one symbol shard: refcounts, last trade, previous close.
-
-    Symbols are numbered here once, when a holder first asks for one; a batch is looked up in one
-    pass (a dict lookup per tick, in C) and everything after that (validation, conflation, the split
-    per holder, the last prices) is numpy over those numbers: no Python object per tick.
-    """
-
-    def __init__(self) -> None:
-        self.refcounts = SymbolRefcounts()
-        self.stats = SymbolStats()
-        self._ids: dict[str, int] = {}
-        self._names = np.empty(0, dtype=object)
-        self._price = np.empty(0)
-        self._prev = np.empty(0)
-        self._ts = np.empty(0)
-        self._tag = np.empty(0, dtype=np.int64)  # index of the (session, source) of the last price
-        self._tags: list[tuple[str, str]] = []
-        self._unwritten = np.empty(0, dtype=bool)
-        self._held: dict[int, np.ndarray] = {}  # holder -> which symbol numbers it holds
-        self._held_any = np.empty(0, dtype=bool)
-
-    def set_holder(self, holder: int, symbols: Collection[str]) -> tuple[list[str], list[str]]:
-        started, stopped = self.refcounts.set_holder(holder, symbols)
-        for symbol in symbols:
-            self._number(symbol)
-        self._held = {}
-        for h, held in self.refcounts.by_holder().items():
-            mask = np.zeros(len(self._names), dtype=bool)
-            mask[[self._ids[s] for s in held]] = True
-            self._held[h] = mask
-        self._held_any = (
-            np.logical_or.reduce(list(self._held.values())) if self._held else np.zeros(len(self._names), dtype=bool)
-        )
-        return started, stopped
-
-    def _number(self, symbol: str) -> int:
-        index = self._ids.get(symbol)
-        if index is None:
-            index = self._ids[symbol] = len(self._names)
-            self._names = np.append(self._names, np.array([symbol], dtype=object))
-            self._price = np.append(self._price, np.nan)
-            self._prev = np.append(self._prev, np.nan)
-            self._ts = np.append(self._ts, -np.inf)
-            self._tag = np.append(self._tag, 0)
-            self._unwritten = np.append(self._unwritten, False)
-        return index
-
-    def _tag_of(self, session: str, source: str) -> int:
-        key = (session, source)
-        try:
-            return self._tags.index(key)
-        except ValueError:
-            self._tags.append(key)
-            return len(self._tags) - 1
-
-    def route(self, blob: object) -> dict[int, bytes]:
-        """One incoming batch -> one outgoing batch per portfolio shard that holds any of its symbols.
-
-        Ticks are conflated per symbol within the batch (the latest wins), so a busy symbol costs
-        its holders one update per hop, however many trades it printed.
-        """
-        batch = decode_columns(blob)
-        if batch is None:
-            self.stats.bad_frames += 1
-            return {}
-        self.stats.batches += 1
-        _keep(self.stats.arrival_lag_ms, (time.time() - batch.ingest_ts) * 1000)
-        out: dict[int, list[PriceColumns]] = {}
-        for col in batch.columns:
-            for holder, part in self._route_columns(col).items():
-                out.setdefault(holder, []).append(part)
-        return {holder: msgpack_encoder.encode(ColumnBatch(parts, batch.ingest_ts)) for holder, parts in out.items()}
-
-    def _route_columns(self, col: PriceColumns) -> dict[int, PriceColumns]:
-        n = len(col.symbols)
-        if not len(col.price) == len(col.prev_close) == len(col.ts) == n:
-            self.stats.rejected += max(n, len(col.price))
-            return {}
-        # a price enters the engine as the market quotes it: a replayed split-adjusted close or a
-        # simulated path has 14 decimals, which would otherwise reach the wire (positions, price:{SYMBOL})
-        price = np.round(np.asarray(col.price, dtype=float), PRICE_DECIMALS)
-        prev = np.round(np.asarray(col.prev_close, dtype=float), PRICE_DECIMALS)
-        ts = np.asarray(col.ts, dtype=float)
-        ids = np.fromiter(map(self._ids.get, col.symbols, itertools.repeat(-1)), dtype=np.int64, count=n)
-        valid = np.isfinite(price) & (price > 0) & np.isfinite(prev) & (prev > 0)
-        bad = n - int(valid.sum())
-        if bad:
-            self.stats.rejected += bad
-        known = valid & (ids >= 0)
-        known[known] = self._held_any[ids[known]]
-        self.stats.unrouted += int(valid.sum()) - int(known.sum())
-        keep = np.flatnonzero(known)
-        ids = ids[keep]
-        # the last tick of each symbol in the batch wins
-        _, last_of = np.unique(ids[::-1], return_index=True)
-        if len(last_of) < len(ids):
-            latest = np.sort(len(ids) - 1 - last_of)
-            keep, ids = keep[latest], ids[latest]
-        price, prev, ts = price[keep], prev[keep], ts[keep]
-        self.stats.ticks += len(ids)
-        out: dict[int, PriceColumns] = {}
-        for holder, held in self._held.items():
-            if holder == PINNED:
-                continue  # priced, but no portfolio shard waits for it
-            mask = held[ids]
-            if mask.any():
-                out[holder] = PriceColumns(
-                    self._names[ids[mask]].tolist(), price[mask].tolist(), prev[mask].tolist(), ts[mask].tolist(),
-                    col.session, col.source,
-                )
-        # batches may run out of order (an async actor's calls do): an older tick never replaces
-        # the last one in `price:{SYMBOL}`
-        newer = ts >= self._ts[ids]
-        fresh = ids[newer]
-        self._price[fresh], self._prev[fresh], self._ts[fresh] = price[newer], prev[newer], ts[newer]
-        self._tag[fresh] = self._tag_of(col.session, col.source)
-        self._unwritten[fresh] = True
-        return out
-
-    def take_prices(self) -> list[LastPrice]:
-        """Prices changed since the last call, for one batched write of `price:{SYMBOL}`."""
-        changed = np.flatnonzero(self._unwritten)
-        self._unwritten[changed] = False
-        tags = self._tags
-        return [
-            LastPrice(name, price, prev, ts, *tags[tag])
-            for name, price, prev, ts, tag in zip(
-                self._names[changed].tolist(), self._price[changed].tolist(), self._prev[changed].tolist(),
-                self._ts[changed].tolist(), self._tag[changed].tolist(), strict=True,
-            )
-        ]
+from engine.valuation import ValuationBook
 
 
 class PortfolioStats(msgspec.Struct, kw_only=True):
@@ -324,7 +81,7 @@ class PortfolioCore:
             self.stats.bad_frames += 1
             return 0
         self.stats.batches += 1
-        _keep(self.stats.arrival_lag_ms, (time.time() - batch.ingest_ts) * 1000)
+        keep_recent(self.stats.arrival_lag_ms, (time.time() - batch.ingest_ts) * 1000)
         accepted = 0
         for c in batch.columns:
             rejected = self.book.apply_columns(
@@ -390,12 +147,6 @@ def _observe_latency(live: list[PortfolioSnapshot]) -> None:
         sink.record(metrics.TICK_TO_PUBLISH_MS, (snap.publish_ts - snap.ingest_ts) * 1000)
 
 
-def _keep(window: list[float], value: float, size: int = 512) -> None:
-    window.append(round(value, 2))
-    if len(window) > size:
-        del window[: len(window) - size]
-
-
 async def publish_step(core: PortfolioCore, client: aioredis.Redis) -> int:
     """One flush of a portfolio shard: value, coalesce and write to Redis; returns snapshots written."""
     now = time.time()
@@ -408,7 +159,7 @@ async def publish_step(core: PortfolioCore, client: aioredis.Redis) -> int:
         core.stats.published += len(live)
         core.stats.refreshed += len(quiet)
         _observe_latency(live)
-    _keep(core.stats.step_ms, (time.time() - now) * 1000)
+    keep_recent(core.stats.step_ms, (time.time() - now) * 1000)
     return len(live) + len(quiet)
 
 

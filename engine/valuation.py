@@ -25,28 +25,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from engine.arrays import grown, ranges
 from engine.types import AccountHoldings, PortfolioSnapshot, PositionValue, Tick
 
-_GROW = 1.5
 _SYM, _QTY, _START, _COST, _ENTRY = range(5)  # rows of an account's position table
-
-
-def _grown(array: np.ndarray, size: int, fill: float) -> np.ndarray:
-    if size <= len(array):
-        return array
-    bigger = np.full(max(size, int(len(array) * _GROW) + 16), fill, dtype=array.dtype)
-    bigger[: len(array)] = array
-    return bigger
-
-
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenation of `arange(s, s + c)` for each (s, c), without a Python loop."""
-    total = int(counts.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.int64)
-    ends = np.cumsum(counts)
-    offsets = np.repeat(starts - (ends - counts), counts)
-    return offsets + np.arange(total, dtype=np.int64)
 
 
 _TWO = itertools.repeat(2)
@@ -185,13 +167,13 @@ class ValuationBook:
                 self._seq[index] = max(int(self._seq[index]), seq)
 
     def _grow_accounts(self, size: int) -> None:
-        self._cash = _grown(self._cash, size, 0.0)
-        self._pv = _grown(self._pv, size, 0.0)
-        self._base = _grown(self._base, size, 0.0)
-        self._as_of = _grown(self._as_of, size, 0.0)
-        self._ingest = _grown(self._ingest, size, 0.0)
-        self._seq = _grown(self._seq, size, 0)
-        self._changed = _grown(self._changed, size, False)
+        self._cash = grown(self._cash, size, 0.0)
+        self._pv = grown(self._pv, size, 0.0)
+        self._base = grown(self._base, size, 0.0)
+        self._as_of = grown(self._as_of, size, 0.0)
+        self._ingest = grown(self._ingest, size, 0.0)
+        self._seq = grown(self._seq, size, 0)
+        self._changed = grown(self._changed, size, False)
 
     def _symbol_names(self) -> np.ndarray:
         if len(self._sym_name_array) != len(self._sym_names):
@@ -205,10 +187,10 @@ class ValuationBook:
             self._sym_index[symbol] = index
             self._sym_names.append(symbol)
             size = index + 1
-            self._last = _grown(self._last, size, np.nan)
-            self._prev = _grown(self._prev, size, np.nan)
-            self._sym_ts = _grown(self._sym_ts, size, 0.0)
-            self._sym_ingest = _grown(self._sym_ingest, size, 0.0)
+            self._last = grown(self._last, size, np.nan)
+            self._prev = grown(self._prev, size, np.nan)
+            self._sym_ts = grown(self._sym_ts, size, 0.0)
+            self._sym_ingest = grown(self._sym_ingest, size, 0.0)
         return index
 
     # --- prices ---------------------------------------------------------------------------
@@ -365,7 +347,7 @@ class ValuationBook:
         kept = syms[held]
         starts = self._sym_ptr[kept]
         counts = self._sym_ptr[kept + 1] - starts
-        return held, counts, self._by_sym[_ranges(starts, counts)]
+        return held, counts, self._by_sym[ranges(starts, counts)]
 
     def _roll(self, session: str) -> None:
         """A new trading day: the last trade of each symbol is its previous close until the feed
@@ -432,7 +414,7 @@ class ValuationBook:
             return np.zeros(0, dtype=bool)
         starts = self._acct_ptr[indices]
         counts = self._acct_ptr[indices + 1] - starts
-        rows = _ranges(starts, counts)
+        rows = ranges(starts, counts)
         blind = ~np.isfinite(self._last[self._pos_sym[rows]]) & (self._pos_entry[rows] <= 0)
         segment = np.repeat(np.arange(len(indices)), counts)
         return np.bincount(segment, blind, minlength=len(indices)) > 0
@@ -457,7 +439,7 @@ class ValuationBook:
             return []
         starts = self._acct_ptr[indices]
         counts = self._acct_ptr[indices + 1] - starts
-        rows = _ranges(starts, counts)
+        rows = ranges(starts, counts)
         last, prev = self._effective_prices(rows)
         qty = self._pos_qty[rows]
         value = qty * last
@@ -511,79 +493,3 @@ def _rolled(holdings: AccountHoldings, session: str) -> AccountHoldings:
             msgspec.structs.replace(p, start_qty=p.qty, net_cost_today=Decimal(0)) for p in holdings.positions
         ],
     )
-
-
-class Coalescer:
-    """Which changed accounts to snapshot now.
-
-    Accounts somebody watches get at most `publish_hz` snapshots a second (latest wins: a snapshot
-    is built from the state when it is due, so skipped intermediate states cost nothing), and all of
-    them together at most `budget_per_s`: with more watchers than the budget allows at full rate,
-    each gets a proportionally lower rate rather than the shard falling behind on all of them.
-    The others only have `portfolio:last` refreshed every `idle_refresh_s`, staggered per account so
-    the refresh is a steady trickle rather than a burst that would delay the live ones.
-    """
-
-    def __init__(self, publish_hz: float, idle_refresh_s: float, budget_per_s: float = float("inf")) -> None:
-        self.fastest_gap = 1.0 / publish_hz
-        self.budget_per_s = budget_per_s
-        self.min_gap = self.fastest_gap
-        self.idle_refresh_s = idle_refresh_s
-        self._dirty = np.empty(0, dtype=bool)
-        self._live = np.empty(0, dtype=bool)
-        self._next_live = np.empty(0)
-        self._next_idle = np.empty(0)
-        self._written = np.empty(0, dtype=bool)  # had its first idle write
-        self._rng = np.random.default_rng(0)
-
-    def _ensure(self, size: int, now: float) -> None:
-        old = len(self._dirty)
-        if size <= old:
-            return
-        self._dirty = _grown(self._dirty, size, True)
-        self._live = _grown(self._live, size, False)
-        self._next_live = _grown(self._next_live, size, 0.0)
-        new = len(self._next_idle)
-        self._next_idle = _grown(self._next_idle, size, 0.0)
-        self._written = _grown(self._written, size, False)
-        # first write soon for everyone, spread over a fraction of the refresh period
-        spread = self._rng.random(len(self._next_idle) - new)
-        self._next_idle[new:] = now + spread * min(self.idle_refresh_s, 1.0)
-
-    def mark(self, changed: np.ndarray, size: int, now: float) -> None:
-        self._ensure(size, now)
-        self._dirty[changed] = True
-
-    def set_live(self, live: np.ndarray, size: int, now: float) -> None:
-        """Indices of accounts with a live subscriber (replaces the previous set).
-
-        An account that just gained a subscriber is published at once, even unchanged: the
-        subscriber may have read `portfolio:last` before this shard's first write of it, and a
-        quiet account (cash only, or its symbols idle) would otherwise leave it blank.
-        """
-        self._ensure(size, now)
-        newly = np.zeros(len(self._live), dtype=bool)
-        newly[live] = True
-        self._dirty |= newly & ~self._live
-        self._live = newly
-        self.min_gap = max(self.fastest_gap, len(live) / self.budget_per_s)
-
-    def due(self, now: float, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(live accounts to publish, idle accounts whose last value to refresh), both marked clean."""
-        self._ensure(size, now)
-        dirty, live = self._dirty[:size], self._live[:size]
-        publish = np.flatnonzero(dirty & live & (self._next_live[:size] <= now))
-        refresh = np.flatnonzero(dirty & ~live & (self._next_idle[:size] <= now))
-        self._dirty[publish] = False
-        self._dirty[refresh] = False
-        self._next_live[publish] = now + self.min_gap
-        # after the first write, each account's refresh lands at a random point of the period,
-        # so the accounts first written together do not all come due together again
-        first = ~self._written[refresh]
-        self._next_idle[refresh] = now + self.idle_refresh_s * np.where(first, self._rng.random(len(refresh)), 1.0)
-        self._written[refresh] = True
-        return publish, refresh
-
-    def pending(self, size: int) -> int:
-        return int(self._dirty[:size].sum())
-

@@ -6,7 +6,8 @@ import pytest
 from realtime_support import engine_settings, eventually, replay_of, replay_prices, running_engine, unique
 
 from engine import pubsub
-from engine.realtime import SymbolCore, encode_columns
+from engine.columns import encode_columns
+from engine.symbol_core import SymbolCore
 from engine.types import Tick
 
 ACCOUNT = {

@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 from realtime_support import unique
 
 from engine import pubsub, redis_keys
-from engine.realtime import PortfolioCore, encode_columns, publish_step, refresh_interest, restore_from_redis
+from engine.columns import encode_columns
+from engine.realtime import PortfolioCore, publish_step, refresh_interest, restore_from_redis
 from engine.types import AccountHoldings, LastPrice, PortfolioSnapshot, Position, Tick, snapshot_json_decoder
 
 # channels are server-wide: ids unique to this run (see realtime_support.RUN)

@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.coalescer import Coalescer
 from engine.types import AccountHoldings, PortfolioSnapshot, Position, Tick
-from engine.valuation import Coalescer, ValuationBook
+from engine.valuation import ValuationBook
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "daily-ohlcv-quandl-wiki.csv.gz"
 SYMBOLS = ["AAPL", "MSFT", "IBM", "GOOG", "FB"]
@@ -201,7 +202,8 @@ def test_a_tick_older_than_the_last_never_replaces_it() -> None:
 
 
 def test_a_symbol_shard_keeps_the_newest_price_whatever_order_batches_run_in() -> None:
-    from engine.realtime import SymbolCore, encode_columns
+    from engine.columns import encode_columns
+    from engine.symbol_core import SymbolCore
 
     core = SymbolCore()
     core.set_holder(0, ["IBM"])
