@@ -181,6 +181,9 @@ def test_follow_prints_new_lines_until_interrupted(seeded: Seeded) -> None:
     proc = subprocess.Popen(
         [str(CLERA), "closure", "monitor", "--account", "acct-run", "--follow", "--lines", "2", "--interval", "0.1"],
         env=_env(seeded.data), cwd=seeded.data.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C must reach it as from a terminal, even when this suite runs as a background job (whose shell
+        # starts it with SIGINT ignored, a disposition every child would inherit)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen: list[str] = []
     reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")), daemon=True)
