@@ -133,34 +133,18 @@ def set_prices(redis_url: str, prices: dict[str, str]) -> None:
 
 
 def application(email: str) -> AccountApplication:
-    raw = {
-        "contact": {
-            "email_address": email,
-            "phone_number": "555-555-5555",
-            "street_address": ["1 Bench St"],
-            "city": "San Francisco",
-            "state": "CA",
-            "postal_code": "94105",
-        },
-        "identity": {
-            "given_name": "Bench",
-            "family_name": "Closure",
-            "date_of_birth": "1990-01-01",
-            "tax_id": "123-45-6789",
-            "tax_id_type": "USA_SSN",
-            "country_of_tax_residence": "USA",
-            "funding_source": ["employment_income"],
-        },
-        "disclosures": {
-            "is_control_person": False,
-            "is_affiliated_exchange_or_finra": False,
-            "is_politically_exposed": False,
-            "immediate_family_exposed": False,
-        },
-        "agreements": [
-            {"agreement": "customer_agreement", "signed_at": "2012-06-01T00:00:00Z", "ip_address": "127.0.0.1"}
-        ],
-    }
+    """A valid application (the bench's own people, signed on the replay's first day)."""
+    contact = {"email_address": email, "phone_number": "555-555-5555", "street_address": ["1 Bench St"],
+               "city": "San Francisco", "state": "CA", "postal_code": "94105"}
+    identity = {"given_name": "Bench", "family_name": "Closure", "date_of_birth": "1990-01-01",
+                "tax_id": "123-45-6789", "tax_id_type": "USA_SSN", "country_of_tax_residence": "USA",
+                "funding_source": ["employment_income"]}
+    disclosures = dict.fromkeys(
+        ("is_control_person", "is_affiliated_exchange_or_finra", "is_politically_exposed", "immediate_family_exposed"),
+        False,
+    )
+    agreement = {"agreement": "customer_agreement", "signed_at": "2012-06-01T00:00:00Z", "ip_address": "127.0.0.1"}
+    raw = {"contact": contact, "identity": identity, "disclosures": disclosures, "agreements": [agreement]}
     return msgspec.convert(raw, AccountApplication)
 
 
