@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 from zoneinfo import ZoneInfo
 
 import requests
@@ -23,6 +23,7 @@ from alpaca.data.timeframe import TimeFrame
 from brokerage.errors import Unavailable
 from engine.config import Settings
 from engine.prices_data import PriceData, load_price_data
+from engine.timeout_session import TimeoutSession
 
 NEW_YORK = ZoneInfo("America/New_York")
 OFFLINE_SOURCE = "shipped daily data (Quandl WIKI, split-adjusted)"
@@ -115,7 +116,7 @@ class AlpacaHistory:
         self._client = StockHistoricalDataClient(
             api_key, secret, use_basic_auth=use_basic_auth, url_override=data_url, sandbox=sandbox
         )
-        self._client._session = _TimeoutSession(timeout)
+        self._client._session = TimeoutSession(timeout)
         self._feed = DataFeed(feed)
 
     def closes(self, symbol: str, start: dt.date, end: dt.date) -> DatedSeries:
@@ -141,18 +142,6 @@ class AlpacaHistory:
 
     def market_closes(self, start: dt.date, end: dt.date) -> DatedSeries:
         return self.closes(ALPACA_MARKET_SYMBOL, start, end)
-
-
-class _TimeoutSession(requests.Session):
-    """alpaca-py sends no timeout; a hung data host must not hang an agent's turn."""
-
-    def __init__(self, timeout: float) -> None:
-        super().__init__()
-        self._timeout = timeout
-
-    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self._timeout)
-        return super().request(method, url, *args, **kwargs)
 
 
 def history_from_settings(settings: Settings) -> PriceHistory:

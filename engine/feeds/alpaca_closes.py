@@ -7,7 +7,6 @@ hang a subscribe.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import requests
@@ -18,22 +17,11 @@ from alpaca.data.models import Snapshot
 from alpaca.data.requests import StockSnapshotRequest
 
 from engine.feeds.validate import is_price
+from engine.timeout_session import TimeoutSession
 
 NEW_YORK = ZoneInfo("America/New_York")
 SNAPSHOT_CHUNK = 500  # symbols per snapshot request (Alpaca's URL length and page limits)
 FETCH_ERRORS = (APIError, requests.RequestException, ValueError)  # ValueError: pydantic on a bad body
-
-
-class _TimeoutSession(requests.Session):
-    """alpaca-py's REST client sends no timeout; a hung data host must not hang a subscribe."""
-
-    def __init__(self, timeout: float) -> None:
-        super().__init__()
-        self._timeout = timeout
-
-    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self._timeout)
-        return super().request(method, url, *args, **kwargs)
 
 
 class PrevCloses:
@@ -45,7 +33,7 @@ class PrevCloses:
     ) -> None:
         self._rest = StockHistoricalDataClient(key, secret, use_basic_auth=use_basic_auth, url_override=data_url,
                                                sandbox=sandbox)
-        self._rest._session = _TimeoutSession(timeout)
+        self._rest._session = TimeoutSession(timeout)
         self._data_feed = data_feed
 
     def fetch(self, symbols: list[str], session: dt.date) -> dict[str, float]:
