@@ -78,8 +78,6 @@ class ValuationBook:
         self._cash = np.empty(0)
         self._pv = np.empty(0)
         self._base = np.empty(0)  # sum(start_qty * prev_close + net_cost_today) per account
-        self._as_of = np.empty(0)
-        self._ingest = np.empty(0)
         self._seq = np.empty(0, dtype=np.int64)
         self._changed = np.empty(0, dtype=bool)
         # positions, rebuilt lazily
@@ -92,7 +90,9 @@ class ValuationBook:
         self._pos_cost = np.empty(0)
         self._pos_entry = np.empty(0)
         self._acct_ptr = np.zeros(1, dtype=np.int64)
-        self._by_sym = np.empty(0, dtype=np.int64)  # position rows ordered by symbol
+        self._sym_acct = np.empty(0, dtype=np.int64)  # account, qty and start qty of the rows in symbol order
+        self._sym_qty = np.empty(0)
+        self._sym_start = np.empty(0)
         self._sym_ptr = np.zeros(1, dtype=np.int64)
 
     # --- accounts -------------------------------------------------------------------------
@@ -170,8 +170,6 @@ class ValuationBook:
         self._cash = grown(self._cash, size, 0.0)
         self._pv = grown(self._pv, size, 0.0)
         self._base = grown(self._base, size, 0.0)
-        self._as_of = grown(self._as_of, size, 0.0)
-        self._ingest = grown(self._ingest, size, 0.0)
         self._seq = grown(self._seq, size, 0)
         self._changed = grown(self._changed, size, False)
 
@@ -304,15 +302,13 @@ class ValuationBook:
                 self._rebuild()
             held, counts, rows = self._holders(syms)
             if len(rows):
-                accts = self._pos_acct[rows]
+                accts = self._sym_acct[rows]
                 if incremental:
                     n = len(self._pv)
-                    self._pv += np.bincount(accts, self._pos_qty[rows] * np.repeat(d_last[held], counts), minlength=n)
+                    self._pv += np.bincount(accts, self._sym_qty[rows] * np.repeat(d_last[held], counts), minlength=n)
                     if d_prev[held].any():
-                        moved = self._pos_start[rows] * np.repeat(d_prev[held], counts)
+                        moved = self._sym_start[rows] * np.repeat(d_prev[held], counts)
                         self._base += np.bincount(accts, moved, minlength=n)
-                np.maximum.at(self._as_of, accts, np.repeat(ts[held], counts))
-                np.maximum.at(self._ingest, accts, np.repeat(ingest[held], counts))
                 self._changed[accts] = True
                 self.stats.holder_updates += len(rows)
         elif self._dirty:
@@ -342,12 +338,12 @@ class ValuationBook:
         self._sym_ingest[syms] = ingest
 
     def _holders(self, syms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(which of `syms` anybody holds, holder count of each held one, their position rows)."""
+        """(which of `syms` anybody holds, holder count of each held one, their rows in symbol order)."""
         held = syms < len(self._sym_ptr) - 1
         kept = syms[held]
         starts = self._sym_ptr[kept]
         counts = self._sym_ptr[kept + 1] - starts
-        return held, counts, self._by_sym[ranges(starts, counts)]
+        return held, counts, ranges(starts, counts)
 
     def _roll(self, session: str) -> None:
         """A new trading day: the last trade of each symbol is its previous close until the feed
@@ -379,9 +375,14 @@ class ValuationBook:
         self._acct_ptr = np.concatenate(([0], np.cumsum(np.bincount(self._pos_acct, minlength=n_acct))))
         # a stable sort of 16-bit keys is a radix sort: ten times faster than of int64 ones
         keys = self._pos_sym.astype(np.uint16) if n_sym <= 1 << 16 else self._pos_sym
-        self._by_sym = np.argsort(keys, kind="stable")
+        by_sym = np.argsort(keys, kind="stable")
+        # what a tick needs of its symbol's holders, copied in symbol order: a flush reads runs of
+        # neighbouring rows instead of gathering scattered ones (three times faster on 200k positions)
+        self._sym_acct, self._sym_qty, self._sym_start = (
+            self._pos_acct[by_sym], self._pos_qty[by_sym], self._pos_start[by_sym]
+        )
         self._sym_ptr = np.concatenate(([0], np.cumsum(np.bincount(self._pos_sym, minlength=n_sym))))
-        last, prev = self._effective_prices(np.arange(len(self._pos_acct)))
+        last, prev = self._effective_prices(np.arange(len(self._pos_acct)), self._pos_sym)
         size = len(self._pv)
         self._pv = np.bincount(self._pos_acct, self._pos_qty * last, minlength=size).astype(float)
         self._base = np.bincount(
@@ -390,19 +391,31 @@ class ValuationBook:
         self._dirty = False
         self.stats.rebuilds += 1
 
-    def _effective_prices(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Last and previous close per position row; before a symbol's first tick, its entry price.
+    def _effective_prices(self, rows: np.ndarray, syms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Last and previous close per position row (`syms` its symbols); before a symbol's first
+        tick, its entry price.
 
         A position without any price yet is shown at what it cost, with no day change, rather than
         at zero or at an invented move.
         """
-        last = self._last[self._pos_sym[rows]]
-        prev = self._prev[self._pos_sym[rows]]
+        last = self._last[syms]
+        prev = self._prev[syms]
         unknown = ~np.isfinite(last)
         if unknown.any():
             last = np.where(unknown, self._pos_entry[rows], last)
             prev = np.where(unknown, self._pos_entry[rows], prev)
         return last, prev
+
+    @staticmethod
+    def _newest_of(times: np.ndarray, ends: np.ndarray, counts: np.ndarray, default: float) -> np.ndarray:
+        """Per account, the newest of its positions' symbol `times` (rows concatenated, each account's
+        ending at `ends`); `default` for an account without positions. Taken when a snapshot is
+        built, from the symbols it holds now, rather than kept per account on every tick."""
+        out = np.full(len(counts), default)
+        held = counts > 0
+        if held.any():
+            out[held] = np.maximum.reduceat(times, (ends - counts)[held])
+        return out
 
     def unpriced(self, indices: np.ndarray) -> np.ndarray:
         """Which of these accounts hold a symbol with neither a price nor an entry price yet
@@ -440,13 +453,14 @@ class ValuationBook:
         starts = self._acct_ptr[indices]
         counts = self._acct_ptr[indices + 1] - starts
         rows = ranges(starts, counts)
-        last, prev = self._effective_prices(rows)
+        syms = self._pos_sym[rows]
+        last, prev = self._effective_prices(rows, syms)
         qty = self._pos_qty[rows]
         value = qty * last
         change = value - self._pos_start[rows] * prev - self._pos_cost[rows]
         base = value - change
         pct = np.divide(change * 100.0, base, out=np.zeros_like(change), where=base != 0)
-        names = self._symbol_names()[self._pos_sym[rows]].tolist()
+        names = self._symbol_names()[syms].tolist()
         cols = zip(
             names, qty.tolist(), last.tolist(), prev.tolist(),
             np.round(value, 2).tolist(), np.round(change, 2).tolist(), np.round(pct, 4).tolist(), strict=True,
@@ -461,10 +475,10 @@ class ValuationBook:
         total = cash + value_sums
         day_base = total - change_sums
         day_pct = np.divide(change_sums * 100.0, day_base, out=np.zeros_like(day_base), where=day_base != 0)
-        held = counts > 0
-        as_of = np.where(held, self._as_of[indices], self.newest_ts)
-        ingest = np.where(held, self._ingest[indices], self.newest_ingest)
-        ends = np.cumsum(counts).tolist()
+        ends_array = np.cumsum(counts)
+        as_of = self._newest_of(self._sym_ts[syms], ends_array, counts, self.newest_ts)
+        ingest = self._newest_of(self._sym_ingest[syms], ends_array, counts, self.newest_ingest)
+        ends = ends_array.tolist()
         acct_ids = self._acct_ids
         heads = zip(
             indices.tolist(), self._seq[indices].tolist(), as_of.tolist(), ingest.tolist(),
