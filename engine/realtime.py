@@ -7,7 +7,6 @@ with a bad price, is rejected and counted, never allowed to stop the shard.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Collection, Iterable
 
@@ -50,7 +49,7 @@ class PortfolioCore:
         idle_refresh_s: float,
         price_grace_s: float = 10.0,
         publish_budget: float = float("inf"),
-        burst_s: float | None = None,
+        step_limit: int | None = None,
     ) -> None:
         self.index = index
         self.price_grace_s = price_grace_s
@@ -58,13 +57,7 @@ class PortfolioCore:
         self.shards = shards
         self.book = ValuationBook()
         self.coalescer = Coalescer(publish_hz, idle_refresh_s, publish_budget)
-        # A token bucket over the snapshots a step may build: refilled at the publish budget plus the
-        # idle refresh rate, holding at most `burst_s` of it. The long-run rate is what the budget
-        # allows whatever the step period, and no step builds more than `burst_s` worth: after a stall
-        # the backlog goes out over several short steps (see Coalescer.due).
-        self.burst_s = burst_s
-        self._tokens = 0.0
-        self._refilled: float | None = None
+        self.step_limit = step_limit  # snapshots per step at most (see Coalescer.due)
         self.stats = PortfolioStats()
 
     def owns(self, account_id: str) -> bool:
@@ -130,20 +123,10 @@ class PortfolioCore:
         size = self._size()
         changed = self.book.flush()
         self.coalescer.mark(changed, size, now)
-        live, quiet = self.coalescer.due(now, size, self._step_limit(now))
-        self._tokens -= len(live) + len(quiet)
+        live, quiet = self.coalescer.due(now, size, self.step_limit)
         if now - self.started < self.price_grace_s:
             live, quiet = self._priced(live, size, now), self._priced(quiet, size, now)
         return self.book.snapshots(live, now), self.book.snapshots(quiet, now)
-
-    def _step_limit(self, now: float) -> int | None:
-        rate = self.coalescer.budget_per_s + self.book.account_count / self.coalescer.idle_refresh_s
-        if self.burst_s is None or math.isinf(rate):
-            return None
-        elapsed = self.burst_s if self._refilled is None else max(0.0, now - self._refilled)
-        self._refilled = now
-        self._tokens = min(self._tokens + elapsed * rate, self.burst_s * rate)
-        return max(1, int(self._tokens))
 
     def _priced(self, indices: np.ndarray, size: int, now: float) -> np.ndarray:
         """Right after a start, hold back accounts whose symbols have no price yet (the first ticks

@@ -348,32 +348,6 @@ def test_a_step_limit_takes_the_longest_overdue_first_and_keeps_room_for_idle_re
     assert co.pending(40) == 0
 
 
-def test_steps_share_the_publish_budget_as_a_token_bucket() -> None:
-    """200 watched accounts changing all the time, a budget of 1,000 snapshots/s (+20/s of idle refresh):
-    with bursts of 50 ms no step builds more than ~51 (without, the first builds all 200), and a second
-    of steps builds as many as without the bucket, whether steps come every 10 ms or every 40 ms."""
-    from engine.realtime import PortfolioCore
-
-    def run(burst_s: float | None, period: float) -> tuple[int, int]:
-        core = PortfolioCore(0, 1, publish_hz=10.0, idle_refresh_s=10.0, publish_budget=1000.0, burst_s=burst_s)
-        core.set_holdings(AccountHoldings(f"a{i}", Decimal(100)) for i in range(200))
-        now = core.started + 60.0  # past the start's price grace
-        core.set_live([True] * 200, now)
-        built, biggest = 0, 0
-        for _ in range(round(2 / period)):
-            now += period
-            core.coalescer.mark(np.arange(200), 200, now)
-            live, quiet = core.step(now)
-            built, biggest = built + len(live) + len(quiet), max(biggest, len(live) + len(quiet))
-        return built, biggest
-
-    for period in (0.01, 0.04):
-        free_built, free_biggest = run(None, period)
-        built, biggest = run(0.05, period)
-        assert free_biggest == 200 and biggest <= 51
-        assert built >= 0.9 * free_built, (period, built, free_built)  # the free one starts with a burst of 200
-
-
 def test_columns_of_unequal_length_are_rejected_whole() -> None:
     book = ValuationBook()
     book.set_holdings([AccountHoldings("a", Decimal(0), [Position("IBM", Decimal(1), Decimal(1))])])
