@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Collection
@@ -36,9 +35,6 @@ INTEREST_POLL_S = 1.0  # how soon a new live subscriber starts getting snapshots
 # account's gap has passed, so a step period near the gap would stretch every gap. The hops'
 # flushes are Ray calls (~0.25 ms of CPU each end to end) and keep CLERA_FLUSH_MS.
 STEP_S = 0.01
-# At most this many snapshots per step, per unit of publish budget: twice a step's share, so a step
-# stays a few milliseconds long and ticks arriving meanwhile are not held up (Coalescer.due).
-STEP_SHARE = 2 * STEP_S
 
 
 @ray.remote(num_cpus=0)
@@ -56,7 +52,6 @@ class PortfolioShard:
         self.core = PortfolioCore(
             index, settings.portfolio_shards, settings.publish_hz, settings.idle_refresh_s,
             publish_budget=settings.publish_budget,
-            step_limit=max(64, math.ceil(settings.publish_budget * STEP_SHARE)),
         )
         self.source = source_factory(settings)
         self.clock = clock_from_settings(settings)

@@ -65,22 +65,12 @@ class Coalescer:
         self._live = newly
         self.min_gap = max(self.fastest_gap, len(live) / self.budget_per_s)
 
-    def due(self, now: float, size: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(live accounts to publish, idle accounts whose last value to refresh), both marked clean.
-
-        With a `limit`, at most that many in all, the longest overdue first, live before idle (an
-        eighth of it kept for idle refreshes, so they never starve): the rest stay due for the next
-        call. A shard calls this on every step of its event loop, and a step that built every due
-        snapshot at once after a stall would hold the loop for tens of milliseconds, delaying the
-        arriving ticks of every account: latency the next stall makes longer still.
-        """
+    def due(self, now: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(live accounts to publish, idle accounts whose last value to refresh), both marked clean."""
         self._ensure(size, now)
         dirty, live = self._dirty[:size], self._live[:size]
         publish = np.flatnonzero(dirty & live & (self._next_live[:size] <= now))
         refresh = np.flatnonzero(dirty & ~live & (self._next_idle[:size] <= now))
-        if limit is not None:
-            publish = _most_overdue(publish, self._next_live, max(limit - min(len(refresh), limit // 8), 0))
-            refresh = _most_overdue(refresh, self._next_idle, max(limit - len(publish), 0))
         self._dirty[publish] = False
         self._dirty[refresh] = False
         self._next_live[publish] = now + self.min_gap
@@ -94,11 +84,3 @@ class Coalescer:
     def pending(self, size: int) -> int:
         return int(self._dirty[:size].sum())
 
-
-
-def _most_overdue(indices: np.ndarray, due_at: np.ndarray, limit: int) -> np.ndarray:
-    """The `limit` of `indices` due the longest, in index order (all of them if there are no more)."""
-    if len(indices) <= limit:
-        return indices
-    first = np.argpartition(due_at[indices], limit)[:limit] if limit else np.empty(0, dtype=np.int64)
-    return np.sort(indices[first])

@@ -49,7 +49,6 @@ class PortfolioCore:
         idle_refresh_s: float,
         price_grace_s: float = 10.0,
         publish_budget: float = float("inf"),
-        step_limit: int | None = None,
     ) -> None:
         self.index = index
         self.price_grace_s = price_grace_s
@@ -57,7 +56,6 @@ class PortfolioCore:
         self.shards = shards
         self.book = ValuationBook()
         self.coalescer = Coalescer(publish_hz, idle_refresh_s, publish_budget)
-        self.step_limit = step_limit  # snapshots per step at most (see Coalescer.due)
         self.stats = PortfolioStats()
 
     def owns(self, account_id: str) -> bool:
@@ -123,7 +121,7 @@ class PortfolioCore:
         size = self._size()
         changed = self.book.flush()
         self.coalescer.mark(changed, size, now)
-        live, quiet = self.coalescer.due(now, size, self.step_limit)
+        live, quiet = self.coalescer.due(now, size)
         if now - self.started < self.price_grace_s:
             live, quiet = self._priced(live, size, now), self._priced(quiet, size, now)
         return self.book.snapshots(live, now), self.book.snapshots(quiet, now)

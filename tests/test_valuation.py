@@ -330,24 +330,6 @@ def test_live_accounts_share_the_publish_budget() -> None:
     assert sent == 8
 
 
-def test_a_step_limit_takes_the_longest_overdue_first_and_keeps_room_for_idle_refreshes() -> None:
-    co = Coalescer(publish_hz=10.0, idle_refresh_s=1.0)
-    co.set_live(np.arange(20), size=40, now=0.0)  # 0-19 watched, 20-39 not
-    co.mark(np.arange(40), size=40, now=0.0)
-    assert len(co.due(now=0.0, size=40)[0]) == 20
-    co.mark(np.arange(10), size=40, now=0.5)
-    assert co.due(now=0.5, size=40)[0].tolist() == list(range(10))  # 0-9 went out again; 10-19 did not
-    co.mark(np.arange(40), size=40, now=2.0)
-    live, idle = co.due(now=2.0, size=40, limit=16)
-    assert len(live) == 14 and len(idle) == 2  # an eighth of the limit is kept for idle refreshes
-    assert set(live.tolist()) >= set(range(10, 20))  # due since 0.1: they go before 0-9 (due since 0.6)
-    assert live.tolist() == sorted(live.tolist())
-    rest_live, rest_idle = co.due(now=2.0, size=40, limit=100)  # what did not fit stays due, nothing lost
-    assert sorted(live.tolist() + rest_live.tolist()) == list(range(20))
-    assert sorted(idle.tolist() + rest_idle.tolist()) == list(range(20, 40))
-    assert co.pending(40) == 0
-
-
 def test_columns_of_unequal_length_are_rejected_whole() -> None:
     book = ValuationBook()
     book.set_holdings([AccountHoldings("a", Decimal(0), [Position("IBM", Decimal(1), Decimal(1))])])
