@@ -1,10 +1,13 @@
-"""The valuation book: many accounts valued at once, updated incrementally from price ticks.
+"""The valuation book: many accounts valued at once from price ticks.
 
-Holdings are kept as flat position arrays (one row per account x symbol) in two orders: by account
-(to build snapshots) and by symbol (so a price change touches only that symbol's holders). Ticks
-are conflated per symbol until `flush()` (latest wins); a flush gathers the holders of the changed
-symbols in one vectorised step and moves their values by `qty x delta`. The arrays are rebuilt
-lazily, and values recomputed exactly, only when holdings change or a symbol gets its first price.
+Holdings are kept as flat position arrays (one row per account x symbol), ordered by account (to
+value and build snapshots), with the accounts of each symbol's holders also kept in symbol order (so
+a price change touches only that symbol's holders). Ticks are conflated per symbol until `flush()`
+(latest wins); a flush sets the new prices and marks the holders' accounts changed. Values are
+computed exactly from the positions and the current prices when a snapshot is built, never carried
+forward by deltas: under a busy feed every account changes between two of its snapshots, so
+keeping running values per tick would be work thrown away. The arrays are rebuilt lazily, only when
+holdings change or the day rolls.
 
 Day change of a position is `qty * last - start_qty * prev_close - net_cost_today` (see
 `engine.types.Position`), so shares bought today count from their cost; cash, and cash deposited
@@ -76,8 +79,6 @@ class ValuationBook:
         # entry price), converted from Decimal once when its holdings are set: a rebuild concatenates
         self._rows: list[np.ndarray | None] = []
         self._cash = np.empty(0)
-        self._pv = np.empty(0)
-        self._base = np.empty(0)  # sum(start_qty * prev_close + net_cost_today) per account
         self._seq = np.empty(0, dtype=np.int64)
         self._changed = np.empty(0, dtype=bool)
         # positions, rebuilt lazily
@@ -90,9 +91,7 @@ class ValuationBook:
         self._pos_cost = np.empty(0)
         self._pos_entry = np.empty(0)
         self._acct_ptr = np.zeros(1, dtype=np.int64)
-        self._sym_acct = np.empty(0, dtype=np.int64)  # account, qty and start qty of the rows in symbol order
-        self._sym_qty = np.empty(0)
-        self._sym_start = np.empty(0)
+        self._sym_acct = np.empty(0, dtype=np.int64)  # the account of each row, rows in symbol order
         self._sym_ptr = np.zeros(1, dtype=np.int64)
 
     # --- accounts -------------------------------------------------------------------------
@@ -168,8 +167,6 @@ class ValuationBook:
 
     def _grow_accounts(self, size: int) -> None:
         self._cash = grown(self._cash, size, 0.0)
-        self._pv = grown(self._pv, size, 0.0)
-        self._base = grown(self._base, size, 0.0)
         self._seq = grown(self._seq, size, 0)
         self._changed = grown(self._changed, size, False)
 
@@ -291,28 +288,14 @@ class ValuationBook:
         syms = np.empty(0, dtype=np.int64)
         if chunks:
             syms, price, prev, ts, ingest = self._newest(chunks)
-        if len(syms):
-            if not np.isfinite(self._last[syms]).all():
-                self._dirty = True  # a first price replaces a fallback value: recompute exactly
-            incremental = not self._dirty
-            if incremental:
-                d_last, d_prev = price - self._last[syms], prev - self._prev[syms]
-            self._set_prices(syms, price, prev, ts, ingest)
-            if self._dirty:
-                self._rebuild()
-            held, counts, rows = self._holders(syms)
-            if len(rows):
-                accts = self._sym_acct[rows]
-                if incremental:
-                    n = len(self._pv)
-                    self._pv += np.bincount(accts, self._sym_qty[rows] * np.repeat(d_last[held], counts), minlength=n)
-                    if d_prev[held].any():
-                        moved = self._sym_start[rows] * np.repeat(d_prev[held], counts)
-                        self._base += np.bincount(accts, moved, minlength=n)
-                self._changed[accts] = True
-                self.stats.holder_updates += len(rows)
-        elif self._dirty:
+        if self._dirty:
             self._rebuild()
+        if len(syms):
+            self._set_prices(syms, price, prev, ts, ingest)
+            rows = self._holders(syms)
+            if len(rows):
+                self._changed[self._sym_acct[rows]] = True
+                self.stats.holder_updates += len(rows)
         changed = np.flatnonzero(self._changed[: len(self._acct_ids)])
         self._changed[changed] = False
         return changed
@@ -337,13 +320,11 @@ class ValuationBook:
         self._sym_ts[syms] = ts
         self._sym_ingest[syms] = ingest
 
-    def _holders(self, syms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(which of `syms` anybody holds, holder count of each held one, their rows in symbol order)."""
-        held = syms < len(self._sym_ptr) - 1
-        kept = syms[held]
+    def _holders(self, syms: np.ndarray) -> np.ndarray:
+        """The rows (in symbol order) of the holders of `syms`."""
+        kept = syms[syms < len(self._sym_ptr) - 1]
         starts = self._sym_ptr[kept]
-        counts = self._sym_ptr[kept + 1] - starts
-        return held, counts, ranges(starts, counts)
+        return ranges(starts, self._sym_ptr[kept + 1] - starts)
 
     def _roll(self, session: str) -> None:
         """A new trading day: the last trade of each symbol is its previous close until the feed
@@ -375,19 +356,9 @@ class ValuationBook:
         self._acct_ptr = np.concatenate(([0], np.cumsum(np.bincount(self._pos_acct, minlength=n_acct))))
         # a stable sort of 16-bit keys is a radix sort: ten times faster than of int64 ones
         keys = self._pos_sym.astype(np.uint16) if n_sym <= 1 << 16 else self._pos_sym
-        by_sym = np.argsort(keys, kind="stable")
-        # what a tick needs of its symbol's holders, copied in symbol order: a flush reads runs of
-        # neighbouring rows instead of gathering scattered ones (three times faster on 200k positions)
-        self._sym_acct, self._sym_qty, self._sym_start = (
-            self._pos_acct[by_sym], self._pos_qty[by_sym], self._pos_start[by_sym]
-        )
+        # the holders' accounts in symbol order: a flush reads runs of neighbouring rows
+        self._sym_acct = self._pos_acct[np.argsort(keys, kind="stable")]
         self._sym_ptr = np.concatenate(([0], np.cumsum(np.bincount(self._pos_sym, minlength=n_sym))))
-        last, prev = self._effective_prices(np.arange(len(self._pos_acct)), self._pos_sym)
-        size = len(self._pv)
-        self._pv = np.bincount(self._pos_acct, self._pos_qty * last, minlength=size).astype(float)
-        self._base = np.bincount(
-            self._pos_acct, self._pos_start * prev + self._pos_cost, minlength=size
-        ).astype(float)
         self._dirty = False
         self.stats.rebuilds += 1
 
@@ -434,11 +405,15 @@ class ValuationBook:
 
     # --- values ---------------------------------------------------------------------------
     def totals(self) -> dict[str, tuple[float, float]]:
-        """(total value, day change) of every account, from the incremental arrays."""
+        """(total value, day change) of every account, unrounded."""
         if self._dirty:
             self._rebuild()
+        last, prev = self._effective_prices(np.arange(len(self._pos_acct)), self._pos_sym)
+        size = len(self._cash)
+        value = np.bincount(self._pos_acct, self._pos_qty * last, minlength=size)
+        base = np.bincount(self._pos_acct, self._pos_start * prev + self._pos_cost, minlength=size)
         return {
-            account_id: (float(self._cash[i] + self._pv[i]), float(self._pv[i] - self._base[i]))
+            account_id: (float(self._cash[i] + value[i]), float(value[i] - base[i]))
             for account_id, i in self._acct_index.items()
         }
 
