@@ -63,6 +63,7 @@ def _json_response(connection: ServerConnection, status: int, code: str, message
     """An HTTP answer in the API's one error shape (gateway.errors)."""
     body = json_encoder.encode(ErrorResponse(ErrorBody(code=code, message=message))).decode()
     response = connection.respond(status, body)
+    del response.headers["Content-Type"]  # websockets' Headers keep every value set: replace, not add
     response.headers["Content-Type"] = "application/json"
     return response
 
