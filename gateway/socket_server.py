@@ -7,6 +7,11 @@ subscription per replica for both), and a snapshot frame, built once, is written
 socket's transport from the hub's dispatch, as `websockets.broadcast` does: no task and no await per
 socket per frame.
 
+Each frame is put on the wire once per snapshot (a server's frames are unmasked, so every socket gets
+the same bytes) and written with one `transport.write` per socket. The connection's protocol object
+is bypassed for these writes, which is sound because the server never fragments a message and
+negotiates no extension (compression off); its state is checked first, so nothing follows a close.
+
 Latest-wins without a writer task: a frame is written at once while the socket's write buffer is at
 or below `WRITE_MARK`; above it, the newest snapshot waits in a one-frame slot (each newer one
 replaces it) and one short-lived task writes it when the transport has drained to its low-water
@@ -21,12 +26,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import functools
 import logging
 import time
 import urllib.parse
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import OP_TEXT, Frame
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -48,6 +55,16 @@ INTERNAL_ERROR = 1011
 # well) is not reading, and gets only the newest snapshot once it drains. Bounds a slow socket's memory.
 WRITE_MARK = 32 * 1024
 MAX_CLIENT_MESSAGE = 64 * 1024  # clients send heartbeats and pongs, nothing large
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A whole unmasked text frame (RFC 6455) carrying `payload`, UTF-8 text."""
+    return Frame(OP_TEXT, payload).serialize(mask=False)
+
+
+# The hub offers one snapshot frame to every socket of its account in a row: the frame is put on the
+# wire once and each further socket finds it here (bytes cache their hash; a hit compares identity).
+shared_text_frame = functools.lru_cache(maxsize=8)(text_frame)
 
 
 def account_of_path(path: str) -> str | None:
@@ -101,14 +118,14 @@ class NativeWatcher(Watcher):
             return
         self._offered_seq = seq
         if self._drainer is None and self._transport.get_write_buffer_size() <= WRITE_MARK:
-            self._write(frame)
+            self._write(shared_text_frame(frame))
         else:
             self._waiting = frame
             self._drain_later()
 
     def say(self, frame: bytes) -> None:
         if self._drainer is None and self._transport.get_write_buffer_size() <= WRITE_MARK:
-            self._write(frame)
+            self._write(text_frame(frame))
         else:
             self._control.append(frame)
             self._drain_later()
@@ -117,13 +134,12 @@ class NativeWatcher(Watcher):
         if self._closer is None:
             self._closer = asyncio.get_running_loop().create_task(self._connection.close(code, reason))
 
-    def _write(self, frame: bytes) -> None:
-        """One text frame onto the transport, as websockets.broadcast writes (skipped once closing)."""
+    def _write(self, wire: bytes) -> None:
+        """A whole frame onto the transport (skipped once the connection is closing)."""
         if self._protocol.state is not State.OPEN:
             return
-        self._protocol.send_text(frame)
         try:
-            self._connection.send_data()
+            self._transport.write(wire)
         except (OSError, RuntimeError) as exc:  # never into the hub's dispatch: the other sockets come first
             log.debug("write to a closing socket failed: %s", exc)  # its own reader sees it and ends the handler
 
@@ -140,10 +156,10 @@ class NativeWatcher(Watcher):
                 if self._protocol.state is not State.OPEN:
                     return
                 while self._control:
-                    self._write(self._control.popleft())
+                    self._write(text_frame(self._control.popleft()))
                 frame, self._waiting = self._waiting, None
                 if frame is not None:
-                    self._write(frame)
+                    self._write(text_frame(frame))
         except (OSError, ConnectionClosed):
             return  # lost while waiting: the handler cleans up
         finally:
