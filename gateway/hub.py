@@ -105,6 +105,9 @@ class PortfolioHub:
         self._channels: ChannelReader | None = None
         self._ready = asyncio.Event()  # set while the pub/sub connection is up and subscribed
         self._tasks: list[asyncio.Task[None]] = []
+        # Python 3.11's wait_for swallows a cancellation that meets a reply arriving in the same loop
+        # turn (an unsubscribe's confirmation as sockets close on shutdown): the reader checks this too.
+        self._closed = False
         self.sockets = 0
 
     def _count_sockets(self, delta: int) -> None:
@@ -180,7 +183,7 @@ class PortfolioHub:
         """Listen on one pub/sub connection for as long as the replica runs. A connection that cannot
         be opened is retried with jittered exponential backoff; one lost after it was up is
         reopened at once (the backoff starts afresh)."""
-        while True:
+        while not self._closed:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(HubDisconnected),
                 wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.1),
@@ -200,7 +203,7 @@ class PortfolioHub:
             self._ready.set()
             await self._catch_up()
             ready = True
-            while True:  # the maintenance loop pings it every tick: silence means a dead connection
+            while not self._closed:  # the maintenance loop pings it every tick: silence means a dead connection
                 for channel, data in await asyncio.wait_for(channels.read(), self._silence_s):
                     self.dispatch(channel, data)
         except asyncio.CancelledError:
@@ -208,7 +211,7 @@ class PortfolioHub:
         except Exception as exc:  # Redis gone or restarting: keep the sockets, reconnect
             metrics.sink().record(metrics.REDIS_ERRORS, 1, {"component": "gateway"})
             log.warning("portfolio hub lost Redis: %s", exc)
-            if not ready:
+            if not ready and not self._closed:
                 raise HubDisconnected(str(exc)) from exc
         finally:
             self._ready.clear()
@@ -257,6 +260,7 @@ class PortfolioHub:
                     log.warning("interest refresh failed: %s", exc)
 
     async def close(self) -> None:
+        self._closed = True
         for watchers in self._watchers.values():
             for watcher in watchers:
                 watcher.request_close(GOING_AWAY, "server shutting down")
