@@ -322,7 +322,9 @@ class Gateway:
         )
 
     def __serve_build_asgi_app__(self) -> Starlette:
-        return build_app(self.services)
+        """The app, and with it (CLERA_NATIVE_WS) the replica's own WebSocket server, started by the app's
+        lifespan on the replica's event loop and closed with it."""
+        return build_app(self.services, socket_server=True)
 
 
 def gateway_app(settings: Settings, start_engine: bool = True) -> Any:

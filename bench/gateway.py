@@ -7,13 +7,14 @@ clients watch those accounts over WebSockets.
 
 REST: requests/s and latency of `GET /api/portfolio/{id}` through Serve's proxy, on the replica's own
 port and through plain uvicorn serving the same app, in the same run (the ratios are the cost of Serve).
-WebSocket fan-out: N clients, one account each, on ONE gateway process: a Serve replica reached on
-its own port (direct ingress, how `clera serve` runs it), the same replica through Serve's HTTP
-proxy, and plain uvicorn. Reports messages/s delivered against what the engine published for those
-accounts, tick-to-client latency (receipt minus the newest tick in the snapshot), publish-to-client
-latency, the CPU of every process and RSS per connection.
+WebSocket fan-out: N clients, one account each, on ONE gateway process: a Serve replica's own
+WebSocket server (CLERA_NATIVE_WS, frames written straight to the sockets), the same replica's ASGI
+route on its own port (direct ingress) and through Serve's HTTP proxy, and plain uvicorn. Reports
+messages/s delivered against what the engine published for those accounts, tick-to-client latency
+(receipt minus the newest tick in the snapshot), publish-to-client latency, the CPU of every process
+and RSS per connection.
 
-    python bench/gateway.py --quick      # under a minute: 1,000 sockets on the replica's own port
+    python bench/gateway.py --quick      # under a minute: 1,000 sockets on the replica's own WebSocket server
     python bench/gateway.py              # 100, 1,000 and 5,000 sockets on every target
 
 The load generator (this process), the uvicorn server, the Ray processes and Redis are separate
@@ -388,6 +389,16 @@ async def ws_fanout(
 
 
 # --- orchestration -----------------------------------------------------------------------------
+def _wait_port(port: int, timeout: float = 60) -> None:
+    """Until something accepts TCP connections on the port (the replica's own WebSocket server)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
 def _wait_http(url: str, timeout: float = 60) -> None:
     import httpx
 
@@ -437,8 +448,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1,000 sockets, short runs (under a minute)")
     parser.add_argument("--clients", type=int, nargs="*", help="socket counts (default 100 1000 5000)")
     parser.add_argument("--redis-url", help="external Redis (default: an embedded redis-server)")
-    parser.add_argument("--ws-targets", nargs="*", default=None, choices=["serve-direct", "serve", "uvicorn"],
-                        help="where to run the fan-out (default: serve-direct; all three without --quick)")
+    parser.add_argument("--ws-targets", nargs="*", default=None,
+                        choices=["serve-native", "serve-direct", "serve", "uvicorn"],
+                        help="where to run the fan-out (default: serve-native; all four without --quick)")
     parser.add_argument("--serve-uvicorn", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_uvicorn:
@@ -462,6 +474,7 @@ def main() -> None:
     accounts_file = tmp / "accounts.json"
     make_accounts({"accounts": accounts, "positions": POSITIONS, "symbols": SYMBOLS}, accounts_file)
     direct_port = free_port_range(101, 38_200)
+    ws_port = free_port_range(101, direct_port + 101)  # the replicas' own WebSocket servers
     environ = {
         # engine tuning from the environment (CLERA_PUBLISH_HZ, CLERA_PUBLISH_BUDGET, CLERA_FLUSH_MS, ...)
         **{k: v for k, v in os.environ.items() if k.startswith("CLERA_")},
@@ -470,6 +483,7 @@ def main() -> None:
         "CLERA_FEED": "simulated", "CLERA_SIM_SYMBOLS": str(SYMBOLS), "CLERA_SIM_TICKS_PER_S": str(TICKS_PER_S),
         "CLERA_POSITIONS": "file", "CLERA_DEMO_ACCOUNTS_FILE": str(accounts_file), "CLERA_PINNED_SYMBOLS": ",",
         "CLERA_SERVE_MIN_REPLICAS": "1", "CLERA_SERVE_MAX_REPLICAS": "1", "CLERA_DIRECT_PORT": str(direct_port),
+        "CLERA_NATIVE_WS": "true", "CLERA_WS_PORT": str(ws_port),
     }
     settings = load_settings(environ, env_file=None)
 
@@ -518,6 +532,7 @@ def main() -> None:
         _wait_http(f"http://127.0.0.1:{uv_port}/api/health")
         _wait_http(f"http://127.0.0.1:{serve_port}/api/health")
         _wait_http(f"http://127.0.0.1:{direct_port}/api/health")
+        _wait_port(ws_port)
         asyncio.run(wait_for_last_values(redis_url, accounts))
         for name, port in (("serve", serve_port), ("serve_direct", direct_port), ("uvicorn", uv_port)):
             result["rest"][name] = asyncio.run(
@@ -527,10 +542,12 @@ def main() -> None:
             result["rest"][f"{name}_over_uvicorn_rps"] = round(
                 result["rest"][name]["rps"] / max(result["rest"]["uvicorn"]["rps"], 1e-9), 3
             )
-        targets = args.ws_targets or (["serve-direct"] if args.quick else ["serve-direct", "uvicorn", "serve"])
-        ports = {"serve": serve_port, "uvicorn": uv_port, "serve-direct": direct_port}
+        targets = args.ws_targets or (
+            ["serve-native"] if args.quick else ["serve-native", "serve-direct", "uvicorn", "serve"]
+        )
+        ports = {"serve": serve_port, "uvicorn": uv_port, "serve-direct": direct_port, "serve-native": ws_port}
         finders = {"serve": (f"ServeReplica:{APP}", "ProxyActor"), "uvicorn": ("--serve-uvicorn",),
-                   "serve-direct": (f"ServeReplica:{APP}",)}
+                   "serve-direct": (f"ServeReplica:{APP}",), "serve-native": (f"ServeReplica:{APP}",)}
         for target in targets:
             rss_of = _rss_finder(*finders[target])
             runs = []

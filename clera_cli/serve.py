@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         say(f"[bold green]Clera engine is up[/bold green] at {url}  (OpenAPI: {url}/openapi.json)")
         if direct:
             say(f"sockets straight to the gateway replica (no proxy hop): {watch_url}")
+        if settings.native_ws:
+            say(f"sockets on the replica's own WebSocket server: ws://{settings.host}:{settings.ws_port}")
         if context.dashboard_url:
             say(f"Ray dashboard: http://{context.dashboard_url}")
         gcs = context.address_info["gcs_address"]  # type: ignore[attr-defined]  # ray.init answers a RayContext

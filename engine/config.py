@@ -96,6 +96,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )
     serve_direct_ingress: bool = msgspec.field(default=True, name="CLERA_SERVE_DIRECT_INGRESS")
     direct_port: Annotated[int, Positive] = msgspec.field(default=8001, name="CLERA_DIRECT_PORT")
+    native_ws: bool = msgspec.field(default=True, name="CLERA_NATIVE_WS")
+    ws_port: Annotated[int, Positive] = msgspec.field(default=8200, name="CLERA_WS_PORT")
     fmp_api_key: str | None = msgspec.field(default=None, name="FINANCIAL_MODELING_PREP_API_KEY")
     fmp_url: str = msgspec.field(default="https://financialmodelingprep.com", name="CLERA_FMP_URL")
     fmp_rate_limit: Annotated[int, AtLeastOne] = msgspec.field(default=270, name="CLERA_FMP_RATE_LIMIT")

@@ -82,6 +82,14 @@ DOCS: dict[str, str] = {
         "on a cluster set the RAY_SERVE_* variables of `cluster.yaml`)."
     ),
     "CLERA_DIRECT_PORT": "Direct port of the first gateway replica on a node; further replicas take the next ones.",
+    "CLERA_NATIVE_WS": (
+        "Each gateway replica also serves `/ws/portfolio` from its own WebSocket server, frames written straight to "
+        "the sockets instead of through ASGI, on a port of CLERA_WS_PORT's range."
+    ),
+    "CLERA_WS_PORT": (
+        "WebSocket port of the first gateway replica on a node (CLERA_NATIVE_WS); each replica binds the first free "
+        "one of CLERA_WS_PORT..CLERA_WS_PORT+100."
+    ),
     "FINANCIAL_MODELING_PREP_API_KEY": (
         "Financial Modeling Prep key: `clera profiles collect` and live lookups on `/api/company/{ticker}`; unset: "
         "offline profiles only."

@@ -64,3 +64,11 @@ def check(s: Settings) -> None:
             f"CLERA_DIRECT_PORT={s.direct_port}: the replicas' ports {s.direct_port}..{s.direct_port + 100} "
             f"must be valid and must not include CLERA_PORT={s.port}"
         )
+    if s.native_ws:
+        overlaps_direct = s.serve_direct_ingress and abs(s.ws_port - s.direct_port) <= 100
+        if s.ws_port + 100 > 65535 or s.ws_port <= s.port <= s.ws_port + 100 or overlaps_direct:
+            raise ConfigError(
+                f"CLERA_WS_PORT={s.ws_port}: the replicas' WebSocket ports {s.ws_port}..{s.ws_port + 100} must be "
+                f"valid and must not include CLERA_PORT={s.port} nor overlap CLERA_DIRECT_PORT's "
+                f"{s.direct_port}..{s.direct_port + 100}"
+            )

@@ -20,6 +20,7 @@ from gateway.hub import PortfolioHub
 from gateway.monitor import HealthMonitor
 from gateway.openapi import openapi_route
 from gateway.services import Services
+from gateway.socket_server import SocketServer
 
 RouteProvider = Callable[[Services], list[BaseRoute]]
 
@@ -41,7 +42,12 @@ def default_providers() -> list[RouteProvider]:
     return [importlib.import_module(name).routes for name in PROVIDER_MODULES]
 
 
-def build_app(services: Services, providers: Sequence[RouteProvider] | None = None) -> Starlette:
+def build_app(
+    services: Services, providers: Sequence[RouteProvider] | None = None, *, socket_server: bool = False
+) -> Starlette:
+    """`socket_server`: also serve `/ws/portfolio` from the replica's own WebSocket server (when
+    CLERA_NATIVE_WS allows), started and stopped with the app. Only a Serve replica asks for it: tests
+    and a plain uvicorn bind no port they did not ask for."""
     routes: list[BaseRoute] = []
     for provide in default_providers() if providers is None else providers:
         routes.extend(provide(services))
@@ -49,14 +55,20 @@ def build_app(services: Services, providers: Sequence[RouteProvider] | None = No
 
     monitor = HealthMonitor(services)
     hub = PortfolioHub(services)
+    settings = services.settings
+    sockets = SocketServer(hub, services) if socket_server and settings.native_ws else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await monitor.check_once()  # health is truthful from the first request on
         monitor.start()
+        if sockets is not None:
+            await sockets.start(settings.host, settings.ws_port)
         try:
             yield
         finally:
+            if sockets is not None:
+                await sockets.close()
             await hub.close()
             await monitor.stop()
             await services.aclose()
@@ -65,5 +77,6 @@ def build_app(services: Services, providers: Sequence[RouteProvider] | None = No
     app.state.services = services
     app.state.monitor = monitor
     app.state.hub = hub
+    app.state.socket_server = sockets
     app.state.version = version()
     return app

@@ -30,12 +30,23 @@ def require_api_key(conn: HTTPConnection) -> None:
 
 def require_user(conn: HTTPConnection) -> str:
     """The user id of the `Authorization: Bearer` JWT (or `?token=` on a WebSocket)."""
+    if conn.scope["type"] == "websocket":
+        return socket_user(conn.headers.get("authorization"), conn.query_params.get("token"), services_of(conn))
     token = bearer_token(conn.headers.get("authorization"))
-    if token is None and conn.scope["type"] == "websocket":
-        token = conn.query_params.get("token")
     if token is None:
         raise AuthError("bearer token missing")
     return verify_jwt(token, services_of(conn).settings.jwt_secret)
+
+
+def socket_user(authorization: str | None, query_token: str | None, services: Services) -> str:
+    """A socket's user id: the `Authorization: Bearer` header wins, else `?token=` (browsers cannot set
+    headers on a WebSocket). Shared by the ASGI route and the replica's own WebSocket server."""
+    token = bearer_token(authorization)
+    if token is None:
+        token = query_token
+    if token is None:
+        raise AuthError("bearer token missing")
+    return verify_jwt(token, services.settings.jwt_secret)
 
 
 def require_caller(conn: HTTPConnection) -> str:

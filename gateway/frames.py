@@ -60,10 +60,11 @@ class LegacyFields(msgspec.Struct, gc=False, tag_field="type", tag="portfolio_up
 _head_decoder = msgspec.json.Decoder(SnapshotHead)
 
 
-def snapshot_frame(raw: bytes) -> tuple[int, str]:
+def snapshot_frame(raw: bytes) -> tuple[int, bytes]:
     """(seq, frame) for a snapshot as stored in Redis: the fields today's frontend reads, beside the
     full snapshot (additive: nothing it reads changed). The snapshot's JSON is spliced in as it came,
-    so a busy replica decodes a few fields per update instead of re-encoding every position.
+    so a busy replica decodes a few fields per update instead of re-encoding every position. The frame
+    is the UTF-8 text a socket sends: the native server writes it as is, without decoding it per socket.
     Raises msgspec.DecodeError on anything that is not a snapshot."""
     head = _head_decoder.decode(raw)
     legacy = LegacyFields(
@@ -77,12 +78,12 @@ def snapshot_frame(raw: bytes) -> tuple[int, str]:
         timestamp=iso_time(head.publish_ts or head.as_of),
         source=head.source,
     )
-    return head.seq, (json_encoder.encode(legacy)[:-1] + b',"snapshot":' + raw.strip() + b"}").decode()
+    return head.seq, json_encoder.encode(legacy)[:-1] + b',"snapshot":' + raw.strip() + b"}"
 
 
-def control_frame(obj: dict[str, object]) -> str:
-    return json_encoder.encode(obj).decode()
+def control_frame(obj: dict[str, object]) -> bytes:
+    return json_encoder.encode(obj)
 
 
-def error_frame(code: str, message: str) -> str:
+def error_frame(code: str, message: str) -> bytes:
     return control_frame({"type": "error", "error": {"code": code, "message": message, "details": None}})

@@ -1,39 +1,40 @@
 """The replica's fan-out: one Redis subscription for every socket it serves, one latest-wins slot per socket.
 
-Each snapshot becomes one frame, built once, and goes into every watcher's slot; a per-socket sender
-drains the slot, so a slow client only ever skips to the newest snapshot and never holds up the hub
-or other clients.
+Each snapshot becomes one frame, built once, and is offered to every watcher of its account; a slow
+client only ever skips to the newest snapshot and never holds up the hub or other clients. The hub
+knows nothing of web frameworks: the watchers (gateway.ws for the ASGI route, gateway.socket_server
+for the replica's own WebSocket server) carry the frames to their sockets.
 
-The slot relies on the server's send waiting for a slow socket, which uvicorn (and Serve's direct
-ingress) do. Behind Serve's HTTP proxy an ASGI send never waits (the replica queues frames for the
-proxy), so there a slow client is bounded by the engine's per-account publish rate only.
+On the ASGI route the latest-wins slot relies on the server's send waiting for a slow socket, which
+uvicorn (and Serve's direct ingress) do. Behind Serve's HTTP proxy an ASGI send never waits (the
+replica queues frames for the proxy), so there a slow client is bounded by the engine's per-account
+publish rate only.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
-import collections
 import contextlib
 import logging
 import time
 
 import msgspec
 from redis.exceptions import RedisError
-from starlette.websockets import WebSocket, WebSocketDisconnect
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential_jitter
 
 from engine import metrics
 from engine.pubsub import register_interest
 from engine.redis_keys import account_of_channel, interest_key, last_key, portfolio_channel
 from gateway.channels import ChannelReader
-from gateway.frames import control_frame, iso_time, snapshot_frame
+from gateway.frames import control_frame, error_frame, iso_time, snapshot_frame
 from gateway.services import Services
 
 log = logging.getLogger("clera.gateway.ws")
 
 GOING_AWAY = 1001
 CONTROL_CHANNEL = "gateway:hub"
-_CONTROL_BACKLOG = 16
+CONTROL_BACKLOG = 16  # control frames kept for a socket that is not reading (a client spamming heartbeats)
 JOIN_TIMEOUT_S = 5.0
 
 
@@ -41,54 +42,52 @@ class HubDisconnected(Exception):
     """The pub/sub connection could not be (re)opened, or was lost before it was ever ready."""
 
 
-class Watcher:
-    """One open socket: a latest-wins snapshot slot, a short control queue, and a single writer task."""
+class Watcher(abc.ABC):
+    """One open socket as the hub sees it: the hub offers it snapshots and control frames and asks it
+    to close, never waiting on it. How a frame reaches the peer is the server's business: a writer
+    task per socket for the ASGI route (`gateway.ws`), a write straight to the transport for the
+    replica's own server (`gateway.socket_server`). Either way a slow socket keeps only the newest
+    snapshot, and never one older than a snapshot it was already offered."""
 
-    def __init__(self, websocket: WebSocket, account_id: str) -> None:
-        self.websocket = websocket
+    def __init__(self, account_id: str) -> None:
         self.account_id = account_id
         self.last_heard = time.monotonic()
         self.last_ping = self.last_heard
-        self._latest: str | None = None
-        self._latest_seq = -1
-        self._sent_seq = -1
-        self._control: collections.deque[str] = collections.deque(maxlen=_CONTROL_BACKLOG)
-        self._close: tuple[int, str] | None = None
-        self._wake = asyncio.Event()
 
-    def offer(self, seq: int, frame: str) -> None:
-        """Replace whatever is waiting; snapshots older than what was offered/sent are dropped."""
-        if seq <= self._latest_seq or seq <= self._sent_seq:
-            return
-        self._latest, self._latest_seq = frame, seq
-        self._wake.set()
+    @abc.abstractmethod
+    def offer(self, seq: int, frame: bytes) -> None:
+        """A snapshot frame (UTF-8 text); one with a seq at or below one offered before is ignored."""
 
-    def say(self, frame: str) -> None:
-        self._control.append(frame)
-        self._wake.set()
+    @abc.abstractmethod
+    def say(self, frame: bytes) -> None:
+        """A control frame (UTF-8 text), sent before any waiting snapshot."""
 
+    @abc.abstractmethod
     def request_close(self, code: int, reason: str) -> None:
-        self._close = (code, reason)
-        self._wake.set()
+        """Close the socket once what is queued for it has been written."""
 
-    async def run(self) -> None:
-        """The socket's only writer (ASGI sends must not interleave); ends when the peer is gone."""
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._control:
-                    await self.websocket.send_text(self._control.popleft())
-                if self._latest is not None:
-                    frame, seq = self._latest, self._latest_seq
-                    self._latest = None
-                    self._sent_seq = seq
-                    await self.websocket.send_text(frame)
-                if self._close is not None:
-                    await self.websocket.close(code=self._close[0], reason=self._close[1])
-                    return
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            return  # the peer went away mid-send; the receive loop sees the disconnect and cleans up
+
+class ClientFrame(msgspec.Struct, forbid_unknown_fields=False):
+    type: str
+
+
+_client_decoder = msgspec.json.Decoder(ClientFrame)
+
+
+def answer(watcher: Watcher, text: str | None) -> None:
+    """A client's message (None for a binary one), answered the same way on every server."""
+    if text is None:
+        watcher.say(error_frame("bad_request", "binary frames are not supported; send JSON text"))
+        return
+    try:
+        frame = _client_decoder.decode(text)
+    except msgspec.DecodeError:
+        watcher.say(error_frame("bad_request", 'expected a JSON object such as {"type":"heartbeat"}'))
+        return
+    if frame.type == "heartbeat":
+        watcher.say(control_frame({"type": "heartbeat_ack", "timestamp": iso_time(time.time())}))
+    elif frame.type != "pong":
+        watcher.say(error_frame("bad_request", f"unknown message type {frame.type[:40]!r}"))
 
 
 class PortfolioHub:
@@ -106,6 +105,9 @@ class PortfolioHub:
         self._channels: ChannelReader | None = None
         self._ready = asyncio.Event()  # set while the pub/sub connection is up and subscribed
         self._tasks: list[asyncio.Task[None]] = []
+        # Python 3.11's wait_for swallows a cancellation that meets a reply arriving in the same loop
+        # turn (an unsubscribe's confirmation as sockets close on shutdown): the reader checks this too.
+        self._closed = False
         self.sockets = 0
 
     def _count_sockets(self, delta: int) -> None:
@@ -181,7 +183,7 @@ class PortfolioHub:
         """Listen on one pub/sub connection for as long as the replica runs. A connection that cannot
         be opened is retried with jittered exponential backoff; one lost after it was up is
         reopened at once (the backoff starts afresh)."""
-        while True:
+        while not self._closed:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(HubDisconnected),
                 wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.1),
@@ -201,7 +203,7 @@ class PortfolioHub:
             self._ready.set()
             await self._catch_up()
             ready = True
-            while True:  # the maintenance loop pings it every tick: silence means a dead connection
+            while not self._closed:  # the maintenance loop pings it every tick: silence means a dead connection
                 for channel, data in await asyncio.wait_for(channels.read(), self._silence_s):
                     self.dispatch(channel, data)
         except asyncio.CancelledError:
@@ -209,7 +211,7 @@ class PortfolioHub:
         except Exception as exc:  # Redis gone or restarting: keep the sockets, reconnect
             metrics.sink().record(metrics.REDIS_ERRORS, 1, {"component": "gateway"})
             log.warning("portfolio hub lost Redis: %s", exc)
-            if not ready:
+            if not ready and not self._closed:
                 raise HubDisconnected(str(exc)) from exc
         finally:
             self._ready.clear()
@@ -258,6 +260,7 @@ class PortfolioHub:
                     log.warning("interest refresh failed: %s", exc)
 
     async def close(self) -> None:
+        self._closed = True
         for watchers in self._watchers.values():
             for watcher in watchers:
                 watcher.request_close(GOING_AWAY, "server shutting down")

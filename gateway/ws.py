@@ -7,11 +7,11 @@ are built in `gateway.frames`, the fan-out from Redis happens in `gateway.hub`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, WebSocketRoute
@@ -20,8 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from engine.auth import AuthError
 from gateway.auth import check_owner, require_user, services_of
 from gateway.errors import ApiError, error_response
-from gateway.frames import control_frame, error_frame, iso_time
-from gateway.hub import PortfolioHub, Watcher
+from gateway.hub import CONTROL_BACKLOG, PortfolioHub, Watcher, answer
 from gateway.openapi import SocketCompanion
 from gateway.services import Services
 
@@ -31,11 +30,53 @@ POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 
 
-class ClientFrame(msgspec.Struct, forbid_unknown_fields=False):
-    type: str
+class AsgiWatcher(Watcher):
+    """An ASGI socket: a latest-wins snapshot slot, a short control queue, and a single writer task
+    (ASGI sends must be awaited and must not interleave)."""
 
+    def __init__(self, websocket: WebSocket, account_id: str) -> None:
+        super().__init__(account_id)
+        self.websocket = websocket
+        self._latest: bytes | None = None
+        self._latest_seq = -1
+        self._sent_seq = -1
+        self._control: collections.deque[bytes] = collections.deque(maxlen=CONTROL_BACKLOG)
+        self._close: tuple[int, str] | None = None
+        self._wake = asyncio.Event()
 
-_client_decoder = msgspec.json.Decoder(ClientFrame)
+    def offer(self, seq: int, frame: bytes) -> None:
+        """Replace whatever is waiting; snapshots older than what was offered/sent are dropped."""
+        if seq <= self._latest_seq or seq <= self._sent_seq:
+            return
+        self._latest, self._latest_seq = frame, seq
+        self._wake.set()
+
+    def say(self, frame: bytes) -> None:
+        self._control.append(frame)
+        self._wake.set()
+
+    def request_close(self, code: int, reason: str) -> None:
+        self._close = (code, reason)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The socket's only writer; ends when the peer is gone."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._control:
+                    await self.websocket.send_text(self._control.popleft().decode())
+                if self._latest is not None:
+                    frame, seq = self._latest, self._latest_seq
+                    self._latest = None
+                    self._sent_seq = seq
+                    await self.websocket.send_text(frame.decode())
+                if self._close is not None:
+                    await self.websocket.close(code=self._close[0], reason=self._close[1])
+                    return
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return  # the peer went away mid-send; the receive loop sees the disconnect and cleans up
 
 
 async def portfolio_socket(websocket: WebSocket) -> None:
@@ -55,7 +96,7 @@ async def portfolio_socket(websocket: WebSocket) -> None:
         return
 
     hub: PortfolioHub = websocket.app.state.hub
-    watcher = Watcher(websocket, account_id)
+    watcher = AsgiWatcher(websocket, account_id)
     writer = asyncio.create_task(watcher.run(), name=f"ws-writer-{account_id}")
     try:
         await hub.join(watcher)
@@ -64,7 +105,7 @@ async def portfolio_socket(websocket: WebSocket) -> None:
             if message["type"] == "websocket.disconnect":
                 break
             watcher.last_heard = time.monotonic()
-            _answer(watcher, message.get("text"))
+            answer(watcher, message.get("text"))
     except WebSocketDisconnect:
         pass
     except Exception:
@@ -75,21 +116,6 @@ async def portfolio_socket(websocket: WebSocket) -> None:
     finally:
         await hub.leave(watcher)
         writer.cancel()
-
-
-def _answer(watcher: Watcher, text: str | None) -> None:
-    if text is None:
-        watcher.say(error_frame("bad_request", "binary frames are not supported; send JSON text"))
-        return
-    try:
-        frame = _client_decoder.decode(text)
-    except msgspec.DecodeError:
-        watcher.say(error_frame("bad_request", 'expected a JSON object such as {"type":"heartbeat"}'))
-        return
-    if frame.type == "heartbeat":
-        watcher.say(control_frame({"type": "heartbeat_ack", "timestamp": iso_time(time.time())}))
-    elif frame.type != "pong":
-        watcher.say(error_frame("bad_request", f"unknown message type {frame.type[:40]!r}"))
 
 
 async def upgrade_required(_: Request) -> Response:

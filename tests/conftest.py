@@ -19,6 +19,8 @@ REDIS_URL = os.environ.get("CLERA_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 PG_URL = os.environ.get("CLERA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 # Serve replicas of the tests listen here (and on the next ports) besides Serve's proxy, as under `clera serve`.
 DIRECT_PORT = int(os.environ.get("CLERA_TEST_DIRECT_PORT", "38100"))
+# ... and their own WebSocket servers here (CLERA_WS_PORT), right after the direct ports' range.
+WS_PORT = int(os.environ.get("CLERA_TEST_WS_PORT", str(DIRECT_PORT + 101)))
 
 
 def free_port() -> int:

@@ -111,11 +111,18 @@ def decode(frame: str | bytes) -> dict:
 class Gateway:
     """A real uvicorn server on a real port; `restart()` stops and starts it on the same port."""
 
-    def __init__(self, services: Services, port: int, providers: Sequence[RouteProvider] | None = None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        port: int,
+        providers: Sequence[RouteProvider] | None = None,
+        socket_server: bool = False,
+    ) -> None:
         self.services = services
         self.port = port
         self.providers = list(CORE_PROVIDERS if providers is None else providers)
-        self.app = build_app(services, self.providers)
+        self.socket_server = socket_server
+        self.app = build_app(services, self.providers, socket_server=socket_server)
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -126,6 +133,11 @@ class Gateway:
     @property
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def native(self) -> str:
+        """The replica's own WebSocket server (started with `socket_server=True`)."""
+        return f"ws://127.0.0.1:{self.app.state.socket_server.port}"
 
     async def start(self) -> None:
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
@@ -146,16 +158,20 @@ class Gateway:
         """A new app and new services on the same port: what a redeployed replica looks like to a client."""
         await self.stop()
         self.services = Services.in_process(self.services.settings, self.services.redis.url, self.services.store)
-        self.app = build_app(self.services, self.providers)
+        self.app = build_app(self.services, self.providers, socket_server=self.socket_server)
         await self.start()
 
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: Settings, store: SqlStore, port: int, providers: Sequence[RouteProvider] | None = None
+    settings: Settings,
+    store: SqlStore,
+    port: int,
+    providers: Sequence[RouteProvider] | None = None,
+    socket_server: bool = False,
 ) -> AsyncIterator[Gateway]:
     assert settings.redis_url is not None
-    gateway = Gateway(Services.in_process(settings, settings.redis_url, store), port, providers)
+    gateway = Gateway(Services.in_process(settings, settings.redis_url, store), port, providers, socket_server)
     await gateway.start()
     try:
         yield gateway

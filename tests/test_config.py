@@ -50,6 +50,10 @@ def test_defaults_are_the_embedded_ones() -> None:
         ({"CLERA_SERVE_MIN_REPLICAS": "5", "CLERA_SERVE_MAX_REPLICAS": "2"}, "must not exceed"),
         ({"CLERA_DIRECT_PORT": "7950"}, "must not include CLERA_PORT=8000"),
         ({"CLERA_DIRECT_PORT": "65500"}, "CLERA_DIRECT_PORT=65500"),
+        ({"CLERA_WS_PORT": "7950"}, "CLERA_WS_PORT=7950: the replicas' WebSocket ports 7950..8050"),
+        ({"CLERA_WS_PORT": "8050"}, "overlap CLERA_DIRECT_PORT's 8001..8101"),
+        ({"CLERA_WS_PORT": "65500"}, "CLERA_WS_PORT=65500"),
+        ({"CLERA_NATIVE_WS": "sometimes"}, "CLERA_NATIVE_WS='sometimes'"),
         ({"CLERA_PUBLISH_BUDGET": "0"}, "CLERA_PUBLISH_BUDGET='0'"),
     ],
 )

@@ -22,7 +22,7 @@ import pytest
 import redis
 import websockets
 import yaml
-from conftest import DIRECT_PORT, REDIS_URL, free_port
+from conftest import DIRECT_PORT, REDIS_URL, WS_PORT, free_port
 from gateway_support import (
     ALICE,
     ALICE_ACCOUNT,
@@ -59,6 +59,8 @@ def served(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "CLERA_SERVE_MIN_REPLICAS": "2",
         "CLERA_SERVE_MAX_REPLICAS": "2",
         "CLERA_REPLAY_EPOCH": repr(time.time()),
+        "CLERA_DIRECT_PORT": str(DIRECT_PORT),
+        "CLERA_WS_PORT": str(WS_PORT),
     }
     settings = load_settings(environ, env_file=None)
     make_store(settings.sqlite_path)
@@ -199,6 +201,24 @@ async def test_websocket_straight_to_each_replica(served, redis_url: str) -> Non
             assert (await next_of(ws))["seq"] == seq * 10 + 1
             await ws.send("not json")
             assert (await next_of(ws, "error"))["error"]["code"] == "bad_request"
+        async with connect(f"ws://127.0.0.1:{port}/ws/portfolio/{ALICE_ACCOUNT}?token={token(BOB)}") as ws:
+            assert await close_code(ws) == 1008
+
+
+async def test_each_replica_serves_sockets_from_its_own_websocket_server(served, redis_url: str) -> None:
+    """CLERA_NATIVE_WS: every replica binds the next free port from CLERA_WS_PORT, shares its hub with
+    the ASGI route and answers as it does."""
+    _, settings = served
+    listening = {c.laddr.port for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+    ports = [p for p in range(WS_PORT, WS_PORT + 101) if p in listening]
+    assert len(ports) == 2 and ports[0] == settings.ws_port  # one per replica, the first one first
+    assert all(_listener(p) for p in ports)  # each served by a replica of this application
+    for seq, port in enumerate(ports, start=1):
+        await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=100 + seq * 10))
+        async with connect(f"ws://127.0.0.1:{port}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws:
+            assert (await next_of(ws))["seq"] == 100 + seq * 10
+            await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=100 + seq * 10 + 1))
+            assert (await next_of(ws))["seq"] == 100 + seq * 10 + 1
         async with connect(f"ws://127.0.0.1:{port}/ws/portfolio/{ALICE_ACCOUNT}?token={token(BOB)}") as ws:
             assert await close_code(ws) == 1008
 
