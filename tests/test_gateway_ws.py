@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import random
 import socket
 import time
 from pathlib import Path
@@ -30,7 +32,7 @@ from gateway_support import (
 from websockets.asyncio.client import ClientConnection, connect
 
 from engine.types import PortfolioSnapshot
-from gateway.frames import money, signed_return
+from gateway.frames import iso_time, money, signed_return
 
 
 @pytest.fixture
@@ -67,6 +69,17 @@ def test_legacy_money_formats() -> None:
     assert signed_return(12.3, 0.45) == "+$12.30 (0.45%)"
     assert signed_return(-1234.5, -1.2345) == "-$1,234.50 (-1.23%)"
     assert signed_return(0.0, 0.0) == "+$0.00 (0.00%)"
+
+
+def test_frame_timestamps_are_what_datetime_writes() -> None:
+    """The frames' `timestamp` is formatted from a per-second cache: the same text as datetime's
+    isoformat, including microseconds rounded half to even and none shown when they are zero."""
+    rng = random.Random(5)
+    stamps = [0.0, 1.0, 1796335635.0, 1796335635.9999995, 1796335635.0000005, 1796335635.0000015, -0.0000004]
+    stamps += [rng.uniform(0, 4e9) for _ in range(20_000)]
+    stamps += [rng.randrange(4 * 10**9) + (rng.randrange(2 * 10**6) + 1) / 2e6 for _ in range(20_000)]  # ties
+    for ts in stamps:
+        assert iso_time(ts) == dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(), ts
 
 
 async def test_snapshot_on_connect_with_legacy_fields_and_interest(env, redis_url: str) -> None:
