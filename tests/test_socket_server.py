@@ -26,7 +26,7 @@ from gateway_support import (
     snapshot,
     token,
 )
-from test_gateway_ws import close_code, next_of, until_seq
+from test_gateway_ws import close_code, next_of, recovers_from_a_dropped_subscription, until_seq
 from websockets.asyncio.client import connect
 
 from gateway.hub import PortfolioHub
@@ -208,23 +208,11 @@ async def test_slow_consumer_gets_the_latest_not_a_backlog_and_blocks_nobody(env
 async def test_a_dropped_redis_subscription_is_reestablished_and_sockets_stay_open(env, redis_url: str) -> None:
     settings, store = env
     await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=1))
-    plain = redis.Redis.from_url(redis_url)
     async with (
         native_gateway(settings, store) as gw,
         connect(f"{gw.native}/ws/portfolio/{ALICE_ACCOUNT}?token={token(ALICE)}") as ws,
     ):
-        assert (await next_of(ws))["seq"] == 1
-        db = plain.connection_pool.connection_kwargs.get("db", 0)
-        hubs = [c["id"] for c in plain.client_list(_type="pubsub") if int(c["db"]) == db]
-        assert hubs and all(plain.client_kill_filter(_id=h) == 1 for h in hubs)
-        await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=2))  # published while nobody listens
-        assert (await next_of(ws))["seq"] == 2  # caught up from the last value after reconnecting
-        for _ in range(200):
-            if plain.pubsub_numsub(f"portfolio:{ALICE_ACCOUNT}")[0][1] == 1:
-                break
-            await asyncio.sleep(0.05)
-        await publish(redis_url, snapshot(ALICE_ACCOUNT, seq=3))
-        assert (await next_of(ws))["seq"] == 3  # live again
+        await recovers_from_a_dropped_subscription(ws, redis_url)
 
 
 async def test_shutdown_closes_native_sockets_with_1001(env, redis_url: str) -> None:
